@@ -1,0 +1,194 @@
+//! Building and running the HTTP application: state from configuration, the router with its
+//! layers, binding, and graceful shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, Request};
+use axum::routing::{get, post};
+use axum::Router;
+use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::auth::TokenKeys;
+use crate::error::ApiError;
+use crate::routes::{keys, ops, orgs};
+use crate::state::AppState;
+use keyledger_infra::crypto::Envelope;
+use keyledger_infra::material::MaterialStore;
+use keyledger_infra::providers::{EndpointPolicy, ProviderClient};
+use keyledger_infra::services::ServiceDeps;
+use keyledger_infra::{Config, Database, Keyrings};
+
+/// Request bodies larger than this are refused with 413.
+pub const BODY_LIMIT: usize = 64 * 1024;
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why the application could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Database(#[from] keyledger_infra::DatabaseError),
+    #[error("cannot build the provider HTTP client: {0}")]
+    Http(String),
+    #[error("cannot bind {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot sweep released key material: {0}")]
+    Sweep(#[from] keyledger_infra::material::MaterialError),
+}
+
+/// Opens the database, applies migrations, destroys material a crash left behind, and puts
+/// the shared state together.
+///
+/// # Errors
+/// [`StartError`] when the database or HTTP client cannot be set up.
+pub async fn build_state(config: Config) -> Result<AppState, StartError> {
+    let db = Database::connect(&config.database_url).await?;
+    db.migrate().await?;
+    let material = MaterialStore::new(db.clone());
+    let swept = material.sweep_released().await?;
+    if swept > 0 {
+        tracing::warn!(count = swept, "destroyed key material a previous run left behind");
+    }
+    let providers = ProviderClient::new(config.provider_base_urls.clone())
+        .map_err(|e| StartError::Http(e.to_string()))?;
+    let deps = Arc::new(ServiceDeps {
+        envelope: Envelope::new(config.master_keys),
+        material,
+        providers,
+        plans: config.plans,
+    });
+    Ok(AppState {
+        keyrings: Arc::new(Keyrings::new(&db, deps)),
+        db,
+        tokens: Arc::new(TokenKeys::new(&config.jwt_secret)),
+        endpoints: EndpointPolicy { allow_private: config.allow_private_endpoints },
+    })
+}
+
+/// The HTTP API over `state`, with its layers.
+pub fn router(state: AppState) -> Router {
+    let request_id = HeaderName::from_static("x-request-id");
+    let api = Router::new()
+        .route("/v1/orgs/{org}", get(orgs::org_status))
+        .route("/v1/orgs/{org}/plan", axum::routing::put(orgs::set_plan))
+        .route("/v1/orgs/{org}/byok-access", axum::routing::put(orgs::set_byok_access))
+        .route(
+            "/v1/orgs/{org}/provider-order",
+            get(orgs::get_provider_order).put(orgs::set_provider_order),
+        )
+        .route("/v1/orgs/{org}/keys", post(keys::store_key).get(keys::list_keys))
+        .route(
+            "/v1/orgs/{org}/keys/{provider}",
+            get(keys::get_key)
+                .put(keys::rotate_key)
+                .patch(keys::update_key)
+                .delete(keys::remove_key),
+        )
+        .route("/v1/orgs/{org}/keys/{provider}/verify", post(keys::verify_key))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/openapi.json", get(ops::openapi_json))
+        .route("/docs", get(ops::docs))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state);
+    api.layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(CatchPanicLayer::custom(|_| {
+            // The panic message could hold anything; it stays out of the response.
+            axum::response::IntoResponse::into_response(ApiError::internal(&"a handler panicked"))
+        }))
+        .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
+        .layer(
+            // Method and path only: no headers (Authorization), no query, no body.
+            TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+                let id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+                tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
+            }),
+        )
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(axum::http::StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "that method is not allowed here",
+    )
+}
+
+/// The bound, ready-to-run application.
+#[derive(Debug)]
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+}
+
+impl Application {
+    /// Builds the state from `config` and binds its listen address (port 0 picks a free one).
+    ///
+    /// # Errors
+    /// [`StartError`] when the state cannot be built or the address bound.
+    pub async fn build(config: Config) -> Result<Self, StartError> {
+        let addr = config.listen;
+        let state = build_state(config).await?;
+        let listener =
+            TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
+        Ok(Self { listener, router: router(state) })
+    }
+
+    /// The address the application listens on.
+    ///
+    /// # Errors
+    /// When the socket has no local address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` completes, then finishes the requests in flight.
+    ///
+    /// # Errors
+    /// When serving fails.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await
+    }
+}
+
+/// Completes on SIGTERM or ctrl-c.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}

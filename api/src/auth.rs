@@ -1,0 +1,199 @@
+//! Bearer tokens (HS256 JWT) and what each role may do.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use keyledger_domain::OrgId;
+use keyledger_infra::Actor;
+
+/// A caller's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
+pub enum Role {
+    Owner,
+    Admin,
+    Member,
+    Auditor,
+    Service,
+    PlatformAdmin,
+}
+
+impl Role {
+    /// The role's name in tokens and event metadata.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Owner => "owner",
+            Self::Admin => "admin",
+            Self::Member => "member",
+            Self::Auditor => "auditor",
+            Self::Service => "service",
+            Self::PlatformAdmin => "platform_admin",
+        }
+    }
+
+    /// Whether a token of this role may name every organization (`org: "*"`).
+    const fn may_span_orgs(self) -> bool {
+        matches!(self, Self::Service | Self::PlatformAdmin)
+    }
+}
+
+/// What a request wants to do, for authorization.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Org status and masked keys.
+    ReadKeys,
+    /// Store, rotate, change, remove, verify keys; set the provider order.
+    ManageKeys,
+    /// Set plans and BYOK access.
+    ManagePlan,
+}
+
+impl Access {
+    const fn allows(self, role: Role) -> bool {
+        use Role as R;
+        match self {
+            Self::ReadKeys => {
+                matches!(role, R::Owner | R::Admin | R::Member | R::Auditor | R::PlatformAdmin)
+            }
+            Self::ManageKeys => matches!(role, R::Owner | R::Admin),
+            Self::ManagePlan => matches!(role, R::PlatformAdmin),
+        }
+    }
+}
+
+/// The claims of a keyledger token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    pub role: Role,
+    pub org: String,
+    pub exp: u64,
+}
+
+/// Signs and checks tokens with the HS256 secret.
+pub struct TokenKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+}
+
+impl std::fmt::Debug for TokenKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenKeys([REDACTED])")
+    }
+}
+
+impl TokenKeys {
+    /// Keys from the UTF-8 bytes of the secret.
+    #[must_use]
+    pub fn new(secret: &SecretString) -> Self {
+        let bytes = secret.expose_secret().as_bytes();
+        Self {
+            encoding: EncodingKey::from_secret(bytes),
+            decoding: DecodingKey::from_secret(bytes),
+        }
+    }
+
+    /// A signed token for `sub` acting as `role` on `org`, valid for `ttl`.
+    ///
+    /// # Errors
+    /// When signing fails.
+    pub fn issue(
+        &self,
+        org: &str,
+        role: Role,
+        sub: &str,
+        ttl: Duration,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let claims =
+            Claims { sub: sub.to_owned(), role, org: org.to_owned(), exp: (now + ttl).as_secs() };
+        encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+    }
+
+    fn verify(&self, token: &str) -> Result<Claims, ApiError> {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.leeway = 5;
+        decode::<Claims>(token, &self.decoding, &validation).map(|data| data.claims).map_err(|e| {
+            match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
+                    ApiError::unauthenticated("the token has expired")
+                }
+                _ => ApiError::unauthenticated("the token is not valid"),
+            }
+        })
+    }
+}
+
+/// The authenticated caller of a request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub claims: Claims,
+    pub request_id: String,
+}
+
+impl Caller {
+    /// Allows the request if the caller's role grants `access` on `org`.
+    ///
+    /// # Errors
+    /// `forbidden` (403) for another organization or a role without that access.
+    pub fn authorize(&self, org: &OrgId, access: Access) -> Result<(), ApiError> {
+        let role = self.claims.role;
+        let org_matches =
+            self.claims.org == org.as_str() || (self.claims.org == "*" && role.may_span_orgs());
+        if !org_matches {
+            return Err(ApiError::forbidden("this token is not for that organization"));
+        }
+        if !access.allows(role) {
+            return Err(ApiError::forbidden(format!("the {} role may not do this", role.as_str())));
+        }
+        Ok(())
+    }
+
+    /// The caller as event metadata.
+    #[must_use]
+    pub fn actor(&self) -> Actor {
+        Actor {
+            sub: self.claims.sub.clone(),
+            role: self.claims.role.as_str().to_owned(),
+            request_id: self.request_id.clone(),
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let header = parts
+            .headers
+            .get(AUTHORIZATION)
+            .ok_or_else(|| ApiError::unauthenticated("send Authorization: Bearer <token>"))?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .ok_or_else(|| ApiError::unauthenticated("send Authorization: Bearer <token>"))?;
+        let claims = state.tokens.verify(token.trim())?;
+        let request_id = parts
+            .headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        Ok(Self { claims, request_id })
+    }
+}

@@ -1,0 +1,136 @@
+//! The one error type at the edge: knows its status and `code`, renders problem+json, and logs
+//! the cause of a 500 instead of showing it.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use keyledger_domain::KeyringError;
+use keyledger_infra::CommandError;
+
+/// An RFC 9457 problem, as every error is answered.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    pub code: String,
+}
+
+/// An error answered to an API client.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    detail: String,
+}
+
+impl ApiError {
+    /// An error with `status`, contract `code` and a human `detail` (never a secret).
+    #[must_use]
+    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+        Self { status, code, detail: detail.into() }
+    }
+
+    #[must_use]
+    pub fn unauthenticated(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", detail)
+    }
+
+    #[must_use]
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", detail)
+    }
+
+    #[must_use]
+    pub fn invalid_request(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", detail)
+    }
+
+    /// A failure of ours: the cause goes to the log, the client gets a generic message.
+    #[must_use]
+    pub fn internal(cause: &dyn std::fmt::Display) -> Self {
+        tracing::error!(cause = %cause, "internal error");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "an internal error occurred")
+    }
+
+    /// The contract code.
+    #[must_use]
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
+    fn problem(&self) -> Problem {
+        Problem {
+            type_: format!("urn:keyledger:problem:{}", self.code),
+            title: self.status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: self.status.as_u16(),
+            detail: self.detail.clone(),
+            code: self.code.to_owned(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::to_vec(&self.problem()).unwrap_or_default();
+        let mut response = (self.status, body).into_response();
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+impl From<KeyringError> for ApiError {
+    fn from(error: KeyringError) -> Self {
+        use KeyringError as E;
+        let (status, code) = match &error {
+            E::ByokNotAllowed => (StatusCode::FORBIDDEN, "byok_not_allowed"),
+            E::ProviderLimitReached { .. } => (StatusCode::CONFLICT, "provider_limit_reached"),
+            E::ProviderOrderNotAllowed => (StatusCode::FORBIDDEN, "provider_order_not_allowed"),
+            E::KeyExists(_) => (StatusCode::CONFLICT, "key_exists"),
+            E::KeyNotFound(_) => (StatusCode::NOT_FOUND, "key_not_found"),
+            E::SameKey => (StatusCode::CONFLICT, "same_key"),
+            E::KeyRequired(_) | E::KeyOfAnotherProvider(_) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "invalid_key_format")
+            }
+            E::EndpointRequired(_) | E::EndpointNotAccepted(_) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request")
+            }
+            E::DuplicateProvider(_) | E::DetailTooLong { .. } => {
+                (StatusCode::BAD_REQUEST, "invalid_request")
+            }
+            E::UnknownPlan(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unknown_plan"),
+            E::VerificationFailed(_) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "key_verification_failed")
+            }
+            E::ProviderUnreachable => (StatusCode::BAD_GATEWAY, "provider_unreachable"),
+            E::StaleVerification => (StatusCode::CONFLICT, "conflict"),
+            E::Service(_) => return Self::internal(&error),
+        };
+        Self::new(status, code, error.to_string())
+    }
+}
+
+impl From<CommandError> for ApiError {
+    fn from(error: CommandError) -> Self {
+        match error {
+            CommandError::Rejected(rejection) => rejection.into(),
+            CommandError::Conflict => Self::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                "the organization was changed concurrently; retry",
+            ),
+            CommandError::Storage(_) => Self::internal(&error),
+        }
+    }
+}

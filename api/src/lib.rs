@@ -1,0 +1,15 @@
+//! keyledger's HTTP API: routes, auth, errors, and the application that serves them.
+
+pub mod app;
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod openapi;
+pub mod routes;
+pub mod state;
+pub mod telemetry;
+pub mod views;
+
+pub use app::{build_state, router, Application, StartError};
+pub use auth::{Role, TokenKeys};
+pub use state::AppState;

@@ -1,0 +1,109 @@
+//! The `keyledger` binary: serve the API, migrate the database, issue development tokens.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use keyledger_api::{telemetry, Application, Role, TokenKeys};
+use keyledger_infra::{Config, Database};
+
+/// keyledger keeps organizations' own AI-provider keys: write-only, encrypted, audited.
+#[derive(Debug, Parser)]
+#[command(name = "keyledger", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the HTTP API.
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Print a signed bearer token (for development and scripts).
+    Token {
+        #[arg(long)]
+        org: String,
+        #[arg(long, value_enum)]
+        role: Role,
+        #[arg(long)]
+        sub: String,
+        /// Lifetime such as 30m, 1h, 7d.
+        #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+        ttl: Duration,
+    },
+}
+
+fn parse_ttl(text: &str) -> Result<Duration, String> {
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 =
+        number.parse().map_err(|_| format!("{text:?} is not a duration like 30m or 1h"))?;
+    let seconds = match unit {
+        "s" | "" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{text:?}: use s, m, h or d")),
+    };
+    Ok(Duration::from_secs(number * seconds))
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init();
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("keyledger: configuration: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(cli.command, config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("keyledger: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, config: Config) -> Result<(), Box<dyn std::error::Error>> {
+    match command {
+        Command::Serve => serve(config).await,
+        Command::Migrate => {
+            let db = Database::connect(&config.database_url).await?;
+            db.migrate().await?;
+            println!("migrations applied ({})", db.backend());
+            Ok(())
+        }
+        Command::Token { org, role, sub, ttl } => {
+            if org != "*" {
+                keyledger_domain::OrgId::parse(&org)?;
+            }
+            println!("{}", TokenKeys::new(&config.jwt_secret).issue(&org, role, &sub, ttl)?);
+            Ok(())
+        }
+    }
+}
+
+async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
+    if !config.dev_secrets.is_empty() {
+        for path in &config.dev_secrets {
+            tracing::warn!(path = %path.display(), "DEV MODE: using a secret generated into the data dir");
+        }
+        tracing::warn!(
+            "DEV MODE: not for production (set KEYLEDGER_MASTER_KEY and KEYLEDGER_JWT_SECRET, \
+             or KEYLEDGER_ENV=production to refuse to start without them). Get a token with: \
+             keyledger token --org acme --role owner --sub you"
+        );
+    }
+    let backend = if config.database_url.starts_with("sqlite") { "sqlite" } else { "postgres" };
+    let app = Application::build(config).await?;
+    tracing::info!(addr = %app.local_addr()?, backend, "keyledger listening");
+    app.run_until(keyledger_api::app::shutdown_signal()).await?;
+    Ok(())
+}

@@ -1,0 +1,236 @@
+//! `/v1/orgs/{org}/keys`: store, list, get, rotate, change, remove and verify keys.
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use chrono::{DateTime, Utc};
+use secrecy::SecretString;
+use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::auth::{Access, Caller};
+use crate::error::{ApiError, Problem};
+use crate::extract::{parse_provider, Json, KeyParams, OrgParam};
+use crate::state::AppState;
+use crate::views::{KeyList, MaskedKey, VerificationView};
+use keyledger_domain::keyring::{RotateKey, StoreKey, UpdateKeyDetails};
+use keyledger_domain::{ApiKey, KeyringCommand, KeyringError, ProviderId};
+
+/// Body of `POST /v1/orgs/{org}/keys`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StoreKeyRequest {
+    #[schema(example = "anthropic")]
+    provider: String,
+    /// The API key; write-only, never returned. Optional for ollama, lmstudio and vllm.
+    #[schema(value_type = Option<String>, write_only)]
+    key: Option<SecretString>,
+    description: Option<String>,
+    default_model: Option<String>,
+    /// Base URL, for azure_openai, ollama, lmstudio and vllm.
+    endpoint: Option<String>,
+    /// Check the key with the provider first; store it only if accepted.
+    #[serde(default)]
+    verify: bool,
+    /// On a one-provider plan, replace the other provider's key.
+    #[serde(default)]
+    replace: bool,
+}
+
+/// Body of `PUT /v1/orgs/{org}/keys/{provider}` (rotation).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateKeyRequest {
+    #[schema(value_type = String, write_only)]
+    key: SecretString,
+    #[serde(default)]
+    verify: bool,
+}
+
+/// Body of `PATCH /v1/orgs/{org}/keys/{provider}`: absent leaves a field, `null` clears it.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateKeyRequest {
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    description: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    default_model: Option<Option<String>>,
+}
+
+/// Tells a field sent as `null` (clear it) from one not sent (leave it).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+/// Query of `GET /v1/orgs/{org}/keys`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Rebuild the keys as they were at this instant (RFC 3339) from the log.
+    as_of: Option<String>,
+}
+
+fn parse_key(provider: ProviderId, raw: SecretString) -> Result<ApiKey, ApiError> {
+    ApiKey::parse(provider, raw).map_err(|e| {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_key_format", e.to_string())
+    })
+}
+
+fn masked(state: &keyledger_domain::Keyring, provider: ProviderId) -> Result<MaskedKey, ApiError> {
+    state
+        .keys
+        .get(&provider)
+        .map(|key| MaskedKey::of(provider, key))
+        .ok_or_else(|| KeyringError::KeyNotFound(provider).into())
+}
+
+/// Store a key for a provider.
+#[utoipa::path(post, path = "/v1/orgs/{org}/keys", tag = "keys",
+    params(("org" = String, Path, description = "Organization id")),
+    request_body = StoreKeyRequest,
+    responses((status = 201, body = MaskedKey), (status = "4XX", body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+#[tracing::instrument(skip_all, fields(org = %org))]
+pub(crate) async fn store_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    OrgParam(org): OrgParam,
+    Json(body): Json<StoreKeyRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    caller.authorize(&org, Access::ManageKeys)?;
+    let provider = parse_provider(&body.provider)?;
+    let key = body.key.map(|raw| parse_key(provider, raw)).transpose()?;
+    let endpoint = match body.endpoint {
+        Some(endpoint) => Some(state.endpoints.check(&endpoint).await.map_err(|e| {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", e.to_string())
+        })?),
+        None => None,
+    };
+    let command = KeyringCommand::StoreKey(StoreKey {
+        provider,
+        key,
+        description: body.description,
+        default_model: body.default_model,
+        endpoint,
+        verify: body.verify,
+        replace: body.replace,
+    });
+    let committed = state.keyrings.execute(&org, command, &caller.actor()).await?;
+    Ok((StatusCode::CREATED, axum::Json(masked(&committed.state, provider)?)))
+}
+
+/// List the organization's keys, masked; `as_of` gives them as they were at that instant.
+#[utoipa::path(get, path = "/v1/orgs/{org}/keys", tag = "keys",
+    params(("org" = String, Path, description = "Organization id"), ListQuery),
+    responses((status = 200, body = KeyList), (status = "4XX", body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub(crate) async fn list_keys(
+    State(state): State<AppState>,
+    caller: Caller,
+    OrgParam(org): OrgParam,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<axum::Json<KeyList>, ApiError> {
+    caller.authorize(&org, Access::ReadKeys)?;
+    let Query(query) =
+        query.map_err(|_| ApiError::invalid_request("unknown or malformed query parameter"))?;
+    let keyring = match query.as_of {
+        Some(text) => {
+            let at = DateTime::parse_from_rfc3339(&text)
+                .map_err(|_| ApiError::invalid_request("as_of must be an RFC 3339 instant"))?;
+            state.keyrings.load_as_of(&org, at.with_timezone(&Utc)).await?
+        }
+        None => state.keyrings.load(&org).await?,
+    };
+    Ok(axum::Json(KeyList::of(&keyring)))
+}
+
+/// One key, masked.
+#[utoipa::path(get, path = "/v1/orgs/{org}/keys/{provider}", tag = "keys",
+    params(("org" = String, Path), ("provider" = String, Path)),
+    responses((status = 200, body = MaskedKey), (status = "4XX", body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub(crate) async fn get_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    KeyParams(org, provider): KeyParams,
+) -> Result<axum::Json<MaskedKey>, ApiError> {
+    caller.authorize(&org, Access::ReadKeys)?;
+    let keyring = state.keyrings.load(&org).await?;
+    Ok(axum::Json(masked(&keyring, provider)?))
+}
+
+/// Rotate a key: the new key is version + 1 and in effect at once; the old one is destroyed.
+#[utoipa::path(put, path = "/v1/orgs/{org}/keys/{provider}", tag = "keys",
+    params(("org" = String, Path), ("provider" = String, Path)),
+    request_body = RotateKeyRequest,
+    responses((status = 200, body = MaskedKey), (status = "4XX", body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+#[tracing::instrument(skip_all, fields(org = %org, provider = %provider))]
+pub(crate) async fn rotate_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    KeyParams(org, provider): KeyParams,
+    Json(body): Json<RotateKeyRequest>,
+) -> Result<axum::Json<MaskedKey>, ApiError> {
+    caller.authorize(&org, Access::ManageKeys)?;
+    let key = parse_key(provider, body.key)?;
+    let command = KeyringCommand::RotateKey(RotateKey { provider, key, verify: body.verify });
+    let committed = state.keyrings.execute(&org, command, &caller.actor()).await?;
+    Ok(axum::Json(masked(&committed.state, provider)?))
+}
+
+/// Change a key's description or default model.
+#[utoipa::path(patch, path = "/v1/orgs/{org}/keys/{provider}", tag = "keys",
+    params(("org" = String, Path), ("provider" = String, Path)),
+    request_body = UpdateKeyRequest,
+    responses((status = 200, body = MaskedKey), (status = "4XX", body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub(crate) async fn update_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    KeyParams(org, provider): KeyParams,
+    Json(body): Json<UpdateKeyRequest>,
+) -> Result<axum::Json<MaskedKey>, ApiError> {
+    caller.authorize(&org, Access::ManageKeys)?;
+    let command = KeyringCommand::UpdateKeyDetails(UpdateKeyDetails {
+        provider,
+        description: body.description,
+        default_model: body.default_model,
+    });
+    let committed = state.keyrings.execute(&org, command, &caller.actor()).await?;
+    Ok(axum::Json(masked(&committed.state, provider)?))
+}
+
+/// Remove a key; calls fall back to the platform's key. Its material is destroyed.
+#[utoipa::path(delete, path = "/v1/orgs/{org}/keys/{provider}", tag = "keys",
+    params(("org" = String, Path), ("provider" = String, Path)),
+    responses((status = 204), (status = "4XX", body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+#[tracing::instrument(skip_all, fields(org = %org, provider = %provider))]
+pub(crate) async fn remove_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    KeyParams(org, provider): KeyParams,
+) -> Result<StatusCode, ApiError> {
+    caller.authorize(&org, Access::ManageKeys)?;
+    state.keyrings.execute(&org, KeyringCommand::RemoveKey { provider }, &caller.actor()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Check the stored key with its provider ("test connection") and record the outcome.
+#[utoipa::path(post, path = "/v1/orgs/{org}/keys/{provider}/verify", tag = "keys",
+    params(("org" = String, Path), ("provider" = String, Path)),
+    responses((status = 200, body = VerificationView), (status = "4XX", body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+#[tracing::instrument(skip_all, fields(org = %org, provider = %provider))]
+pub(crate) async fn verify_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    KeyParams(org, provider): KeyParams,
+) -> Result<axum::Json<VerificationView>, ApiError> {
+    caller.authorize(&org, Access::ManageKeys)?;
+    let verification = state.keyrings.verify_key(&org, provider, &caller.actor()).await?;
+    Ok(axum::Json(VerificationView::from(&verification)))
+}

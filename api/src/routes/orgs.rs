@@ -1,0 +1,125 @@
+//! `/v1/orgs/{org}`: status, plan, BYOK access and provider order.
+
+use axum::extract::State;
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use crate::auth::{Access, Caller};
+use crate::error::{ApiError, Problem};
+use crate::extract::{parse_provider, Json, OrgParam};
+use crate::state::AppState;
+use crate::views::{OrgStatus, ProviderOrder};
+use keyledger_domain::{KeyringCommand, PlanId};
+
+/// Body of `PUT /v1/orgs/{org}/plan`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlanRequest {
+    #[schema(example = "pro")]
+    plan: String,
+}
+
+/// Body of `PUT /v1/orgs/{org}/byok-access`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ByokAccessRequest {
+    enabled: bool,
+}
+
+/// Body of `PUT /v1/orgs/{org}/provider-order`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderOrderRequest {
+    #[schema(example = json!(["ollama", "anthropic"]))]
+    providers: Vec<String>,
+}
+
+/// The organization's plan, BYOK state, masked keys and provider order.
+#[utoipa::path(get, path = "/v1/orgs/{org}", tag = "orgs",
+    params(("org" = String, Path)),
+    responses((status = 200, body = OrgStatus), (status = "4XX", body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub(crate) async fn org_status(
+    State(state): State<AppState>,
+    caller: Caller,
+    OrgParam(org): OrgParam,
+) -> Result<axum::Json<OrgStatus>, ApiError> {
+    caller.authorize(&org, Access::ReadKeys)?;
+    let keyring = state.keyrings.load(&org).await?;
+    Ok(axum::Json(OrgStatus::of(&org, &keyring)))
+}
+
+/// Set the organization's plan (platform admin); keys the new plan does not allow are
+/// suspended, keys it allows again are reinstated.
+#[utoipa::path(put, path = "/v1/orgs/{org}/plan", tag = "orgs",
+    params(("org" = String, Path)),
+    request_body = PlanRequest,
+    responses((status = 200, body = OrgStatus), (status = "4XX", body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+#[tracing::instrument(skip_all, fields(org = %org))]
+pub(crate) async fn set_plan(
+    State(state): State<AppState>,
+    caller: Caller,
+    OrgParam(org): OrgParam,
+    Json(body): Json<PlanRequest>,
+) -> Result<axum::Json<OrgStatus>, ApiError> {
+    caller.authorize(&org, Access::ManagePlan)?;
+    let command = KeyringCommand::ChangePlan { plan: PlanId::new(body.plan) };
+    let committed = state.keyrings.execute(&org, command, &caller.actor()).await?;
+    Ok(axum::Json(OrgStatus::of(&org, &committed.state)))
+}
+
+/// Grant or withdraw the organization's BYOK access (platform admin).
+#[utoipa::path(put, path = "/v1/orgs/{org}/byok-access", tag = "orgs",
+    params(("org" = String, Path)),
+    request_body = ByokAccessRequest,
+    responses((status = 200, body = OrgStatus), (status = "4XX", body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+#[tracing::instrument(skip_all, fields(org = %org))]
+pub(crate) async fn set_byok_access(
+    State(state): State<AppState>,
+    caller: Caller,
+    OrgParam(org): OrgParam,
+    Json(body): Json<ByokAccessRequest>,
+) -> Result<axum::Json<OrgStatus>, ApiError> {
+    caller.authorize(&org, Access::ManagePlan)?;
+    let command = KeyringCommand::SetByokAccess { enabled: body.enabled };
+    let committed = state.keyrings.execute(&org, command, &caller.actor()).await?;
+    Ok(axum::Json(OrgStatus::of(&org, &committed.state)))
+}
+
+/// The organization's provider order.
+#[utoipa::path(get, path = "/v1/orgs/{org}/provider-order", tag = "orgs",
+    params(("org" = String, Path)),
+    responses((status = 200, body = ProviderOrder), (status = "4XX", body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub(crate) async fn get_provider_order(
+    State(state): State<AppState>,
+    caller: Caller,
+    OrgParam(org): OrgParam,
+) -> Result<axum::Json<ProviderOrder>, ApiError> {
+    caller.authorize(&org, Access::ReadKeys)?;
+    let keyring = state.keyrings.load(&org).await?;
+    Ok(axum::Json(ProviderOrder::of(&keyring)))
+}
+
+/// Set the order in which providers are tried (plans with provider order).
+#[utoipa::path(put, path = "/v1/orgs/{org}/provider-order", tag = "orgs",
+    params(("org" = String, Path)),
+    request_body = ProviderOrderRequest,
+    responses((status = 200, body = ProviderOrder), (status = "4XX", body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+#[tracing::instrument(skip_all, fields(org = %org))]
+pub(crate) async fn set_provider_order(
+    State(state): State<AppState>,
+    caller: Caller,
+    OrgParam(org): OrgParam,
+    Json(body): Json<ProviderOrderRequest>,
+) -> Result<axum::Json<ProviderOrder>, ApiError> {
+    caller.authorize(&org, Access::ManageKeys)?;
+    let providers =
+        body.providers.iter().map(|p| parse_provider(p)).collect::<Result<Vec<_>, _>>()?;
+    let command = KeyringCommand::SetProviderOrder { providers };
+    let committed = state.keyrings.execute(&org, command, &caller.actor()).await?;
+    Ok(axum::Json(ProviderOrder::of(&committed.state)))
+}

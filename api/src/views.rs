@@ -1,0 +1,128 @@
+//! Response bodies: what clients see of an organization and its keys. Never a secret.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use keyledger_domain::{KeyState, KeyStatus, Keyring, OrgId, ProviderId, Verification};
+
+/// A key as shown: masked, never the key.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct MaskedKey {
+    #[schema(example = "anthropic")]
+    pub provider: String,
+    #[schema(example = "sk-ant-••••xK7q")]
+    pub masked: String,
+    #[schema(example = "xK7q")]
+    pub hint: String,
+    pub version: u32,
+    #[schema(example = "active")]
+    pub status: String,
+    pub description: Option<String>,
+    pub default_model: Option<String>,
+    pub endpoint: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub rotated_at: Option<DateTime<Utc>>,
+    pub last_verification: Option<VerificationView>,
+}
+
+/// The outcome of a provider check.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct VerificationView {
+    pub ok: bool,
+    #[schema(example = "valid")]
+    pub outcome: String,
+    pub checked_at: DateTime<Utc>,
+}
+
+/// An organization's plan, BYOK state, keys and provider order.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct OrgStatus {
+    pub org: String,
+    pub plan: String,
+    pub byok_access: bool,
+    pub byok_active: bool,
+    pub keys: Vec<MaskedKey>,
+    pub provider_order: Vec<String>,
+}
+
+/// The keys of an organization.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct KeyList {
+    pub keys: Vec<MaskedKey>,
+    pub byok_active: bool,
+}
+
+/// An organization's provider order.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ProviderOrder {
+    pub providers: Vec<String>,
+}
+
+impl From<&Verification> for VerificationView {
+    fn from(v: &Verification) -> Self {
+        Self {
+            ok: v.outcome.is_ok(),
+            outcome: v.outcome.as_str().to_owned(),
+            checked_at: v.checked_at,
+        }
+    }
+}
+
+impl MaskedKey {
+    /// The view of `key`, the key of `provider`.
+    #[must_use]
+    pub fn of(provider: ProviderId, key: &KeyState) -> Self {
+        Self {
+            provider: provider.as_str().to_owned(),
+            masked: key.mask.masked.clone(),
+            hint: key.mask.hint.clone(),
+            version: key.version,
+            status: match key.status {
+                KeyStatus::Active => "active",
+                KeyStatus::Suspended => "suspended",
+            }
+            .to_owned(),
+            description: key.description.clone(),
+            default_model: key.default_model.clone(),
+            endpoint: key.endpoint.clone(),
+            created_at: key.created_at,
+            rotated_at: key.rotated_at,
+            last_verification: key.last_verification.as_ref().map(VerificationView::from),
+        }
+    }
+}
+
+impl KeyList {
+    /// The keys of `keyring`, by provider id.
+    #[must_use]
+    pub fn of(keyring: &Keyring) -> Self {
+        Self {
+            keys: keyring.keys.iter().map(|(p, k)| MaskedKey::of(*p, k)).collect(),
+            byok_active: keyring.byok_active(),
+        }
+    }
+}
+
+impl OrgStatus {
+    /// The status of `org` whose Keyring is `keyring`.
+    #[must_use]
+    pub fn of(org: &OrgId, keyring: &Keyring) -> Self {
+        Self {
+            org: org.to_string(),
+            plan: keyring.plan.to_string(),
+            byok_access: keyring.byok_access,
+            byok_active: keyring.byok_active(),
+            keys: KeyList::of(keyring).keys,
+            provider_order: ProviderOrder::of(keyring).providers,
+        }
+    }
+}
+
+impl ProviderOrder {
+    /// The provider order of `keyring`.
+    #[must_use]
+    pub fn of(keyring: &Keyring) -> Self {
+        Self { providers: keyring.provider_order.iter().map(|p| p.as_str().to_owned()).collect() }
+    }
+}

@@ -1,0 +1,39 @@
+//! The cqrs-es binding of the Keyring.
+
+use std::sync::Arc;
+
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::Aggregate;
+
+use super::commands::KeyringCommand;
+use super::errors::KeyringError;
+use super::events::KeyringEvent;
+use super::services::KeyringServices;
+use super::state::Keyring;
+
+impl Aggregate for Keyring {
+    const TYPE: &'static str = "Keyring";
+    type Command = KeyringCommand;
+    type Event = KeyringEvent;
+    type Error = KeyringError;
+    type Services = Arc<dyn KeyringServices>;
+
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        services: &Self::Services,
+        sink: &EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        // Decide everything before writing anything: the sink applies each event as it is
+        // written, and a command must emit all of its events or none.
+        let events = self.decide(command, services.as_ref()).await?;
+        for event in events {
+            sink.write(event, self).await;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, event: Self::Event) {
+        self.apply_event(event);
+    }
+}

@@ -1,0 +1,307 @@
+//! The Keyring's rules: given its state, a command and its services, which events follow.
+
+use super::commands::{KeyringCommand, RotateKey, StoreKey, UpdateKeyDetails};
+use super::entitlement::reconcile;
+use super::errors::KeyringError;
+use super::events::{
+    ByokAccessChanged, KeyDetailsChanged, KeyRemoved, KeyRotated, KeyStored,
+    KeyVerificationRecorded, KeyringEvent, PlanChanged, ProviderOrderSet, RemovalReason,
+};
+use super::services::{KeyringServices, MaterialBinding};
+use super::state::{KeyState, Keyring};
+use crate::api_key::ApiKey;
+use crate::mask::Mask;
+use crate::plan::PlanId;
+use crate::provider::ProviderId;
+use crate::verification::VerificationOutcome;
+
+const MAX_DESCRIPTION: usize = 500;
+const MAX_DEFAULT_MODEL: usize = 200;
+
+type Decision = Result<Vec<KeyringEvent>, KeyringError>;
+
+impl Keyring {
+    /// Decides `command` without changing the state.
+    pub(crate) async fn decide(
+        &self,
+        command: KeyringCommand,
+        services: &dyn KeyringServices,
+    ) -> Decision {
+        match command {
+            KeyringCommand::StoreKey(store) => self.store_key(store, services).await,
+            KeyringCommand::RotateKey(rotate) => self.rotate_key(rotate, services).await,
+            KeyringCommand::UpdateKeyDetails(update) => self.update_details(update, services),
+            KeyringCommand::RemoveKey { provider } => self.remove_key(provider, services),
+            KeyringCommand::RecordVerification { provider, key_id, version, outcome } => {
+                self.record_verification(provider, (key_id, version), outcome, services)
+            }
+            KeyringCommand::SetProviderOrder { providers } => {
+                self.set_provider_order(providers, services)
+            }
+            KeyringCommand::ChangePlan { plan } => self.change_plan(plan, services),
+            KeyringCommand::SetByokAccess { enabled } => self.set_byok_access(enabled, services),
+        }
+    }
+
+    async fn store_key(&self, cmd: StoreKey, services: &dyn KeyringServices) -> Decision {
+        let rules = services.plans().rules(&self.plan).filter(|r| r.byok && self.byok_access);
+        let rules = rules.ok_or(KeyringError::ByokNotAllowed)?;
+        if self.keys.contains_key(&cmd.provider) {
+            return Err(KeyringError::KeyExists(cmd.provider));
+        }
+        match &cmd.key {
+            None if !cmd.provider.key_is_optional() => {
+                return Err(KeyringError::KeyRequired(cmd.provider))
+            }
+            Some(key) if key.provider() != cmd.provider => {
+                return Err(KeyringError::KeyOfAnotherProvider(cmd.provider))
+            }
+            _ => {}
+        }
+        check_endpoint(cmd.provider, cmd.endpoint.as_deref())?;
+        check_detail("description", cmd.description.as_deref(), MAX_DESCRIPTION)?;
+        check_detail("default_model", cmd.default_model.as_deref(), MAX_DEFAULT_MODEL)?;
+
+        let now = services.now();
+        let mut events = Vec::new();
+        if !rules.allows_providers(self.active_count() + 1) {
+            let max = rules.max_providers.unwrap_or(0);
+            if !(cmd.replace && max == 1) {
+                return Err(KeyringError::ProviderLimitReached { max });
+            }
+            events.extend(
+                self.keys
+                    .iter()
+                    .filter(|(_, k)| k.status.is_active())
+                    .map(|(provider, key)| removal(*provider, key, RemovalReason::Replaced, now)),
+            );
+        }
+        if cmd.verify {
+            check_with_provider(services, cmd.provider, cmd.endpoint.as_deref(), cmd.key.as_ref())
+                .await?;
+        }
+
+        let key_id = self.keys_issued + 1;
+        let binding = MaterialBinding { provider: cmd.provider, key_id, version: 1 };
+        let (material_id, fingerprint, mask) = match &cmd.key {
+            Some(key) => (
+                Some(services.seal(binding, key).await.map_err(service_error)?),
+                Some(services.fingerprint(key)),
+                key.mask(),
+            ),
+            None => (None, None, Mask::keyless()),
+        };
+        events.push(KeyringEvent::KeyStored(KeyStored {
+            provider: cmd.provider,
+            key_id,
+            version: 1,
+            material_id,
+            fingerprint,
+            masked: mask.masked,
+            hint: mask.hint,
+            description: cmd.description,
+            default_model: cmd.default_model,
+            endpoint: cmd.endpoint,
+            at: now,
+        }));
+        if cmd.verify {
+            events.push(verified(cmd.provider, key_id, 1, VerificationOutcome::Valid, now));
+        }
+        Ok(events)
+    }
+
+    async fn rotate_key(&self, cmd: RotateKey, services: &dyn KeyringServices) -> Decision {
+        let current =
+            self.active_key(cmd.provider).ok_or(KeyringError::KeyNotFound(cmd.provider))?;
+        if cmd.key.provider() != cmd.provider {
+            return Err(KeyringError::KeyOfAnotherProvider(cmd.provider));
+        }
+        if current.fingerprint.as_ref().is_some_and(|fp| services.is_same_key(&cmd.key, fp)) {
+            return Err(KeyringError::SameKey);
+        }
+        if cmd.verify {
+            check_with_provider(
+                services,
+                cmd.provider,
+                current.endpoint.as_deref(),
+                Some(&cmd.key),
+            )
+            .await?;
+        }
+        let version = current.version + 1;
+        let binding = MaterialBinding { provider: cmd.provider, key_id: current.key_id, version };
+        let material_id = services.seal(binding, &cmd.key).await.map_err(service_error)?;
+        let mask = cmd.key.mask();
+        let now = services.now();
+        let mut events = vec![KeyringEvent::KeyRotated(KeyRotated {
+            provider: cmd.provider,
+            key_id: current.key_id,
+            version,
+            material_id,
+            previous_material_id: current.material_id,
+            fingerprint: services.fingerprint(&cmd.key),
+            masked: mask.masked,
+            hint: mask.hint,
+            at: now,
+        })];
+        if cmd.verify {
+            events.push(verified(
+                cmd.provider,
+                current.key_id,
+                version,
+                VerificationOutcome::Valid,
+                now,
+            ));
+        }
+        Ok(events)
+    }
+
+    fn update_details(&self, cmd: UpdateKeyDetails, services: &dyn KeyringServices) -> Decision {
+        let key = self.keys.get(&cmd.provider).ok_or(KeyringError::KeyNotFound(cmd.provider))?;
+        let description = cmd.description.unwrap_or_else(|| key.description.clone());
+        let default_model = cmd.default_model.unwrap_or_else(|| key.default_model.clone());
+        check_detail("description", description.as_deref(), MAX_DESCRIPTION)?;
+        check_detail("default_model", default_model.as_deref(), MAX_DEFAULT_MODEL)?;
+        if description == key.description && default_model == key.default_model {
+            return Ok(Vec::new());
+        }
+        Ok(vec![KeyringEvent::KeyDetailsChanged(KeyDetailsChanged {
+            provider: cmd.provider,
+            key_id: key.key_id,
+            description,
+            default_model,
+            at: services.now(),
+        })])
+    }
+
+    fn remove_key(&self, provider: ProviderId, services: &dyn KeyringServices) -> Decision {
+        let key = self.keys.get(&provider).ok_or(KeyringError::KeyNotFound(provider))?;
+        Ok(vec![removal(provider, key, RemovalReason::Removed, services.now())])
+    }
+
+    fn record_verification(
+        &self,
+        provider: ProviderId,
+        (key_id, version): (u32, u32),
+        outcome: VerificationOutcome,
+        services: &dyn KeyringServices,
+    ) -> Decision {
+        let key = self.keys.get(&provider).ok_or(KeyringError::KeyNotFound(provider))?;
+        // A new key starts at version 1 again, so the key id must match too.
+        if (key.key_id, key.version) != (key_id, version) {
+            return Err(KeyringError::StaleVerification);
+        }
+        Ok(vec![verified(provider, key_id, version, outcome, services.now())])
+    }
+
+    fn set_provider_order(
+        &self,
+        providers: Vec<ProviderId>,
+        services: &dyn KeyringServices,
+    ) -> Decision {
+        let allowed = services.plans().rules(&self.plan).is_some_and(|r| r.provider_order);
+        if !allowed {
+            return Err(KeyringError::ProviderOrderNotAllowed);
+        }
+        if let Some(twice) =
+            providers.iter().enumerate().find_map(|(i, p)| providers[..i].contains(p).then_some(*p))
+        {
+            return Err(KeyringError::DuplicateProvider(twice));
+        }
+        if providers == self.provider_order {
+            return Ok(Vec::new());
+        }
+        Ok(vec![KeyringEvent::ProviderOrderSet(ProviderOrderSet { providers, at: services.now() })])
+    }
+
+    fn change_plan(&self, plan: PlanId, services: &dyn KeyringServices) -> Decision {
+        let rules =
+            services.plans().rules(&plan).ok_or_else(|| KeyringError::UnknownPlan(plan.clone()))?;
+        if plan == self.plan {
+            return Ok(Vec::new());
+        }
+        let now = services.now();
+        let mut events = vec![KeyringEvent::PlanChanged(PlanChanged {
+            from: self.plan.clone(),
+            to: plan,
+            at: now,
+        })];
+        events.extend(reconcile(self, Some(rules), self.byok_access, now));
+        Ok(events)
+    }
+
+    fn set_byok_access(&self, enabled: bool, services: &dyn KeyringServices) -> Decision {
+        if enabled == self.byok_access {
+            return Ok(Vec::new());
+        }
+        let now = services.now();
+        let mut events =
+            vec![KeyringEvent::ByokAccessChanged(ByokAccessChanged { enabled, at: now })];
+        events.extend(reconcile(self, services.plans().rules(&self.plan), enabled, now));
+        Ok(events)
+    }
+}
+
+async fn check_with_provider(
+    services: &dyn KeyringServices,
+    provider: ProviderId,
+    endpoint: Option<&str>,
+    key: Option<&ApiKey>,
+) -> Result<(), KeyringError> {
+    match services.verify(provider, endpoint, key).await {
+        VerificationOutcome::Valid => Ok(()),
+        refused if refused.is_refusal() => Err(KeyringError::VerificationFailed(refused)),
+        // Not answered, rate limited or broken: the key was not judged either way.
+        _ => Err(KeyringError::ProviderUnreachable),
+    }
+}
+
+fn check_endpoint(provider: ProviderId, endpoint: Option<&str>) -> Result<(), KeyringError> {
+    match (provider.needs_endpoint(), endpoint) {
+        (true, None) => Err(KeyringError::EndpointRequired(provider)),
+        (false, Some(_)) => Err(KeyringError::EndpointNotAccepted(provider)),
+        _ => Ok(()),
+    }
+}
+
+fn check_detail(field: &'static str, value: Option<&str>, max: usize) -> Result<(), KeyringError> {
+    match value {
+        Some(text) if text.chars().count() > max => Err(KeyringError::DetailTooLong { field, max }),
+        _ => Ok(()),
+    }
+}
+
+fn removal(
+    provider: ProviderId,
+    key: &KeyState,
+    reason: RemovalReason,
+    at: chrono::DateTime<chrono::Utc>,
+) -> KeyringEvent {
+    KeyringEvent::KeyRemoved(KeyRemoved {
+        provider,
+        key_id: key.key_id,
+        version: key.version,
+        material_id: key.material_id,
+        reason,
+        at,
+    })
+}
+
+fn verified(
+    provider: ProviderId,
+    key_id: u32,
+    version: u32,
+    outcome: VerificationOutcome,
+    at: chrono::DateTime<chrono::Utc>,
+) -> KeyringEvent {
+    let recorded = KeyVerificationRecorded { provider, key_id, version, outcome, at };
+    if outcome.is_ok() {
+        KeyringEvent::KeyVerified(recorded)
+    } else {
+        KeyringEvent::KeyVerificationFailed(recorded)
+    }
+}
+
+fn service_error(error: super::services::ServiceError) -> KeyringError {
+    KeyringError::Service(error.0)
+}

@@ -1,0 +1,186 @@
+//! What happened to a Keyring. Facts, past tense, never a secret: a mask, a fingerprint and a
+//! reference to sealed material at most.
+
+use chrono::{DateTime, Utc};
+use cqrs_es::DomainEvent;
+use serde::{Deserialize, Serialize};
+
+use super::services::{Fingerprint, MaterialId};
+use crate::plan::PlanId;
+use crate::provider::ProviderId;
+use crate::verification::VerificationOutcome;
+
+/// An event of the Keyring aggregate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum KeyringEvent {
+    KeyStored(KeyStored),
+    KeyRotated(KeyRotated),
+    KeyDetailsChanged(KeyDetailsChanged),
+    KeyRemoved(KeyRemoved),
+    KeyVerified(KeyVerificationRecorded),
+    KeyVerificationFailed(KeyVerificationRecorded),
+    ProviderOrderSet(ProviderOrderSet),
+    PlanChanged(PlanChanged),
+    KeySuspended(KeySuspended),
+    KeyReinstated(KeyReinstated),
+    ByokAccessChanged(ByokAccessChanged),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyStored {
+    pub provider: ProviderId,
+    pub key_id: u32,
+    pub version: u32,
+    pub material_id: Option<MaterialId>,
+    pub fingerprint: Option<Fingerprint>,
+    pub masked: String,
+    pub hint: String,
+    pub description: Option<String>,
+    pub default_model: Option<String>,
+    pub endpoint: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyRotated {
+    pub provider: ProviderId,
+    pub key_id: u32,
+    pub version: u32,
+    pub material_id: MaterialId,
+    pub previous_material_id: Option<MaterialId>,
+    pub fingerprint: Fingerprint,
+    pub masked: String,
+    pub hint: String,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyDetailsChanged {
+    pub provider: ProviderId,
+    pub key_id: u32,
+    pub description: Option<String>,
+    pub default_model: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RemovalReason {
+    Removed,
+    /// Swapped for another provider's key on a one-provider plan.
+    Replaced,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyRemoved {
+    pub provider: ProviderId,
+    pub key_id: u32,
+    pub version: u32,
+    pub material_id: Option<MaterialId>,
+    pub reason: RemovalReason,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyVerificationRecorded {
+    pub provider: ProviderId,
+    pub key_id: u32,
+    pub version: u32,
+    pub outcome: VerificationOutcome,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProviderOrderSet {
+    pub providers: Vec<ProviderId>,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanChanged {
+    pub from: PlanId,
+    pub to: PlanId,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SuspensionReason {
+    /// The plan allows no BYOK at all.
+    PlanWithoutByok,
+    /// The plan allows fewer providers than have keys.
+    PlanProviderLimit,
+    /// A platform admin withdrew BYOK access.
+    ByokAccessWithdrawn,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeySuspended {
+    pub provider: ProviderId,
+    pub key_id: u32,
+    pub reason: SuspensionReason,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyReinstated {
+    pub provider: ProviderId,
+    pub key_id: u32,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ByokAccessChanged {
+    pub enabled: bool,
+    pub at: DateTime<Utc>,
+}
+
+impl KeyringEvent {
+    /// Sealed material this event makes obsolete: it is destroyed once the event is committed.
+    #[must_use]
+    pub fn released_material(&self) -> Option<MaterialId> {
+        match self {
+            Self::KeyRotated(e) => e.previous_material_id,
+            Self::KeyRemoved(e) => e.material_id,
+            _ => None,
+        }
+    }
+
+    /// The provider the event is about, if any.
+    #[must_use]
+    pub fn provider(&self) -> Option<ProviderId> {
+        match self {
+            Self::KeyStored(e) => Some(e.provider),
+            Self::KeyRotated(e) => Some(e.provider),
+            Self::KeyDetailsChanged(e) => Some(e.provider),
+            Self::KeyRemoved(e) => Some(e.provider),
+            Self::KeyVerified(e) | Self::KeyVerificationFailed(e) => Some(e.provider),
+            Self::KeySuspended(e) => Some(e.provider),
+            Self::KeyReinstated(e) => Some(e.provider),
+            Self::ProviderOrderSet(_) | Self::PlanChanged(_) | Self::ByokAccessChanged(_) => None,
+        }
+    }
+}
+
+impl DomainEvent for KeyringEvent {
+    fn event_type(&self) -> String {
+        let name = match self {
+            Self::KeyStored(_) => "KeyStored",
+            Self::KeyRotated(_) => "KeyRotated",
+            Self::KeyDetailsChanged(_) => "KeyDetailsChanged",
+            Self::KeyRemoved(_) => "KeyRemoved",
+            Self::KeyVerified(_) => "KeyVerified",
+            Self::KeyVerificationFailed(_) => "KeyVerificationFailed",
+            Self::ProviderOrderSet(_) => "ProviderOrderSet",
+            Self::PlanChanged(_) => "PlanChanged",
+            Self::KeySuspended(_) => "KeySuspended",
+            Self::KeyReinstated(_) => "KeyReinstated",
+            Self::ByokAccessChanged(_) => "ByokAccessChanged",
+        };
+        name.to_owned()
+    }
+
+    fn event_version(&self) -> String {
+        "1.0".to_owned()
+    }
+}

@@ -1,0 +1,24 @@
+//! The Keyring aggregate: one per organization, holding its plan, BYOK access, keys and
+//! provider order.
+
+mod aggregate;
+mod commands;
+mod decide;
+mod entitlement;
+mod errors;
+mod events;
+mod services;
+mod state;
+
+#[cfg(test)]
+mod tests;
+
+pub use commands::{KeyringCommand, RotateKey, StoreKey, UpdateKeyDetails};
+pub use errors::KeyringError;
+pub use events::{
+    ByokAccessChanged, KeyDetailsChanged, KeyReinstated, KeyRemoved, KeyRotated, KeyStored,
+    KeySuspended, KeyVerificationRecorded, KeyringEvent, PlanChanged, ProviderOrderSet,
+    RemovalReason, SuspensionReason,
+};
+pub use services::{Fingerprint, KeyringServices, MaterialBinding, MaterialId, ServiceError};
+pub use state::{KeyState, KeyStatus, Keyring};

@@ -1,0 +1,149 @@
+//! The Keyring's state and how each event changes it.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::events::KeyringEvent;
+use super::services::{Fingerprint, MaterialId};
+use crate::mask::Mask;
+use crate::plan::PlanId;
+use crate::provider::ProviderId;
+use crate::verification::Verification;
+
+/// One organization's keys, plan and provider order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Keyring {
+    pub plan: PlanId,
+    pub byok_access: bool,
+    pub keys: BTreeMap<ProviderId, KeyState>,
+    pub provider_order: Vec<ProviderId>,
+    /// Key ids handed out so far; ids are never reused within an organization.
+    pub keys_issued: u32,
+}
+
+impl Default for Keyring {
+    fn default() -> Self {
+        Self {
+            plan: PlanId::starter(),
+            byok_access: true,
+            keys: BTreeMap::new(),
+            provider_order: Vec::new(),
+            keys_issued: 0,
+        }
+    }
+}
+
+/// Whether a key is in use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyStatus {
+    Active,
+    /// Kept sealed, not used, because the plan or BYOK access no longer allows it.
+    Suspended,
+}
+
+/// The current version of one provider's key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyState {
+    pub key_id: u32,
+    pub version: u32,
+    pub material_id: Option<MaterialId>,
+    pub fingerprint: Option<Fingerprint>,
+    pub mask: Mask,
+    pub status: KeyStatus,
+    pub description: Option<String>,
+    pub default_model: Option<String>,
+    pub endpoint: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub rotated_at: Option<DateTime<Utc>>,
+    pub last_verification: Option<Verification>,
+}
+
+impl Keyring {
+    /// The key of `provider` if it is active.
+    #[must_use]
+    pub fn active_key(&self, provider: ProviderId) -> Option<&KeyState> {
+        self.keys.get(&provider).filter(|k| k.status == KeyStatus::Active)
+    }
+
+    /// Whether any key of the organization is in use.
+    #[must_use]
+    pub fn byok_active(&self) -> bool {
+        self.keys.values().any(|k| k.status == KeyStatus::Active)
+    }
+
+    pub(crate) fn active_count(&self) -> usize {
+        self.keys.values().filter(|k| k.status == KeyStatus::Active).count()
+    }
+
+    /// Applies one event.
+    pub(crate) fn apply_event(&mut self, event: KeyringEvent) {
+        use KeyringEvent as E;
+        match event {
+            E::KeyStored(e) => {
+                self.keys_issued = self.keys_issued.max(e.key_id);
+                let key = KeyState {
+                    key_id: e.key_id,
+                    version: e.version,
+                    material_id: e.material_id,
+                    fingerprint: e.fingerprint,
+                    mask: Mask { masked: e.masked, hint: e.hint },
+                    status: KeyStatus::Active,
+                    description: e.description,
+                    default_model: e.default_model,
+                    endpoint: e.endpoint,
+                    created_at: e.at,
+                    rotated_at: None,
+                    last_verification: None,
+                };
+                self.keys.insert(e.provider, key);
+            }
+            E::KeyRotated(e) => {
+                if let Some(key) = self.keys.get_mut(&e.provider) {
+                    key.version = e.version;
+                    key.material_id = Some(e.material_id);
+                    key.fingerprint = Some(e.fingerprint);
+                    key.mask = Mask { masked: e.masked, hint: e.hint };
+                    key.rotated_at = Some(e.at);
+                    key.last_verification = None;
+                }
+            }
+            E::KeyDetailsChanged(e) => {
+                if let Some(key) = self.keys.get_mut(&e.provider) {
+                    key.description = e.description;
+                    key.default_model = e.default_model;
+                }
+            }
+            E::KeyRemoved(e) => {
+                self.keys.remove(&e.provider);
+            }
+            E::KeyVerified(e) | E::KeyVerificationFailed(e) => {
+                if let Some(key) = self.keys.get_mut(&e.provider) {
+                    key.last_verification =
+                        Some(Verification { outcome: e.outcome, checked_at: e.at });
+                }
+            }
+            E::ProviderOrderSet(e) => self.provider_order = e.providers,
+            E::PlanChanged(e) => self.plan = e.to,
+            E::KeySuspended(e) => self.set_status(e.provider, KeyStatus::Suspended),
+            E::KeyReinstated(e) => self.set_status(e.provider, KeyStatus::Active),
+            E::ByokAccessChanged(e) => self.byok_access = e.enabled,
+        }
+    }
+
+    fn set_status(&mut self, provider: ProviderId, status: KeyStatus) {
+        if let Some(key) = self.keys.get_mut(&provider) {
+            key.status = status;
+        }
+    }
+}
+
+impl KeyStatus {
+    /// Whether the key is in use.
+    #[must_use]
+    pub const fn is_active(self) -> bool {
+        matches!(self, Self::Active)
+    }
+}

@@ -1,0 +1,120 @@
+//! The provider registry: which AI providers exist and what their keys look like.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// An AI provider keyledger knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderId {
+    Anthropic,
+    Openai,
+    Google,
+    Mistral,
+    Groq,
+    AzureOpenai,
+    AlephAlpha,
+    Ollama,
+    Lmstudio,
+    Vllm,
+}
+
+/// A provider id that is not in the registry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown provider '{0}'")]
+pub struct UnknownProvider(pub String);
+
+impl ProviderId {
+    /// Every provider of the registry, in a stable order.
+    pub const ALL: [Self; 10] = [
+        Self::Anthropic,
+        Self::Openai,
+        Self::Google,
+        Self::Mistral,
+        Self::Groq,
+        Self::AzureOpenai,
+        Self::AlephAlpha,
+        Self::Ollama,
+        Self::Lmstudio,
+        Self::Vllm,
+    ];
+
+    /// The registry id, as used in paths and JSON.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Anthropic => "anthropic",
+            Self::Openai => "openai",
+            Self::Google => "google",
+            Self::Mistral => "mistral",
+            Self::Groq => "groq",
+            Self::AzureOpenai => "azure_openai",
+            Self::AlephAlpha => "aleph_alpha",
+            Self::Ollama => "ollama",
+            Self::Lmstudio => "lmstudio",
+            Self::Vllm => "vllm",
+        }
+    }
+
+    /// Whether a stored key must say where the provider lives (`endpoint`).
+    #[must_use]
+    pub const fn needs_endpoint(self) -> bool {
+        matches!(self, Self::AzureOpenai | Self::Ollama | Self::Lmstudio | Self::Vllm)
+    }
+
+    /// Whether the key itself may be omitted (local servers often have none).
+    #[must_use]
+    pub const fn key_is_optional(self) -> bool {
+        matches!(self, Self::Ollama | Self::Lmstudio | Self::Vllm)
+    }
+
+    /// Public prefixes a key of this provider starts with, longest first. They are not secret
+    /// and are shown in the mask.
+    #[must_use]
+    pub const fn public_prefixes(self) -> &'static [&'static str] {
+        match self {
+            Self::Anthropic => &["sk-ant-"],
+            Self::Openai => &["sk-svcacct-", "sk-admin-", "sk-proj-", "sk-"],
+            Self::Google => &["AIza"],
+            Self::Groq => &["gsk_"],
+            _ => &[],
+        }
+    }
+}
+
+impl FromStr for ProviderId {
+    type Err = UnknownProvider;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| UnknownProvider(s.chars().take(64).collect()))
+    }
+}
+
+impl fmt::Display for ProviderId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_registry_id_round_trips() {
+        for p in ProviderId::ALL {
+            assert_eq!(p.as_str().parse::<ProviderId>(), Ok(p));
+            assert_eq!(serde_json::to_value(p).ok(), Some(serde_json::json!(p.as_str())));
+        }
+    }
+
+    #[test]
+    fn unknown_ids_are_refused() {
+        assert!("openai2".parse::<ProviderId>().is_err());
+        assert!("".parse::<ProviderId>().is_err());
+    }
+}

@@ -1,0 +1,249 @@
+//! keyledger's configuration: one struct, read from the environment, each secret also from a
+//! `NAME_FILE`, failing fast with a message that names the variable.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use secrecy::SecretString;
+
+use crate::crypto::{MasterKeyError, MasterKeyRing};
+use keyledger_domain::{PlanCatalogue, ProviderId};
+
+/// Everything keyledger reads from its environment. `Debug` shows no secret.
+#[derive(Debug)]
+pub struct Config {
+    /// `postgres://…` or `sqlite://PATH`.
+    pub database_url: String,
+    /// Address the HTTP API binds.
+    pub listen: SocketAddr,
+    /// `KEYLEDGER_ENV=production`: secrets must be given, never generated.
+    pub production: bool,
+    /// Where dev mode keeps the secrets it generates.
+    pub data_dir: PathBuf,
+    /// The master key ring; the first key seals.
+    pub master_keys: MasterKeyRing,
+    /// HS256 secret of bearer tokens.
+    pub jwt_secret: SecretString,
+    /// `KEYLEDGER_PROVIDER_<ID>_BASE_URL` overrides.
+    pub provider_base_urls: BTreeMap<ProviderId, String>,
+    /// The plan catalogue (`KEYLEDGER_PLANS_FILE` or the built-in one).
+    pub plans: PlanCatalogue,
+    /// `KEYLEDGER_ALLOW_PRIVATE_ENDPOINTS=true`: organizations may point keyledger at
+    /// loopback and private addresses.
+    pub allow_private_endpoints: bool,
+    /// Secrets dev mode generated or loaded from the data dir, to warn about loudly.
+    pub dev_secrets: Vec<PathBuf>,
+}
+
+/// A configuration that cannot be used, naming the variable at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{variable}: {reason}")]
+    Invalid { variable: String, reason: String },
+    #[error("{0} is required when KEYLEDGER_ENV=production")]
+    RequiredInProduction(&'static str),
+    #[error("{path}: {source}")]
+    DataDir { path: PathBuf, source: std::io::Error },
+}
+
+fn invalid(variable: &str, reason: impl ToString) -> ConfigError {
+    ConfigError::Invalid { variable: variable.to_owned(), reason: reason.to_string() }
+}
+
+impl Config {
+    /// Reads the configuration from the process environment.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the variable that is missing or wrong.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the configuration through `lookup` (the environment, or a map in tests).
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the variable that is missing or wrong.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let var = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let production = var("KEYLEDGER_ENV").is_some_and(|v| v == "production");
+        let data_dir =
+            PathBuf::from(var("KEYLEDGER_DATA_DIR").unwrap_or_else(|| ".keyledger".to_owned()));
+        let listen = var("KEYLEDGER_LISTEN").unwrap_or_else(|| "127.0.0.1:8080".to_owned());
+        let listen = listen.parse().map_err(|e| invalid("KEYLEDGER_LISTEN", e))?;
+        let mut dev_secrets = Vec::new();
+
+        let master_text = match secret(&var, "KEYLEDGER_MASTER_KEY")? {
+            Some(text) => text,
+            None if production => {
+                return Err(ConfigError::RequiredInProduction("KEYLEDGER_MASTER_KEY"))
+            }
+            None => {
+                let path = data_dir.join("master.key");
+                let text =
+                    load_or_generate(&path, || MasterKeyRing::generate_encoded().to_string())?;
+                dev_secrets.push(path);
+                text
+            }
+        };
+        let master_keys = MasterKeyRing::parse(&master_text)
+            .map_err(|e: MasterKeyError| invalid("KEYLEDGER_MASTER_KEY", e))?;
+        drop(zeroize::Zeroizing::new(master_text));
+
+        let jwt_secret = match secret(&var, "KEYLEDGER_JWT_SECRET")? {
+            Some(text) => text,
+            None if production => {
+                return Err(ConfigError::RequiredInProduction("KEYLEDGER_JWT_SECRET"))
+            }
+            None => {
+                let path = data_dir.join("jwt.secret");
+                let text =
+                    load_or_generate(&path, || MasterKeyRing::generate_encoded().to_string())?;
+                dev_secrets.push(path);
+                text
+            }
+        };
+
+        let mut provider_base_urls = BTreeMap::new();
+        for provider in ProviderId::ALL {
+            let name = format!("KEYLEDGER_PROVIDER_{}_BASE_URL", provider.as_str().to_uppercase());
+            if let Some(url) = var(&name) {
+                url::Url::parse(&url).map_err(|e| invalid(&name, e))?;
+                provider_base_urls.insert(provider, url.trim_end_matches('/').to_owned());
+            }
+        }
+
+        let plans = match var("KEYLEDGER_PLANS_FILE") {
+            Some(path) => {
+                load_plans(Path::new(&path)).map_err(|e| invalid("KEYLEDGER_PLANS_FILE", e))?
+            }
+            None => PlanCatalogue::default(),
+        };
+        let allow_private_endpoints = match var("KEYLEDGER_ALLOW_PRIVATE_ENDPOINTS").as_deref() {
+            None | Some("false" | "0") => false,
+            Some("true" | "1") => true,
+            Some(_) => {
+                return Err(invalid("KEYLEDGER_ALLOW_PRIVATE_ENDPOINTS", "use true or false"))
+            }
+        };
+
+        Ok(Self {
+            database_url: var("DATABASE_URL").unwrap_or_else(|| "sqlite://keyledger.db".to_owned()),
+            listen,
+            production,
+            data_dir,
+            master_keys,
+            jwt_secret: SecretString::from(jwt_secret),
+            provider_base_urls,
+            plans,
+            allow_private_endpoints,
+            dev_secrets,
+        })
+    }
+}
+
+/// `NAME`, else the contents of the file `NAME_FILE` names.
+fn secret(
+    var: &impl Fn(&str) -> Option<String>,
+    name: &str,
+) -> Result<Option<String>, ConfigError> {
+    if let Some(value) = var(name) {
+        return Ok(Some(value.trim().to_owned()));
+    }
+    let file_var = format!("{name}_FILE");
+    match var(&file_var) {
+        Some(path) => std::fs::read_to_string(&path)
+            .map(|text| Some(text.trim().to_owned()))
+            .map_err(|e| invalid(&file_var, format!("cannot read {path}: {e}"))),
+        None => Ok(None),
+    }
+}
+
+/// Reads a dev-mode secret, generating it (readable by the owner only) the first time.
+fn load_or_generate(path: &Path, generate: impl FnOnce() -> String) -> Result<String, ConfigError> {
+    let data_dir_error = |source| ConfigError::DataDir { path: path.to_owned(), source };
+    if path.exists() {
+        return std::fs::read_to_string(path).map(|t| t.trim().to_owned()).map_err(data_dir_error);
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(data_dir_error)?;
+    }
+    let text = generate();
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).map_err(data_dir_error)?;
+    file.write_all(text.as_bytes()).map_err(data_dir_error)?;
+    Ok(text)
+}
+
+fn load_plans(path: &Path) -> Result<PlanCatalogue, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let is_json =
+        path.extension().is_some_and(|ext| ext == "json") || text.trim_start().starts_with('{');
+    if is_json {
+        serde_json::from_str(&text).map_err(|e| e.to_string())
+    } else {
+        toml::from_str(&text).map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> =
+            vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        Config::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn debug_shows_no_secret() {
+        let master = MasterKeyRing::generate_encoded();
+        let jwt = "a-jwt-secret-that-must-not-show-up";
+        let config = config(&[("KEYLEDGER_MASTER_KEY", &master), ("KEYLEDGER_JWT_SECRET", jwt)])
+            .expect("valid");
+        let shown = format!("{config:?}");
+        assert!(!shown.contains(master.as_str()) && !shown.contains(jwt), "{shown}");
+    }
+
+    #[test]
+    fn production_refuses_to_start_without_a_master_key() {
+        let err = config(&[("KEYLEDGER_ENV", "production"), ("KEYLEDGER_JWT_SECRET", "x")]).err();
+        assert!(matches!(err, Some(ConfigError::RequiredInProduction("KEYLEDGER_MASTER_KEY"))));
+    }
+
+    #[test]
+    fn dev_mode_generates_secrets_once_and_keeps_them() {
+        let dir = std::env::temp_dir().join(format!("keyledger-config-{}", uuid::Uuid::new_v4()));
+        let dir_text = dir.to_string_lossy().to_string();
+        let first = config(&[("KEYLEDGER_DATA_DIR", &dir_text)]).expect("generated");
+        let second = config(&[("KEYLEDGER_DATA_DIR", &dir_text)]).expect("loaded");
+        assert_eq!(first.dev_secrets.len(), 2);
+        assert_eq!(first.master_keys.active().id(), second.master_keys.active().id());
+        let mode = std::fs::metadata(dir.join("master.key")).expect("exists");
+        #[cfg(unix)]
+        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777, 0o600);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn a_bad_variable_is_named() {
+        let err = config(&[("KEYLEDGER_MASTER_KEY", "not-base64!")]).err().expect("refused");
+        assert!(err.to_string().starts_with("KEYLEDGER_MASTER_KEY"), "{err}");
+        let err = config(&[
+            ("KEYLEDGER_MASTER_KEY", &MasterKeyRing::generate_encoded()),
+            ("KEYLEDGER_JWT_SECRET", "x"),
+            ("KEYLEDGER_LISTEN", "nope"),
+        ])
+        .err()
+        .expect("refused");
+        assert!(err.to_string().starts_with("KEYLEDGER_LISTEN"), "{err}");
+    }
+}

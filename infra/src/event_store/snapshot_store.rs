@@ -1,0 +1,179 @@
+//! An event store that loads an aggregate from its latest snapshot plus the events after it,
+//! and snapshots every [`SNAPSHOT_EVERY`] events.
+//!
+//! cqrs-es 0.5.0's own snapshot mode re-applies the new events to an aggregate the event sink
+//! has already applied them to, so its snapshots count every event twice. Here the
+//! post-command aggregate is snapshotted as it is.
+
+use std::collections::HashMap;
+use std::marker::PhantomData;
+
+use cqrs_es::persist::{
+    EventStoreAggregateContext, PersistedEventRepository, PersistenceError, SerializedEvent,
+};
+use cqrs_es::{Aggregate, AggregateError, DomainEvent, EventEnvelope, EventStore};
+
+/// How many events may follow a snapshot before the next one is taken.
+pub const SNAPSHOT_EVERY: usize = 50;
+
+/// A cqrs-es [`EventStore`] with correct snapshots over any [`PersistedEventRepository`].
+#[derive(Debug)]
+pub struct SnapshottingStore<R, A> {
+    repo: R,
+    snapshot_every: usize,
+    _aggregate: PhantomData<fn() -> A>,
+}
+
+impl<R, A> SnapshottingStore<R, A>
+where
+    R: PersistedEventRepository,
+    A: Aggregate,
+{
+    /// A store over `repo` that snapshots every [`SNAPSHOT_EVERY`] events.
+    pub fn new(repo: R) -> Self {
+        Self::with_snapshot_every(repo, SNAPSHOT_EVERY)
+    }
+
+    /// A store that snapshots every `snapshot_every` events (at least 1).
+    pub fn with_snapshot_every(repo: R, snapshot_every: usize) -> Self {
+        Self { repo, snapshot_every: snapshot_every.max(1), _aggregate: PhantomData }
+    }
+
+    /// The repository underneath.
+    pub fn repository(&self) -> &R {
+        &self.repo
+    }
+
+    /// Loads the aggregate by replaying every event from the start, ignoring snapshots: the
+    /// reference that snapshot loading must agree with.
+    ///
+    /// # Errors
+    /// [`AggregateError`] when the events cannot be read or deserialized.
+    pub async fn replay_from_events(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<A, AggregateError<A::Error>> {
+        let mut aggregate = A::default();
+        for envelope in self.load_events(aggregate_id).await? {
+            aggregate.apply(envelope.payload);
+        }
+        Ok(aggregate)
+    }
+}
+
+impl<R, A> EventStore<A> for SnapshottingStore<R, A>
+where
+    R: PersistedEventRepository,
+    A: Aggregate,
+{
+    type AC = EventStoreAggregateContext<A>;
+
+    async fn load_events(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Vec<EventEnvelope<A>>, AggregateError<A::Error>> {
+        let events = self.repo.get_events::<A>(aggregate_id).await?;
+        events.into_iter().map(deserialize).collect()
+    }
+
+    async fn load_aggregate(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Self::AC, AggregateError<A::Error>> {
+        let snapshot = self.repo.get_snapshot::<A>(aggregate_id).await?;
+        let mut context = match snapshot {
+            Some(snapshot) => match serde_json::from_value::<A>(snapshot.aggregate) {
+                Ok(aggregate) => EventStoreAggregateContext {
+                    aggregate_id: aggregate_id.to_owned(),
+                    aggregate,
+                    current_sequence: snapshot.current_sequence,
+                    current_snapshot: Some(snapshot.current_snapshot),
+                },
+                // A snapshot of an older shape of the aggregate: replay everything instead,
+                // and keep counting snapshots so the next one replaces it.
+                Err(_) => EventStoreAggregateContext {
+                    aggregate_id: aggregate_id.to_owned(),
+                    aggregate: A::default(),
+                    current_sequence: 0,
+                    current_snapshot: Some(snapshot.current_snapshot),
+                },
+            },
+            None => EventStoreAggregateContext {
+                aggregate_id: aggregate_id.to_owned(),
+                aggregate: A::default(),
+                current_sequence: 0,
+                current_snapshot: None,
+            },
+        };
+        let tail = self.repo.get_last_events::<A>(aggregate_id, context.current_sequence).await?;
+        for event in tail {
+            let envelope = deserialize::<A>(event)?;
+            context.current_sequence = envelope.sequence;
+            context.aggregate.apply(envelope.payload);
+        }
+        Ok(context)
+    }
+
+    async fn commit(
+        &self,
+        events: Vec<A::Event>,
+        context: Self::AC,
+        metadata: HashMap<String, String>,
+    ) -> Result<Vec<EventEnvelope<A>>, AggregateError<A::Error>> {
+        let first_sequence = context.current_sequence + 1;
+        let last_sequence = context.current_sequence + events.len();
+        let envelopes: Vec<EventEnvelope<A>> = events
+            .into_iter()
+            .zip(first_sequence..)
+            .map(|(payload, sequence)| EventEnvelope {
+                aggregate_id: context.aggregate_id.clone(),
+                sequence,
+                payload,
+                metadata: metadata.clone(),
+            })
+            .collect();
+        if envelopes.is_empty() {
+            return Ok(envelopes);
+        }
+        let serialized = envelopes.iter().map(serialize).collect::<Result<Vec<_>, _>>()?;
+        let crosses_boundary =
+            context.current_sequence / self.snapshot_every != last_sequence / self.snapshot_every;
+        let snapshot = if crosses_boundary {
+            // The event sink has already applied these events to `context.aggregate`.
+            let payload = serde_json::to_value(&context.aggregate)
+                .map_err(|e| AggregateError::UnexpectedError(Box::new(e)))?;
+            let next_snapshot = context.current_snapshot.map_or(1, |n| n + 1);
+            Some((context.aggregate_id.clone(), payload, next_snapshot))
+        } else {
+            None
+        };
+        self.repo.persist::<A>(&serialized, snapshot).await?;
+        Ok(envelopes)
+    }
+}
+
+fn serialize<A: Aggregate>(
+    envelope: &EventEnvelope<A>,
+) -> Result<SerializedEvent, PersistenceError> {
+    Ok(SerializedEvent {
+        aggregate_id: envelope.aggregate_id.clone(),
+        sequence: envelope.sequence,
+        aggregate_type: A::TYPE.to_owned(),
+        event_type: envelope.payload.event_type(),
+        event_version: envelope.payload.event_version(),
+        payload: serde_json::to_value(&envelope.payload)?,
+        metadata: serde_json::to_value(&envelope.metadata)?,
+    })
+}
+
+fn deserialize<A: Aggregate>(
+    event: SerializedEvent,
+) -> Result<EventEnvelope<A>, AggregateError<A::Error>> {
+    let to_error = |e: serde_json::Error| AggregateError::DeserializationError(Box::new(e));
+    Ok(EventEnvelope {
+        aggregate_id: event.aggregate_id,
+        sequence: event.sequence,
+        payload: serde_json::from_value(event.payload).map_err(to_error)?,
+        metadata: serde_json::from_value(event.metadata).map_err(to_error)?,
+    })
+}

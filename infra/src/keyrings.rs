@@ -1,0 +1,244 @@
+//! Running commands against organizations' Keyrings: load (snapshot + tail), decide, commit,
+//! then shred the material the committed events made obsolete.
+//!
+//! This is cqrs-es's `CqrsFramework::execute` with what keyledger needs and it lacks: the
+//! committed events and new state come back to the caller, every command gets services scoped
+//! to its organization, and sealed material never outlives a command that did not commit.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventEnvelope, EventStore};
+
+use crate::crypto::Binding;
+use crate::db::Database;
+use crate::event_store::{EventRepository, SnapshottingStore};
+use crate::services::{OrgServices, ServiceDeps};
+use keyledger_domain::keyring::KeyState;
+use keyledger_domain::{
+    ApiKey, Keyring, KeyringCommand, KeyringError, KeyringServices, OrgId, ProviderId,
+    Verification, VerificationOutcome,
+};
+
+/// Who asked for a command, recorded as event metadata.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    pub sub: String,
+    pub role: String,
+    pub request_id: String,
+}
+
+/// A command that was committed: the events it produced and the state after them.
+#[derive(Debug)]
+pub struct Committed {
+    pub state: Keyring,
+    pub events: Vec<EventEnvelope<Keyring>>,
+}
+
+/// Why a command did not commit.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error(transparent)]
+    Rejected(KeyringError),
+    #[error("the organization changed concurrently; retry")]
+    Conflict,
+    #[error("event store: {0}")]
+    Storage(String),
+}
+
+impl From<AggregateError<KeyringError>> for CommandError {
+    fn from(error: AggregateError<KeyringError>) -> Self {
+        match error {
+            AggregateError::UserError(e) => Self::Rejected(e),
+            AggregateError::AggregateConflict => Self::Conflict,
+            other => Self::Storage(other.to_string()),
+        }
+    }
+}
+
+/// All organizations' Keyrings.
+#[derive(Debug)]
+pub struct Keyrings {
+    store: SnapshottingStore<EventRepository, Keyring>,
+    deps: Arc<ServiceDeps>,
+}
+
+impl Keyrings {
+    /// Keyrings kept in `db`.
+    #[must_use]
+    pub fn new(db: &Database, deps: Arc<ServiceDeps>) -> Self {
+        Self { store: SnapshottingStore::new(EventRepository::new(db)), deps }
+    }
+
+    /// The event store underneath.
+    #[must_use]
+    pub fn store(&self) -> &SnapshottingStore<EventRepository, Keyring> {
+        &self.store
+    }
+
+    /// The shared services.
+    #[must_use]
+    pub fn deps(&self) -> &Arc<ServiceDeps> {
+        &self.deps
+    }
+
+    /// The current state of `org`'s Keyring (its defaults if it has no events).
+    ///
+    /// # Errors
+    /// [`CommandError::Storage`] when the store cannot be read.
+    pub async fn load(&self, org: &OrgId) -> Result<Keyring, CommandError> {
+        Ok(self.store.load_aggregate(org.as_str()).await?.aggregate)
+    }
+
+    /// The state of `org`'s Keyring as it was at `at`, rebuilt from the log: every event that
+    /// had happened by then, in order.
+    ///
+    /// # Errors
+    /// [`CommandError::Storage`] when the log cannot be read.
+    pub async fn load_as_of(
+        &self,
+        org: &OrgId,
+        at: DateTime<Utc>,
+    ) -> Result<Keyring, CommandError> {
+        let mut keyring = Keyring::default();
+        for envelope in self.store.load_events(org.as_str()).await? {
+            let occurred = envelope
+                .metadata
+                .get("occurred_at")
+                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&Utc));
+            // The log of one organization is in commit order: stop at the first later event
+            // so the answer is always a state that really existed.
+            if occurred.is_none_or(|t| t > at) {
+                break;
+            }
+            keyring.apply(envelope.payload);
+        }
+        Ok(keyring)
+    }
+
+    /// Decides and commits `command` on `org`'s Keyring.
+    ///
+    /// # Errors
+    /// [`CommandError::Rejected`] when the rules refuse it, [`CommandError::Conflict`] when
+    /// another command on the same organization committed first.
+    #[tracing::instrument(skip_all, fields(org = %org))]
+    pub async fn execute(
+        &self,
+        org: &OrgId,
+        command: KeyringCommand,
+        actor: &Actor,
+    ) -> Result<Committed, CommandError> {
+        let mut context = self.store.load_aggregate(org.as_str()).await?;
+        let org_services = Arc::new(OrgServices::new(org.clone(), Arc::clone(&self.deps)));
+        let services: Arc<dyn KeyringServices> = org_services.clone();
+        let sink = EventSink::default();
+        let decided = context.aggregate().handle(command, &services, &sink).await;
+        let outcome = match decided {
+            Ok(()) => {
+                let state = context.aggregate.clone();
+                let events = sink.collect().await;
+                self.store
+                    .commit(events, context, metadata(actor, org_services.now()))
+                    .await
+                    .map(|events| Committed { state, events })
+                    .map_err(CommandError::from)
+            }
+            Err(rejection) => Err(CommandError::Rejected(rejection)),
+        };
+        match &outcome {
+            Ok(committed) => {
+                let released: Vec<_> =
+                    committed.events.iter().filter_map(|e| e.payload.released_material()).collect();
+                self.shred(&released).await;
+            }
+            Err(_) => self.shred(&org_services.sealed()).await,
+        }
+        outcome
+    }
+
+    /// Checks the stored key of `provider` with its provider and records the outcome.
+    ///
+    /// # Errors
+    /// [`CommandError::Rejected`] with `KeyNotFound` when there is no key.
+    pub async fn verify_key(
+        &self,
+        org: &OrgId,
+        provider: ProviderId,
+        actor: &Actor,
+    ) -> Result<Verification, CommandError> {
+        let state = self.load(org).await?;
+        let key = state
+            .keys
+            .get(&provider)
+            .ok_or(CommandError::Rejected(KeyringError::KeyNotFound(provider)))?;
+        let plaintext = self.open(org, provider, key).await?;
+        let outcome: VerificationOutcome =
+            self.deps.providers.verify(provider, key.endpoint.as_deref(), plaintext.as_ref()).await;
+        drop(plaintext);
+        let command = KeyringCommand::RecordVerification {
+            provider,
+            key_id: key.key_id,
+            version: key.version,
+            outcome,
+        };
+        let committed = self.execute(org, command, actor).await?;
+        let checked_at: DateTime<Utc> = committed
+            .state
+            .keys
+            .get(&provider)
+            .and_then(|k| k.last_verification.as_ref().map(|v| v.checked_at))
+            .unwrap_or_else(Utc::now);
+        Ok(Verification { outcome, checked_at })
+    }
+
+    /// Opens the sealed material of `key` for one use. `None` for keyless providers.
+    ///
+    /// # Errors
+    /// [`CommandError::Conflict`] when the material was shredded by a concurrent rotation;
+    /// [`CommandError::Storage`] when it cannot be read or does not open.
+    pub async fn open(
+        &self,
+        org: &OrgId,
+        provider: ProviderId,
+        key: &KeyState,
+    ) -> Result<Option<ApiKey>, CommandError> {
+        let Some(material_id) = key.material_id else {
+            return Ok(None);
+        };
+        let sealed = self
+            .deps
+            .material
+            .get(material_id)
+            .await
+            .map_err(|e| CommandError::Storage(e.to_string()))?
+            .ok_or(CommandError::Conflict)?;
+        let binding = Binding { org, provider, key_id: key.key_id, version: key.version };
+        self.deps
+            .envelope
+            .open(binding, &sealed)
+            .map(Some)
+            .map_err(|e| CommandError::Storage(e.to_string()))
+    }
+
+    async fn shred(&self, ids: &[keyledger_domain::keyring::MaterialId]) {
+        if ids.is_empty() {
+            return;
+        }
+        if let Err(error) = self.deps.material.destroy(ids).await {
+            // The event is committed either way; what is left is swept at the next start.
+            tracing::error!(%error, count = ids.len(), "could not destroy obsolete key material");
+        }
+    }
+}
+
+fn metadata(actor: &Actor, at: DateTime<Utc>) -> HashMap<String, String> {
+    HashMap::from([
+        ("actor".to_owned(), actor.sub.clone()),
+        ("role".to_owned(), actor.role.clone()),
+        ("request_id".to_owned(), actor.request_id.clone()),
+        ("occurred_at".to_owned(), at.to_rfc3339()),
+    ])
+}

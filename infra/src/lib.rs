@@ -1,0 +1,15 @@
+//! keyledger's adapters: the event store on PostgreSQL or SQLite, migrations, envelope
+//! encryption, the key-material store, provider clients and configuration.
+
+pub mod config;
+pub mod crypto;
+pub mod db;
+pub mod event_store;
+pub mod keyrings;
+pub mod material;
+pub mod providers;
+pub mod services;
+
+pub use config::{Config, ConfigError};
+pub use db::{Database, DatabaseError};
+pub use keyrings::{Actor, CommandError, Committed, Keyrings};

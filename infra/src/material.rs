@@ -1,0 +1,145 @@
+//! The key-material table: sealed key versions, kept outside the event log and destroyed
+//! when a rotation or removal makes them obsolete.
+
+use uuid::Uuid;
+
+use crate::crypto::{Binding, SealedKey};
+use crate::db::Database;
+use keyledger_domain::keyring::MaterialId;
+
+/// Sealed key versions by id.
+#[derive(Debug, Clone)]
+pub struct MaterialStore {
+    db: Database,
+}
+
+/// A storage failure, described without secrets.
+#[derive(Debug, thiserror::Error)]
+#[error("key material store: {0}")]
+pub struct MaterialError(#[from] sqlx::Error);
+
+type Row = (String, Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>);
+
+impl MaterialStore {
+    /// The store in `db`.
+    #[must_use]
+    pub fn new(db: Database) -> Self {
+        Self { db }
+    }
+
+    /// Keeps `sealed` under a new id.
+    ///
+    /// # Errors
+    /// [`MaterialError`] when the row cannot be written.
+    pub async fn insert(
+        &self,
+        binding: Binding<'_>,
+        sealed: &SealedKey,
+    ) -> Result<MaterialId, MaterialError> {
+        let id = Uuid::new_v4();
+        let sql = "insert into key_material (material_id, org_id, provider, key_id, version, \
+                   master_key_id, dek_nonce, wrapped_dek, key_nonce, ciphertext) \
+                   values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+        macro_rules! bind_all {
+            ($query:expr, $id:expr) => {
+                $query
+                    .bind($id)
+                    .bind(binding.org.as_str())
+                    .bind(binding.provider.as_str())
+                    .bind(i64::from(binding.key_id))
+                    .bind(i64::from(binding.version))
+                    .bind(&sealed.master_key_id)
+                    .bind(&sealed.dek_nonce)
+                    .bind(&sealed.wrapped_dek)
+                    .bind(&sealed.key_nonce)
+                    .bind(&sealed.ciphertext)
+            };
+        }
+        match &self.db {
+            Database::Postgres(pool) => {
+                bind_all!(sqlx::query(sql), id).execute(pool).await?;
+            }
+            Database::Sqlite(pool) => {
+                bind_all!(sqlx::query(sql), id.to_string()).execute(pool).await?;
+            }
+        }
+        Ok(MaterialId(id))
+    }
+
+    /// The sealed material `id`, if it still exists.
+    ///
+    /// # Errors
+    /// [`MaterialError`] when the row cannot be read.
+    pub async fn get(&self, id: MaterialId) -> Result<Option<SealedKey>, MaterialError> {
+        let sql = "select master_key_id, dek_nonce, wrapped_dek, key_nonce, ciphertext \
+                   from key_material where material_id = $1";
+        let row: Option<Row> = match &self.db {
+            Database::Postgres(pool) => sqlx::query_as(sql).bind(id.0).fetch_optional(pool).await?,
+            Database::Sqlite(pool) => {
+                sqlx::query_as(sql).bind(id.0.to_string()).fetch_optional(pool).await?
+            }
+        };
+        Ok(row.map(|(master_key_id, dek_nonce, wrapped_dek, key_nonce, ciphertext)| SealedKey {
+            master_key_id,
+            dek_nonce,
+            wrapped_dek,
+            key_nonce,
+            ciphertext,
+        }))
+    }
+
+    /// Destroys material (crypto-shredding). Destroying what is already gone is not an error.
+    ///
+    /// # Errors
+    /// [`MaterialError`] when the rows cannot be deleted.
+    pub async fn destroy(&self, ids: &[MaterialId]) -> Result<u64, MaterialError> {
+        let mut destroyed = 0;
+        for id in ids {
+            let sql = "delete from key_material where material_id = $1";
+            destroyed += match &self.db {
+                Database::Postgres(pool) => {
+                    sqlx::query(sql).bind(id.0).execute(pool).await?.rows_affected()
+                }
+                Database::Sqlite(pool) => {
+                    sqlx::query(sql).bind(id.0.to_string()).execute(pool).await?.rows_affected()
+                }
+            };
+        }
+        Ok(destroyed)
+    }
+
+    /// Destroys material that committed events already released but that a crash left behind
+    /// (the process died between committing a rotation or removal and shredding).
+    ///
+    /// # Errors
+    /// [`MaterialError`] when the sweep cannot run.
+    pub async fn sweep_released(&self) -> Result<u64, MaterialError> {
+        let result = match &self.db {
+            Database::Postgres(pool) => {
+                sqlx::query(
+                    "delete from key_material m using events e \
+                     where e.aggregate_type = 'Keyring' \
+                       and e.event_type in ('KeyRotated', 'KeyRemoved') \
+                       and m.material_id::text in (e.payload->'KeyRotated'->>'previous_material_id', \
+                                                   e.payload->'KeyRemoved'->>'material_id')",
+                )
+                .execute(pool)
+                .await?
+                .rows_affected()
+            }
+            Database::Sqlite(pool) => {
+                sqlx::query(
+                    "delete from key_material where material_id in ( \
+                       select coalesce(json_extract(payload, '$.KeyRotated.previous_material_id'), \
+                                       json_extract(payload, '$.KeyRemoved.material_id')) \
+                       from events where aggregate_type = 'Keyring' \
+                         and event_type in ('KeyRotated', 'KeyRemoved'))",
+                )
+                .execute(pool)
+                .await?
+                .rows_affected()
+            }
+        };
+        Ok(result)
+    }
+}

@@ -1,0 +1,10 @@
+//! How keyledger talks to each AI provider: where it lives, how a key is presented, and the
+//! cheap authenticated call that verifies a key.
+
+mod client;
+mod endpoint;
+mod registry;
+
+pub use client::ProviderClient;
+pub use endpoint::{is_internal, EndpointError, EndpointPolicy};
+pub use registry::{default_base_url, Auth, ProviderSpec};

@@ -1,0 +1,61 @@
+//! Per-provider facts: default base URL, how the key is presented, the verify call.
+//! Sources: shared/PROVIDERS.md, checked against each provider's API reference.
+
+use keyledger_domain::ProviderId;
+
+/// How a provider expects the key in a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auth {
+    /// `Authorization: Bearer KEY`.
+    Bearer,
+    /// A header of its own holding the bare key, plus fixed extra headers.
+    Header { name: &'static str, extra: &'static [(&'static str, &'static str)] },
+}
+
+/// What keyledger knows about talking to one provider.
+#[derive(Debug, Clone, Copy)]
+pub struct ProviderSpec {
+    pub auth: Auth,
+    /// Path (and query) of the cheapest authenticated call, such as listing models.
+    pub verify_path: &'static str,
+}
+
+/// The provider's public base URL, or `None` where the organization says where it lives.
+#[must_use]
+pub fn default_base_url(provider: ProviderId) -> Option<&'static str> {
+    use ProviderId as P;
+    match provider {
+        P::Anthropic => Some("https://api.anthropic.com"),
+        P::Openai => Some("https://api.openai.com"),
+        P::Google => Some("https://generativelanguage.googleapis.com"),
+        P::Mistral => Some("https://api.mistral.ai"),
+        P::Groq => Some("https://api.groq.com"),
+        P::AlephAlpha => Some("https://api.aleph-alpha.com"),
+        P::AzureOpenai | P::Ollama | P::Lmstudio | P::Vllm => None,
+    }
+}
+
+impl ProviderSpec {
+    /// The spec of `provider`.
+    #[must_use]
+    pub fn of(provider: ProviderId) -> Self {
+        use ProviderId as P;
+        let (auth, verify_path) = match provider {
+            P::Anthropic => (
+                Auth::Header { name: "x-api-key", extra: &[("anthropic-version", "2023-06-01")] },
+                "/v1/models",
+            ),
+            P::Openai | P::Mistral => (Auth::Bearer, "/v1/models"),
+            P::Google => (Auth::Header { name: "x-goog-api-key", extra: &[] }, "/v1beta/models"),
+            P::Groq => (Auth::Bearer, "/openai/v1/models"),
+            P::AzureOpenai => (
+                Auth::Header { name: "api-key", extra: &[] },
+                "/openai/models?api-version=2024-10-21",
+            ),
+            P::AlephAlpha => (Auth::Bearer, "/models_available"),
+            P::Ollama => (Auth::Bearer, "/api/tags"),
+            P::Lmstudio | P::Vllm => (Auth::Bearer, "/v1/models"),
+        };
+        Self { auth, verify_path }
+    }
+}
