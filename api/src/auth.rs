@@ -117,7 +117,15 @@ impl TokenKeys {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         let claims =
             Claims { sub: sub.to_owned(), role, org: org.to_owned(), exp: (now + ttl).as_secs() };
-        encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+        self.sign(&claims)
+    }
+
+    /// Signs `claims` as they are.
+    ///
+    /// # Errors
+    /// When signing fails.
+    pub fn sign(&self, claims: &Claims) -> Result<String, jsonwebtoken::errors::Error> {
+        encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
     }
 
     fn verify(&self, token: &str) -> Result<Claims, ApiError> {

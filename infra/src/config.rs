@@ -235,15 +235,14 @@ mod tests {
 
     #[test]
     fn a_bad_variable_is_named() {
-        let err = config(&[("KEYLEDGER_MASTER_KEY", "not-base64!")]).err().expect("refused");
+        let err = config(&[("KEYLEDGER_MASTER_KEY", "not-base64!")]).expect_err("refused");
         assert!(err.to_string().starts_with("KEYLEDGER_MASTER_KEY"), "{err}");
         let err = config(&[
             ("KEYLEDGER_MASTER_KEY", &MasterKeyRing::generate_encoded()),
             ("KEYLEDGER_JWT_SECRET", "x"),
             ("KEYLEDGER_LISTEN", "nope"),
         ])
-        .err()
-        .expect("refused");
+        .expect_err("refused");
         assert!(err.to_string().starts_with("KEYLEDGER_LISTEN"), "{err}");
     }
 }

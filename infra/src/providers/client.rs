@@ -44,7 +44,6 @@ impl ProviderClient {
     }
 
     /// Presents `key` to `provider` the way that provider expects.
-    #[must_use]
     pub fn authorize(
         request: RequestBuilder,
         provider: ProviderId,

@@ -1,0 +1,141 @@
+//! Bad input gets the right problem code and changes nothing.
+
+use axum::http::{Method, StatusCode};
+use serde_json::json;
+
+use crate::keys;
+use keyledger_tests::{on_both_backends, Backend, TestApp};
+
+on_both_backends!(bad_input_is_refused_with_its_code_and_writes_nothing);
+
+async fn bad_input_is_refused_with_its_code_and_writes_nothing(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    app.set_plan("acme", "pro").await;
+    let owner = app.owner("acme");
+    let events_before = app.count("select count(*) from events").await;
+    let key = keys::anthropic();
+    let oversize =
+        json!({"provider": "anthropic", "key": key, "description": "x".repeat(70 * 1024)})
+            .to_string();
+    let whitespace_key = format!("{key} ");
+
+    let cases: Vec<(&str, &str, String, StatusCode, &str)> = vec![
+        (
+            "malformed JSON",
+            "/v1/orgs/acme/keys",
+            r#"{"provider": "anthropic", "key": "#.to_owned(),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "unknown field",
+            "/v1/orgs/acme/keys",
+            json!({"provider": "anthropic", "key": key, "colour": "red"}).to_string(),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "missing field",
+            "/v1/orgs/acme/keys",
+            json!({"key": key}).to_string(),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "oversize body",
+            "/v1/orgs/acme/keys",
+            oversize,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+        ),
+        (
+            "bad org id",
+            "/v1/orgs/-acme/keys",
+            json!({"provider": "anthropic", "key": key}).to_string(),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "unknown provider",
+            "/v1/orgs/acme/keys",
+            json!({"provider": "openia", "key": key}).to_string(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_provider",
+        ),
+        (
+            "whitespace in key",
+            "/v1/orgs/acme/keys",
+            json!({"provider": "anthropic", "key": whitespace_key}).to_string(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_key_format",
+        ),
+        (
+            "wrong prefix",
+            "/v1/orgs/acme/keys",
+            json!({"provider": "google", "key": key}).to_string(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_key_format",
+        ),
+        (
+            "private endpoint",
+            "/v1/orgs/acme/keys",
+            json!({"provider": "ollama", "endpoint": "http://127.0.0.1:11434"}).to_string(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+        ),
+        (
+            "missing endpoint",
+            "/v1/orgs/acme/keys",
+            json!({"provider": "azure_openai", "key": "a".repeat(32)}).to_string(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+        ),
+        (
+            "wrong type",
+            "/v1/orgs/acme/keys",
+            json!({"provider": "anthropic", "key": key, "verify": "yes"}).to_string(),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+    ];
+    for (what, path, body, status, code) in cases {
+        let response = app.send_raw(Method::POST, path, Some(&owner), Some(&body)).await;
+        assert_eq!(response.status, status, "{what}: {}", response.everything());
+        assert_eq!(response.code(), code, "{what}");
+        assert_eq!(response.headers["content-type"], "application/problem+json", "{what}");
+        assert!(!response.everything().contains(&key[12..]), "{what} echoed the key");
+    }
+    let unknown_provider = app.put("/v1/orgs/acme/keys/openia", &owner, json!({"key": key})).await;
+    assert_eq!(unknown_provider.code(), "unknown_provider");
+    let not_rfc3339 = app.get("/v1/orgs/acme/keys?as_of=yesterday", &owner).await;
+    assert_eq!(not_rfc3339.code(), "invalid_request");
+
+    assert_eq!(
+        app.count("select count(*) from events").await,
+        events_before,
+        "nothing was written"
+    );
+    assert_eq!(app.count("select count(*) from key_material").await, 0, "nothing was sealed");
+    app.finish().await;
+}
+
+on_both_backends!(operations_endpoints_answer);
+
+async fn operations_endpoints_answer(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    assert_eq!(app.send(Method::GET, "/healthz", None, None).await.status, StatusCode::OK);
+    let ready = app.send(Method::GET, "/readyz", None, None).await;
+    assert_eq!(ready.status, StatusCode::OK);
+    let spec = app.send(Method::GET, "/openapi.json", None, None).await.json();
+    assert!(spec["openapi"].as_str().unwrap_or_default().starts_with("3.1"));
+    for path in
+        ["/v1/orgs/{org}/keys", "/v1/orgs/{org}/keys/{provider}/verify", "/v1/orgs/{org}/plan"]
+    {
+        assert!(spec["paths"][path].is_object(), "{path} is documented");
+    }
+    let missing = app.send(Method::GET, "/v2/nothing", None, None).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert_eq!(missing.headers["content-type"], "application/problem+json");
+    assert!(missing.headers.contains_key("x-request-id"));
+    app.finish().await;
+}

@@ -1,0 +1,65 @@
+//! Concurrent commands on one organization: optimistic concurrency never lets two win the same
+//! version.
+
+use std::collections::BTreeSet;
+
+use axum::http::StatusCode;
+use serde_json::json;
+
+use crate::keys;
+use keyledger_tests::{on_both_backends, Backend, TestApp};
+
+on_both_backends!(concurrent_rotations_never_both_win_the_same_version);
+
+async fn concurrent_rotations_never_both_win_the_same_version(backend: Backend) {
+    let app = std::sync::Arc::new(TestApp::start(backend).await);
+    app.set_plan("acme", "pro").await;
+    let owner = app.owner("acme");
+    app.post(
+        "/v1/orgs/acme/keys",
+        &owner,
+        json!({"provider": "anthropic", "key": keys::anthropic()}),
+    )
+    .await;
+
+    let rotations: Vec<_> = (0..8)
+        .map(|_| {
+            let (app, owner) = (std::sync::Arc::clone(&app), owner.clone());
+            tokio::spawn(async move {
+                app.put("/v1/orgs/acme/keys/anthropic", &owner, json!({"key": keys::anthropic()}))
+                    .await
+            })
+        })
+        .collect();
+    let mut versions = BTreeSet::new();
+    let mut conflicts = 0;
+    for rotation in rotations {
+        let response = rotation.await.expect("task");
+        match response.status {
+            StatusCode::OK => {
+                let version = response.json()["version"].as_u64().expect("version");
+                assert!(versions.insert(version), "two rotations both won version {version}");
+            }
+            StatusCode::CONFLICT => {
+                assert_eq!(response.code(), "conflict");
+                conflicts += 1;
+            }
+            other => panic!("unexpected {other}: {}", response.everything()),
+        }
+    }
+    assert!(!versions.is_empty());
+    let current = app.get("/v1/orgs/acme/keys/anthropic", &owner).await.json()["version"]
+        .as_u64()
+        .expect("version");
+    assert_eq!(current, 1 + versions.len() as u64, "every winner is a version; {conflicts} lost");
+    assert_eq!(versions.last().copied(), Some(current));
+    assert_eq!(
+        app.count("select count(*) from key_material").await,
+        1,
+        "losers' material was destroyed"
+    );
+    match std::sync::Arc::try_unwrap(app) {
+        Ok(app) => app.finish().await,
+        Err(_) => panic!("tasks still hold the app"),
+    }
+}

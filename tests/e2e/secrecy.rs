@@ -1,0 +1,214 @@
+//! Keys stay secret: no plaintext anywhere, old versions shredded, material bound to its place.
+
+use axum::http::{Method, StatusCode};
+use serde_json::json;
+
+use crate::keys;
+use keyledger_domain::{OrgId, ProviderId};
+use keyledger_tests::{logs, on_both_backends, Backend, TestApp, TestResponse};
+
+on_both_backends!(no_plaintext_key_is_in_any_table_response_header_or_log_line);
+
+async fn no_plaintext_key_is_in_any_table_response_header_or_log_line(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    app.set_plan("acme", "pro").await;
+    let owner = app.owner("acme");
+    let (anthropic, rotated, openai, azure) = (
+        keys::anthropic(),
+        keys::anthropic(),
+        keys::openai(),
+        format!("AzUrE{}", uuid::Uuid::new_v4().simple()),
+    );
+    app.provider.accept(&rotated);
+    let mut responses: Vec<TestResponse> = Vec::new();
+
+    responses.push(
+        app.post(
+            "/v1/orgs/acme/keys",
+            &owner,
+            json!({"provider": "anthropic", "key": anthropic, "verify": false}),
+        )
+        .await,
+    );
+    responses.push(
+        app.post(
+            "/v1/orgs/acme/keys",
+            &owner,
+            json!({"provider": "openai", "key": openai, "description": "team"}),
+        )
+        .await,
+    );
+    responses.push(
+        app.put("/v1/orgs/acme/keys/anthropic", &owner, json!({"key": rotated, "verify": true}))
+            .await,
+    );
+    responses.push(
+        app.send(Method::POST, "/v1/orgs/acme/keys/anthropic/verify", Some(&owner), None).await,
+    );
+    responses
+        .push(app.send(Method::POST, "/v1/orgs/acme/keys/openai/verify", Some(&owner), None).await);
+    // Refused requests that carry a key must not echo it either.
+    responses.push(app.put("/v1/orgs/acme/keys/anthropic", &owner, json!({"key": rotated})).await);
+    responses.push(
+        app.post("/v1/orgs/acme/keys", &owner, json!({"provider": "openai", "key": openai})).await,
+    );
+    responses.push(
+        app.post(
+            "/v1/orgs/acme/keys",
+            &owner,
+            json!({"provider": "azure_openai", "key": azure, "bogus": true}),
+        )
+        .await,
+    );
+    responses.push(
+        app.post("/v1/orgs/acme/keys", &owner, json!({"provider": "google", "key": anthropic}))
+            .await,
+    );
+    responses.push(app.get("/v1/orgs/acme", &owner).await);
+    responses.push(app.get("/v1/orgs/acme/keys", &owner).await);
+    responses.push(app.get("/v1/orgs/acme/keys/anthropic", &owner).await);
+    responses.push(app.delete("/v1/orgs/acme/keys/openai", &owner).await);
+    assert_eq!(responses[0].status, StatusCode::CREATED);
+    assert_eq!(responses[2].status, StatusCode::OK, "{}", responses[2].everything());
+    assert_eq!(responses[5].code(), "same_key");
+
+    let database = app.dump_database().await;
+    let log = logs::captured();
+    assert!(database.contains("sk-ant-••••"), "the dump does see the stored masks");
+    for key in [&anthropic, &rotated, &openai, &azure] {
+        // The whole key, and a run of its secret middle that no mask shows.
+        let middle = &key[key.len() - 20..key.len() - 6];
+        for (place, text) in [("database", &database), ("log", &log)] {
+            assert!(
+                !text.contains(key.as_str()) && !text.contains(middle),
+                "plaintext key found in the {place}"
+            );
+        }
+        for response in &responses {
+            assert!(!response.everything().contains(middle), "plaintext key found in a response");
+        }
+    }
+    app.finish().await;
+}
+
+on_both_backends!(rotated_and_removed_versions_are_shredded);
+
+async fn rotated_and_removed_versions_are_shredded(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    app.set_plan("acme", "pro").await;
+    let owner = app.owner("acme");
+    let org = OrgId::parse("acme").expect("org");
+    app.post(
+        "/v1/orgs/acme/keys",
+        &owner,
+        json!({"provider": "anthropic", "key": keys::anthropic()}),
+    )
+    .await;
+    let first =
+        app.state.keyrings.load(&org).await.expect("state").keys[&ProviderId::Anthropic].clone();
+    let first_material = first.material_id.expect("sealed");
+    assert!(app
+        .state
+        .keyrings
+        .open(&org, ProviderId::Anthropic, &first)
+        .await
+        .expect("opens")
+        .is_some());
+
+    app.put("/v1/orgs/acme/keys/anthropic", &owner, json!({"key": keys::anthropic()})).await;
+    let second =
+        app.state.keyrings.load(&org).await.expect("state").keys[&ProviderId::Anthropic].clone();
+    assert_eq!(second.version, 2);
+    let material = &app.state.keyrings.deps().material;
+    assert!(material.get(first_material).await.expect("read").is_none(), "version 1 was destroyed");
+    assert!(
+        app.state.keyrings.open(&org, ProviderId::Anthropic, &first).await.is_err(),
+        "version 1 cannot be opened"
+    );
+    assert_eq!(app.count("select count(*) from key_material").await, 1);
+
+    app.delete("/v1/orgs/acme/keys/anthropic", &owner).await;
+    assert!(
+        material.get(second.material_id.expect("sealed")).await.expect("read").is_none(),
+        "version 2 was destroyed"
+    );
+    assert_eq!(app.count("select count(*) from key_material").await, 0);
+    let events = app.count("select count(*) from events where aggregate_id = 'acme'").await;
+    assert_eq!(events, 4, "the history stays complete: plan, stored, rotated, removed");
+    app.finish().await;
+}
+
+on_both_backends!(material_copied_to_another_org_or_version_does_not_open);
+
+async fn material_copied_to_another_org_or_version_does_not_open(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    for org in ["acme", "beta"] {
+        app.set_plan(org, "pro").await;
+        let response = app
+            .post(
+                &format!("/v1/orgs/{org}/keys"),
+                &app.owner(org),
+                json!({"provider": "anthropic", "key": keys::anthropic()}),
+            )
+            .await;
+        assert_eq!(response.status, StatusCode::CREATED);
+    }
+    let (acme, beta) = (OrgId::parse("acme").expect("org"), OrgId::parse("beta").expect("org"));
+    let acme_key =
+        app.state.keyrings.load(&acme).await.expect("state").keys[&ProviderId::Anthropic].clone();
+    let beta_key =
+        app.state.keyrings.load(&beta).await.expect("state").keys[&ProviderId::Anthropic].clone();
+    let (acme_m, beta_m) =
+        (acme_key.material_id.expect("sealed").0, beta_key.material_id.expect("sealed").0);
+    assert!(app.state.keyrings.open(&beta, ProviderId::Anthropic, &beta_key).await.is_ok());
+
+    // Copy acme's sealed material over beta's row: beta's binding must refuse it.
+    copy_material(&app, acme_m, beta_m).await;
+    assert!(
+        app.state.keyrings.open(&beta, ProviderId::Anthropic, &beta_key).await.is_err(),
+        "another org's material opened"
+    );
+
+    // Keep acme's version 1 material, rotate, and put the old material in version 2's row.
+    let old_copy = uuid::Uuid::new_v4();
+    let key_as = if app.backend == Backend::Postgres { "uuid" } else { "text" };
+    app.execute_sql(&format!(
+        "insert into key_material (material_id, org_id, provider, key_id, version, master_key_id, dek_nonce, wrapped_dek, key_nonce, ciphertext) \
+         select cast('{old_copy}' as {key_as}), org_id, provider, key_id, version, master_key_id, dek_nonce, wrapped_dek, key_nonce, ciphertext \
+         from key_material where material_id = cast('{acme_m}' as {key_as})"
+    ))
+    .await;
+    app.put("/v1/orgs/acme/keys/anthropic", &app.owner("acme"), json!({"key": keys::anthropic()}))
+        .await;
+    let rotated =
+        app.state.keyrings.load(&acme).await.expect("state").keys[&ProviderId::Anthropic].clone();
+    assert!(app.state.keyrings.open(&acme, ProviderId::Anthropic, &rotated).await.is_ok());
+    copy_material(&app, old_copy, rotated.material_id.expect("sealed").0).await;
+    assert!(
+        app.state.keyrings.open(&acme, ProviderId::Anthropic, &rotated).await.is_err(),
+        "version 1 material opened as version 2"
+    );
+
+    let verify = app
+        .send(Method::POST, "/v1/orgs/acme/keys/anthropic/verify", Some(&app.owner("acme")), None)
+        .await;
+    assert_eq!(verify.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(verify.json()["detail"], "an internal error occurred");
+    app.finish().await;
+}
+
+async fn copy_material(app: &TestApp, from: uuid::Uuid, to: uuid::Uuid) {
+    let key_as = if app.backend == Backend::Postgres { "uuid" } else { "text" };
+    let columns = ["master_key_id", "dek_nonce", "wrapped_dek", "key_nonce", "ciphertext"];
+    let set: Vec<String> = columns
+        .iter()
+        .map(|c| format!("{c} = (select {c} from key_material where material_id = cast('{from}' as {key_as}))"))
+        .collect();
+    let changed = app
+        .execute_sql(&format!(
+            "update key_material set {} where material_id = cast('{to}' as {key_as})",
+            set.join(", ")
+        ))
+        .await;
+    assert_eq!(changed, 1);
+}

@@ -1,0 +1,274 @@
+//! keyledger's real router over a fresh database, driven in-process.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode};
+use axum::Router;
+use http_body_util::BodyExt as _;
+use serde_json::Value;
+use tower::ServiceExt as _;
+
+use crate::fake_provider::FakeProvider;
+use keyledger_api::{AppState, Role};
+use keyledger_infra::crypto::MasterKeyRing;
+use keyledger_infra::Config;
+
+/// Which database a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A keyledger instance under test.
+#[derive(Debug)]
+pub struct TestApp {
+    pub backend: Backend,
+    pub database_url: String,
+    pub state: AppState,
+    pub router: Router,
+    /// The fake provider every registry provider's base URL points at.
+    pub provider: FakeProvider,
+    sqlite_dir: Option<PathBuf>,
+}
+
+/// What the API answered.
+#[derive(Debug)]
+pub struct TestResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl TestResponse {
+    /// The body as JSON (`null` if it is not JSON).
+    #[must_use]
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
+    /// The problem `code` of an error answer.
+    #[must_use]
+    pub fn code(&self) -> String {
+        self.json()["code"].as_str().unwrap_or_default().to_owned()
+    }
+
+    /// Headers and body as text, to search for what must not be there.
+    #[must_use]
+    pub fn everything(&self) -> String {
+        let headers: String = self
+            .headers
+            .iter()
+            .map(|(k, v)| format!("{k}: {}\n", String::from_utf8_lossy(v.as_bytes())))
+            .collect();
+        format!("{headers}\n{}", String::from_utf8_lossy(&self.body))
+    }
+}
+
+impl TestApp {
+    /// A fresh instance on `backend`, with every provider pointed at one fake provider.
+    pub async fn start(backend: Backend) -> Self {
+        Self::start_with(backend, &[]).await
+    }
+
+    /// A fresh instance with extra environment settings.
+    pub async fn start_with(backend: Backend, extra: &[(&str, &str)]) -> Self {
+        crate::logs::capture();
+        let provider = FakeProvider::start().await;
+        let (database_url, sqlite_dir) = match backend {
+            Backend::Postgres => (crate::postgres::fresh_database().await, None),
+            Backend::Sqlite => {
+                let dir =
+                    std::env::temp_dir().join(format!("keyledger-test-{}", uuid::Uuid::new_v4()));
+                std::fs::create_dir_all(&dir).expect("temp dir");
+                (format!("sqlite://{}", dir.join("keyledger.db").display()), Some(dir))
+            }
+        };
+        let mut env: HashMap<String, String> = HashMap::from([
+            ("DATABASE_URL".to_owned(), database_url.clone()),
+            ("KEYLEDGER_MASTER_KEY".to_owned(), MasterKeyRing::generate_encoded().to_string()),
+            ("KEYLEDGER_JWT_SECRET".to_owned(), format!("test-secret-{}", uuid::Uuid::new_v4())),
+            ("KEYLEDGER_LISTEN".to_owned(), "127.0.0.1:0".to_owned()),
+        ]);
+        for p in keyledger_domain::ProviderId::ALL {
+            env.insert(
+                format!("KEYLEDGER_PROVIDER_{}_BASE_URL", p.as_str().to_uppercase()),
+                provider.url(),
+            );
+        }
+        for (k, v) in extra {
+            env.insert((*k).to_owned(), (*v).to_owned());
+        }
+        let config =
+            Config::from_lookup(|name| env.get(name).cloned()).expect("test configuration");
+        let state = keyledger_api::build_state(config).await.expect("application state");
+        let router = keyledger_api::router(state.clone());
+        Self { backend, database_url, state, router, provider, sqlite_dir }
+    }
+
+    /// A token for `sub` acting as `role` on `org`.
+    #[must_use]
+    pub fn token(&self, org: &str, role: Role, sub: &str) -> String {
+        self.state.tokens.issue(org, role, sub, Duration::from_secs(3600)).expect("token")
+    }
+
+    /// An owner's token for `org`.
+    #[must_use]
+    pub fn owner(&self, org: &str) -> String {
+        self.token(org, Role::Owner, "alice")
+    }
+
+    /// A platform admin's token.
+    #[must_use]
+    pub fn platform_admin(&self) -> String {
+        self.token("*", Role::PlatformAdmin, "billing")
+    }
+
+    /// Sends a request with an optional bearer token and JSON body.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> TestResponse {
+        let body = body.map(|b| b.to_string());
+        self.send_raw(method, path, token, body.as_deref()).await
+    }
+
+    /// Sends a request with a raw body, sent as JSON.
+    pub async fn send_raw(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> TestResponse {
+        let mut request = Request::builder().method(method).uri(path);
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let request = match body {
+            Some(body) => {
+                request.header("content-type", "application/json").body(Body::from(body.to_owned()))
+            }
+            None => request.body(Body::empty()),
+        }
+        .expect("request");
+        let response = self.router.clone().oneshot(request).await.expect("infallible router");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.into_body().collect().await.expect("body").to_bytes().to_vec();
+        TestResponse { status, headers, body }
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> TestResponse {
+        self.send(Method::GET, path, Some(token), None).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> TestResponse {
+        self.send(Method::POST, path, Some(token), Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, token: &str, body: Value) -> TestResponse {
+        self.send(Method::PUT, path, Some(token), Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str, token: &str) -> TestResponse {
+        self.send(Method::DELETE, path, Some(token), None).await
+    }
+
+    /// Puts `org` on `plan` as the platform admin.
+    pub async fn set_plan(&self, org: &str, plan: &str) {
+        let response = self
+            .put(
+                &format!("/v1/orgs/{org}/plan"),
+                &self.platform_admin(),
+                serde_json::json!({"plan": plan}),
+            )
+            .await;
+        assert_eq!(response.status, StatusCode::OK, "set plan: {}", response.everything());
+    }
+
+    /// Everything in every table of the database, as text, to search.
+    pub async fn dump_database(&self) -> String {
+        match &self.state.db {
+            keyledger_infra::Database::Postgres(pool) => {
+                let tables: Vec<(String,)> = sqlx::query_as(
+                    "select table_name::text from information_schema.tables where table_schema = 'public'",
+                )
+                .fetch_all(pool)
+                .await
+                .expect("tables");
+                let mut dump = String::new();
+                for (table,) in tables {
+                    let rows: Vec<(String,)> =
+                        sqlx::query_as(&format!("select t::text from {table} t"))
+                            .fetch_all(pool)
+                            .await
+                            .expect("rows");
+                    for (row,) in rows {
+                        dump.push_str(&row);
+                        dump.push('\n');
+                    }
+                }
+                dump
+            }
+            keyledger_infra::Database::Sqlite(pool) => {
+                // Every byte of the database file and its write-ahead log.
+                sqlx::query("pragma wal_checkpoint(passive)").execute(pool).await.ok();
+                let dir = self.sqlite_dir.as_ref().expect("sqlite dir");
+                let mut dump = String::new();
+                for entry in std::fs::read_dir(dir).expect("dir") {
+                    let bytes = std::fs::read(entry.expect("entry").path()).unwrap_or_default();
+                    dump.push_str(&String::from_utf8_lossy(&bytes));
+                }
+                dump
+            }
+        }
+    }
+
+    /// Runs `sql` on the database (for tests that tamper with storage).
+    pub async fn execute_sql(&self, sql: &str) -> u64 {
+        match &self.state.db {
+            keyledger_infra::Database::Postgres(pool) => {
+                sqlx::query(sql).execute(pool).await.expect("sql").rows_affected()
+            }
+            keyledger_infra::Database::Sqlite(pool) => {
+                sqlx::query(sql).execute(pool).await.expect("sql").rows_affected()
+            }
+        }
+    }
+
+    /// Counts rows of `sql` (a `select count(*) …`).
+    pub async fn count(&self, sql: &str) -> i64 {
+        match &self.state.db {
+            keyledger_infra::Database::Postgres(pool) => {
+                sqlx::query_scalar(sql).fetch_one(pool).await.expect("count")
+            }
+            keyledger_infra::Database::Sqlite(pool) => {
+                sqlx::query_scalar(sql).fetch_one(pool).await.expect("count")
+            }
+        }
+    }
+
+    /// Drops the test's database.
+    pub async fn finish(self) {
+        match self.backend {
+            Backend::Postgres => {
+                if let keyledger_infra::Database::Postgres(pool) = &self.state.db {
+                    pool.close().await;
+                }
+                crate::postgres::drop_database(&self.database_url).await;
+            }
+            Backend::Sqlite => {
+                if let Some(dir) = &self.sqlite_dir {
+                    std::fs::remove_dir_all(dir).ok();
+                }
+            }
+        }
+    }
+}
