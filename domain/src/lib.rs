@@ -7,6 +7,7 @@ pub mod mask;
 pub mod org;
 pub mod plan;
 pub mod provider;
+pub mod usage;
 pub mod verification;
 
 pub use api_key::{ApiKey, KeyFormatError};

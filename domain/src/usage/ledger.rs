@@ -1,0 +1,225 @@
+//! Recording model calls, and the platform-key quota and cost cap as invariants.
+
+use chrono::{DateTime, Utc};
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::{Aggregate, DomainEvent};
+use serde::{Deserialize, Serialize};
+
+use crate::provider::ProviderId;
+
+/// Whose key paid for a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeySource {
+    Byok,
+    Platform,
+}
+
+impl KeySource {
+    /// The contract's name.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Byok => "byok",
+            Self::Platform => "platform",
+        }
+    }
+}
+
+/// The plan's monthly limits on platform-key calls.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct UsageLimits {
+    pub max_calls: u64,
+    pub cost_cap_usd: f64,
+}
+
+/// Record one model call.
+#[derive(Debug, Clone)]
+pub struct RecordModelCall {
+    pub org: String,
+    pub request_id: String,
+    pub provider: ProviderId,
+    pub model: String,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cost_usd: f64,
+    pub key_source: KeySource,
+    /// The BYOK key version used, if any.
+    pub key_version: Option<u32>,
+    pub at: DateTime<Utc>,
+    /// Limits to enforce on platform-key calls; `None` records without checking.
+    pub limits: Option<UsageLimits>,
+}
+
+/// A model call that was made.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelCallRecorded {
+    pub org: String,
+    pub request_id: String,
+    pub provider: ProviderId,
+    pub model: String,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cost_usd: f64,
+    pub key_source: KeySource,
+    pub key_version: Option<u32>,
+    pub at: DateTime<Utc>,
+}
+
+/// An event of the UsageLedger.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum UsageEvent {
+    ModelCallRecorded(ModelCallRecorded),
+}
+
+impl DomainEvent for UsageEvent {
+    fn event_type(&self) -> String {
+        "ModelCallRecorded".to_owned()
+    }
+
+    fn event_version(&self) -> String {
+        "1.0".to_owned()
+    }
+}
+
+/// Why a call may not be recorded.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum UsageError {
+    #[error("the plan's {max} platform-key calls this month are used up")]
+    QuotaExceeded { max: u64 },
+    #[error("the plan's platform-key cost cap of {cap} USD this month is reached")]
+    CostCapReached { cap: f64 },
+}
+
+/// One organization's model calls in one month.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct UsageLedger {
+    pub calls: u64,
+    pub platform_calls: u64,
+    pub platform_cost_usd: f64,
+}
+
+impl Aggregate for UsageLedger {
+    const TYPE: &'static str = "UsageLedger";
+    type Command = RecordModelCall;
+    type Event = UsageEvent;
+    type Error = UsageError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        _services: &Self::Services,
+        sink: &EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        if let (KeySource::Platform, Some(limits)) = (command.key_source, command.limits) {
+            if self.platform_calls >= limits.max_calls {
+                return Err(UsageError::QuotaExceeded { max: limits.max_calls });
+            }
+            if self.platform_cost_usd >= limits.cost_cap_usd {
+                return Err(UsageError::CostCapReached { cap: limits.cost_cap_usd });
+            }
+        }
+        let event = UsageEvent::ModelCallRecorded(ModelCallRecorded {
+            org: command.org,
+            request_id: command.request_id,
+            provider: command.provider,
+            model: command.model,
+            input_tokens: command.input_tokens,
+            output_tokens: command.output_tokens,
+            cost_usd: command.cost_usd,
+            key_source: command.key_source,
+            key_version: command.key_version,
+            at: command.at,
+        });
+        sink.write(event, self).await;
+        Ok(())
+    }
+
+    fn apply(&mut self, event: Self::Event) {
+        let UsageEvent::ModelCallRecorded(call) = event;
+        self.calls += 1;
+        if call.key_source == KeySource::Platform {
+            self.platform_calls += 1;
+            self.platform_cost_usd += call.cost_usd;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cqrs_es::test::TestFramework;
+
+    use super::*;
+
+    fn call(source: KeySource, limits: Option<UsageLimits>) -> RecordModelCall {
+        RecordModelCall {
+            org: "acme".to_owned(),
+            request_id: "req-1".to_owned(),
+            provider: ProviderId::Openai,
+            model: "gpt-4o-mini".to_owned(),
+            input_tokens: 100,
+            output_tokens: 20,
+            cost_usd: 0.5,
+            key_source: source,
+            key_version: None,
+            at: DateTime::from_timestamp(1_767_225_600, 0).expect("instant"),
+            limits,
+        }
+    }
+
+    fn recorded(source: KeySource) -> UsageEvent {
+        let c = call(source, None);
+        UsageEvent::ModelCallRecorded(ModelCallRecorded {
+            org: c.org,
+            request_id: c.request_id,
+            provider: c.provider,
+            model: c.model,
+            input_tokens: c.input_tokens,
+            output_tokens: c.output_tokens,
+            cost_usd: c.cost_usd,
+            key_source: c.key_source,
+            key_version: c.key_version,
+            at: c.at,
+        })
+    }
+
+    const LIMITS: UsageLimits = UsageLimits { max_calls: 2, cost_cap_usd: 10.0 };
+
+    #[tokio::test]
+    async fn a_call_is_recorded_with_its_figures() {
+        TestFramework::<UsageLedger>::with(())
+            .given_no_previous_events()
+            .when_async(call(KeySource::Platform, Some(LIMITS)))
+            .await
+            .then_expect_events(vec![recorded(KeySource::Platform)]);
+    }
+
+    #[tokio::test]
+    async fn platform_calls_past_the_quota_are_refused() {
+        TestFramework::<UsageLedger>::with(())
+            .given(vec![recorded(KeySource::Platform), recorded(KeySource::Platform)])
+            .when_async(call(KeySource::Platform, Some(LIMITS)))
+            .await
+            .then_expect_error(UsageError::QuotaExceeded { max: 2 });
+    }
+
+    #[tokio::test]
+    async fn platform_calls_past_the_cost_cap_are_refused() {
+        let limits = UsageLimits { max_calls: 100, cost_cap_usd: 1.0 };
+        TestFramework::<UsageLedger>::with(())
+            .given(vec![recorded(KeySource::Platform), recorded(KeySource::Platform)])
+            .when_async(call(KeySource::Platform, Some(limits)))
+            .await
+            .then_expect_error(UsageError::CostCapReached { cap: 1.0 });
+    }
+
+    #[tokio::test]
+    async fn byok_calls_bypass_quota_and_cap() {
+        TestFramework::<UsageLedger>::with(())
+            .given(vec![recorded(KeySource::Platform), recorded(KeySource::Platform)])
+            .when_async(call(KeySource::Byok, Some(LIMITS)))
+            .await
+            .then_expect_events(vec![recorded(KeySource::Byok)]);
+    }
+}

@@ -1,0 +1,24 @@
+//! The UsageLedger aggregate: one per organization and month, recording model calls apart
+//! from the Keyring so a busy organization's calls never contend with its key commands.
+
+mod ledger;
+
+pub use ledger::{
+    KeySource, ModelCallRecorded, RecordModelCall, UsageError, UsageEvent, UsageLedger, UsageLimits,
+};
+
+use chrono::{DateTime, Datelike, Utc};
+
+use crate::org::OrgId;
+
+/// The aggregate id of `org`'s ledger for the month of `at`: `org/YYYY-MM`.
+#[must_use]
+pub fn ledger_id(org: &OrgId, at: DateTime<Utc>) -> String {
+    format!("{org}/{:04}-{:02}", at.year(), at.month())
+}
+
+/// The organization a ledger id belongs to.
+#[must_use]
+pub fn org_of_ledger(ledger_id: &str) -> Option<OrgId> {
+    ledger_id.rsplit_once('/').and_then(|(org, _)| OrgId::parse(org).ok())
+}
