@@ -19,13 +19,15 @@ use tracing::Level;
 
 use crate::auth::TokenKeys;
 use crate::error::ApiError;
-use crate::routes::{keys, ops, orgs};
+use crate::routes::{audit, keys, ops, orgs};
 use crate::state::AppState;
 use keyledger_infra::crypto::Envelope;
 use keyledger_infra::material::MaterialStore;
 use keyledger_infra::providers::{EndpointPolicy, ProviderClient};
 use keyledger_infra::services::ServiceDeps;
-use keyledger_infra::{Config, Database, Keyrings};
+use keyledger_infra::{Config, Database, Keyrings, UsageRecorder};
+use keyledger_projections::{EventLog, Pool, Projector};
+use tokio::sync::watch;
 
 /// Request bodies larger than this are refused with 413.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -40,6 +42,8 @@ pub enum StartError {
     Http(String),
     #[error("cannot bind {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot set up the projections: {0}")]
+    Projections(String),
     #[error("cannot sweep released key material: {0}")]
     Sweep(#[from] keyledger_infra::material::MaterialError),
 }
@@ -65,12 +69,30 @@ pub async fn build_state(config: Config) -> Result<AppState, StartError> {
         providers,
         plans: config.plans,
     });
+    let views = match &db {
+        Database::Postgres(pool) => Pool::Postgres(pool.clone()),
+        Database::Sqlite(pool) => Pool::Sqlite(pool.clone()),
+    };
+    let projector = Arc::new(Projector::new(views.clone(), keyledger_projections::views::all()));
+    projector.ensure_checkpoints().await.map_err(|e| StartError::Projections(e.to_string()))?;
     Ok(AppState {
         keyrings: Arc::new(Keyrings::new(&db, deps)),
+        usage: Arc::new(UsageRecorder::new(&db)),
         db,
         tokens: Arc::new(TokenKeys::new(&config.jwt_secret)),
         endpoints: EndpointPolicy { allow_private: config.allow_private_endpoints },
+        log: EventLog::new(views.clone()),
+        views,
+        projector,
     })
+}
+
+/// Starts the projector in the background; it stops when the returned sender sends `true`.
+#[must_use]
+pub fn start_projector(state: &AppState) -> watch::Sender<bool> {
+    let (stop, stopped) = watch::channel(false);
+    tokio::spawn(Arc::clone(&state.projector).run(stopped));
+    stop
 }
 
 /// The HTTP API over `state`, with its layers.
@@ -93,6 +115,9 @@ pub fn router(state: AppState) -> Router {
                 .delete(keys::remove_key),
         )
         .route("/v1/orgs/{org}/keys/{provider}/verify", post(keys::verify_key))
+        .route("/v1/orgs/{org}/audit", get(audit::audit_page))
+        .route("/v1/orgs/{org}/audit/verify", get(audit::audit_verify))
+        .route("/v1/orgs/{org}/events", get(audit::events))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/openapi.json", get(ops::openapi_json))
@@ -136,6 +161,7 @@ async fn method_not_allowed() -> ApiError {
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    stop_projector: watch::Sender<bool>,
 }
 
 impl Application {
@@ -148,7 +174,8 @@ impl Application {
         let state = build_state(config).await?;
         let listener =
             TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
-        Ok(Self { listener, router: router(state) })
+        let stop_projector = start_projector(&state);
+        Ok(Self { listener, router: router(state), stop_projector })
     }
 
     /// The address the application listens on.
@@ -167,7 +194,9 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await
+        let served = axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await;
+        let _ = self.stop_projector.send(true);
+        served
     }
 }
 

@@ -56,6 +56,8 @@ pub enum Access {
     ManageKeys,
     /// Set plans and BYOK access.
     ManagePlan,
+    /// The audit trail, the raw events, usage.
+    ReadAudit,
 }
 
 impl Access {
@@ -67,6 +69,7 @@ impl Access {
             }
             Self::ManageKeys => matches!(role, R::Owner | R::Admin),
             Self::ManagePlan => matches!(role, R::PlatformAdmin),
+            Self::ReadAudit => matches!(role, R::Owner | R::Admin | R::Auditor | R::PlatformAdmin),
         }
     }
 }

@@ -5,11 +5,12 @@ pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod openapi;
+mod read;
 pub mod routes;
 pub mod state;
 pub mod telemetry;
 pub mod views;
 
-pub use app::{build_state, router, Application, StartError};
+pub use app::{build_state, router, start_projector, Application, StartError};
 pub use auth::{Role, TokenKeys};
 pub use state::AppState;

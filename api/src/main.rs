@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use keyledger_api::{telemetry, Application, Role, TokenKeys};
+use keyledger_api::{build_state, telemetry, Application, Role, TokenKeys};
 use keyledger_infra::{Config, Database};
 
 /// keyledger keeps organizations' own AI-provider keys: write-only, encrypted, audited.
@@ -33,6 +33,34 @@ enum Command {
         /// Lifetime such as 30m, 1h, 7d.
         #[arg(long, default_value = "1h", value_parser = parse_ttl)]
         ttl: Duration,
+    },
+    /// Work on the read models.
+    Projections {
+        #[command(subcommand)]
+        command: ProjectionsCommand,
+    },
+    /// Work on the audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ProjectionsCommand {
+    /// Rebuild a projection (or all of them) from the start of the log.
+    Rebuild {
+        /// keys, provider_order, org_status, audit or usage; all when omitted.
+        name: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Verify an organization's audit trail; exit 0 if intact, 1 if not.
+    Verify {
+        #[arg(long)]
+        org: String,
     },
 }
 
@@ -79,6 +107,34 @@ async fn run(command: Command, config: Config) -> Result<(), Box<dyn std::error:
             db.migrate().await?;
             println!("migrations applied ({})", db.backend());
             Ok(())
+        }
+        Command::Projections { command: ProjectionsCommand::Rebuild { name } } => {
+            let state = build_state(config).await?;
+            let started = std::time::Instant::now();
+            let events = state.projector.rebuild(name.as_deref()).await?;
+            let seconds = started.elapsed().as_secs_f64();
+            println!(
+                "rebuilt {} from {events} events in {seconds:.2}s ({:.0} events/s)",
+                name.as_deref().unwrap_or("all projections"),
+                events as f64 / seconds.max(f64::EPSILON)
+            );
+            Ok(())
+        }
+        Command::Audit { command: AuditCommand::Verify { org } } => {
+            let org = keyledger_domain::OrgId::parse(&org)?;
+            let state = build_state(config).await?;
+            state.projector.catch_up().await?;
+            let report = keyledger_projections::audit::verify(&state.views, org.as_str()).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            if report.ok {
+                Ok(())
+            } else {
+                Err(format!(
+                    "the audit trail of {org} is broken at seq {}",
+                    report.first_bad_seq.unwrap_or_default()
+                )
+                .into())
+            }
         }
         Command::Token { org, role, sub, ttl } => {
             if org != "*" {

@@ -1,16 +1,60 @@
-//! What every request handler shares.
+//! What every request handler shares, and the command path with read-your-writes.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use crate::auth::TokenKeys;
+use crate::auth::{Caller, TokenKeys};
+use crate::error::ApiError;
+use keyledger_domain::{KeyringCommand, OrgId};
 use keyledger_infra::providers::EndpointPolicy;
-use keyledger_infra::{Database, Keyrings};
+use keyledger_infra::{Committed, Database, Keyrings, UsageRecorder};
+use keyledger_projections::{EventLog, Pool, Projector};
+
+/// How long a command waits for the views to show it before answering anyway.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Shared state of the HTTP API.
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub db: Database,
     pub keyrings: Arc<Keyrings>,
+    pub usage: Arc<UsageRecorder>,
     pub tokens: Arc<TokenKeys>,
     pub endpoints: EndpointPolicy,
+    /// The views, read side.
+    pub views: Pool,
+    pub log: EventLog,
+    pub projector: Arc<Projector>,
+}
+
+impl AppState {
+    /// Runs `command` on `org` for `caller`, then waits until the views show it, so that the
+    /// caller's next read sees its own write.
+    ///
+    /// # Errors
+    /// The command's refusal or failure.
+    pub async fn execute(
+        &self,
+        org: &OrgId,
+        command: KeyringCommand,
+        caller: &Caller,
+    ) -> Result<Committed, ApiError> {
+        let committed = self.keyrings.execute(org, command, &caller.actor()).await?;
+        self.settle(org).await;
+        Ok(committed)
+    }
+
+    /// Waits until the views include `org`'s latest Keyring event.
+    pub async fn settle(&self, org: &OrgId) {
+        self.projector.nudge();
+        match self.log.latest_cursor("Keyring", org.as_str()).await {
+            Ok(Some(cursor)) => {
+                if !self.projector.wait_until(cursor, SETTLE_TIMEOUT).await {
+                    tracing::warn!(org = %org, "views did not catch up in time; answering anyway");
+                }
+            }
+            Ok(None) => {}
+            Err(error) => tracing::warn!(%error, "cannot tell where the views stand"),
+        }
+    }
 }

@@ -9,7 +9,9 @@ pub mod keyrings;
 pub mod material;
 pub mod providers;
 pub mod services;
+pub mod usage;
 
 pub use config::{Config, ConfigError};
 pub use db::{Database, DatabaseError};
 pub use keyrings::{Actor, CommandError, Committed, Keyrings};
+pub use usage::{RecordError, UsageRecorder};

@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 
 use crate::crypto::{Binding, Envelope};
 use crate::material::MaterialStore;
@@ -53,7 +53,8 @@ impl KeyringServices for OrgServices {
     }
 
     fn now(&self) -> DateTime<Utc> {
-        Utc::now()
+        // Microseconds: what PostgreSQL keeps, so views and replays show the same instant.
+        Utc::now().trunc_subsecs(6)
     }
 
     fn fingerprint(&self, key: &ApiKey) -> Fingerprint {

@@ -1,2 +1,13 @@
-//! keyledger's read models: each view a pure fold of the event log. The durable projector and
-//! its views arrive with the projections issue; until then the API reads aggregate state.
+//! keyledger's read models: each view a pure fold of the global event log plus its table, and
+//! the projector that keeps them caught up, durable and rebuildable.
+
+pub mod audit;
+pub mod db;
+pub mod log;
+pub mod projector;
+pub mod queries;
+pub mod views;
+
+pub use db::{Arg, Pool, Tx};
+pub use log::{Cursor, EventLog, LoggedEvent};
+pub use projector::{Projection, ProjectionError, Projector};

@@ -44,7 +44,14 @@ async fn concurrent_rotations_never_both_win_the_same_version(backend: Backend) 
                 assert_eq!(response.code(), "conflict");
                 conflicts += 1;
             }
-            other => panic!("unexpected {other}: {}", response.everything()),
+            other => {
+                let causes: Vec<String> = keyledger_tests::captured()
+                    .lines()
+                    .filter(|l| l.contains("cause"))
+                    .map(str::to_owned)
+                    .collect();
+                panic!("unexpected {other}: {}\n{causes:#?}", response.everything())
+            }
         }
     }
     assert!(!versions.is_empty());

@@ -1,10 +1,13 @@
 //! End-to-end tests: keyledger's real router on real PostgreSQL and SQLite.
 
 mod access;
+mod audit;
 mod bad_input;
 mod concurrency;
+mod global_order;
 mod keys;
 mod lifecycle;
 mod plans;
+mod projections;
 mod secrecy;
 mod snapshots;

@@ -33,6 +33,7 @@ pub struct TestApp {
     /// The fake provider every registry provider's base URL points at.
     pub provider: FakeProvider,
     sqlite_dir: Option<PathBuf>,
+    stop_projector: tokio::sync::watch::Sender<bool>,
 }
 
 /// What the API answered.
@@ -106,7 +107,8 @@ impl TestApp {
             Config::from_lookup(|name| env.get(name).cloned()).expect("test configuration");
         let state = keyledger_api::build_state(config).await.expect("application state");
         let router = keyledger_api::router(state.clone());
-        Self { backend, database_url, state, router, provider, sqlite_dir }
+        let stop_projector = keyledger_api::start_projector(&state);
+        Self { backend, database_url, state, router, provider, sqlite_dir, stop_projector }
     }
 
     /// A token for `sub` acting as `role` on `org`.
@@ -231,6 +233,53 @@ impl TestApp {
         }
     }
 
+    /// Every row of `table`, each as one text value.
+    pub async fn rows_as_text(&self, table: &str) -> Vec<String> {
+        match &self.state.db {
+            keyledger_infra::Database::Postgres(pool) => {
+                let rows: Vec<(String,)> =
+                    sqlx::query_as(&format!("select t::text from {table} t"))
+                        .fetch_all(pool)
+                        .await
+                        .expect("rows");
+                rows.into_iter().map(|(r,)| r).collect()
+            }
+            keyledger_infra::Database::Sqlite(pool) => {
+                use sqlx::{Column, Row, TypeInfo, ValueRef};
+                let rows = sqlx::query(&format!("select * from {table}"))
+                    .fetch_all(pool)
+                    .await
+                    .expect("rows");
+                rows.iter()
+                    .map(|row| {
+                        let cells: Vec<String> = (0..row.columns().len())
+                            .map(|i| {
+                                let raw = row.try_get_raw(i).expect("cell");
+                                let shown = if raw.is_null() {
+                                    "null".to_owned()
+                                } else {
+                                    match raw.type_info().name() {
+                                        "INTEGER" => row
+                                            .try_get::<i64, _>(i)
+                                            .map(|v| v.to_string())
+                                            .unwrap_or_default(),
+                                        "REAL" => row
+                                            .try_get::<f64, _>(i)
+                                            .map(|v| v.to_string())
+                                            .unwrap_or_default(),
+                                        _ => row.try_get::<String, _>(i).unwrap_or_default(),
+                                    }
+                                };
+                                format!("{}={shown}", row.columns()[i].name())
+                            })
+                            .collect();
+                        cells.join(",")
+                    })
+                    .collect()
+            }
+        }
+    }
+
     /// Runs `sql` on the database (for tests that tamper with storage).
     pub async fn execute_sql(&self, sql: &str) -> u64 {
         match &self.state.db {
@@ -257,6 +306,7 @@ impl TestApp {
 
     /// Drops the test's database.
     pub async fn finish(self) {
+        let _ = self.stop_projector.send(true);
         match self.backend {
             Backend::Postgres => {
                 if let keyledger_infra::Database::Postgres(pool) = &self.state.db {

@@ -11,6 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::auth::{Access, Caller};
 use crate::error::{ApiError, Problem};
 use crate::extract::{parse_provider, Json, KeyParams, OrgParam};
+use crate::read;
 use crate::state::AppState;
 use crate::views::{KeyList, MaskedKey, VerificationView};
 use keyledger_domain::keyring::{RotateKey, StoreKey, UpdateKeyDetails};
@@ -117,7 +118,7 @@ pub(crate) async fn store_key(
         verify: body.verify,
         replace: body.replace,
     });
-    let committed = state.keyrings.execute(&org, command, &caller.actor()).await?;
+    let committed = state.execute(&org, command, &caller).await?;
     Ok((StatusCode::CREATED, axum::Json(masked(&committed.state, provider)?)))
 }
 
@@ -141,7 +142,7 @@ pub(crate) async fn list_keys(
                 .map_err(|_| ApiError::invalid_request("as_of must be an RFC 3339 instant"))?;
             state.keyrings.load_as_of(&org, at.with_timezone(&Utc)).await?
         }
-        None => state.keyrings.load(&org).await?,
+        None => return Ok(axum::Json(read::key_list(&state, &org).await?)),
     };
     Ok(axum::Json(KeyList::of(&keyring)))
 }
@@ -157,8 +158,7 @@ pub(crate) async fn get_key(
     KeyParams(org, provider): KeyParams,
 ) -> Result<axum::Json<MaskedKey>, ApiError> {
     caller.authorize(&org, Access::ReadKeys)?;
-    let keyring = state.keyrings.load(&org).await?;
-    Ok(axum::Json(masked(&keyring, provider)?))
+    Ok(axum::Json(read::masked_key(&state, &org, provider).await?))
 }
 
 /// Rotate a key: the new key is version + 1 and in effect at once; the old one is destroyed.
@@ -177,7 +177,7 @@ pub(crate) async fn rotate_key(
     caller.authorize(&org, Access::ManageKeys)?;
     let key = parse_key(provider, body.key)?;
     let command = KeyringCommand::RotateKey(RotateKey { provider, key, verify: body.verify });
-    let committed = state.keyrings.execute(&org, command, &caller.actor()).await?;
+    let committed = state.execute(&org, command, &caller).await?;
     Ok(axum::Json(masked(&committed.state, provider)?))
 }
 
@@ -199,7 +199,7 @@ pub(crate) async fn update_key(
         description: body.description,
         default_model: body.default_model,
     });
-    let committed = state.keyrings.execute(&org, command, &caller.actor()).await?;
+    let committed = state.execute(&org, command, &caller).await?;
     Ok(axum::Json(masked(&committed.state, provider)?))
 }
 
@@ -215,7 +215,7 @@ pub(crate) async fn remove_key(
     KeyParams(org, provider): KeyParams,
 ) -> Result<StatusCode, ApiError> {
     caller.authorize(&org, Access::ManageKeys)?;
-    state.keyrings.execute(&org, KeyringCommand::RemoveKey { provider }, &caller.actor()).await?;
+    state.execute(&org, KeyringCommand::RemoveKey { provider }, &caller).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -232,5 +232,6 @@ pub(crate) async fn verify_key(
 ) -> Result<axum::Json<VerificationView>, ApiError> {
     caller.authorize(&org, Access::ManageKeys)?;
     let verification = state.keyrings.verify_key(&org, provider, &caller.actor()).await?;
+    state.settle(&org).await;
     Ok(axum::Json(VerificationView::from(&verification)))
 }

@@ -1,5 +1,6 @@
 //! The HTTP endpoints, one module per resource.
 
+pub mod audit;
 pub mod keys;
 pub mod ops;
 pub mod orgs;

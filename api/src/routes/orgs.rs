@@ -7,6 +7,7 @@ use utoipa::ToSchema;
 use crate::auth::{Access, Caller};
 use crate::error::{ApiError, Problem};
 use crate::extract::{parse_provider, Json, OrgParam};
+use crate::read;
 use crate::state::AppState;
 use crate::views::{OrgStatus, ProviderOrder};
 use keyledger_domain::{KeyringCommand, PlanId};
@@ -45,8 +46,7 @@ pub(crate) async fn org_status(
     OrgParam(org): OrgParam,
 ) -> Result<axum::Json<OrgStatus>, ApiError> {
     caller.authorize(&org, Access::ReadKeys)?;
-    let keyring = state.keyrings.load(&org).await?;
-    Ok(axum::Json(OrgStatus::of(&org, &keyring)))
+    Ok(axum::Json(read::org_status(&state, &org).await?))
 }
 
 /// Set the organization's plan (platform admin); keys the new plan does not allow are
@@ -65,7 +65,7 @@ pub(crate) async fn set_plan(
 ) -> Result<axum::Json<OrgStatus>, ApiError> {
     caller.authorize(&org, Access::ManagePlan)?;
     let command = KeyringCommand::ChangePlan { plan: PlanId::new(body.plan) };
-    let committed = state.keyrings.execute(&org, command, &caller.actor()).await?;
+    let committed = state.execute(&org, command, &caller).await?;
     Ok(axum::Json(OrgStatus::of(&org, &committed.state)))
 }
 
@@ -84,7 +84,7 @@ pub(crate) async fn set_byok_access(
 ) -> Result<axum::Json<OrgStatus>, ApiError> {
     caller.authorize(&org, Access::ManagePlan)?;
     let command = KeyringCommand::SetByokAccess { enabled: body.enabled };
-    let committed = state.keyrings.execute(&org, command, &caller.actor()).await?;
+    let committed = state.execute(&org, command, &caller).await?;
     Ok(axum::Json(OrgStatus::of(&org, &committed.state)))
 }
 
@@ -99,8 +99,7 @@ pub(crate) async fn get_provider_order(
     OrgParam(org): OrgParam,
 ) -> Result<axum::Json<ProviderOrder>, ApiError> {
     caller.authorize(&org, Access::ReadKeys)?;
-    let keyring = state.keyrings.load(&org).await?;
-    Ok(axum::Json(ProviderOrder::of(&keyring)))
+    Ok(axum::Json(read::provider_order(&state, &org).await?))
 }
 
 /// Set the order in which providers are tried (plans with provider order).
@@ -120,6 +119,6 @@ pub(crate) async fn set_provider_order(
     let providers =
         body.providers.iter().map(|p| parse_provider(p)).collect::<Result<Vec<_>, _>>()?;
     let command = KeyringCommand::SetProviderOrder { providers };
-    let committed = state.keyrings.execute(&org, command, &caller.actor()).await?;
+    let committed = state.execute(&org, command, &caller).await?;
     Ok(axum::Json(ProviderOrder::of(&committed.state)))
 }

@@ -1,0 +1,305 @@
+//! The audit trail: one entry per Keyring event, with who, when, what and a summary people
+//! read, hash-chained per organization.
+//!
+//! An entry's `seq` is its Keyring event's sequence, so the trail can be derived again from
+//! the log at any time. Verification checks both the chain itself (an edited, deleted,
+//! inserted or reordered entry breaks it) and the trail against a fresh derivation from the
+//! log (which also catches a chain recomputed by whoever edited it).
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
+use serde::Serialize;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use crate::db::{Arg, Pool, Tx};
+use crate::log::{EventLog, Fact, LoggedEvent};
+use crate::projector::{Projection, ProjectionError};
+use keyledger_domain::keyring::{RemovalReason, SuspensionReason};
+use keyledger_domain::KeyringEvent as E;
+
+/// The hash before an organization's first entry.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// One audit entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct AuditEntry {
+    pub seq: i64,
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub action: String,
+    pub summary: String,
+    pub provider: Option<String>,
+    pub details: String,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// What an event says for the audit trail, before it is chained.
+#[derive(Debug, Clone, PartialEq)]
+struct Draft {
+    action: &'static str,
+    summary: String,
+    provider: Option<String>,
+    details: Value,
+}
+
+fn draft(event: &E) -> Draft {
+    let (action, summary, details) = match event {
+        E::KeyStored(e) => (
+            "key.stored",
+            "AI key stored".to_owned(),
+            json!({"version": e.version, "masked": e.masked, "description": e.description, "endpoint": e.endpoint}),
+        ),
+        E::KeyRotated(e) => (
+            "key.rotated",
+            "AI key rotated".to_owned(),
+            json!({"version": e.version, "masked": e.masked}),
+        ),
+        E::KeyDetailsChanged(e) => (
+            "key.details_changed",
+            "AI key details changed".to_owned(),
+            json!({"description": e.description, "default_model": e.default_model}),
+        ),
+        E::KeyRemoved(e) => match e.reason {
+            RemovalReason::Removed => (
+                "key.removed",
+                "AI key removed".to_owned(),
+                json!({"version": e.version, "reason": "removed"}),
+            ),
+            RemovalReason::Replaced => (
+                "key.removed",
+                "AI key replaced by another provider's key".to_owned(),
+                json!({"version": e.version, "reason": "replaced"}),
+            ),
+        },
+        E::KeyVerified(e) => (
+            "key.verified",
+            "AI key verified".to_owned(),
+            json!({"version": e.version, "outcome": e.outcome.as_str()}),
+        ),
+        E::KeyVerificationFailed(e) => (
+            "key.verification_failed",
+            "AI key verification failed".to_owned(),
+            json!({"version": e.version, "outcome": e.outcome.as_str()}),
+        ),
+        E::KeySuspended(e) => {
+            let reason = match e.reason {
+                SuspensionReason::PlanWithoutByok => "plan_without_byok",
+                SuspensionReason::PlanProviderLimit => "plan_provider_limit",
+                SuspensionReason::ByokAccessWithdrawn => "byok_access_withdrawn",
+            };
+            ("key.suspended", "AI key suspended".to_owned(), json!({"reason": reason}))
+        }
+        E::KeyReinstated(_) => ("key.reinstated", "AI key reinstated".to_owned(), json!({})),
+        E::ProviderOrderSet(e) => (
+            "provider_order.set",
+            "Provider order set".to_owned(),
+            json!({"providers": e.providers}),
+        ),
+        E::PlanChanged(e) => (
+            "plan.changed",
+            format!("Plan changed from {} to {}", e.from, e.to),
+            json!({"from": e.from, "to": e.to}),
+        ),
+        E::ByokAccessChanged(e) => (
+            "byok_access.changed",
+            if e.enabled { "BYOK access granted" } else { "BYOK access withdrawn" }.to_owned(),
+            json!({"enabled": e.enabled}),
+        ),
+    };
+    Draft { action, summary, provider: event.provider().map(|p| p.as_str().to_owned()), details }
+}
+
+/// The hash of an entry: SHA-256 over the previous hash and the entry's fields, in a fixed
+/// encoding (JSON with a fixed field order; `at` to the microsecond, as stored).
+#[must_use]
+pub fn entry_hash(e: &AuditEntry) -> String {
+    let canonical = json!([
+        e.prev_hash,
+        e.seq,
+        e.at.to_rfc3339_opts(SecondsFormat::Micros, true),
+        e.actor,
+        e.action,
+        e.summary,
+        e.provider,
+        e.details,
+    ]);
+    hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
+}
+
+/// The entry for a Keyring event, chained after `prev_hash`.
+fn entry(event: &LoggedEvent, fact: &E, prev_hash: &str) -> AuditEntry {
+    let d = draft(fact);
+    let at = event.occurred_at().unwrap_or_default().trunc_subsecs(6);
+    let mut entry = AuditEntry {
+        seq: event.sequence,
+        at,
+        actor: event.actor().to_owned(),
+        action: d.action.to_owned(),
+        summary: d.summary,
+        provider: d.provider,
+        details: d.details.to_string(),
+        prev_hash: prev_hash.to_owned(),
+        hash: String::new(),
+    };
+    entry.hash = entry_hash(&entry);
+    entry
+}
+
+/// `audit_log`.
+#[derive(Debug, Clone, Copy)]
+pub struct AuditLog;
+
+#[async_trait]
+impl Projection for AuditLog {
+    fn name(&self) -> &'static str {
+        "audit"
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["audit_log"]
+    }
+
+    async fn apply(&self, tx: &mut Tx, events: &[&LoggedEvent]) -> Result<(), ProjectionError> {
+        let mut heads: HashMap<String, String> = HashMap::new();
+        for event in events {
+            let Fact::Keyring(fact) = &event.fact else { continue };
+            let org = &event.aggregate_id;
+            if !heads.contains_key(org) {
+                let head: Vec<(String,)> = tx
+                    .fetch_all(
+                        "select hash from audit_log where org_id = $1 order by seq desc limit 1",
+                        &[Arg::Text(org.clone())],
+                    )
+                    .await?;
+                heads.insert(
+                    org.clone(),
+                    head.into_iter().next().map_or_else(|| GENESIS.to_owned(), |(h,)| h),
+                );
+            }
+            let prev = heads.get(org).cloned().unwrap_or_else(|| GENESIS.to_owned());
+            let e = entry(event, fact, &prev);
+            tx.execute(
+                "insert into audit_log (org_id, seq, at, actor, action, summary, provider, details, prev_hash, hash, position) \
+                 values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                &[
+                    Arg::Text(org.clone()),
+                    Arg::Int(e.seq),
+                    Arg::Time(e.at),
+                    Arg::Text(e.actor),
+                    Arg::Text(e.action),
+                    Arg::Text(e.summary),
+                    Arg::OptText(e.provider),
+                    Arg::Text(e.details),
+                    Arg::Text(e.prev_hash),
+                    Arg::Text(e.hash.clone()),
+                    Arg::Int(event.cursor.position),
+                ],
+            )
+            .await?;
+            heads.insert(org.clone(), e.hash);
+        }
+        Ok(())
+    }
+}
+
+/// The result of verifying an organization's trail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChainReport {
+    pub ok: bool,
+    pub entries: u64,
+    pub head: String,
+    pub first_bad_seq: Option<i64>,
+}
+
+const ENTRY_COLUMNS: &str = "seq, at, actor, action, summary, provider, details, prev_hash, hash";
+
+/// A page of `org`'s trail: entries after `after`, at most `limit`.
+///
+/// # Errors
+/// The database's error.
+pub async fn page(
+    pool: &Pool,
+    org: &str,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<AuditEntry>, sqlx::Error> {
+    pool.fetch_all(
+        &format!("select {ENTRY_COLUMNS} from audit_log where org_id = $1 and seq > $2 order by seq limit $3"),
+        &[Arg::Text(org.to_owned()), Arg::Int(after), Arg::Int(limit)],
+    )
+    .await
+}
+
+/// Verifies `org`'s trail: the chain must hold, and must match what the log says happened.
+/// Entries the projector has not written yet are not counted against it.
+///
+/// # Errors
+/// The database's error.
+pub async fn verify(pool: &Pool, org: &str) -> Result<ChainReport, sqlx::Error> {
+    let stored: Vec<AuditEntry> = pool
+        .fetch_all(
+            &format!("select {ENTRY_COLUMNS} from audit_log where org_id = $1 order by seq"),
+            &[Arg::Text(org.to_owned())],
+        )
+        .await?;
+
+    let mut first_bad: Option<i64> = None;
+    let mut prev = GENESIS.to_owned();
+    for (index, e) in stored.iter().enumerate() {
+        let expected_seq = index as i64 + 1;
+        if e.seq != expected_seq || e.prev_hash != prev || entry_hash(e) != e.hash {
+            first_bad = Some(expected_seq.min(e.seq));
+            break;
+        }
+        prev = e.hash.clone();
+    }
+
+    // What the log says the trail must be, up to where the projector has got.
+    let checkpoint: Option<crate::log::Cursor> = pool
+        .fetch_all("select transaction_id as txid, position from projection_checkpoints where name = 'audit'", &[])
+        .await?
+        .into_iter()
+        .next();
+    let projected = checkpoint.unwrap_or_default();
+    let log = EventLog::new(pool.clone());
+    let mut derived: Vec<AuditEntry> = Vec::new();
+    let mut must_exist = 0;
+    let mut derived_prev = GENESIS.to_owned();
+    let mut after = 0;
+    loop {
+        let events = log.read_org_after(org, after, 5_000).await?;
+        let Some(last) = events.last() else { break };
+        after = last.cursor.position;
+        for event in &events {
+            if let (Fact::Keyring(fact), true) = (&event.fact, event.aggregate_id == org) {
+                let e = entry(event, fact, &derived_prev);
+                derived_prev = e.hash.clone();
+                derived.push(e);
+                if event.cursor <= projected {
+                    must_exist = derived.len();
+                }
+            }
+        }
+    }
+    let mismatch = stored
+        .iter()
+        .zip(&derived)
+        .find(|(s, d)| s != d)
+        .map(|(s, d)| s.seq.min(d.seq))
+        .or_else(|| (stored.len() > derived.len()).then(|| derived.len() as i64 + 1))
+        .or_else(|| (stored.len() < must_exist).then(|| stored.len() as i64 + 1));
+    let first_bad_seq = match (first_bad, mismatch) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    Ok(ChainReport {
+        ok: first_bad_seq.is_none(),
+        entries: stored.len() as u64,
+        head: stored.last().map_or_else(|| GENESIS.to_owned(), |e| e.hash.clone()),
+        first_bad_seq,
+    })
+}

@@ -1,0 +1,354 @@
+//! The projector: keeps every projection caught up with the log. A batch and the checkpoints of
+//! the projections it advances are written in one transaction, so a crash loses nothing and
+//! doubles nothing. On PostgreSQL each projection runs under an advisory lock, so with several
+//! replicas it runs in exactly one of them, and another takes over when that one dies.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::{Connection, PgConnection};
+use tokio::sync::{watch, Notify};
+
+use crate::db::{Arg, Pool, Tx};
+use crate::log::{Cursor, EventLog, LoggedEvent};
+
+/// A read model: a pure fold of events into its tables.
+#[async_trait]
+pub trait Projection: Send + Sync + std::fmt::Debug {
+    /// The name used for its checkpoint and in `keyledger projections rebuild NAME`.
+    fn name(&self) -> &'static str;
+
+    /// The tables it owns (emptied by a rebuild).
+    fn tables(&self) -> &'static [&'static str];
+
+    /// Folds `events` (in global order, all after its checkpoint) into its tables within `tx`.
+    async fn apply(&self, tx: &mut Tx, events: &[&LoggedEvent]) -> Result<(), ProjectionError>;
+}
+
+/// A projector failure.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    #[error("projection storage: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("no projection named {0:?}")]
+    Unknown(String),
+}
+
+/// Events read and applied per transaction.
+const BATCH: i64 = 5_000;
+/// How often an idle projector looks for events written by other replicas.
+const POLL: Duration = Duration::from_millis(200);
+
+/// Runs projections over the log.
+#[derive(Debug)]
+pub struct Projector {
+    pool: Pool,
+    projections: Vec<Arc<dyn Projection>>,
+    nudge: Notify,
+    progress: watch::Sender<u64>,
+}
+
+#[derive(sqlx::FromRow)]
+struct Checkpoint {
+    name: String,
+    txid: i64,
+    position: i64,
+}
+
+impl Projector {
+    /// A projector of `projections` over the log in `pool`.
+    #[must_use]
+    pub fn new(pool: Pool, projections: Vec<Arc<dyn Projection>>) -> Self {
+        Self { pool, projections, nudge: Notify::new(), progress: watch::channel(0).0 }
+    }
+
+    /// The names of its projections.
+    pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.projections.iter().map(|p| p.name())
+    }
+
+    /// Wakes the projector: something was just written.
+    pub fn nudge(&self) {
+        self.nudge.notify_one();
+    }
+
+    /// Creates missing checkpoints (at the start of the log).
+    ///
+    /// # Errors
+    /// The database's error.
+    pub async fn ensure_checkpoints(&self) -> Result<(), ProjectionError> {
+        for name in self.names() {
+            self.pool
+                .execute(
+                    "insert into projection_checkpoints (name, transaction_id, position) values ($1, 0, 0) \
+                     on conflict (name) do nothing",
+                    &[Arg::Text(name.to_owned())],
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Where each projection stands.
+    ///
+    /// # Errors
+    /// The database's error.
+    pub async fn checkpoints(&self) -> Result<Vec<(String, Cursor)>, ProjectionError> {
+        let rows: Vec<Checkpoint> = self
+            .pool
+            .fetch_all("select name, transaction_id as txid, position from projection_checkpoints order by name", &[])
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.name, Cursor { txid: r.txid, position: r.position }))
+            .collect())
+    }
+
+    /// Applies the next batch to the projections named `names`; returns how many events it read.
+    ///
+    /// # Errors
+    /// The database's error; the batch is then not applied at all.
+    pub async fn step(&self, names: &[&'static str]) -> Result<usize, ProjectionError> {
+        if names.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.pool.begin().await?;
+        let in_list = (1..=names.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+        let args: Vec<Arg> = names.iter().map(|n| Arg::Text((*n).to_owned())).collect();
+        // Lock the checkpoints first: concurrent steps (a rebuild, another process on SQLite)
+        // wait here instead of applying a batch twice.
+        let lock = if self.pool.is_postgres() { " for update" } else { "" };
+        if !self.pool.is_postgres() {
+            tx.execute(&format!("update projection_checkpoints set position = position where name in ({in_list})"), &args)
+                .await?;
+        }
+        let checkpoints: Vec<Checkpoint> = tx
+            .fetch_all(
+                &format!("select name, transaction_id as txid, position from projection_checkpoints where name in ({in_list}){lock}"),
+                &args,
+            )
+            .await?;
+        let Some(from) =
+            checkpoints.iter().map(|c| Cursor { txid: c.txid, position: c.position }).min()
+        else {
+            return Ok(0);
+        };
+        let events = crate::log::read_after_in(&mut tx, from, BATCH).await?;
+        let Some(last) = events.last().map(|e| e.cursor) else {
+            return Ok(0);
+        };
+        for checkpoint in &checkpoints {
+            let at = Cursor { txid: checkpoint.txid, position: checkpoint.position };
+            let Some(projection) = self.projections.iter().find(|p| p.name() == checkpoint.name)
+            else {
+                continue;
+            };
+            let newer: Vec<&LoggedEvent> = events.iter().filter(|e| e.cursor > at).collect();
+            if newer.is_empty() {
+                continue;
+            }
+            projection.apply(&mut tx, &newer).await?;
+            tx.execute(
+                "update projection_checkpoints set transaction_id = $1, position = $2, updated_at = $3 where name = $4",
+                &[Arg::Int(last.txid), Arg::Int(last.position), Arg::Time(chrono::Utc::now()), Arg::Text(checkpoint.name.clone())],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        self.progress.send_modify(|n| *n += 1);
+        Ok(events.len())
+    }
+
+    /// Applies batches to every projection until the log is exhausted; returns events read.
+    ///
+    /// # Errors
+    /// The database's error.
+    pub async fn catch_up(&self) -> Result<u64, ProjectionError> {
+        let names: Vec<&'static str> = self.names().collect();
+        self.drain(&names).await
+    }
+
+    /// Steps `names` until every event committed so far is applied; returns events read.
+    async fn drain(&self, names: &[&'static str]) -> Result<u64, ProjectionError> {
+        let log = EventLog::new(self.pool.clone());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let mut total = 0;
+        loop {
+            let read = self.step(names).await?;
+            total += read as u64;
+            if read > 0 {
+                continue;
+            }
+            // Nothing to take yet; but committed events may still wait for older transactions
+            // (anywhere on the server) to finish.
+            let behind = self
+                .checkpoints()
+                .await?
+                .into_iter()
+                .filter(|(n, _)| names.contains(&n.as_str()))
+                .map(|(_, c)| c)
+                .min();
+            match behind {
+                Some(cursor)
+                    if log.has_unsettled_after(cursor).await?
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                _ => return Ok(total),
+            }
+        }
+    }
+
+    /// Empties the tables of `name` (or of every projection), puts their checkpoints back to
+    /// the start of the log, and projects the whole log again; returns events read.
+    ///
+    /// # Errors
+    /// [`ProjectionError::Unknown`] for a name that is not a projection; the database's error.
+    pub async fn rebuild(&self, name: Option<&str>) -> Result<u64, ProjectionError> {
+        let chosen: Vec<&Arc<dyn Projection>> = match name {
+            Some(name) => vec![self
+                .projections
+                .iter()
+                .find(|p| p.name() == name)
+                .ok_or_else(|| ProjectionError::Unknown(name.to_owned()))?],
+            None => self.projections.iter().collect(),
+        };
+        self.ensure_checkpoints().await?;
+        let mut tx = self.pool.begin().await?;
+        for projection in &chosen {
+            let lock = if self.pool.is_postgres() { " for update" } else { "" };
+            tx.fetch_all::<(String,)>(
+                &format!("select name from projection_checkpoints where name = $1{lock}"),
+                &[Arg::Text(projection.name().to_owned())],
+            )
+            .await?;
+            for table in projection.tables() {
+                tx.execute(&format!("delete from {table}"), &[]).await?;
+            }
+            tx.execute(
+                "update projection_checkpoints set transaction_id = 0, position = 0 where name = $1",
+                &[Arg::Text(projection.name().to_owned())],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        let names: Vec<&'static str> = chosen.iter().map(|p| p.name()).collect();
+        self.drain(&names).await
+    }
+
+    /// Waits until every projection has passed `target`, or `timeout` elapses; whether it did.
+    pub async fn wait_until(&self, target: Cursor, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut progress = self.progress.subscribe();
+        loop {
+            match self.checkpoints().await {
+                Ok(checkpoints) if checkpoints.iter().all(|(_, c)| *c >= target) => return true,
+                _ => {}
+            }
+            self.nudge();
+            tokio::select! {
+                _ = progress.changed() => {}
+                () = tokio::time::sleep(Duration::from_millis(10)) => {}
+                () = tokio::time::sleep_until(deadline) => return false,
+            }
+        }
+    }
+
+    /// Keeps the projections this process may run caught up until `shutdown` turns true.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        if let Err(error) = self.ensure_checkpoints().await {
+            tracing::error!(%error, "projector cannot create its checkpoints");
+        }
+        let mut locks = Locks::default();
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            let held = match &self.pool {
+                Pool::Postgres(pool) => locks.acquire(pool, &self.projections).await,
+                Pool::Sqlite(_) => self.names().collect(),
+            };
+            let read = if held.is_empty() { Ok(0) } else { self.step(&held).await };
+            match read {
+                Ok(0) => {
+                    tokio::select! {
+                        () = self.nudge.notified() => {}
+                        () = tokio::time::sleep(POLL) => {}
+                        changed = shutdown.changed() => {
+                            if changed.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "projector batch failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+}
+
+/// The advisory locks this process holds, on a connection of its own: they last as long as the
+/// connection, so a process that dies releases them.
+#[derive(Default)]
+struct Locks {
+    connection: Option<PgConnection>,
+    held: Vec<&'static str>,
+}
+
+impl Locks {
+    async fn acquire(
+        &mut self,
+        pool: &sqlx::PgPool,
+        projections: &[Arc<dyn Projection>],
+    ) -> Vec<&'static str> {
+        if self.held.len() == projections.len() {
+            return self.held.clone();
+        }
+        if self.connection.is_none() {
+            match pool.acquire().await {
+                Ok(connection) => self.connection = Some(connection.detach()),
+                Err(_) => return Vec::new(),
+            }
+        }
+        let Some(connection) = self.connection.as_mut() else { return Vec::new() };
+        for projection in projections {
+            if self.held.contains(&projection.name()) {
+                continue;
+            }
+            let got: Result<bool, _> = sqlx::query_scalar(
+                "select pg_try_advisory_lock(hashtext('keyledger.projection'), hashtext($1))",
+            )
+            .bind(projection.name())
+            .fetch_one(&mut *connection)
+            .await;
+            match got {
+                Ok(true) => {
+                    tracing::info!(projection = projection.name(), "running projection here");
+                    self.held.push(projection.name());
+                }
+                Ok(false) => {}
+                Err(_) => {
+                    // The connection broke: its locks are gone with it.
+                    if let Some(connection) = self.connection.take() {
+                        let _ = connection.close().await;
+                    }
+                    self.held.clear();
+                    break;
+                }
+            }
+        }
+        self.held.clone()
+    }
+}
+
+impl std::fmt::Debug for Locks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Locks").field("held", &self.held).finish()
+    }
+}

@@ -1,0 +1,39 @@
+//! The views, one module each.
+
+mod keys;
+mod org_status;
+mod provider_order;
+mod usage;
+
+use std::sync::Arc;
+
+pub use crate::audit::AuditLog;
+pub use keys::KeysView;
+pub use org_status::OrgStatusView;
+pub use provider_order::ProviderOrderView;
+pub use usage::UsageCockpit;
+
+use crate::projector::Projection;
+
+/// Every projection keyledger keeps.
+#[must_use]
+pub fn all() -> Vec<Arc<dyn Projection>> {
+    vec![
+        Arc::new(KeysView),
+        Arc::new(ProviderOrderView),
+        Arc::new(OrgStatusView),
+        Arc::new(AuditLog),
+        Arc::new(UsageCockpit),
+    ]
+}
+
+/// `($1, $2, …), (…)` for `rows` rows of `columns` values.
+pub(crate) fn values_placeholders(rows: usize, columns: usize) -> String {
+    (0..rows)
+        .map(|r| {
+            let row: Vec<String> = (1..=columns).map(|c| format!("${}", r * columns + c)).collect();
+            format!("({})", row.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}

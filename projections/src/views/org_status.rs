@@ -1,0 +1,49 @@
+//! The org-status view: plan and BYOK access per organization (BYOK activity comes from keys).
+
+use async_trait::async_trait;
+
+use crate::db::{Arg, Tx};
+use crate::log::{Fact, LoggedEvent};
+use crate::projector::{Projection, ProjectionError};
+use keyledger_domain::KeyringEvent as E;
+
+/// `view_org_status`; an organization without a row is on its defaults.
+#[derive(Debug, Clone, Copy)]
+pub struct OrgStatusView;
+
+#[async_trait]
+impl Projection for OrgStatusView {
+    fn name(&self) -> &'static str {
+        "org_status"
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["view_org_status"]
+    }
+
+    async fn apply(&self, tx: &mut Tx, events: &[&LoggedEvent]) -> Result<(), ProjectionError> {
+        for event in events {
+            let org = Arg::Text(event.aggregate_id.clone());
+            match &event.fact {
+                Fact::Keyring(E::PlanChanged(e)) => {
+                    tx.execute(
+                        "insert into view_org_status (org_id, plan, byok_access) values ($1, $2, true) \
+                         on conflict (org_id) do update set plan = excluded.plan",
+                        &[org, Arg::Text(e.to.to_string())],
+                    )
+                    .await?;
+                }
+                Fact::Keyring(E::ByokAccessChanged(e)) => {
+                    tx.execute(
+                        "insert into view_org_status (org_id, plan, byok_access) values ($1, 'starter', $2) \
+                         on conflict (org_id) do update set byok_access = excluded.byok_access",
+                        &[org, Arg::Bool(e.enabled)],
+                    )
+                    .await?;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}

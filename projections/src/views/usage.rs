@@ -1,0 +1,116 @@
+//! The usage cockpit: calls, tokens and cost per organization × provider × model × day × key
+//! source, and every call for the recent-calls list.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+
+use super::values_placeholders;
+use crate::db::{Arg, Tx};
+use crate::log::{Fact, LoggedEvent};
+use crate::projector::{Projection, ProjectionError};
+use keyledger_domain::usage::UsageEvent;
+
+/// `usage_daily` and `usage_calls`. Costs are kept in micro-dollars so sums are exact.
+#[derive(Debug, Clone, Copy)]
+pub struct UsageCockpit;
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Totals {
+    calls: i64,
+    input_tokens: i64,
+    output_tokens: i64,
+    cost_micros: i64,
+}
+
+/// Dollars to micro-dollars, rounded.
+#[must_use]
+pub(crate) fn micros(usd: f64) -> i64 {
+    (usd * 1_000_000.0).round() as i64
+}
+
+const ROWS_PER_STATEMENT: usize = 500;
+
+#[async_trait]
+impl Projection for UsageCockpit {
+    fn name(&self) -> &'static str {
+        "usage"
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["usage_daily", "usage_calls"]
+    }
+
+    async fn apply(&self, tx: &mut Tx, events: &[&LoggedEvent]) -> Result<(), ProjectionError> {
+        // Fold the whole batch first: one upsert per group, not per call.
+        let mut daily: BTreeMap<(String, String, String, String, String), Totals> = BTreeMap::new();
+        let mut calls: Vec<Vec<Arg>> = Vec::new();
+        for event in events {
+            let Fact::Usage(UsageEvent::ModelCallRecorded(call)) = &event.fact else { continue };
+            let (input, output) = (call.input_tokens as i64, call.output_tokens as i64);
+            let cost = micros(call.cost_usd);
+            let key = (
+                call.org.clone(),
+                call.provider.as_str().to_owned(),
+                call.model.clone(),
+                call.at.format("%Y-%m-%d").to_string(),
+                call.key_source.as_str().to_owned(),
+            );
+            let totals = daily.entry(key).or_default();
+            totals.calls += 1;
+            totals.input_tokens += input;
+            totals.output_tokens += output;
+            totals.cost_micros += cost;
+            calls.push(vec![
+                Arg::Text(call.org.clone()),
+                Arg::Int(event.cursor.position),
+                Arg::Text(call.request_id.clone()),
+                Arg::Text(call.provider.as_str().to_owned()),
+                Arg::Text(call.model.clone()),
+                Arg::Text(call.key_source.as_str().to_owned()),
+                Arg::OptInt(call.key_version.map(i64::from)),
+                Arg::Int(input),
+                Arg::Int(output),
+                Arg::Int(cost),
+                Arg::Time(call.at),
+            ]);
+        }
+        let daily: Vec<Vec<Arg>> = daily
+            .into_iter()
+            .map(|((org, provider, model, day, source), t)| {
+                vec![
+                    Arg::Text(org),
+                    Arg::Text(provider),
+                    Arg::Text(model),
+                    Arg::Text(day),
+                    Arg::Text(source),
+                    Arg::Int(t.calls),
+                    Arg::Int(t.input_tokens),
+                    Arg::Int(t.output_tokens),
+                    Arg::Int(t.cost_micros),
+                ]
+            })
+            .collect();
+        for chunk in daily.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "insert into usage_daily (org_id, provider, model, day, key_source, calls, input_tokens, \
+                 output_tokens, cost_micros) values {} on conflict (org_id, provider, model, day, key_source) \
+                 do update set calls = usage_daily.calls + excluded.calls, \
+                 input_tokens = usage_daily.input_tokens + excluded.input_tokens, \
+                 output_tokens = usage_daily.output_tokens + excluded.output_tokens, \
+                 cost_micros = usage_daily.cost_micros + excluded.cost_micros",
+                values_placeholders(chunk.len(), 9)
+            );
+            tx.execute(&sql, &chunk.concat()).await?;
+        }
+        for chunk in calls.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "insert into usage_calls (org_id, position, request_id, provider, model, key_source, \
+                 key_version, input_tokens, output_tokens, cost_micros, at) values {}",
+                values_placeholders(chunk.len(), 11)
+            );
+            tx.execute(&sql, &chunk.concat()).await?;
+        }
+        Ok(())
+    }
+}
