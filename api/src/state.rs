@@ -44,6 +44,24 @@ impl AppState {
         Ok(committed)
     }
 
+    /// Records a model call on `org`'s usage ledger and wakes the projector.
+    ///
+    /// # Errors
+    /// The ledger's refusal (quota, cost cap) or a storage failure.
+    pub async fn record_usage(
+        &self,
+        org: &OrgId,
+        call: keyledger_domain::usage::RecordModelCall,
+        actor: &keyledger_infra::Actor,
+    ) -> Result<
+        Vec<cqrs_es::EventEnvelope<keyledger_domain::usage::UsageLedger>>,
+        keyledger_infra::RecordError,
+    > {
+        let events = self.usage.record(org, call, actor).await?;
+        self.projector.nudge();
+        Ok(events)
+    }
+
     /// Waits until the views include `org`'s latest Keyring event.
     pub async fn settle(&self, org: &OrgId) {
         self.projector.nudge();

@@ -34,7 +34,8 @@ pub struct LoggedEvent {
     pub sequence: i64,
     pub event_type: String,
     pub event_version: String,
-    pub payload: Value,
+    /// The payload as stored (JSON text); [`LoggedEvent::fact`] is its typed reading.
+    pub payload: String,
     pub metadata: Value,
     pub fact: Fact,
 }
@@ -49,6 +50,12 @@ pub enum Fact {
 }
 
 impl LoggedEvent {
+    /// The payload as JSON.
+    #[must_use]
+    pub fn payload_json(&self) -> Value {
+        serde_json::from_str(&self.payload).unwrap_or(Value::Null)
+    }
+
     /// Who caused the event (`sub` of the token), from its metadata.
     #[must_use]
     pub fn actor(&self) -> &str {
@@ -97,7 +104,7 @@ impl Row {
             sequence: self.sequence,
             event_type: self.event_type,
             event_version: self.event_version,
-            payload: serde_json::from_str(&self.payload).unwrap_or(Value::Null),
+            payload: self.payload,
             metadata: serde_json::from_str(&self.metadata).unwrap_or(Value::Null),
             fact,
         }

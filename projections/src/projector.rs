@@ -37,8 +37,9 @@ pub enum ProjectionError {
 
 /// Events read and applied per transaction.
 const BATCH: i64 = 5_000;
-/// How often an idle projector looks for events written by other replicas.
-const POLL: Duration = Duration::from_millis(200);
+/// How often an idle projector looks for new events when nothing woke it (PostgreSQL
+/// notifications and local nudges normally do).
+const POLL: Duration = Duration::from_millis(100);
 
 /// Runs projections over the log.
 #[derive(Debug)]
@@ -238,6 +239,29 @@ impl Projector {
         self.drain(&names).await
     }
 
+    /// How many events the slowest projection is behind, counted up to `bound`.
+    ///
+    /// # Errors
+    /// The database's error.
+    pub async fn lag(&self, bound: i64) -> Result<i64, ProjectionError> {
+        let slowest =
+            self.checkpoints().await?.into_iter().map(|(_, c)| c).min().unwrap_or_default();
+        let rows: Vec<(i64,)> = if self.pool.is_postgres() {
+            let sql = "select count(*) from (select 1 from events where (transaction_id, global_position) > \
+                       ($1::bigint::text::xid8, $2) limit $3) behind";
+            self.pool
+                .fetch_all(
+                    sql,
+                    &[Arg::Int(slowest.txid), Arg::Int(slowest.position), Arg::Int(bound)],
+                )
+                .await?
+        } else {
+            let sql = "select count(*) from (select 1 from events where global_position > $1 limit $2) behind";
+            self.pool.fetch_all(sql, &[Arg::Int(slowest.position), Arg::Int(bound)]).await?
+        };
+        Ok(rows.first().map_or(0, |(n,)| *n))
+    }
+
     /// Waits until every projection has passed `target`, or `timeout` elapses; whether it did.
     pub async fn wait_until(&self, target: Cursor, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
@@ -262,6 +286,10 @@ impl Projector {
             tracing::error!(%error, "projector cannot create its checkpoints");
         }
         let mut locks = Locks::default();
+        let mut listener = match &self.pool {
+            Pool::Postgres(pool) => listen(pool).await,
+            Pool::Sqlite(_) => None,
+        };
         loop {
             if *shutdown.borrow() {
                 return;
@@ -276,6 +304,11 @@ impl Projector {
                     tokio::select! {
                         () = self.nudge.notified() => {}
                         () = tokio::time::sleep(POLL) => {}
+                        notified = next_notification(&mut listener) => {
+                            if !notified {
+                                listener = None;
+                            }
+                        }
                         changed = shutdown.changed() => {
                             if changed.is_err() {
                                 return;
@@ -290,6 +323,21 @@ impl Projector {
                 }
             }
         }
+    }
+}
+
+/// Listens for commits of events by any replica.
+async fn listen(pool: &sqlx::PgPool) -> Option<sqlx::postgres::PgListener> {
+    let mut listener = sqlx::postgres::PgListener::connect_with(pool).await.ok()?;
+    listener.listen("keyledger_events").await.ok()?;
+    Some(listener)
+}
+
+/// Waits for the next notification; false if the listener broke (polling carries on).
+async fn next_notification(listener: &mut Option<sqlx::postgres::PgListener>) -> bool {
+    match listener {
+        Some(l) => l.recv().await.is_ok(),
+        None => std::future::pending().await,
     }
 }
 

@@ -142,7 +142,7 @@ pub(crate) async fn events(
                             "sequence": e.sequence,
                             "event_type": e.event_type,
                             "event_version": e.event_version,
-                            "payload": e.payload,
+                            "payload": e.payload_json(),
                             "metadata": e.metadata,
                         });
                         chunk.push_str(&line.to_string());

@@ -14,15 +14,33 @@ pub(crate) async fn healthz() -> impl IntoResponse {
     axum::Json(json!({"status": "ok"}))
 }
 
-/// The store answers: the process can serve requests.
+/// Events the views may trail the log by and still be called ready.
+const READY_LAG: i64 = 10_000;
+
+/// The store answers and the views are caught up within bounds: the process can serve.
 pub(crate) async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    if state.db.is_reachable().await {
-        (StatusCode::OK, axum::Json(json!({"status": "ready", "store": state.db.backend()})))
-    } else {
-        (
+    let store = state.db.backend();
+    if !state.db.is_reachable().await {
+        let body = json!({"status": "not_ready", "store": store, "reason": "store unreachable"});
+        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body));
+    }
+    match state.projector.lag(READY_LAG).await {
+        Ok(lag) if lag < READY_LAG => (
+            StatusCode::OK,
+            axum::Json(json!({"status": "ready", "store": store, "projection_lag": lag})),
+        ),
+        Ok(lag) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({"status": "not_ready", "store": state.db.backend()})),
-        )
+            axum::Json(
+                json!({"status": "not_ready", "store": store, "projection_lag": lag, "reason": "views are catching up"}),
+            ),
+        ),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(
+                json!({"status": "not_ready", "store": store, "reason": "projection state unreadable"}),
+            ),
+        ),
     }
 }
 

@@ -1,0 +1,81 @@
+//! Shared pieces of keyledger's benchmarks: databases to run on, seeding, and reporting.
+
+use std::time::Duration;
+
+use sqlx::{Connection, PgConnection};
+
+/// A database for one benchmark run, removed afterwards.
+#[derive(Debug)]
+pub struct BenchDb {
+    pub url: String,
+    admin_url: Option<String>,
+    name: String,
+}
+
+impl BenchDb {
+    /// A fresh PostgreSQL database on the server at `server_url`.
+    ///
+    /// # Panics
+    /// When the server cannot be reached or the database created.
+    pub async fn postgres(server_url: &str) -> Self {
+        let name = format!("keyledger_bench_{}", std::process::id());
+        let mut admin =
+            PgConnection::connect(server_url).await.expect("PostgreSQL reachable at DATABASE_URL");
+        sqlx::query(&format!("drop database if exists {name} with (force)"))
+            .execute(&mut admin)
+            .await
+            .expect("drop");
+        sqlx::query(&format!("create database {name}")).execute(&mut admin).await.expect("create");
+        let (base, _) = server_url.rsplit_once('/').expect("a database URL");
+        Self { url: format!("{base}/{name}"), admin_url: Some(server_url.to_owned()), name }
+    }
+
+    /// A fresh SQLite file in the temp dir.
+    #[must_use]
+    pub fn sqlite() -> Self {
+        let path = std::env::temp_dir().join(format!("keyledger-bench-{}.db", std::process::id()));
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+        Self {
+            url: format!("sqlite://{}", path.display()),
+            admin_url: None,
+            name: path.display().to_string(),
+        }
+    }
+
+    /// Removes the database.
+    pub async fn drop(self) {
+        match self.admin_url {
+            Some(admin_url) => {
+                if let Ok(mut admin) = PgConnection::connect(&admin_url).await {
+                    let _ =
+                        sqlx::query(&format!("drop database if exists {} with (force)", self.name))
+                            .execute(&mut admin)
+                            .await;
+                }
+            }
+            None => {
+                for suffix in ["", "-wal", "-shm"] {
+                    let _ = std::fs::remove_file(format!("{}{suffix}", self.name));
+                }
+            }
+        }
+    }
+}
+
+/// Percentile `p` (0–100) of sorted durations.
+#[must_use]
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+/// A duration in milliseconds with two decimals.
+#[must_use]
+pub fn ms(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1000.0)
+}
