@@ -19,7 +19,7 @@ use tracing::Level;
 
 use crate::auth::TokenKeys;
 use crate::error::ApiError;
-use crate::routes::{audit, keys, ops, orgs};
+use crate::routes::{audit, keys, ops, orgs, usage};
 use crate::state::AppState;
 use keyledger_infra::crypto::Envelope;
 use keyledger_infra::material::MaterialStore;
@@ -118,6 +118,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/orgs/{org}/audit", get(audit::audit_page))
         .route("/v1/orgs/{org}/audit/verify", get(audit::audit_verify))
         .route("/v1/orgs/{org}/events", get(audit::events))
+        .route("/v1/orgs/{org}/usage", get(usage::usage))
+        .route("/v1/orgs/{org}/usage/calls", get(usage::recent_calls))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/openapi.json", get(ops::openapi_json))

@@ -4,7 +4,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::error::Problem;
-use crate::routes::{audit, keys, orgs};
+use crate::routes::{audit, keys, orgs, usage};
 use crate::views::{KeyList, MaskedKey, OrgStatus, ProviderOrder, VerificationView};
 
 /// keyledger's HTTP API.
@@ -15,13 +15,13 @@ use crate::views::{KeyList, MaskedKey, OrgStatus, ProviderOrder, VerificationVie
         orgs::org_status, orgs::set_plan, orgs::set_byok_access, orgs::get_provider_order,
         orgs::set_provider_order, keys::store_key, keys::list_keys, keys::get_key,
         keys::rotate_key, keys::update_key, keys::remove_key, keys::verify_key,
-        audit::audit_page, audit::audit_verify, audit::events,
+        audit::audit_page, audit::audit_verify, audit::events, usage::usage, usage::recent_calls,
     ),
     components(schemas(
         Problem, MaskedKey, VerificationView, OrgStatus, KeyList, ProviderOrder,
         keys::StoreKeyRequest, keys::RotateKeyRequest, keys::UpdateKeyRequest,
         orgs::PlanRequest, orgs::ByokAccessRequest, orgs::ProviderOrderRequest,
-        audit::AuditPage, audit::AuditVerification,
+        audit::AuditPage, audit::AuditVerification, usage::UsageReport, usage::CallList, usage::CallView,
     )),
     modifiers(&BearerAuth),
 )]

@@ -26,8 +26,18 @@ impl BenchDb {
             .await
             .expect("drop");
         sqlx::query(&format!("create database {name}")).execute(&mut admin).await.expect("create");
-        let (base, _) = server_url.rsplit_once('/').expect("a database URL");
-        Self { url: format!("{base}/{name}"), admin_url: Some(server_url.to_owned()), name }
+        let (base, _) = server_url
+            .split('?')
+            .next()
+            .unwrap_or(server_url)
+            .rsplit_once('/')
+            .expect("a database URL");
+        // Loopback on the same host: no TLS, as a same-host deployment would connect.
+        Self {
+            url: format!("{base}/{name}?sslmode=disable"),
+            admin_url: Some(server_url.to_owned()),
+            name,
+        }
     }
 
     /// A fresh SQLite file in the temp dir.

@@ -9,8 +9,8 @@ create table events (
     sequence        bigint not null check (sequence >= 0),
     event_type      text not null,
     event_version   text not null,
-    payload         jsonb not null,
-    metadata        jsonb not null,
+    payload         json not null,
+    metadata        json not null,
     global_position bigint generated always as identity,
     transaction_id  xid8 not null default pg_current_xact_id(),
     recorded_at     timestamptz not null default now(),
@@ -25,7 +25,7 @@ create table snapshots (
     aggregate_id     text not null,
     last_sequence    bigint not null check (last_sequence >= 0),
     current_snapshot bigint not null check (current_snapshot >= 0),
-    payload          jsonb not null,
+    payload          json not null,
     primary key (aggregate_type, aggregate_id)
 );
 

@@ -78,9 +78,61 @@ impl Tx {
                 bind_args!(sqlx::query(sql), args).execute(&mut **tx).await?.rows_affected()
             }
             Self::Sqlite(tx) => {
-                bind_args!(sqlx::query(sql), args).execute(&mut **tx).await?.rows_affected()
+                let sql = anonymous_placeholders(sql, args.len());
+                bind_args!(sqlx::query(&sql), args).execute(&mut **tx).await?.rows_affected()
             }
         })
+    }
+
+    /// Appends `rows` to `table` (plain inserts, no conflict handling), as fast as the backend
+    /// allows: `COPY` on PostgreSQL, multi-row inserts on SQLite.
+    ///
+    /// # Errors
+    /// The database's error.
+    pub async fn insert_rows(
+        &mut self,
+        table: &str,
+        columns: &[&str],
+        rows: &[Vec<Arg>],
+    ) -> Result<(), sqlx::Error> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        match self {
+            Self::Postgres(tx) => {
+                let mut copy = tx
+                    .copy_in_raw(&format!(
+                        "copy {table} ({}) from stdin (format csv)",
+                        columns.join(", ")
+                    ))
+                    .await?;
+                let mut data = String::with_capacity(rows.len() * 128);
+                for row in rows {
+                    for (i, arg) in row.iter().enumerate() {
+                        if i > 0 {
+                            data.push(',');
+                        }
+                        csv_field(&mut data, arg);
+                    }
+                    data.push('\n');
+                }
+                copy.send(data.as_bytes()).await?;
+                copy.finish().await?;
+            }
+            Self::Sqlite(_) => {
+                const ROWS_PER_STATEMENT: usize = 500;
+                for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+                    let row = format!("({})", vec!["?"; columns.len()].join(", "));
+                    let sql = format!(
+                        "insert into {table} ({}) values {}",
+                        columns.join(", "),
+                        vec![row; chunk.len()].join(", ")
+                    );
+                    self.execute(&sql, &chunk.concat()).await?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Runs a query returning rows of type `T`.
@@ -113,6 +165,53 @@ impl Tx {
             Self::Postgres(tx) => tx.commit().await,
             Self::Sqlite(tx) => tx.commit().await,
         }
+    }
+}
+
+/// One CSV field for `COPY … (format csv)`: NULL is an unquoted empty field, text is quoted.
+fn csv_field(out: &mut String, arg: &Arg) {
+    let text = |out: &mut String, t: &str| {
+        out.push('"');
+        out.push_str(&t.replace('"', "\"\""));
+        out.push('"');
+    };
+    match arg {
+        Arg::Text(t) | Arg::OptText(Some(t)) => text(out, t),
+        Arg::Int(n) | Arg::OptInt(Some(n)) => out.push_str(&n.to_string()),
+        Arg::Bool(b) => out.push_str(if *b { "t" } else { "f" }),
+        Arg::Time(t) | Arg::OptTime(Some(t)) => {
+            out.push_str(&t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+        }
+        Arg::OptText(None) | Arg::OptInt(None) | Arg::OptTime(None) => {}
+    }
+}
+
+/// SQLite finds a named parameter (`$7`) by walking every name of the statement, so binding a
+/// multi-row insert by name is quadratic. A statement that uses `$1..$n` exactly once each, in
+/// order, means the same with anonymous `?` placeholders, which bind by position.
+fn anonymous_placeholders(sql: &str, count: usize) -> std::borrow::Cow<'_, str> {
+    const WORTH_IT: usize = 16;
+    if count < WORTH_IT {
+        return std::borrow::Cow::Borrowed(sql);
+    }
+    let mut out = String::with_capacity(sql.len());
+    let mut expected = 1;
+    let mut rest = sql;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let digits: String = rest[at + 1..].chars().take_while(char::is_ascii_digit).collect();
+        if digits.parse::<usize>().ok() != Some(expected) {
+            return std::borrow::Cow::Borrowed(sql);
+        }
+        out.push('?');
+        expected += 1;
+        rest = &rest[at + 1 + digits.len()..];
+    }
+    out.push_str(rest);
+    if expected - 1 == count {
+        std::borrow::Cow::Owned(out)
+    } else {
+        std::borrow::Cow::Borrowed(sql)
     }
 }
 
@@ -151,5 +250,33 @@ impl Pool {
                 bind_args!(sqlx::query(sql), args).execute(pool).await?.rows_affected()
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::anonymous_placeholders;
+
+    #[test]
+    fn sequential_placeholders_become_anonymous() {
+        let sql = format!(
+            "insert into t values {}",
+            (1..=20).map(|i| format!("(${i})")).collect::<Vec<_>>().join(", ")
+        );
+        assert_eq!(
+            anonymous_placeholders(&sql, 20),
+            format!("insert into t values {}", vec!["(?)"; 20].join(", "))
+        );
+    }
+
+    #[test]
+    fn reused_or_reordered_placeholders_stay_named() {
+        let reused = format!(
+            "select {} where a = $1",
+            (1..=20).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+        );
+        assert_eq!(anonymous_placeholders(&reused, 20), reused);
+        let short = "select $1, $2";
+        assert_eq!(anonymous_placeholders(short, 2), short);
     }
 }

@@ -36,8 +36,19 @@ pub struct LoggedEvent {
     pub event_version: String,
     /// The payload as stored (JSON text); [`LoggedEvent::fact`] is its typed reading.
     pub payload: String,
-    pub metadata: Value,
+    /// The metadata as stored (JSON text).
+    pub metadata: String,
     pub fact: Fact,
+    meta: Meta,
+}
+
+/// What views read of the metadata (parsed without building a map).
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+struct Meta {
+    #[serde(default)]
+    actor: Option<String>,
+    #[serde(default)]
+    occurred_at: Option<String>,
 }
 
 /// What an event says, typed.
@@ -56,18 +67,24 @@ impl LoggedEvent {
         serde_json::from_str(&self.payload).unwrap_or(Value::Null)
     }
 
+    /// The metadata as JSON.
+    #[must_use]
+    pub fn metadata_json(&self) -> Value {
+        serde_json::from_str(&self.metadata).unwrap_or(Value::Null)
+    }
+
     /// Who caused the event (`sub` of the token), from its metadata.
     #[must_use]
     pub fn actor(&self) -> &str {
-        self.metadata.get("actor").and_then(Value::as_str).unwrap_or("system")
+        self.meta.actor.as_deref().unwrap_or("system")
     }
 
     /// When the event happened, from its metadata.
     #[must_use]
     pub fn occurred_at(&self) -> Option<DateTime<Utc>> {
-        self.metadata
-            .get("occurred_at")
-            .and_then(Value::as_str)
+        self.meta
+            .occurred_at
+            .as_deref()
             .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
             .map(|t| t.with_timezone(&Utc))
     }
@@ -105,7 +122,8 @@ impl Row {
             event_type: self.event_type,
             event_version: self.event_version,
             payload: self.payload,
-            metadata: serde_json::from_str(&self.metadata).unwrap_or(Value::Null),
+            meta: serde_json::from_str(&self.metadata).unwrap_or_default(),
+            metadata: self.metadata,
             fact,
         }
     }

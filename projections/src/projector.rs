@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::{Connection, PgConnection};
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 
 use crate::db::{Arg, Pool, Tx};
 use crate::log::{Cursor, EventLog, LoggedEvent};
@@ -36,7 +36,7 @@ pub enum ProjectionError {
 }
 
 /// Events read and applied per transaction.
-const BATCH: i64 = 5_000;
+const BATCH: i64 = 10_000;
 /// How often an idle projector looks for new events when nothing woke it (PostgreSQL
 /// notifications and local nudges normally do).
 const POLL: Duration = Duration::from_millis(100);
@@ -46,7 +46,7 @@ const POLL: Duration = Duration::from_millis(100);
 pub struct Projector {
     pool: Pool,
     projections: Vec<Arc<dyn Projection>>,
-    nudge: Notify,
+    nudges: watch::Sender<u64>,
     progress: watch::Sender<u64>,
 }
 
@@ -61,7 +61,7 @@ impl Projector {
     /// A projector of `projections` over the log in `pool`.
     #[must_use]
     pub fn new(pool: Pool, projections: Vec<Arc<dyn Projection>>) -> Self {
-        Self { pool, projections, nudge: Notify::new(), progress: watch::channel(0).0 }
+        Self { pool, projections, nudges: watch::channel(0).0, progress: watch::channel(0).0 }
     }
 
     /// The names of its projections.
@@ -71,7 +71,7 @@ impl Projector {
 
     /// Wakes the projector: something was just written.
     pub fn nudge(&self) {
-        self.nudge.notify_one();
+        self.nudges.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Creates missing checkpoints (at the start of the log).
@@ -111,6 +111,17 @@ impl Projector {
     /// # Errors
     /// The database's error; the batch is then not applied at all.
     pub async fn step(&self, names: &[&'static str]) -> Result<usize, ProjectionError> {
+        self.step_ahead(names, &mut None).await
+    }
+
+    /// [`Projector::step`], reading the following batch on another connection while this one
+    /// is applied (PostgreSQL; SQLite reads inside the writing transaction). A batch read ahead
+    /// is used only if the checkpoints still stand where it was read from.
+    async fn step_ahead(
+        &self,
+        names: &[&'static str],
+        ahead: &mut Option<ReadAhead>,
+    ) -> Result<usize, ProjectionError> {
         if names.is_empty() {
             return Ok(0);
         }
@@ -135,10 +146,22 @@ impl Projector {
         else {
             return Ok(0);
         };
-        let events = crate::log::read_after_in(&mut tx, from, BATCH).await?;
+        let events = match ahead.take() {
+            Some(read) if read.from == from => {
+                read.events.await.map_err(|e| sqlx::Error::Protocol(e.to_string()))??
+            }
+            _ => crate::log::read_after_in(&mut tx, from, BATCH).await?,
+        };
         let Some(last) = events.last().map(|e| e.cursor) else {
             return Ok(0);
         };
+        if let Pool::Postgres(_) = &self.pool {
+            let log = EventLog::new(self.pool.clone());
+            *ahead = Some(ReadAhead {
+                from: last,
+                events: tokio::spawn(async move { log.read_after(last, BATCH).await }),
+            });
+        }
         for checkpoint in &checkpoints {
             let at = Cursor { txid: checkpoint.txid, position: checkpoint.position };
             let Some(projection) = self.projections.iter().find(|p| p.name() == checkpoint.name)
@@ -170,13 +193,25 @@ impl Projector {
         self.drain(&names).await
     }
 
-    /// Steps `names` until every event committed so far is applied; returns events read.
+    /// Steps `names` until every event committed so far is applied, the pipelines side by
+    /// side; returns events read (by the busiest pipeline).
     async fn drain(&self, names: &[&'static str]) -> Result<u64, ProjectionError> {
+        let pipelines = self.pipelines(names);
+        let runs = pipelines.iter().map(|group| self.drain_pipeline(group));
+        let mut total = 0;
+        for read in futures::future::join_all(runs).await {
+            total = total.max(read?);
+        }
+        Ok(total)
+    }
+
+    async fn drain_pipeline(&self, names: &[&'static str]) -> Result<u64, ProjectionError> {
         let log = EventLog::new(self.pool.clone());
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         let mut total = 0;
+        let mut ahead = None;
         loop {
-            let read = self.step(names).await?;
+            let read = self.step_ahead(names, &mut ahead).await?;
             total += read as u64;
             if read > 0 {
                 continue;
@@ -226,7 +261,10 @@ impl Projector {
             )
             .await?;
             for table in projection.tables() {
-                tx.execute(&format!("delete from {table}"), &[]).await?;
+                // TRUNCATE leaves no dead rows for the rebuild to wade through (and, like
+                // everything here, rolls back with the transaction).
+                let empty = if self.pool.is_postgres() { "truncate table" } else { "delete from" };
+                tx.execute(&format!("{empty} {table}"), &[]).await?;
             }
             tx.execute(
                 "update projection_checkpoints set transaction_id = 0, position = 0 where name = $1",
@@ -280,29 +318,62 @@ impl Projector {
         }
     }
 
+    /// The groups of projections that run side by side, each in its own transactions: on
+    /// PostgreSQL the usage cockpit (one row per call) apart from the rest; SQLite writes one
+    /// transaction at a time, so there it is one group.
+    fn pipelines(&self, names: &[&'static str]) -> Vec<Vec<&'static str>> {
+        if !self.pool.is_postgres() {
+            return vec![names.to_vec()];
+        }
+        let (usage, rest): (Vec<&'static str>, Vec<&'static str>) =
+            names.iter().partition(|n| **n == "usage");
+        [rest, usage].into_iter().filter(|group| !group.is_empty()).collect()
+    }
+
     /// Keeps the projections this process may run caught up until `shutdown` turns true.
-    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(self: Arc<Self>, shutdown: watch::Receiver<bool>) {
         if let Err(error) = self.ensure_checkpoints().await {
             tracing::error!(%error, "projector cannot create its checkpoints");
         }
+        let names: Vec<&'static str> = self.names().collect();
+        let runs: Vec<_> = self
+            .pipelines(&names)
+            .into_iter()
+            .map(|group| tokio::spawn(Arc::clone(&self).run_pipeline(group, shutdown.clone())))
+            .collect();
+        for run in runs {
+            let _ = run.await;
+        }
+    }
+
+    async fn run_pipeline(
+        self: Arc<Self>,
+        names: Vec<&'static str>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         let mut locks = Locks::default();
+        let mut nudged = self.nudges.subscribe();
         let mut listener = match &self.pool {
             Pool::Postgres(pool) => listen(pool).await,
             Pool::Sqlite(_) => None,
         };
+        let mine: Vec<Arc<dyn Projection>> =
+            self.projections.iter().filter(|p| names.contains(&p.name())).cloned().collect();
+        let mut ahead = None;
         loop {
             if *shutdown.borrow() {
                 return;
             }
             let held = match &self.pool {
-                Pool::Postgres(pool) => locks.acquire(pool, &self.projections).await,
-                Pool::Sqlite(_) => self.names().collect(),
+                Pool::Postgres(pool) => locks.acquire(pool, &mine).await,
+                Pool::Sqlite(_) => names.clone(),
             };
-            let read = if held.is_empty() { Ok(0) } else { self.step(&held).await };
+            let read =
+                if held.is_empty() { Ok(0) } else { self.step_ahead(&held, &mut ahead).await };
             match read {
                 Ok(0) => {
                     tokio::select! {
-                        () = self.nudge.notified() => {}
+                        _ = nudged.changed() => {}
                         () = tokio::time::sleep(POLL) => {}
                         notified = next_notification(&mut listener) => {
                             if !notified {
@@ -319,11 +390,18 @@ impl Projector {
                 Ok(_) => {}
                 Err(error) => {
                     tracing::warn!(%error, "projector batch failed; retrying");
+                    ahead = None;
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }
         }
     }
+}
+
+/// A batch being read ahead from `from`.
+struct ReadAhead {
+    from: Cursor,
+    events: tokio::task::JoinHandle<Result<Vec<LoggedEvent>, sqlx::Error>>,
 }
 
 /// Listens for commits of events by any replica.

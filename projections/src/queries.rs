@@ -74,3 +74,91 @@ pub async fn provider_order(pool: &Pool, org: &str) -> Result<Vec<String>, sqlx:
         .and_then(|(json,)| serde_json::from_str(&json).ok())
         .unwrap_or_default())
 }
+
+/// A row of the usage cockpit, grouped by the chosen dimensions (the others are `None`).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct UsageRow {
+    pub provider: Option<String>,
+    pub model: Option<String>,
+    pub day: Option<String>,
+    pub key_source: Option<String>,
+    pub calls: i64,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cost_micros: i64,
+}
+
+/// The dimensions usage can be grouped by.
+pub const USAGE_DIMENSIONS: [&str; 4] = ["provider", "model", "day", "key_source"];
+
+/// Usage of `org` between the days `from` and `to` (inclusive, `YYYY-MM-DD`), summed per
+/// combination of `group_by` (a subset of [`USAGE_DIMENSIONS`]).
+///
+/// # Errors
+/// The database's error.
+pub async fn usage(
+    pool: &Pool,
+    org: &str,
+    from: &str,
+    to: &str,
+    group_by: &[&str],
+) -> Result<Vec<UsageRow>, sqlx::Error> {
+    // Only the known column names reach the SQL.
+    let chosen: Vec<&str> =
+        USAGE_DIMENSIONS.iter().copied().filter(|d| group_by.contains(d)).collect();
+    let select: Vec<String> = USAGE_DIMENSIONS
+        .iter()
+        .map(|d| {
+            if chosen.contains(d) {
+                (*d).to_owned()
+            } else {
+                format!("cast(null as text) as {d}")
+            }
+        })
+        .collect();
+    let group = if chosen.is_empty() {
+        String::new()
+    } else {
+        format!("group by {0} order by {0}", chosen.join(", "))
+    };
+    let sql = format!(
+        "select {}, cast(coalesce(sum(calls), 0) as bigint) as calls, \
+         cast(coalesce(sum(input_tokens), 0) as bigint) as input_tokens, \
+         cast(coalesce(sum(output_tokens), 0) as bigint) as output_tokens, \
+         cast(coalesce(sum(cost_micros), 0) as bigint) as cost_micros \
+         from usage_daily where org_id = $1 and day >= $2 and day <= $3 {group}",
+        select.join(", ")
+    );
+    pool.fetch_all(
+        &sql,
+        &[Arg::Text(org.to_owned()), Arg::Text(from.to_owned()), Arg::Text(to.to_owned())],
+    )
+    .await
+}
+
+/// One recorded model call.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct CallRow {
+    pub request_id: String,
+    pub provider: String,
+    pub model: String,
+    pub key_source: String,
+    pub key_version: Option<i64>,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cost_micros: i64,
+    pub at: DateTime<Utc>,
+}
+
+/// The `limit` most recent calls of `org`, newest first.
+///
+/// # Errors
+/// The database's error.
+pub async fn recent_calls(pool: &Pool, org: &str, limit: i64) -> Result<Vec<CallRow>, sqlx::Error> {
+    pool.fetch_all(
+        "select request_id, provider, model, key_source, key_version, input_tokens, output_tokens, cost_micros, at \
+         from usage_calls where org_id = $1 order by position desc limit $2",
+        &[Arg::Text(org.to_owned()), Arg::Int(limit)],
+    )
+    .await
+}

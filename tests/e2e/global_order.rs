@@ -76,7 +76,7 @@ async fn write_one(pool: &Pool, aggregate: &str, sequence: i64, hold: Duration) 
     match pool {
         Pool::Postgres(pool) => {
             let mut tx = pool.begin().await.expect("begin");
-            sqlx::query(&insert.replace("'{}', '{}'", "'{}'::jsonb, '{}'::jsonb"))
+            sqlx::query(&insert.replace("'{}', '{}'", "'{}'::json, '{}'::json"))
                 .bind(aggregate)
                 .bind(sequence)
                 .execute(&mut *tx)

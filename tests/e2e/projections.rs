@@ -90,6 +90,39 @@ async fn the_usage_cockpit_sums_calls_per_provider_model_day_and_key_source(back
         .await;
     assert_eq!(cost, 40 * 250, "costs are summed exactly in micro-dollars");
     assert_eq!(app.count("select count(*) from usage_calls where org_id = 'acme'").await, 40);
+
+    let auditor = app.token("acme", keyledger_api::Role::Auditor, "carol");
+    let report = app
+        .get("/v1/orgs/acme/usage?from=2026-11-01&to=2026-11-30&group_by=key_source", &auditor)
+        .await;
+    assert_eq!(report.status, axum::http::StatusCode::OK, "{}", report.everything());
+    let report = report.json();
+    assert_eq!(
+        report["rows"],
+        json!([
+            {"key_source": "byok", "calls": 10, "input_tokens": 10 * 100 + (30..40).sum::<u64>(), "output_tokens": 100, "cost_usd": 0.0025},
+            {"key_source": "platform", "calls": 30, "input_tokens": 30 * 100 + (0..30).sum::<u64>(), "output_tokens": 300, "cost_usd": 0.0075},
+        ])
+    );
+    assert_eq!(report["totals"]["calls"], 40);
+    let by_day = app
+        .get("/v1/orgs/acme/usage?from=2026-11-21&to=2026-11-21&group_by=day,provider", &auditor)
+        .await
+        .json();
+    assert_eq!(by_day["totals"]["calls"], 20, "only the 21st: {by_day}");
+    let bad = app.get("/v1/orgs/acme/usage?group_by=colour", &auditor).await;
+    assert_eq!(bad.code(), "invalid_request");
+    let calls = app.get("/v1/orgs/acme/usage/calls?limit=3", &auditor).await.json();
+    let ids: Vec<&str> = calls["calls"]
+        .as_array()
+        .expect("calls")
+        .iter()
+        .map(|c| c["request_id"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(ids, ["req-acme-39", "req-acme-38", "req-acme-37"], "newest first");
+    let member =
+        app.get("/v1/orgs/acme/usage", &app.token("acme", keyledger_api::Role::Member, "m")).await;
+    assert_eq!(member.status, axum::http::StatusCode::FORBIDDEN);
     app.finish().await;
 }
 

@@ -143,7 +143,7 @@ pub(crate) async fn events(
                             "event_type": e.event_type,
                             "event_version": e.event_version,
                             "payload": e.payload_json(),
-                            "metadata": e.metadata,
+                            "metadata": e.metadata_json(),
                         });
                         chunk.push_str(&line.to_string());
                         chunk.push('\n');

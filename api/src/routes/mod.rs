@@ -4,3 +4,4 @@ pub mod audit;
 pub mod keys;
 pub mod ops;
 pub mod orgs;
+pub mod usage;

@@ -68,7 +68,11 @@ async fn main() {
             BenchDb::sqlite()
         };
         outcomes.push(run(backend, &db.url, &args).await);
-        db.drop().await;
+        if std::env::var_os("KEYLEDGER_BENCH_KEEP").is_some() {
+            eprintln!("[{backend}] kept {}", db.url);
+        } else {
+            db.drop().await;
+        }
     }
     let report = report(&outcomes, &args);
     println!("{report}");
@@ -116,7 +120,8 @@ async fn run(backend: &'static str, url: &str, args: &Args) -> Outcome {
 }
 
 /// A realistic log: per organization a plan change and a key stored, rotated and verified;
-/// everything else model calls spread over the organizations' November ledgers.
+/// everything else model calls in time order over twenty days of the organizations' November
+/// ledgers, each organization on its own model and key source.
 async fn seed(db: &Database, total: usize) {
     const ORGS: usize = 1_000;
     let at = Utc.with_ymd_and_hms(2026, 11, 10, 9, 0, 0).single().expect("instant");

@@ -103,14 +103,20 @@ impl Projection for UsageCockpit {
             );
             tx.execute(&sql, &chunk.concat()).await?;
         }
-        for chunk in calls.chunks(ROWS_PER_STATEMENT) {
-            let sql = format!(
-                "insert into usage_calls (org_id, position, request_id, provider, model, key_source, \
-                 key_version, input_tokens, output_tokens, cost_micros, at) values {}",
-                values_placeholders(chunk.len(), 11)
-            );
-            tx.execute(&sql, &chunk.concat()).await?;
-        }
+        let columns = [
+            "org_id",
+            "position",
+            "request_id",
+            "provider",
+            "model",
+            "key_source",
+            "key_version",
+            "input_tokens",
+            "output_tokens",
+            "cost_micros",
+            "at",
+        ];
+        tx.insert_rows("usage_calls", &columns, &calls).await?;
         Ok(())
     }
 }

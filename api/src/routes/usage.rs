@@ -1,0 +1,177 @@
+//! The usage cockpit: what an organization's model calls used and cost.
+
+use axum::extract::{Query, State};
+use chrono::{Datelike, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::auth::{Access, Caller};
+use crate::error::{ApiError, Problem};
+use crate::extract::OrgParam;
+use crate::state::AppState;
+use keyledger_projections::queries::{self, CallRow, USAGE_DIMENSIONS};
+
+/// Query of `GET …/usage`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct UsageQuery {
+    /// First day, `YYYY-MM-DD` (default: the first of this month).
+    from: Option<String>,
+    /// Last day, inclusive (default: today).
+    to: Option<String>,
+    /// Comma-separated subset of provider, model, day, key_source (default: all four).
+    group_by: Option<String>,
+}
+
+/// Usage rows and their totals.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UsageReport {
+    #[schema(value_type = Vec<Object>)]
+    rows: Vec<Value>,
+    #[schema(value_type = Object)]
+    totals: Value,
+}
+
+/// Query of `GET …/usage/calls`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct CallsQuery {
+    /// At most this many calls (1 to 1000, default 50).
+    limit: Option<i64>,
+}
+
+/// One recorded call.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CallView {
+    request_id: String,
+    provider: String,
+    model: String,
+    key_source: String,
+    key_version: Option<i64>,
+    input_tokens: i64,
+    output_tokens: i64,
+    cost_usd: f64,
+    at: chrono::DateTime<Utc>,
+}
+
+/// The most recent calls.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CallList {
+    calls: Vec<CallView>,
+}
+
+fn usd(micros: i64) -> f64 {
+    micros as f64 / 1_000_000.0
+}
+
+fn day(text: Option<String>, default: NaiveDate, name: &str) -> Result<String, ApiError> {
+    match text {
+        None => Ok(default.format("%Y-%m-%d").to_string()),
+        Some(t) => NaiveDate::parse_from_str(&t, "%Y-%m-%d")
+            .map(|d| d.format("%Y-%m-%d").to_string())
+            .map_err(|_| ApiError::invalid_request(format!("{name} must be a day, YYYY-MM-DD"))),
+    }
+}
+
+/// Calls, tokens and cost, grouped by provider, model, day and key source.
+#[utoipa::path(get, path = "/v1/orgs/{org}/usage", tag = "usage",
+    params(("org" = String, Path), UsageQuery),
+    responses((status = 200, body = UsageReport), (status = "4XX", body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub(crate) async fn usage(
+    State(state): State<AppState>,
+    caller: Caller,
+    OrgParam(org): OrgParam,
+    params: Result<Query<UsageQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<axum::Json<UsageReport>, ApiError> {
+    caller.authorize(&org, Access::ReadAudit)?;
+    let Query(params) =
+        params.map_err(|_| ApiError::invalid_request("unknown or malformed query parameter"))?;
+    let today = Utc::now().date_naive();
+    let first = today.with_day(1).unwrap_or(today);
+    let (from, to) = (day(params.from, first, "from")?, day(params.to, today, "to")?);
+    let group_by: Vec<&str> = match params.group_by.as_deref() {
+        None => USAGE_DIMENSIONS.to_vec(),
+        Some(list) => list.split(',').map(str::trim).filter(|d| !d.is_empty()).collect(),
+    };
+    if let Some(unknown) = group_by.iter().find(|d| !USAGE_DIMENSIONS.contains(d)) {
+        return Err(ApiError::invalid_request(format!(
+            "cannot group by {unknown:?}; use provider, model, day, key_source"
+        )));
+    }
+    let rows = queries::usage(&state.views, org.as_str(), &from, &to, &group_by)
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    let mut totals = (0, 0, 0, 0);
+    let rows: Vec<Value> = rows
+        .into_iter()
+        .map(|r| {
+            totals = (
+                totals.0 + r.calls,
+                totals.1 + r.input_tokens,
+                totals.2 + r.output_tokens,
+                totals.3 + r.cost_micros,
+            );
+            let mut row = Map::new();
+            for (name, value) in [
+                ("provider", r.provider),
+                ("model", r.model),
+                ("day", r.day),
+                ("key_source", r.key_source),
+            ] {
+                if group_by.contains(&name) {
+                    row.insert(name.to_owned(), value.map_or(Value::Null, Value::String));
+                }
+            }
+            row.insert("calls".to_owned(), r.calls.into());
+            row.insert("input_tokens".to_owned(), r.input_tokens.into());
+            row.insert("output_tokens".to_owned(), r.output_tokens.into());
+            row.insert("cost_usd".to_owned(), usd(r.cost_micros).into());
+            Value::Object(row)
+        })
+        .filter(|row| row["calls"].as_i64().unwrap_or(0) > 0)
+        .collect();
+    let totals = serde_json::json!({
+        "calls": totals.0, "input_tokens": totals.1, "output_tokens": totals.2, "cost_usd": usd(totals.3),
+    });
+    Ok(axum::Json(UsageReport { rows, totals }))
+}
+
+/// The organization's most recent model calls, newest first.
+#[utoipa::path(get, path = "/v1/orgs/{org}/usage/calls", tag = "usage",
+    params(("org" = String, Path), CallsQuery),
+    responses((status = 200, body = CallList), (status = "4XX", body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub(crate) async fn recent_calls(
+    State(state): State<AppState>,
+    caller: Caller,
+    OrgParam(org): OrgParam,
+    params: Result<Query<CallsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<axum::Json<CallList>, ApiError> {
+    caller.authorize(&org, Access::ReadAudit)?;
+    let Query(params) =
+        params.map_err(|_| ApiError::invalid_request("unknown or malformed query parameter"))?;
+    let limit = params.limit.unwrap_or(50);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid_request("limit is 1 to 1000"));
+    }
+    let calls = queries::recent_calls(&state.views, org.as_str(), limit)
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    Ok(axum::Json(CallList { calls: calls.into_iter().map(call_view).collect() }))
+}
+
+fn call_view(c: CallRow) -> CallView {
+    CallView {
+        request_id: c.request_id,
+        provider: c.provider,
+        model: c.model,
+        key_source: c.key_source,
+        key_version: c.key_version,
+        input_tokens: c.input_tokens,
+        output_tokens: c.output_tokens,
+        cost_usd: usd(c.cost_micros),
+        at: c.at,
+    }
+}
