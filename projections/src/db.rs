@@ -170,14 +170,22 @@ impl Tx {
 
 /// One CSV field for `COPY … (format csv)`: NULL is an unquoted empty field, text is quoted.
 fn csv_field(out: &mut String, arg: &Arg) {
+    use std::fmt::Write as _;
     let text = |out: &mut String, t: &str| {
         out.push('"');
-        out.push_str(&t.replace('"', "\"\""));
+        for c in t.chars() {
+            if c == '"' {
+                out.push('"');
+            }
+            out.push(c);
+        }
         out.push('"');
     };
     match arg {
         Arg::Text(t) | Arg::OptText(Some(t)) => text(out, t),
-        Arg::Int(n) | Arg::OptInt(Some(n)) => out.push_str(&n.to_string()),
+        Arg::Int(n) | Arg::OptInt(Some(n)) => {
+            let _ = write!(out, "{n}");
+        }
         Arg::Bool(b) => out.push_str(if *b { "t" } else { "f" }),
         Arg::Time(t) | Arg::OptTime(Some(t)) => {
             out.push_str(&t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
