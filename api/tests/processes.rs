@@ -192,6 +192,14 @@ impl Server {
     }
 }
 
+/// A test that fails half-way must not leave servers running.
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Writes `count` usage events for `org` straight into the log, in multi-row statements.
 async fn write_usage_burst(db: &mut Db, org: &str, count: usize) {
     for start in (0..count).step_by(1_000) {

@@ -63,6 +63,8 @@ create table usage_daily (
     primary key (org_id, provider, model, day, key_source)
 );
 
+-- Every call, for the recent-calls list. Indexed for that read, not keyed: a rebuild loads it
+-- without the index and builds the index once at the end.
 create table usage_calls (
     org_id        text not null,
     position      integer not null,
@@ -74,6 +76,7 @@ create table usage_calls (
     input_tokens  integer not null,
     output_tokens integer not null,
     cost_micros   integer not null,
-    at            text not null,
-    primary key (org_id, position)
+    at            text not null
 );
+
+create index usage_calls_recent on usage_calls (org_id, position);

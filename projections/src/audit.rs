@@ -159,6 +159,10 @@ impl Projection for AuditLog {
         "audit"
     }
 
+    fn consumes(&self) -> &'static [&'static str] {
+        &["Keyring"]
+    }
+
     fn tables(&self) -> &'static [&'static str] {
         &["audit_log"]
     }

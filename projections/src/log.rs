@@ -106,6 +106,7 @@ struct Row {
 impl Row {
     fn decode(self) -> LoggedEvent {
         let fact = match self.aggregate_type.as_str() {
+            _ if self.payload == "null" => Fact::Unknown,
             "Keyring" => {
                 serde_json::from_str(&self.payload).map(Fact::Keyring).unwrap_or(Fact::Unknown)
             }
@@ -129,19 +130,43 @@ impl Row {
     }
 }
 
-const PG_COLUMNS: &str = "global_position as position, transaction_id::text::bigint as txid, \
-    aggregate_type, aggregate_id, sequence, event_type, event_version, payload::text as payload, \
-    metadata::text as metadata";
-const SQLITE_COLUMNS: &str = "global_position as position, 0 as txid, aggregate_type, \
-    aggregate_id, sequence, event_type, event_version, payload, metadata";
+/// The columns of an event; payload and metadata only of events of `types` (all if empty).
+/// The others still come, so a reader's cursor moves over them, but without their JSON.
+fn columns(postgres: bool, types: &[&str]) -> String {
+    let txid = if postgres { "transaction_id::text::bigint" } else { "0" };
+    let (payload, metadata) =
+        if postgres { ("payload::text", "metadata::text") } else { ("payload", "metadata") };
+    let wanted = |column: &str| {
+        if types.is_empty() {
+            format!("{column} as {}", column.split("::").next().unwrap_or(column))
+        } else {
+            // Aggregate type names come from the code, never from a request.
+            let list = types.iter().map(|t| format!("'{t}'")).collect::<Vec<_>>().join(", ");
+            let name = column.split("::").next().unwrap_or(column);
+            format!("case when aggregate_type in ({list}) then {column} else 'null' end as {name}")
+        }
+    };
+    format!(
+        "global_position as position, {txid} as txid, aggregate_type, aggregate_id, sequence, \
+         event_type, event_version, {}, {}",
+        wanted(payload),
+        wanted(metadata)
+    )
+}
 /// Only transactions older than every one still running: nothing can commit behind them.
 const PG_SETTLED: &str = "transaction_id < pg_snapshot_xmin(pg_current_snapshot())";
 
-fn read_after_query(postgres: bool, cursor: Cursor, limit: i64) -> (String, Vec<Arg>) {
+fn read_after_query(
+    postgres: bool,
+    cursor: Cursor,
+    limit: i64,
+    types: &[&str],
+) -> (String, Vec<Arg>) {
+    let columns = columns(postgres, types);
     if postgres {
         (
             format!(
-                "select {PG_COLUMNS} from events \
+                "select {columns} from events \
                  where (transaction_id, global_position) > ($1::bigint::text::xid8, $2) and {PG_SETTLED} \
                  order by transaction_id, global_position limit $3"
             ),
@@ -149,14 +174,14 @@ fn read_after_query(postgres: bool, cursor: Cursor, limit: i64) -> (String, Vec<
         )
     } else {
         (
-            format!("select {SQLITE_COLUMNS} from events where global_position > $1 order by global_position limit $2"),
+            format!("select {columns} from events where global_position > $1 order by global_position limit $2"),
             vec![Arg::Int(cursor.position), Arg::Int(limit)],
         )
     }
 }
 
 /// Up to `limit` events after `cursor`, read within `tx` (a projector holding SQLite's write
-/// lock must not wait for a second connection).
+/// lock must not wait for a second connection); JSON only of events of `types` (all if empty).
 ///
 /// # Errors
 /// The database's error.
@@ -164,8 +189,9 @@ pub async fn read_after_in(
     tx: &mut Tx,
     cursor: Cursor,
     limit: i64,
+    types: &[&str],
 ) -> Result<Vec<LoggedEvent>, sqlx::Error> {
-    let (sql, args) = read_after_query(matches!(tx, Tx::Postgres(_)), cursor, limit);
+    let (sql, args) = read_after_query(matches!(tx, Tx::Postgres(_)), cursor, limit, types);
     let rows: Vec<Row> = tx.fetch_all(&sql, &args).await?;
     Ok(rows.into_iter().map(Row::decode).collect())
 }
@@ -192,7 +218,20 @@ impl EventLog {
         cursor: Cursor,
         limit: i64,
     ) -> Result<Vec<LoggedEvent>, sqlx::Error> {
-        let (sql, args) = read_after_query(self.pool.is_postgres(), cursor, limit);
+        self.read_after_of(cursor, limit, &[]).await
+    }
+
+    /// [`EventLog::read_after`], with JSON only of events of `types` (all if empty).
+    ///
+    /// # Errors
+    /// The database's error.
+    pub async fn read_after_of(
+        &self,
+        cursor: Cursor,
+        limit: i64,
+        types: &[&str],
+    ) -> Result<Vec<LoggedEvent>, sqlx::Error> {
+        let (sql, args) = read_after_query(self.pool.is_postgres(), cursor, limit, types);
         let rows: Vec<Row> = self.pool.fetch_all(&sql, &args).await?;
         Ok(rows.into_iter().map(Row::decode).collect())
     }
@@ -210,10 +249,11 @@ impl EventLog {
     ) -> Result<Vec<LoggedEvent>, sqlx::Error> {
         let of_org = "(aggregate_id = $1 or (aggregate_type = 'UsageLedger' \
                       and substr(aggregate_id, 1, length($1) + 1) = $1 || '/'))";
+        let columns = columns(self.pool.is_postgres(), &[]);
         let (sql, args) = if self.pool.is_postgres() {
             (
                 format!(
-                    "select {PG_COLUMNS} from events where {of_org} and {PG_SETTLED} \
+                    "select {columns} from events where {of_org} and {PG_SETTLED} \
                      and (transaction_id, global_position) > \
                          (coalesce((select transaction_id from events where global_position = $2), '0'::xid8), $2) \
                      order by transaction_id, global_position limit $3"
@@ -222,7 +262,7 @@ impl EventLog {
             )
         } else {
             (
-                format!("select {SQLITE_COLUMNS} from events where {of_org} and global_position > $2 order by global_position limit $3"),
+                format!("select {columns} from events where {of_org} and global_position > $2 order by global_position limit $3"),
                 vec![Arg::Text(org.to_owned()), Arg::Int(after), Arg::Int(limit)],
             )
         };

@@ -22,6 +22,16 @@ pub trait Projection: Send + Sync + std::fmt::Debug {
     /// The tables it owns (emptied by a rebuild).
     fn tables(&self) -> &'static [&'static str];
 
+    /// The aggregate types whose events it reads (`Keyring`, `UsageLedger`); the reader leaves
+    /// the JSON of others out.
+    fn consumes(&self) -> &'static [&'static str];
+
+    /// Indexes (name, `create index if not exists …`) that a rebuild drops while it loads and
+    /// builds once at the end: cheaper than maintaining them row by row.
+    fn bulk_load_indexes(&self) -> &'static [(&'static str, &'static str)] {
+        &[]
+    }
+
     /// Folds `events` (in global order, all after its checkpoint) into its tables within `tx`.
     async fn apply(&self, tx: &mut Tx, events: &[&LoggedEvent]) -> Result<(), ProjectionError>;
 }
@@ -79,6 +89,8 @@ impl Projector {
     /// # Errors
     /// The database's error.
     pub async fn ensure_checkpoints(&self) -> Result<(), ProjectionError> {
+        // A rebuild that died while loading left its indexes dropped.
+        self.create_bulk_load_indexes(&self.projections.iter().collect::<Vec<_>>()).await?;
         for name in self.names() {
             self.pool
                 .execute(
@@ -87,6 +99,18 @@ impl Projector {
                     &[Arg::Text(name.to_owned())],
                 )
                 .await?;
+        }
+        Ok(())
+    }
+
+    async fn create_bulk_load_indexes(
+        &self,
+        projections: &[&Arc<dyn Projection>],
+    ) -> Result<(), ProjectionError> {
+        for projection in projections {
+            for (_, create) in projection.bulk_load_indexes() {
+                self.pool.execute(create, &[]).await?;
+            }
         }
         Ok(())
     }
@@ -146,11 +170,19 @@ impl Projector {
         else {
             return Ok(0);
         };
+        let mut types: Vec<&'static str> = self
+            .projections
+            .iter()
+            .filter(|p| names.contains(&p.name()))
+            .flat_map(|p| p.consumes().iter().copied())
+            .collect();
+        types.sort_unstable();
+        types.dedup();
         let events = match ahead.take() {
             Some(read) if read.from == from => {
                 read.events.await.map_err(|e| sqlx::Error::Protocol(e.to_string()))??
             }
-            _ => crate::log::read_after_in(&mut tx, from, BATCH).await?,
+            _ => crate::log::read_after_in(&mut tx, from, BATCH, &types).await?,
         };
         let Some(last) = events.last().map(|e| e.cursor) else {
             return Ok(0);
@@ -159,7 +191,7 @@ impl Projector {
             let log = EventLog::new(self.pool.clone());
             *ahead = Some(ReadAhead {
                 from: last,
-                events: tokio::spawn(async move { log.read_after(last, BATCH).await }),
+                events: tokio::spawn(async move { log.read_after_of(last, BATCH, &types).await }),
             });
         }
         for checkpoint in &checkpoints {
@@ -260,6 +292,9 @@ impl Projector {
                 &[Arg::Text(projection.name().to_owned())],
             )
             .await?;
+            for (index, _) in projection.bulk_load_indexes() {
+                tx.execute(&format!("drop index if exists {index}"), &[]).await?;
+            }
             for table in projection.tables() {
                 // TRUNCATE leaves no dead rows for the rebuild to wade through (and, like
                 // everything here, rolls back with the transaction).
@@ -274,7 +309,9 @@ impl Projector {
         }
         tx.commit().await?;
         let names: Vec<&'static str> = chosen.iter().map(|p| p.name()).collect();
-        self.drain(&names).await
+        let read = self.drain(&names).await?;
+        self.create_bulk_load_indexes(&chosen).await?;
+        Ok(read)
     }
 
     /// How many events the slowest projection is behind, counted up to `bound`.

@@ -17,6 +17,10 @@ impl Projection for KeysView {
         "keys"
     }
 
+    fn consumes(&self) -> &'static [&'static str] {
+        &["Keyring"]
+    }
+
     fn tables(&self) -> &'static [&'static str] {
         &["view_keys"]
     }

@@ -17,6 +17,10 @@ impl Projection for OrgStatusView {
         "org_status"
     }
 
+    fn consumes(&self) -> &'static [&'static str] {
+        &["Keyring"]
+    }
+
     fn tables(&self) -> &'static [&'static str] {
         &["view_org_status"]
     }

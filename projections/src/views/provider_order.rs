@@ -17,6 +17,10 @@ impl Projection for ProviderOrderView {
         "provider_order"
     }
 
+    fn consumes(&self) -> &'static [&'static str] {
+        &["Keyring"]
+    }
+
     fn tables(&self) -> &'static [&'static str] {
         &["view_provider_order"]
     }

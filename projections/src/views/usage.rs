@@ -37,8 +37,19 @@ impl Projection for UsageCockpit {
         "usage"
     }
 
+    fn consumes(&self) -> &'static [&'static str] {
+        &["UsageLedger"]
+    }
+
     fn tables(&self) -> &'static [&'static str] {
         &["usage_daily", "usage_calls"]
+    }
+
+    fn bulk_load_indexes(&self) -> &'static [(&'static str, &'static str)] {
+        &[(
+            "usage_calls_recent",
+            "create index if not exists usage_calls_recent on usage_calls (org_id, position)",
+        )]
     }
 
     async fn apply(&self, tx: &mut Tx, events: &[&LoggedEvent]) -> Result<(), ProjectionError> {
