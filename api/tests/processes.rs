@@ -200,8 +200,10 @@ impl Drop for Server {
     }
 }
 
-/// Writes `count` usage events for `org` straight into the log, in multi-row statements.
+/// Writes `count` usage events for `org` straight into the log, in one transaction: they
+/// become visible at once, leaving the projector several batches of work.
 async fn write_usage_burst(db: &mut Db, org: &str, count: usize) {
+    db.execute("begin").await;
     for start in (0..count).step_by(1_000) {
         let rows: Vec<String> = (start..(start + 1_000).min(count))
             .map(|i| {
@@ -220,6 +222,7 @@ async fn write_usage_burst(db: &mut Db, org: &str, count: usize) {
         ))
         .await;
     }
+    db.execute("commit").await;
 }
 
 async fn projector_survives_sigkill_mid_burst_and_matches_a_rebuild(postgres: bool) {
