@@ -302,6 +302,29 @@ async fn projection_locks(db: &mut Db) -> Vec<(i64, i64)> {
     .expect("locks")
 }
 
+/// Puts acme on `plan` through `server`, then reads acme's plan back through it.
+async fn change_plan_then_read_it(setup: &Setup, server: &Server, plan: &str) -> Value {
+    let client = reqwest::Client::new();
+    let changed = client
+        .put(format!("{}/v1/orgs/acme/plan", server.base))
+        .bearer_auth(setup.token("*", "platform_admin"))
+        .json(&json!({"plan": plan}))
+        .send()
+        .await
+        .expect("plan");
+    assert!(changed.status().is_success());
+    let status: Value = client
+        .get(format!("{}/v1/orgs/acme", server.base))
+        .bearer_auth(setup.token("acme", "owner"))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    status["plan"].clone()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_share_the_projections_and_the_survivor_takes_over() {
     let setup = Setup::new(true).await;
@@ -328,26 +351,8 @@ async fn two_replicas_share_the_projections_and_the_survivor_takes_over() {
     );
 
     // Writes through the replica that runs no projection are still read back at once.
-    let client = reqwest::Client::new();
-    let admin = setup.token("*", "platform_admin");
-    let owner = setup.token("acme", "owner");
-    client
-        .put(format!("{}/v1/orgs/acme/plan", second.base))
-        .bearer_auth(&admin)
-        .json(&json!({"plan": "pro"}))
-        .send()
-        .await
-        .expect("plan");
-    let status: Value = client
-        .get(format!("{}/v1/orgs/acme", second.base))
-        .bearer_auth(&owner)
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
-    assert_eq!(status["plan"], "pro");
+    let plan = change_plan_then_read_it(&setup, &second, "pro").await;
+    assert_eq!(plan, "pro");
 
     first.kill();
     let started = Instant::now();
@@ -360,23 +365,8 @@ async fn two_replicas_share_the_projections_and_the_survivor_takes_over() {
         assert!(started.elapsed() < Duration::from_secs(15), "the survivor takes over: {locks:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    client
-        .put(format!("{}/v1/orgs/acme/plan", second.base))
-        .bearer_auth(&admin)
-        .json(&json!({"plan": "business"}))
-        .send()
-        .await
-        .expect("plan");
-    let status: Value = client
-        .get(format!("{}/v1/orgs/acme", second.base))
-        .bearer_auth(&owner)
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
-    assert_eq!(status["plan"], "business", "the survivor projects new events");
+    let plan = change_plan_then_read_it(&setup, &second, "business").await;
+    assert_eq!(plan, "business", "the survivor projects new events");
     second.stop();
 }
 

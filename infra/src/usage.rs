@@ -47,12 +47,12 @@ impl UsageRecorder {
         call: RecordModelCall,
         actor: &Actor,
     ) -> Result<Vec<EventEnvelope<UsageLedger>>, RecordError> {
-        let id = ledger_id(org, call.at);
+        let id = ledger_id(org, call.call.at);
         let metadata = HashMap::from([
             ("actor".to_owned(), actor.sub.clone()),
             ("role".to_owned(), actor.role.clone()),
             ("request_id".to_owned(), actor.request_id.clone()),
-            ("occurred_at".to_owned(), call.at.to_rfc3339()),
+            ("occurred_at".to_owned(), call.call.at.to_rfc3339()),
         ]);
         let mut last_error = String::new();
         for _ in 0..ATTEMPTS {

@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 
 use crate::db::{Arg, Pool, Tx};
 use crate::log::{EventLog, Fact, LoggedEvent};
-use crate::projector::{Projection, ProjectionError};
+use crate::projection::{Projection, ProjectionError};
 use keyledger_domain::keyring::{RemovalReason, SuspensionReason};
 use keyledger_domain::KeyringEvent as E;
 

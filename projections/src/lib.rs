@@ -4,10 +4,13 @@
 pub mod audit;
 pub mod db;
 pub mod log;
+pub mod projection;
 pub mod projector;
 pub mod queries;
+mod replicas;
 pub mod views;
 
 pub use db::{Arg, Pool, Tx};
 pub use log::{Cursor, EventLog, LoggedEvent};
-pub use projector::{Projection, ProjectionError, Projector};
+pub use projection::{Projection, ProjectionError};
+pub use projector::Projector;

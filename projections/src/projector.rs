@@ -6,44 +6,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use sqlx::{Connection, PgConnection};
 use tokio::sync::watch;
 
-use crate::db::{Arg, Pool, Tx};
+use crate::db::{Arg, Pool};
 use crate::log::{Cursor, EventLog, LoggedEvent};
-
-/// A read model: a pure fold of events into its tables.
-#[async_trait]
-pub trait Projection: Send + Sync + std::fmt::Debug {
-    /// The name used for its checkpoint and in `keyledger projections rebuild NAME`.
-    fn name(&self) -> &'static str;
-
-    /// The tables it owns (emptied by a rebuild).
-    fn tables(&self) -> &'static [&'static str];
-
-    /// The aggregate types whose events it reads (`Keyring`, `UsageLedger`); the reader leaves
-    /// the JSON of others out.
-    fn consumes(&self) -> &'static [&'static str];
-
-    /// Indexes (name, `create index if not exists …`) that a rebuild drops while it loads and
-    /// builds once at the end: cheaper than maintaining them row by row.
-    fn bulk_load_indexes(&self) -> &'static [(&'static str, &'static str)] {
-        &[]
-    }
-
-    /// Folds `events` (in global order, all after its checkpoint) into its tables within `tx`.
-    async fn apply(&self, tx: &mut Tx, events: &[&LoggedEvent]) -> Result<(), ProjectionError>;
-}
-
-/// A projector failure.
-#[derive(Debug, thiserror::Error)]
-pub enum ProjectionError {
-    #[error("projection storage: {0}")]
-    Database(#[from] sqlx::Error),
-    #[error("no projection named {0:?}")]
-    Unknown(String),
-}
+pub use crate::projection::{Projection, ProjectionError};
+use crate::replicas::{listen, next_notification, Locks};
 
 /// Events read and applied per transaction.
 const BATCH: i64 = 10_000;
@@ -439,79 +407,4 @@ impl Projector {
 struct ReadAhead {
     from: Cursor,
     events: tokio::task::JoinHandle<Result<Vec<LoggedEvent>, sqlx::Error>>,
-}
-
-/// Listens for commits of events by any replica.
-async fn listen(pool: &sqlx::PgPool) -> Option<sqlx::postgres::PgListener> {
-    let mut listener = sqlx::postgres::PgListener::connect_with(pool).await.ok()?;
-    listener.listen("keyledger_events").await.ok()?;
-    Some(listener)
-}
-
-/// Waits for the next notification; false if the listener broke (polling carries on).
-async fn next_notification(listener: &mut Option<sqlx::postgres::PgListener>) -> bool {
-    match listener {
-        Some(l) => l.recv().await.is_ok(),
-        None => std::future::pending().await,
-    }
-}
-
-/// The advisory locks this process holds, on a connection of its own: they last as long as the
-/// connection, so a process that dies releases them.
-#[derive(Default)]
-struct Locks {
-    connection: Option<PgConnection>,
-    held: Vec<&'static str>,
-}
-
-impl Locks {
-    async fn acquire(
-        &mut self,
-        pool: &sqlx::PgPool,
-        projections: &[Arc<dyn Projection>],
-    ) -> Vec<&'static str> {
-        if self.held.len() == projections.len() {
-            return self.held.clone();
-        }
-        if self.connection.is_none() {
-            match pool.acquire().await {
-                Ok(connection) => self.connection = Some(connection.detach()),
-                Err(_) => return Vec::new(),
-            }
-        }
-        let Some(connection) = self.connection.as_mut() else { return Vec::new() };
-        for projection in projections {
-            if self.held.contains(&projection.name()) {
-                continue;
-            }
-            let got: Result<bool, _> = sqlx::query_scalar(
-                "select pg_try_advisory_lock(hashtext('keyledger.projection'), hashtext($1))",
-            )
-            .bind(projection.name())
-            .fetch_one(&mut *connection)
-            .await;
-            match got {
-                Ok(true) => {
-                    tracing::info!(projection = projection.name(), "running projection here");
-                    self.held.push(projection.name());
-                }
-                Ok(false) => {}
-                Err(_) => {
-                    // The connection broke: its locks are gone with it.
-                    if let Some(connection) = self.connection.take() {
-                        let _ = connection.close().await;
-                    }
-                    self.held.clear();
-                    break;
-                }
-            }
-        }
-        self.held.clone()
-    }
-}
-
-impl std::fmt::Debug for Locks {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Locks").field("held", &self.held).finish()
-    }
 }

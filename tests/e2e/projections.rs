@@ -4,7 +4,7 @@ use chrono::{TimeZone, Utc};
 use serde_json::json;
 
 use crate::keys;
-use keyledger_domain::usage::{KeySource, RecordModelCall};
+use keyledger_domain::usage::{KeySource, ModelCallRecorded, RecordModelCall};
 use keyledger_domain::{OrgId, ProviderId};
 use keyledger_infra::Actor;
 use keyledger_tests::{on_both_backends, Backend, TestApp};
@@ -31,7 +31,7 @@ pub(crate) async fn view_rows(app: &TestApp) -> Vec<String> {
 }
 
 fn call(org: &str, n: u32, source: KeySource, day: u32) -> RecordModelCall {
-    RecordModelCall {
+    let call = ModelCallRecorded {
         org: org.to_owned(),
         request_id: format!("req-{org}-{n}"),
         provider: if n % 2 == 0 { ProviderId::Openai } else { ProviderId::Anthropic },
@@ -42,8 +42,8 @@ fn call(org: &str, n: u32, source: KeySource, day: u32) -> RecordModelCall {
         key_source: source,
         key_version: (source == KeySource::Byok).then_some(1),
         at: Utc.with_ymd_and_hms(2026, 11, day, 12, 0, 0).single().expect("instant"),
-        limits: None,
-    }
+    };
+    RecordModelCall { call, limits: None }
 }
 
 on_both_backends!(the_usage_cockpit_sums_calls_per_provider_model_day_and_key_source);

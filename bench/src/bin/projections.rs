@@ -298,16 +298,18 @@ async fn measure_lag(
         tasks.push(tokio::spawn(async move {
             let org = OrgId::parse(&format!("lag{}", n % 200)).expect("org");
             let call = RecordModelCall {
-                org: org.to_string(),
-                request_id: format!("lag-{n}"),
-                provider: ProviderId::Anthropic,
-                model: "claude".to_owned(),
-                input_tokens: 10,
-                output_tokens: 5,
-                cost_usd: 0.0001,
-                key_source: KeySource::Byok,
-                key_version: Some(1),
-                at: Utc::now(),
+                call: ModelCallRecorded {
+                    org: org.to_string(),
+                    request_id: format!("lag-{n}"),
+                    provider: ProviderId::Anthropic,
+                    model: "claude".to_owned(),
+                    input_tokens: 10,
+                    output_tokens: 5,
+                    cost_usd: 0.0001,
+                    key_source: KeySource::Byok,
+                    key_version: Some(1),
+                    at: Utc::now(),
+                },
                 limits: None,
             };
             let actor = Actor {

@@ -33,20 +33,10 @@ pub struct UsageLimits {
     pub cost_cap_usd: f64,
 }
 
-/// Record one model call.
+/// Record one model call, checking `limits` if it ran on the platform's key.
 #[derive(Debug, Clone)]
 pub struct RecordModelCall {
-    pub org: String,
-    pub request_id: String,
-    pub provider: ProviderId,
-    pub model: String,
-    pub input_tokens: u64,
-    pub output_tokens: u64,
-    pub cost_usd: f64,
-    pub key_source: KeySource,
-    /// The BYOK key version used, if any.
-    pub key_version: Option<u32>,
-    pub at: DateTime<Utc>,
+    pub call: ModelCallRecorded,
     /// Limits to enforce on platform-key calls; `None` records without checking.
     pub limits: Option<UsageLimits>,
 }
@@ -112,7 +102,7 @@ impl Aggregate for UsageLedger {
         _services: &Self::Services,
         sink: &EventSink<Self>,
     ) -> Result<(), Self::Error> {
-        if let (KeySource::Platform, Some(limits)) = (command.key_source, command.limits) {
+        if let (KeySource::Platform, Some(limits)) = (command.call.key_source, command.limits) {
             if self.platform_calls >= limits.max_calls {
                 return Err(UsageError::QuotaExceeded { max: limits.max_calls });
             }
@@ -120,18 +110,7 @@ impl Aggregate for UsageLedger {
                 return Err(UsageError::CostCapReached { cap: limits.cost_cap_usd });
             }
         }
-        let event = UsageEvent::ModelCallRecorded(ModelCallRecorded {
-            org: command.org,
-            request_id: command.request_id,
-            provider: command.provider,
-            model: command.model,
-            input_tokens: command.input_tokens,
-            output_tokens: command.output_tokens,
-            cost_usd: command.cost_usd,
-            key_source: command.key_source,
-            key_version: command.key_version,
-            at: command.at,
-        });
+        let event = UsageEvent::ModelCallRecorded(command.call);
         sink.write(event, self).await;
         Ok(())
     }
@@ -152,8 +131,8 @@ mod tests {
 
     use super::*;
 
-    fn call(source: KeySource, limits: Option<UsageLimits>) -> RecordModelCall {
-        RecordModelCall {
+    fn made(source: KeySource) -> ModelCallRecorded {
+        ModelCallRecorded {
             org: "acme".to_owned(),
             request_id: "req-1".to_owned(),
             provider: ProviderId::Openai,
@@ -164,24 +143,15 @@ mod tests {
             key_source: source,
             key_version: None,
             at: DateTime::from_timestamp(1_767_225_600, 0).expect("instant"),
-            limits,
         }
     }
 
+    fn call(source: KeySource, limits: Option<UsageLimits>) -> RecordModelCall {
+        RecordModelCall { call: made(source), limits }
+    }
+
     fn recorded(source: KeySource) -> UsageEvent {
-        let c = call(source, None);
-        UsageEvent::ModelCallRecorded(ModelCallRecorded {
-            org: c.org,
-            request_id: c.request_id,
-            provider: c.provider,
-            model: c.model,
-            input_tokens: c.input_tokens,
-            output_tokens: c.output_tokens,
-            cost_usd: c.cost_usd,
-            key_source: c.key_source,
-            key_version: c.key_version,
-            at: c.at,
-        })
+        UsageEvent::ModelCallRecorded(made(source))
     }
 
     const LIMITS: UsageLimits = UsageLimits { max_calls: 2, cost_cap_usd: 10.0 };

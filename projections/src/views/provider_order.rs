@@ -4,7 +4,7 @@ use async_trait::async_trait;
 
 use crate::db::{Arg, Tx};
 use crate::log::{Fact, LoggedEvent};
-use crate::projector::{Projection, ProjectionError};
+use crate::projection::{Projection, ProjectionError};
 use keyledger_domain::KeyringEvent as E;
 
 /// `view_provider_order`; `providers` is a JSON array of provider ids.

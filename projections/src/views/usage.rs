@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use super::values_placeholders;
 use crate::db::{Arg, Tx};
 use crate::log::{Fact, LoggedEvent};
-use crate::projector::{Projection, ProjectionError};
+use crate::projection::{Projection, ProjectionError};
 use keyledger_domain::usage::UsageEvent;
 
 /// `usage_daily` and `usage_calls`. Costs are kept in micro-dollars so sums are exact.

@@ -1,0 +1,38 @@
+//! What a projection is: a pure fold of events into tables it owns.
+
+use async_trait::async_trait;
+
+use crate::db::Tx;
+use crate::log::LoggedEvent;
+
+/// A read model: a pure fold of events into its tables.
+#[async_trait]
+pub trait Projection: Send + Sync + std::fmt::Debug {
+    /// The name used for its checkpoint and in `keyledger projections rebuild NAME`.
+    fn name(&self) -> &'static str;
+
+    /// The tables it owns (emptied by a rebuild).
+    fn tables(&self) -> &'static [&'static str];
+
+    /// The aggregate types whose events it reads (`Keyring`, `UsageLedger`); the reader leaves
+    /// the JSON of others out.
+    fn consumes(&self) -> &'static [&'static str];
+
+    /// Indexes (name, `create index if not exists …`) that a rebuild drops while it loads and
+    /// builds once at the end: cheaper than maintaining them row by row.
+    fn bulk_load_indexes(&self) -> &'static [(&'static str, &'static str)] {
+        &[]
+    }
+
+    /// Folds `events` (in global order, all after its checkpoint) into its tables within `tx`.
+    async fn apply(&self, tx: &mut Tx, events: &[&LoggedEvent]) -> Result<(), ProjectionError>;
+}
+
+/// A projector failure.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    #[error("projection storage: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("no projection named {0:?}")]
+    Unknown(String),
+}

@@ -1,0 +1,83 @@
+//! How replicas share the projections: advisory locks decide which replica runs each one, and
+//! PostgreSQL notifications wake every replica's projector when events are committed.
+
+use std::sync::Arc;
+
+use sqlx::{Connection, PgConnection};
+
+use crate::projection::Projection;
+
+/// Listens for commits of events by any replica.
+pub(crate) async fn listen(pool: &sqlx::PgPool) -> Option<sqlx::postgres::PgListener> {
+    let mut listener = sqlx::postgres::PgListener::connect_with(pool).await.ok()?;
+    listener.listen("keyledger_events").await.ok()?;
+    Some(listener)
+}
+
+/// Waits for the next notification; false if the listener broke (polling carries on).
+pub(crate) async fn next_notification(listener: &mut Option<sqlx::postgres::PgListener>) -> bool {
+    match listener {
+        Some(l) => l.recv().await.is_ok(),
+        None => std::future::pending().await,
+    }
+}
+
+/// The advisory locks this process holds, on a connection of its own: they last as long as the
+/// connection, so a process that dies releases them.
+#[derive(Default)]
+pub(crate) struct Locks {
+    connection: Option<PgConnection>,
+    held: Vec<&'static str>,
+}
+
+impl Locks {
+    pub(crate) async fn acquire(
+        &mut self,
+        pool: &sqlx::PgPool,
+        projections: &[Arc<dyn Projection>],
+    ) -> Vec<&'static str> {
+        if self.held.len() == projections.len() {
+            return self.held.clone();
+        }
+        if self.connection.is_none() {
+            match pool.acquire().await {
+                Ok(connection) => self.connection = Some(connection.detach()),
+                Err(_) => return Vec::new(),
+            }
+        }
+        let Some(connection) = self.connection.as_mut() else { return Vec::new() };
+        for projection in projections {
+            if self.held.contains(&projection.name()) {
+                continue;
+            }
+            let got: Result<bool, _> = sqlx::query_scalar(
+                "select pg_try_advisory_lock(hashtext('keyledger.projection'), hashtext($1))",
+            )
+            .bind(projection.name())
+            .fetch_one(&mut *connection)
+            .await;
+            match got {
+                Ok(true) => {
+                    tracing::info!(projection = projection.name(), "running projection here");
+                    self.held.push(projection.name());
+                }
+                Ok(false) => {}
+                Err(_) => {
+                    // The connection broke: its locks are gone with it.
+                    if let Some(connection) = self.connection.take() {
+                        let _ = connection.close().await;
+                    }
+                    self.held.clear();
+                    break;
+                }
+            }
+        }
+        self.held.clone()
+    }
+}
+
+impl std::fmt::Debug for Locks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Locks").field("held", &self.held).finish()
+    }
+}
