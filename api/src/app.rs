@@ -61,6 +61,7 @@ pub async fn build_state(config: Config) -> Result<AppState, StartError> {
     if swept > 0 {
         tracing::warn!(count = swept, "destroyed key material a previous run left behind");
     }
+    let prices = Arc::new(config.prices.clone());
     let providers = ProviderClient::new(config.provider_base_urls.clone())
         .map_err(|e| StartError::Http(e.to_string()))?;
     let deps = Arc::new(ServiceDeps {
@@ -84,6 +85,7 @@ pub async fn build_state(config: Config) -> Result<AppState, StartError> {
         log: EventLog::new(views.clone()),
         views,
         projector,
+        prices,
     })
 }
 
@@ -118,7 +120,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/orgs/{org}/audit", get(audit::audit_page))
         .route("/v1/orgs/{org}/audit/verify", get(audit::audit_verify))
         .route("/v1/orgs/{org}/events", get(audit::events))
-        .route("/v1/orgs/{org}/usage", get(usage::usage))
+        .route("/v1/orgs/{org}/usage", get(usage::usage).post(usage::record_usage))
         .route("/v1/orgs/{org}/usage/calls", get(usage::recent_calls))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))

@@ -58,6 +58,8 @@ pub enum Access {
     ManagePlan,
     /// The audit trail, the raw events, usage.
     ReadAudit,
+    /// Record model calls (and, with the gateway, make them).
+    RecordUsage,
 }
 
 impl Access {
@@ -70,6 +72,7 @@ impl Access {
             Self::ManageKeys => matches!(role, R::Owner | R::Admin),
             Self::ManagePlan => matches!(role, R::PlatformAdmin),
             Self::ReadAudit => matches!(role, R::Owner | R::Admin | R::Auditor | R::PlatformAdmin),
+            Self::RecordUsage => matches!(role, R::Service),
         }
     }
 }

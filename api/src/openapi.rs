@@ -15,13 +15,13 @@ use crate::views::{KeyList, MaskedKey, OrgStatus, ProviderOrder, VerificationVie
         orgs::org_status, orgs::set_plan, orgs::set_byok_access, orgs::get_provider_order,
         orgs::set_provider_order, keys::store_key, keys::list_keys, keys::get_key,
         keys::rotate_key, keys::update_key, keys::remove_key, keys::verify_key,
-        audit::audit_page, audit::audit_verify, audit::events, usage::usage, usage::recent_calls,
+        audit::audit_page, audit::audit_verify, audit::events, usage::usage, usage::recent_calls, usage::record_usage,
     ),
     components(schemas(
         Problem, MaskedKey, VerificationView, OrgStatus, KeyList, ProviderOrder,
         keys::StoreKeyRequest, keys::RotateKeyRequest, keys::UpdateKeyRequest,
         orgs::PlanRequest, orgs::ByokAccessRequest, orgs::ProviderOrderRequest,
-        audit::AuditPage, audit::AuditVerification, usage::UsageReport, usage::CallList, usage::CallView,
+        audit::AuditPage, audit::AuditVerification, usage::UsageReport, usage::CallList, usage::CallView, usage::RecordUsageRequest, usage::UsageRecorded,
     )),
     modifiers(&BearerAuth),
 )]

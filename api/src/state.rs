@@ -7,7 +7,7 @@ use crate::auth::{Caller, TokenKeys};
 use crate::error::ApiError;
 use keyledger_domain::{KeyringCommand, OrgId};
 use keyledger_infra::providers::EndpointPolicy;
-use keyledger_infra::{Committed, Database, Keyrings, UsageRecorder};
+use keyledger_infra::{Committed, Database, Keyrings, Recorded, UsageRecorder};
 use keyledger_projections::{EventLog, Pool, Projector};
 
 /// How long a command waits for the views to show it before answering anyway.
@@ -25,6 +25,8 @@ pub struct AppState {
     pub views: Pool,
     pub log: EventLog,
     pub projector: Arc<Projector>,
+    /// What model calls cost.
+    pub prices: Arc<keyledger_domain::pricing::PriceTable>,
 }
 
 impl AppState {
@@ -53,13 +55,10 @@ impl AppState {
         org: &OrgId,
         call: keyledger_domain::usage::RecordModelCall,
         actor: &keyledger_infra::Actor,
-    ) -> Result<
-        Vec<cqrs_es::EventEnvelope<keyledger_domain::usage::UsageLedger>>,
-        keyledger_infra::RecordError,
-    > {
-        let events = self.usage.record(org, call, actor).await?;
+    ) -> Result<Recorded, keyledger_infra::RecordError> {
+        let recorded = self.usage.record(org, call, actor).await?;
         self.projector.nudge();
-        Ok(events)
+        Ok(recorded)
     }
 
     /// Waits until the views include `org`'s latest Keyring event.

@@ -6,7 +6,9 @@ pub mod keyring;
 pub mod mask;
 pub mod org;
 pub mod plan;
+pub mod pricing;
 pub mod provider;
+pub mod resolution;
 pub mod usage;
 pub mod verification;
 

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use secrecy::SecretString;
 
 use crate::crypto::{MasterKeyError, MasterKeyRing};
+use keyledger_domain::pricing::PriceTable;
 use keyledger_domain::{PlanCatalogue, ProviderId};
 
 /// Everything keyledger reads from its environment. `Debug` shows no secret.
@@ -30,6 +31,10 @@ pub struct Config {
     pub provider_base_urls: BTreeMap<ProviderId, String>,
     /// The plan catalogue (`KEYLEDGER_PLANS_FILE` or the built-in one).
     pub plans: PlanCatalogue,
+    /// The model price table (`KEYLEDGER_PRICES_FILE` or the built-in one).
+    pub prices: PriceTable,
+    /// `KEYLEDGER_PLATFORM_KEY_<ID>`: the platform's own shared key per provider.
+    pub platform_keys: BTreeMap<ProviderId, SecretString>,
     /// `KEYLEDGER_ALLOW_PRIVATE_ENDPOINTS=true`: organizations may point keyledger at
     /// loopback and private addresses.
     pub allow_private_endpoints: bool,
@@ -116,10 +121,23 @@ impl Config {
 
         let plans = match var("KEYLEDGER_PLANS_FILE") {
             Some(path) => {
-                load_plans(Path::new(&path)).map_err(|e| invalid("KEYLEDGER_PLANS_FILE", e))?
+                load_table(Path::new(&path)).map_err(|e| invalid("KEYLEDGER_PLANS_FILE", e))?
             }
             None => PlanCatalogue::default(),
         };
+        let prices = match var("KEYLEDGER_PRICES_FILE") {
+            Some(path) => {
+                load_table(Path::new(&path)).map_err(|e| invalid("KEYLEDGER_PRICES_FILE", e))?
+            }
+            None => PriceTable::default(),
+        };
+        let mut platform_keys = BTreeMap::new();
+        for provider in ProviderId::ALL {
+            let name = format!("KEYLEDGER_PLATFORM_KEY_{}", provider.as_str().to_uppercase());
+            if let Some(key) = secret(&var, &name)? {
+                platform_keys.insert(provider, SecretString::from(key));
+            }
+        }
         let allow_private_endpoints = match var("KEYLEDGER_ALLOW_PRIVATE_ENDPOINTS").as_deref() {
             None | Some("false" | "0") => false,
             Some("true" | "1") => true,
@@ -137,6 +155,8 @@ impl Config {
             jwt_secret: SecretString::from(jwt_secret),
             provider_base_urls,
             plans,
+            prices,
+            platform_keys,
             allow_private_endpoints,
             dev_secrets,
         })
@@ -179,7 +199,8 @@ fn load_or_generate(path: &Path, generate: impl FnOnce() -> String) -> Result<St
     Ok(text)
 }
 
-fn load_plans(path: &Path) -> Result<PlanCatalogue, String> {
+/// A TOML or JSON file (JSON by extension or by its first character).
+fn load_table<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let is_json =
@@ -211,6 +232,32 @@ mod tests {
             .expect("valid");
         let shown = format!("{config:?}");
         assert!(!shown.contains(master.as_str()) && !shown.contains(jwt), "{shown}");
+    }
+
+    #[test]
+    fn platform_keys_and_a_prices_file_are_read() {
+        let dir = std::env::temp_dir().join(format!("keyledger-prices-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let prices = dir.join("prices.toml");
+        std::fs::write(
+            &prices,
+            "[\"openai/gpt-4o\"]\ninput_per_million_usd = 1.0\noutput_per_million_usd = 2.0\n",
+        )
+        .expect("write");
+        let config = config(&[
+            ("KEYLEDGER_MASTER_KEY", &MasterKeyRing::generate_encoded()),
+            ("KEYLEDGER_JWT_SECRET", "x"),
+            ("KEYLEDGER_PLATFORM_KEY_OPENAI", "sk-platform-key-that-stays-secret"),
+            ("KEYLEDGER_PRICES_FILE", &prices.to_string_lossy()),
+        ])
+        .expect("valid");
+        assert!(config.platform_keys.contains_key(&ProviderId::Openai));
+        assert!(
+            (config.prices.cost(ProviderId::Openai, "gpt-4o", 1_000_000, 1_000_000) - 3.0).abs()
+                < 1e-9
+        );
+        assert!(!format!("{config:?}").contains("sk-platform-key-that-stays-secret"));
+        std::fs::remove_dir_all(dir).ok();
     }
 
     #[test]

@@ -14,4 +14,4 @@ pub mod usage;
 pub use config::{Config, ConfigError};
 pub use db::{Database, DatabaseError};
 pub use keyrings::{Actor, CommandError, Committed, Keyrings};
-pub use usage::{RecordError, UsageRecorder};
+pub use usage::{RecordError, Recorded, UsageRecorder};

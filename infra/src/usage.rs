@@ -1,14 +1,18 @@
-//! Recording model calls on organizations' monthly usage ledgers.
+//! Recording model calls on organizations' monthly usage ledgers, once per request id.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 
 use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventEnvelope, EventStore};
+use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventStore};
+use tokio::sync::Mutex;
 
 use crate::db::Database;
 use crate::event_store::{EventRepository, SnapshottingStore};
 use crate::keyrings::Actor;
-use keyledger_domain::usage::{ledger_id, RecordModelCall, UsageError, UsageLedger};
+use keyledger_domain::usage::{
+    ledger_id, ModelCallRecorded, RecordModelCall, UsageError, UsageEvent, UsageLedger,
+};
 use keyledger_domain::OrgId;
 
 /// Why a call was not recorded.
@@ -20,24 +24,83 @@ pub enum RecordError {
     Storage(String),
 }
 
+/// What recording did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Recorded {
+    /// Recorded now, as event `sequence` of ledger `ledger_id`.
+    New { call: ModelCallRecorded, ledger_id: String, sequence: usize },
+    /// The request id was recorded before: this is that first call.
+    Duplicate(ModelCallRecorded),
+}
+
 /// All organizations' usage ledgers.
 #[derive(Debug)]
 pub struct UsageRecorder {
     store: SnapshottingStore<EventRepository, UsageLedger>,
+    db: Database,
+    /// Calls to one ledger queue here instead of racing for it; other replicas still race and
+    /// are retried.
+    stripes: Vec<Mutex<()>>,
+    hasher: RandomState,
 }
 
-/// Attempts before concurrent recorders on one ledger give up.
+/// Attempts before concurrent recorders on one ledger (across replicas) give up.
 const ATTEMPTS: usize = 20;
+const STRIPES: usize = 64;
 
 impl UsageRecorder {
     /// Ledgers kept in `db`.
     #[must_use]
     pub fn new(db: &Database) -> Self {
-        Self { store: SnapshottingStore::new(EventRepository::new(db)) }
+        Self {
+            store: SnapshottingStore::new(EventRepository::new(db)),
+            db: db.clone(),
+            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            hasher: RandomState::new(),
+        }
     }
 
-    /// Records `call` on `org`'s ledger for the call's month; concurrent recordings are retried,
-    /// so limits hold however many record at once.
+    /// The call `org` recorded under `request_id`, if any.
+    ///
+    /// # Errors
+    /// [`RecordError::Storage`] when the log cannot be read.
+    pub async fn find(
+        &self,
+        org: &OrgId,
+        request_id: &str,
+    ) -> Result<Option<ModelCallRecorded>, RecordError> {
+        let payload: Option<String> = match &self.db {
+            Database::Postgres(pool) => {
+                sqlx::query_scalar(
+                    "select payload::text from events where aggregate_type = 'UsageLedger' \
+                 and (payload->'ModelCallRecorded'->>'org') = $1 \
+                 and (payload->'ModelCallRecorded'->>'request_id') = $2",
+                )
+                .bind(org.as_str())
+                .bind(request_id)
+                .fetch_optional(pool)
+                .await
+            }
+            Database::Sqlite(pool) => {
+                sqlx::query_scalar(
+                    "select payload from events where aggregate_type = 'UsageLedger' \
+                 and json_extract(payload, '$.ModelCallRecorded.org') = $1 \
+                 and json_extract(payload, '$.ModelCallRecorded.request_id') = $2",
+                )
+                .bind(org.as_str())
+                .bind(request_id)
+                .fetch_optional(pool)
+                .await
+            }
+        }
+        .map_err(|e| RecordError::Storage(e.to_string()))?;
+        Ok(payload
+            .and_then(|p| serde_json::from_str::<UsageEvent>(&p).ok())
+            .map(|UsageEvent::ModelCallRecorded(call)| call))
+    }
+
+    /// Records `call` on `org`'s ledger for the call's month, unless its request id was
+    /// recorded before; limits hold however many record at once.
     ///
     /// # Errors
     /// [`RecordError::Refused`] over quota or cost cap.
@@ -46,16 +109,19 @@ impl UsageRecorder {
         org: &OrgId,
         call: RecordModelCall,
         actor: &Actor,
-    ) -> Result<Vec<EventEnvelope<UsageLedger>>, RecordError> {
+    ) -> Result<Recorded, RecordError> {
         let id = ledger_id(org, call.call.at);
+        let _queued = self.stripes[(self.hasher.hash_one(&id) as usize) % STRIPES].lock().await;
         let metadata = HashMap::from([
             ("actor".to_owned(), actor.sub.clone()),
             ("role".to_owned(), actor.role.clone()),
             ("request_id".to_owned(), actor.request_id.clone()),
             ("occurred_at".to_owned(), call.call.at.to_rfc3339()),
         ]);
-        let mut last_error = String::new();
         for _ in 0..ATTEMPTS {
+            if let Some(first) = self.find(org, &call.call.request_id).await? {
+                return Ok(Recorded::Duplicate(first));
+            }
             let mut context = self.store.load_aggregate(&id).await.map_err(storage)?;
             let sink = EventSink::default();
             context
@@ -64,12 +130,17 @@ impl UsageRecorder {
                 .await
                 .map_err(RecordError::Refused)?;
             match self.store.commit(sink.collect().await, context, metadata.clone()).await {
-                Ok(events) => return Ok(events),
-                Err(AggregateError::AggregateConflict) => last_error = "conflict".to_owned(),
+                Ok(events) => {
+                    let sequence = events.last().map_or(0, |e| e.sequence);
+                    return Ok(Recorded::New { call: call.call, ledger_id: id, sequence });
+                }
+                // Another writer took the ledger's next sequence, or (on SQLite, where the
+                // unique index is not mapped to a conflict) the same request id: look again.
+                Err(AggregateError::AggregateConflict | AggregateError::UnexpectedError(_)) => {}
                 Err(other) => return Err(storage(other)),
             }
         }
-        Err(RecordError::Storage(format!("gave up after {ATTEMPTS} attempts ({last_error})")))
+        Err(RecordError::Storage(format!("gave up after {ATTEMPTS} attempts")))
     }
 }
 

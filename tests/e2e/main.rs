@@ -11,3 +11,4 @@ mod plans;
 mod projections;
 mod secrecy;
 mod snapshots;
+mod usage;

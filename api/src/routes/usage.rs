@@ -1,15 +1,19 @@
 //! The usage cockpit: what an organization's model calls used and cost.
 
 use axum::extract::{Query, State};
-use chrono::{Datelike, NaiveDate, Utc};
+use axum::http::StatusCode;
+use chrono::{Datelike, NaiveDate, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::{Access, Caller};
 use crate::error::{ApiError, Problem};
-use crate::extract::OrgParam;
+use crate::extract::{parse_provider, Json, OrgParam};
 use crate::state::AppState;
+use keyledger_domain::resolution::{resolve, Resolution};
+use keyledger_domain::usage::{KeySource, ModelCallRecorded, RecordModelCall, UsageError};
+use keyledger_infra::{RecordError, Recorded};
 use keyledger_projections::queries::{self, CallRow, USAGE_DIMENSIONS};
 
 /// Query of `GET …/usage`.
@@ -173,5 +177,93 @@ fn call_view(c: CallRow) -> CallView {
         output_tokens: c.output_tokens,
         cost_usd: usd(c.cost_micros),
         at: c.at,
+    }
+}
+
+/// Body of `POST …/usage`: a model call made elsewhere.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecordUsageRequest {
+    /// The caller's id of the call; sending it again records nothing new.
+    request_id: String,
+    #[schema(example = "openai")]
+    provider: String,
+    #[schema(example = "gpt-4o-mini")]
+    model: String,
+    input_tokens: u64,
+    output_tokens: u64,
+    /// When the call was made (default: now).
+    at: Option<chrono::DateTime<Utc>>,
+}
+
+/// What a recorded call cost and whose key paid.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct UsageRecorded {
+    cost_usd: f64,
+    #[schema(example = "platform")]
+    key_source: String,
+}
+
+impl From<&ModelCallRecorded> for UsageRecorded {
+    fn from(call: &ModelCallRecorded) -> Self {
+        Self { cost_usd: call.cost_usd, key_source: call.key_source.as_str().to_owned() }
+    }
+}
+
+/// Record a model call made elsewhere: priced from the price table, paid by the organization's
+/// key if it has an active one for the provider, else by the platform's under the plan's
+/// monthly quota and cost cap. Idempotent on `request_id`.
+#[utoipa::path(post, path = "/v1/orgs/{org}/usage", tag = "usage",
+    params(("org" = String, Path)),
+    request_body = RecordUsageRequest,
+    responses((status = 201, body = UsageRecorded), (status = 200, body = UsageRecorded, description = "the request id was recorded before"),
+              (status = 429, body = Problem, content_type = "application/problem+json"),
+              (status = "4XX", body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+#[tracing::instrument(skip_all, fields(org = %org))]
+pub(crate) async fn record_usage(
+    State(state): State<AppState>,
+    caller: Caller,
+    OrgParam(org): OrgParam,
+    Json(body): Json<RecordUsageRequest>,
+) -> Result<(StatusCode, axum::Json<UsageRecorded>), ApiError> {
+    caller.authorize(&org, Access::RecordUsage)?;
+    let provider = parse_provider(&body.provider)?;
+    for (field, value) in [("request_id", &body.request_id), ("model", &body.model)] {
+        if value.is_empty() || value.chars().count() > 200 {
+            return Err(ApiError::invalid_request(format!("{field} is 1 to 200 characters")));
+        }
+    }
+    let keyring = state.keyrings.load(&org).await?;
+    let plans = &state.keyrings.deps().plans;
+    let (key_source, key_version, limits) = match resolve(&keyring, plans, provider, true) {
+        Resolution::Byok(key) => (KeySource::Byok, Some(key.version), None),
+        Resolution::Platform(limits) => (KeySource::Platform, None, Some(limits)),
+        // A call made elsewhere without the organization's key was made with the platform's.
+        Resolution::NoKey => (KeySource::Platform, None, None),
+    };
+    let call = ModelCallRecorded {
+        org: org.to_string(),
+        request_id: body.request_id,
+        provider,
+        cost_usd: state.prices.cost(provider, &body.model, body.input_tokens, body.output_tokens),
+        model: body.model,
+        input_tokens: body.input_tokens,
+        output_tokens: body.output_tokens,
+        key_source,
+        key_version,
+        at: body.at.unwrap_or_else(Utc::now).trunc_subsecs(6),
+    };
+    match state.record_usage(&org, RecordModelCall { call, limits }, &caller.actor()).await {
+        Ok(Recorded::New { call, .. }) => Ok((StatusCode::CREATED, axum::Json((&call).into()))),
+        Ok(Recorded::Duplicate(first)) => Ok((StatusCode::OK, axum::Json((&first).into()))),
+        Err(RecordError::Refused(refusal)) => {
+            let code = match refusal {
+                UsageError::QuotaExceeded { .. } => "quota_exceeded",
+                UsageError::CostCapReached { .. } => "cost_cap_reached",
+            };
+            Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, code, refusal.to_string()))
+        }
+        Err(error @ RecordError::Storage(_)) => Err(ApiError::internal(&error)),
     }
 }

@@ -17,7 +17,7 @@ use keyledger_domain::keyring::{KeyRotated, KeyStored, KeyVerificationRecorded, 
 use keyledger_domain::usage::{KeySource, ModelCallRecorded, RecordModelCall, UsageEvent};
 use keyledger_domain::{KeyringEvent, OrgId, PlanId, ProviderId, VerificationOutcome};
 use keyledger_infra::crypto::MasterKeyRing;
-use keyledger_infra::{Actor, Config, Database};
+use keyledger_infra::{Actor, Config, Database, Recorded};
 use keyledger_projections::Cursor;
 
 #[derive(Debug, Parser)]
@@ -317,11 +317,13 @@ async fn measure_lag(
                 role: "service".to_owned(),
                 request_id: String::new(),
             };
-            let events = state.record_usage(&org, call, &actor).await.expect("recorded");
+            let recorded = state.record_usage(&org, call, &actor).await.expect("recorded");
             let committed_at = Instant::now();
-            let last = events.last().expect("one event");
+            let Recorded::New { ledger_id, sequence, .. } = recorded else {
+                panic!("request ids are unique")
+            };
             let cursor = log
-                .cursor_of("UsageLedger", &last.aggregate_id, last.sequence as i64)
+                .cursor_of("UsageLedger", &ledger_id, sequence as i64)
                 .await
                 .expect("cursor")
                 .expect("exists");

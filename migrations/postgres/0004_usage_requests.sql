@@ -1,0 +1,5 @@
+-- A model call is recorded once per organization and request id, however often it is sent.
+create unique index events_usage_request on events (
+    (payload->'ModelCallRecorded'->>'org'),
+    (payload->'ModelCallRecorded'->>'request_id')
+) where aggregate_type = 'UsageLedger';

@@ -1,0 +1,131 @@
+//! Recording model calls made elsewhere: priced, attributed to the right key, idempotent, and
+//! never over the plan's platform-key quota, however many arrive at once.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use serde_json::json;
+
+use crate::keys;
+use keyledger_api::Role;
+use keyledger_tests::{on_both_backends, Backend, TestApp};
+
+fn call(request_id: &str) -> serde_json::Value {
+    json!({"request_id": request_id, "provider": "openai", "model": "gpt-4o-mini", "input_tokens": 1_000_000, "output_tokens": 1_000_000})
+}
+
+on_both_backends!(a_call_is_priced_attributed_and_recorded_once_per_request_id);
+
+async fn a_call_is_priced_attributed_and_recorded_once_per_request_id(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let service = app.token("acme", Role::Service, "worker");
+    let first = app.post("/v1/orgs/acme/usage", &service, call("req-1")).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.everything());
+    assert_eq!(
+        first.json(),
+        json!({"cost_usd": 0.75, "key_source": "platform"}),
+        "gpt-4o-mini list price"
+    );
+
+    let again = app.post("/v1/orgs/acme/usage", &service, call("req-1")).await;
+    assert_eq!(again.status, StatusCode::OK);
+    assert_eq!(again.json(), first.json(), "the first answer");
+    let recorded =
+        app.count("select count(*) from events where aggregate_type = 'UsageLedger'").await;
+    assert_eq!(recorded, 1, "recorded once");
+
+    app.set_plan("acme", "pro").await;
+    app.post(
+        "/v1/orgs/acme/keys",
+        &app.owner("acme"),
+        json!({"provider": "openai", "key": keys::openai()}),
+    )
+    .await;
+    let byok = app.post("/v1/orgs/acme/usage", &service, call("req-2")).await;
+    assert_eq!(byok.json()["key_source"], "byok", "the organization's active key paid");
+
+    let everywhere = app.token("*", Role::Service, "gateway");
+    assert_eq!(
+        app.post("/v1/orgs/other/usage", &everywhere, call("req-3")).await.status,
+        StatusCode::CREATED
+    );
+    let owner = app.post("/v1/orgs/acme/usage", &app.owner("acme"), call("req-4")).await;
+    assert_eq!(owner.status, StatusCode::FORBIDDEN, "only services record usage");
+    let unknown = app.post("/v1/orgs/acme/usage", &service, json!({"request_id": "r", "provider": "nope", "model": "m", "input_tokens": 1, "output_tokens": 1})).await;
+    assert_eq!(unknown.code(), "unknown_provider");
+    let missing = app
+        .post("/v1/orgs/acme/usage", &service, json!({"request_id": "r", "provider": "openai"}))
+        .await;
+    assert_eq!(missing.code(), "invalid_request");
+    app.finish().await;
+}
+
+fn plans_file(plans: serde_json::Value) -> String {
+    let path = std::env::temp_dir().join(format!("keyledger-plans-{}.json", uuid::Uuid::new_v4()));
+    let mut all: BTreeMap<String, serde_json::Value> =
+        serde_json::from_value(plans).expect("plans");
+    all.insert("starter".to_owned(), json!({"byok": false, "max_providers": null, "provider_order": false, "monthly_platform_queries": 2000, "monthly_platform_cost_cap_usd": 50.0}));
+    std::fs::write(&path, serde_json::to_string(&all).expect("json")).expect("write plans");
+    path.to_string_lossy().into_owned()
+}
+
+on_both_backends!(fifty_concurrent_platform_calls_never_exceed_the_quota);
+
+async fn fifty_concurrent_platform_calls_never_exceed_the_quota(backend: Backend) {
+    let plans = plans_file(
+        json!({"tiny": {"byok": false, "max_providers": null, "provider_order": false, "monthly_platform_queries": 20, "monthly_platform_cost_cap_usd": 1000.0}}),
+    );
+    let app = Arc::new(TestApp::start_with(backend, &[("KEYLEDGER_PLANS_FILE", &plans)]).await);
+    app.set_plan("acme", "tiny").await;
+    let service = app.token("acme", Role::Service, "worker");
+    let calls: Vec<_> = (0..50)
+        .map(|n| {
+            let (app, service) = (Arc::clone(&app), service.clone());
+            tokio::spawn(async move {
+                app.post("/v1/orgs/acme/usage", &service, call(&format!("race-{n}"))).await
+            })
+        })
+        .collect();
+    let mut statuses = BTreeMap::new();
+    for call in calls {
+        let response = call.await.expect("task");
+        if response.status == StatusCode::TOO_MANY_REQUESTS {
+            assert_eq!(response.code(), "quota_exceeded");
+        }
+        *statuses.entry(response.status.as_u16()).or_insert(0) += 1;
+    }
+    assert_eq!(statuses, BTreeMap::from([(201, 20), (429, 30)]), "exactly the quota gets through");
+    assert_eq!(
+        app.count("select count(*) from events where aggregate_type = 'UsageLedger'").await,
+        20
+    );
+    match Arc::try_unwrap(app) {
+        Ok(app) => app.finish().await,
+        Err(_) => panic!("tasks still hold the app"),
+    }
+}
+
+on_both_backends!(platform_calls_stop_at_the_cost_cap);
+
+async fn platform_calls_stop_at_the_cost_cap(backend: Backend) {
+    let plans = plans_file(
+        json!({"capped": {"byok": false, "max_providers": null, "provider_order": false, "monthly_platform_queries": 1000, "monthly_platform_cost_cap_usd": 1.0}}),
+    );
+    let app = TestApp::start_with(backend, &[("KEYLEDGER_PLANS_FILE", &plans)]).await;
+    app.set_plan("acme", "capped").await;
+    let service = app.token("acme", Role::Service, "worker");
+    assert_eq!(
+        app.post("/v1/orgs/acme/usage", &service, call("c-1")).await.status,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        app.post("/v1/orgs/acme/usage", &service, call("c-2")).await.status,
+        StatusCode::CREATED,
+        "0.75 of 1.00 spent"
+    );
+    let over = app.post("/v1/orgs/acme/usage", &service, call("c-3")).await;
+    assert_eq!(over.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(over.code(), "cost_cap_reached");
+    app.finish().await;
+}
