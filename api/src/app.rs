@@ -19,7 +19,7 @@ use tracing::Level;
 
 use crate::auth::TokenKeys;
 use crate::error::ApiError;
-use crate::routes::{audit, keys, ops, orgs, usage};
+use crate::routes::{audit, gateway, keys, ops, orgs, usage};
 use crate::state::AppState;
 use keyledger_infra::crypto::Envelope;
 use keyledger_infra::material::MaterialStore;
@@ -31,6 +31,8 @@ use tokio::sync::watch;
 
 /// Request bodies larger than this are refused with 413.
 pub const BODY_LIMIT: usize = 64 * 1024;
+/// Model calls carry prompts: their bodies may be larger.
+pub const GATEWAY_BODY_LIMIT: usize = 8 * 1024 * 1024;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why the application could not start.
@@ -53,7 +55,7 @@ pub enum StartError {
 ///
 /// # Errors
 /// [`StartError`] when the database or HTTP client cannot be set up.
-pub async fn build_state(config: Config) -> Result<AppState, StartError> {
+pub async fn build_state(mut config: Config) -> Result<AppState, StartError> {
     let db = Database::connect(&config.database_url).await?;
     db.migrate().await?;
     let material = MaterialStore::new(db.clone());
@@ -62,6 +64,7 @@ pub async fn build_state(config: Config) -> Result<AppState, StartError> {
         tracing::warn!(count = swept, "destroyed key material a previous run left behind");
     }
     let prices = Arc::new(config.prices.clone());
+    let platform_keys = Arc::new(std::mem::take(&mut config.platform_keys));
     let providers = ProviderClient::new(config.provider_base_urls.clone())
         .map_err(|e| StartError::Http(e.to_string()))?;
     let deps = Arc::new(ServiceDeps {
@@ -86,6 +89,7 @@ pub async fn build_state(config: Config) -> Result<AppState, StartError> {
         views,
         projector,
         prices,
+        platform_keys,
     })
 }
 
@@ -122,6 +126,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/orgs/{org}/events", get(audit::events))
         .route("/v1/orgs/{org}/usage", get(usage::usage).post(usage::record_usage))
         .route("/v1/orgs/{org}/usage/calls", get(usage::recent_calls))
+        .route(
+            "/v1/orgs/{org}/gateway/{provider}/{*path}",
+            post(gateway::forward).layer(DefaultBodyLimit::max(GATEWAY_BODY_LIMIT)),
+        )
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/openapi.json", get(ops::openapi_json))

@@ -27,6 +27,9 @@ pub struct AppState {
     pub projector: Arc<Projector>,
     /// What model calls cost.
     pub prices: Arc<keyledger_domain::pricing::PriceTable>,
+    /// The platform's own keys, by provider.
+    pub platform_keys:
+        Arc<std::collections::BTreeMap<keyledger_domain::ProviderId, secrecy::SecretString>>,
 }
 
 impl AppState {

@@ -60,6 +60,18 @@ impl UsageRecorder {
         }
     }
 
+    /// `org`'s ledger for the month of `at`.
+    ///
+    /// # Errors
+    /// [`RecordError::Storage`] when it cannot be loaded.
+    pub async fn ledger(
+        &self,
+        org: &OrgId,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<UsageLedger, RecordError> {
+        Ok(self.store.load_aggregate(&ledger_id(org, at)).await.map_err(storage)?.aggregate)
+    }
+
     /// The call `org` recorded under `request_id`, if any.
     ///
     /// # Errors

@@ -4,6 +4,7 @@ mod access;
 mod audit;
 mod bad_input;
 mod concurrency;
+mod gateway;
 mod global_order;
 mod keys;
 mod lifecycle;

@@ -1,6 +1,7 @@
 //! The HTTP endpoints, one module per resource.
 
 pub mod audit;
+pub mod gateway;
 pub mod keys;
 pub mod ops;
 pub mod orgs;

@@ -1,8 +1,10 @@
 //! The UsageLedger aggregate: one per organization and month, recording model calls apart
 //! from the Keyring so a busy organization's calls never contend with its key commands.
 
+mod figures;
 mod ledger;
 
+pub use figures::UsageFigures;
 pub use ledger::{
     KeySource, ModelCallRecorded, RecordModelCall, UsageError, UsageEvent, UsageLedger, UsageLimits,
 };

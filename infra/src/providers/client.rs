@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION};
 use reqwest::{RequestBuilder, StatusCode};
 
 use super::registry::{default_base_url, Auth, ProviderSpec};
@@ -17,6 +18,59 @@ pub struct ProviderClient {
 }
 
 const VERIFY_TIMEOUT: Duration = Duration::from_secs(10);
+/// A model call, streamed answer included, must finish within this.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Headers a caller may not pass on: its own credentials (keyledger presents the key), and
+/// hop-by-hop headers that describe the caller's connection, not the provider's.
+const NOT_FORWARDED: [&str; 14] = [
+    "authorization",
+    "x-api-key",
+    "x-goog-api-key",
+    "api-key",
+    "cookie",
+    "host",
+    "content-length",
+    "connection",
+    "keep-alive",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "transfer-encoding",
+    "upgrade",
+];
+
+fn forwardable(headers: &HeaderMap) -> HeaderMap {
+    headers
+        .iter()
+        .filter(|(name, _)| !NOT_FORWARDED.contains(&name.as_str()))
+        .map(|(n, v)| (n.clone(), v.clone()))
+        .collect()
+}
+
+/// Puts `key` where `provider` expects it, and the provider's fixed headers unless the caller
+/// chose its own (such as a newer `anthropic-version`).
+fn put_key(headers: &mut HeaderMap, provider: ProviderId, key: Option<&ApiKey>) {
+    let spec = ProviderSpec::of(provider);
+    if let Auth::Header { extra, .. } = spec.auth {
+        for (name, value) in extra {
+            if !headers.contains_key(*name) {
+                headers.insert(*name, HeaderValue::from_static(value));
+            }
+        }
+    }
+    let Some(key) = key else { return };
+    let (name, value) = match spec.auth {
+        Auth::Bearer => (AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {}", key.expose()))),
+        Auth::Header { name, .. } => {
+            (HeaderName::from_static(name), HeaderValue::from_str(key.expose()))
+        }
+    };
+    if let Ok(mut value) = value {
+        value.set_sensitive(true);
+        headers.insert(name, value);
+    }
+}
 
 impl ProviderClient {
     /// A client using `overrides` (from `KEYLEDGER_PROVIDER_<ID>_BASE_URL`) over the public URLs.
@@ -49,18 +103,35 @@ impl ProviderClient {
         provider: ProviderId,
         key: Option<&ApiKey>,
     ) -> RequestBuilder {
-        let Some(key) = key else {
-            return request;
-        };
-        match ProviderSpec::of(provider).auth {
-            Auth::Bearer => request.bearer_auth(key.expose()),
-            Auth::Header { name, extra } => {
-                let mut value = reqwest::header::HeaderValue::from_str(key.expose())
-                    .unwrap_or_else(|_| reqwest::header::HeaderValue::from_static(""));
-                value.set_sensitive(true);
-                extra.iter().fold(request.header(name, value), |r, (n, v)| r.header(*n, *v))
-            }
-        }
+        let mut headers = HeaderMap::new();
+        put_key(&mut headers, provider, key);
+        request.headers(headers)
+    }
+
+    /// Forwards a caller's request to `path_and_query` at `provider` with `key` in place of
+    /// whatever credentials the caller sent. The answer streams back as it arrives.
+    ///
+    /// # Errors
+    /// The transport error when the provider cannot be reached or times out.
+    pub async fn forward(
+        &self,
+        provider: ProviderId,
+        endpoint: Option<&str>,
+        path_and_query: &str,
+        caller_headers: &HeaderMap,
+        body: bytes::Bytes,
+        key: Option<&ApiKey>,
+    ) -> Result<reqwest::Response, reqwest::Error> {
+        let base = self.base_url(provider, endpoint).unwrap_or_default();
+        let mut headers = forwardable(caller_headers);
+        put_key(&mut headers, provider, key);
+        self.http
+            .post(format!("{base}{path_and_query}"))
+            .headers(headers)
+            .body(body)
+            .timeout(FORWARD_TIMEOUT)
+            .send()
+            .await
     }
 
     /// Makes the provider's cheapest authenticated call with `key` and says what it answered.

@@ -1,0 +1,253 @@
+//! The gateway: a model call for an organization, with the key keyledger resolves for it,
+//! forwarded to the provider and streamed back, its usage recorded from the provider's answer.
+
+use std::collections::HashMap;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::Response;
+use chrono::{SubsecRound, Utc};
+use futures::StreamExt as _;
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::mpsc;
+
+use crate::auth::{Access, Caller};
+use crate::error::ApiError;
+use crate::extract::parse_provider;
+use crate::state::AppState;
+use keyledger_domain::resolution::{resolve, Resolution};
+use keyledger_domain::usage::{KeySource, ModelCallRecorded, RecordModelCall, UsageFigures};
+use keyledger_domain::{ApiKey, KeyringCommand, OrgId, ProviderId, VerificationOutcome};
+
+/// How much of an answer is kept to read its usage figures from (the answer itself streams on).
+const USAGE_CAPTURE: usize = 1024 * 1024;
+/// Headers of the provider's answer that describe its connection, not the answer.
+const NOT_RETURNED: [&str; 5] =
+    ["connection", "keep-alive", "transfer-encoding", "content-length", "set-cookie"];
+
+/// The key a call goes out with.
+struct Chosen {
+    key: Option<ApiKey>,
+    source: KeySource,
+    /// BYOK: (key id, version), to attribute usage and to record a refusal.
+    byok: Option<(u32, u32)>,
+    endpoint: Option<String>,
+}
+
+/// `POST /v1/orgs/{org}/gateway/{provider}/{*path}`: forwards the body to the provider's
+/// `path` with the resolved key.
+#[tracing::instrument(skip_all, fields(org, provider))]
+pub(crate) async fn forward(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(params): Path<HashMap<String, String>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, ApiError> {
+    let org = OrgId::parse(params.get("org").map_or("", String::as_str))
+        .map_err(|e| ApiError::invalid_request(e.to_string()))?;
+    caller.authorize(&org, Access::RecordUsage)?;
+    let provider = parse_provider(params.get("provider").map_or("", String::as_str))?;
+    tracing::Span::current().record("org", org.as_str()).record("provider", provider.as_str());
+    let body =
+        body.map_err(|e| ApiError::new(e.status(), "payload_too_large", "the body is too large"))?;
+    let path = params.get("path").map_or("", String::as_str);
+    let path_and_query = match uri.query() {
+        Some(query) => format!("/{path}?{query}"),
+        None => format!("/{path}"),
+    };
+    let chosen = choose_key(&state, &org, provider).await?;
+    let upstream = state
+        .keyrings
+        .deps()
+        .providers
+        .forward(
+            provider,
+            chosen.endpoint.as_deref(),
+            &path_and_query,
+            &headers,
+            body.clone(),
+            chosen.key.as_ref(),
+        )
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "provider_unreachable",
+                format!("{provider} did not answer"),
+            )
+        })?;
+    // The plaintext is not needed past sending the request.
+    drop(chosen.key);
+
+    let status = upstream.status();
+    if let (Some((key_id, version)), 401 | 403) = (chosen.byok, status.as_u16()) {
+        let outcome = if status == StatusCode::UNAUTHORIZED {
+            VerificationOutcome::InvalidKey
+        } else {
+            VerificationOutcome::InsufficientPermissions
+        };
+        let command = KeyringCommand::RecordVerification { provider, key_id, version, outcome };
+        if let Err(error) = state.execute(&org, command, &caller).await {
+            tracing::warn!(error = %error.code(), "could not record the refused key");
+        }
+        return Err(ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "byok_key_rejected",
+            format!("{provider} refused the organization's own key ({}); it was not replaced by the platform's", outcome.as_str()),
+        ));
+    }
+
+    let mut response = Response::builder().status(status);
+    for (name, value) in upstream.headers() {
+        if !NOT_RETURNED.contains(&name.as_str()) {
+            response = response.header(name, value);
+        }
+    }
+    response =
+        response.header("x-keyledger-key-source", HeaderValue::from_static(chosen.source.as_str()));
+    let requested_model = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|b| b.get("model").and_then(|m| m.as_str()).map(str::to_owned));
+    let record = Recording {
+        state: state.clone(),
+        org,
+        provider,
+        caller,
+        source: chosen.source,
+        byok: chosen.byok,
+        requested_model,
+    };
+    let body = stream_and_record(upstream, status.is_success().then_some(record));
+    response.body(body).map_err(|e| ApiError::internal(&e))
+}
+
+/// Resolves the key for a call: BYOK decrypted for this call only, else the platform's key if
+/// the month's quota and cost cap allow another call, else none.
+async fn choose_key(
+    state: &AppState,
+    org: &OrgId,
+    provider: ProviderId,
+) -> Result<Chosen, ApiError> {
+    let keyring = state.keyrings.load(org).await?;
+    let platform_key = state.platform_keys.get(&provider);
+    match resolve(&keyring, &state.keyrings.deps().plans, provider, platform_key.is_some()) {
+        Resolution::Byok(key) => Ok(Chosen {
+            key: state.keyrings.open(org, provider, &key).await?,
+            source: KeySource::Byok,
+            byok: Some((key.key_id, key.version)),
+            endpoint: key.endpoint,
+        }),
+        Resolution::Platform(limits) => {
+            let ledger =
+                state.usage.ledger(org, Utc::now()).await.map_err(|e| ApiError::internal(&e))?;
+            if ledger.platform_calls >= limits.max_calls {
+                return Err(ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "quota_exceeded",
+                    "the plan's platform-key calls this month are used up",
+                ));
+            }
+            if ledger.platform_cost_usd >= limits.cost_cap_usd {
+                return Err(ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "cost_cap_reached",
+                    "the plan's platform-key cost cap this month is reached",
+                ));
+            }
+            let secret: &SecretString =
+                platform_key.ok_or_else(|| ApiError::internal(&"platform key vanished"))?;
+            let key = ApiKey::from_storage(
+                provider,
+                SecretString::from(secret.expose_secret().to_owned()),
+            );
+            Ok(Chosen { key: Some(key), source: KeySource::Platform, byok: None, endpoint: None })
+        }
+        Resolution::NoKey => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_key_available",
+            format!("the organization has no active {provider} key and the platform has none"),
+        )),
+    }
+}
+
+/// What is needed to record a call once its answer has streamed through.
+struct Recording {
+    state: AppState,
+    org: OrgId,
+    provider: ProviderId,
+    caller: Caller,
+    source: KeySource,
+    byok: Option<(u32, u32)>,
+    requested_model: Option<String>,
+}
+
+/// Streams `upstream` to the caller chunk by chunk, keeping the first MiB aside; when it ends,
+/// records the call from the provider's usage figures.
+fn stream_and_record(upstream: reqwest::Response, recording: Option<Recording>) -> Body {
+    let (chunks, received) = mpsc::channel::<Result<Bytes, std::io::Error>>(16);
+    tokio::spawn(async move {
+        let mut stream = upstream.bytes_stream();
+        let mut captured: Vec<u8> = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(bytes) => {
+                    let room = USAGE_CAPTURE.saturating_sub(captured.len());
+                    captured.extend_from_slice(&bytes[..bytes.len().min(room)]);
+                    if chunks.send(Ok(bytes)).await.is_err() {
+                        break; // the caller went away
+                    }
+                }
+                Err(_) => {
+                    let _ = chunks
+                        .send(Err(std::io::Error::other("the provider's answer broke off")))
+                        .await;
+                    break;
+                }
+            }
+        }
+        drop(chunks);
+        if let Some(recording) = recording {
+            record(recording, &captured).await;
+        }
+    });
+    Body::from_stream(futures::stream::unfold(received, |mut received| async move {
+        received.recv().await.map(|chunk| (chunk, received))
+    }))
+}
+
+async fn record(r: Recording, answer: &[u8]) {
+    let figures = UsageFigures::from_body(answer).unwrap_or_default();
+    let model = figures.model.or(r.requested_model).unwrap_or_else(|| "unknown".to_owned());
+    let call = ModelCallRecorded {
+        org: r.org.to_string(),
+        request_id: if r.caller.request_id.is_empty() {
+            uuid::Uuid::new_v4().to_string()
+        } else {
+            r.caller.request_id.clone()
+        },
+        provider: r.provider,
+        cost_usd: r.state.prices.cost(
+            r.provider,
+            &model,
+            figures.input_tokens,
+            figures.output_tokens,
+        ),
+        model,
+        input_tokens: figures.input_tokens,
+        output_tokens: figures.output_tokens,
+        key_source: r.source,
+        key_version: r.byok.map(|(_, version)| version),
+        at: Utc::now().trunc_subsecs(6),
+    };
+    // The call was made: it is recorded whatever the limits say now.
+    if let Err(error) = r
+        .state
+        .record_usage(&r.org, RecordModelCall { call, limits: None }, &r.caller.actor())
+        .await
+    {
+        tracing::error!(%error, "could not record a model call");
+    }
+}

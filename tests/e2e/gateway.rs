@@ -1,0 +1,207 @@
+//! The gateway: the resolved key goes to the provider in the provider's way, the caller's own
+//! credentials never do, answers stream through, and usage is recorded from the answer.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt as _;
+use serde_json::json;
+use tower::ServiceExt as _;
+
+use crate::keys;
+use keyledger_api::Role;
+use keyledger_tests::{on_both_backends, Backend, TestApp, TestResponse};
+
+async fn call(app: &TestApp, provider: &str, path: &str, body: serde_json::Value) -> TestResponse {
+    let request = Request::post(format!("/v1/orgs/acme/gateway/{provider}/{path}"))
+        .header("authorization", format!("Bearer {}", app.token("acme", Role::Service, "worker")))
+        .header("x-api-key", "the-callers-own-secret")
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .expect("request");
+    let response = app.router.clone().oneshot(request).await.expect("router");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await.expect("body").to_bytes().to_vec();
+    TestResponse { status, headers, body }
+}
+
+/// The recent calls once the cockpit shows `count` of them.
+async fn recorded_calls(app: &TestApp, count: usize) -> Vec<serde_json::Value> {
+    let auditor = app.token("acme", Role::Auditor, "carol");
+    for _ in 0..100 {
+        let calls = app.get("/v1/orgs/acme/usage/calls", &auditor).await.json()["calls"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if calls.len() >= count {
+            return calls;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{count} calls were not recorded");
+}
+
+on_both_backends!(
+    a_byok_call_goes_out_with_the_organizations_key_and_records_the_providers_figures
+);
+
+async fn a_byok_call_goes_out_with_the_organizations_key_and_records_the_providers_figures(
+    backend: Backend,
+) {
+    let platform = keys::anthropic();
+    let app =
+        TestApp::start_with(backend, &[("KEYLEDGER_PLATFORM_KEY_ANTHROPIC", &platform)]).await;
+    app.set_plan("acme", "pro").await;
+    let own = keys::anthropic();
+    app.provider.accept(&own);
+    app.provider.accept(&platform);
+    app.post(
+        "/v1/orgs/acme/keys",
+        &app.owner("acme"),
+        json!({"provider": "anthropic", "key": own}),
+    )
+    .await;
+
+    let answer = call(
+        &app,
+        "anthropic",
+        "v1/messages",
+        json!({"model": "claude-3-5-haiku-latest", "max_tokens": 10}),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.everything());
+    assert_eq!(answer.headers["x-keyledger-key-source"], "byok");
+    assert_eq!(answer.json()["content"][0]["text"], "Hello");
+    let seen = app.provider.seen().pop().expect("the provider was called");
+    assert_eq!(seen["x-api-key"], own.as_str(), "the organization's key, where Anthropic wants it");
+    assert_eq!(seen["anthropic-version"], "2023-06-01");
+    assert!(!seen.contains_key("authorization"), "the caller's token stays here");
+    assert!(!answer.everything().contains(&own[12..]), "the key is not in the answer");
+
+    let calls = recorded_calls(&app, 1).await;
+    assert_eq!(calls[0]["input_tokens"], 30);
+    assert_eq!(calls[0]["output_tokens"], 5);
+    assert_eq!(calls[0]["key_source"], "byok");
+    assert_eq!(calls[0]["model"], "claude-3-5-haiku-latest");
+
+    // Rotation takes effect at once: the next call carries the new key.
+    let rotated = keys::anthropic();
+    app.provider.accept(&rotated);
+    app.put("/v1/orgs/acme/keys/anthropic", &app.owner("acme"), json!({"key": rotated})).await;
+    call(&app, "anthropic", "v1/messages", json!({"model": "m"})).await;
+    assert_eq!(app.provider.seen().pop().expect("called")["x-api-key"], rotated.as_str());
+    let log = keyledger_tests::captured();
+    for key in [&own, &rotated, &platform] {
+        assert!(!log.contains(&key[12..]), "a key used for a call is in the log");
+    }
+    app.finish().await;
+}
+
+on_both_backends!(without_a_byok_key_the_platform_key_is_used_and_without_either_none);
+
+async fn without_a_byok_key_the_platform_key_is_used_and_without_either_none(backend: Backend) {
+    let platform = keys::openai();
+    let app = TestApp::start_with(backend, &[("KEYLEDGER_PLATFORM_KEY_OPENAI", &platform)]).await;
+    app.provider.accept(&platform);
+    let answer = call(
+        &app,
+        "openai",
+        "v1/chat/completions",
+        json!({"model": "gpt-4o-mini", "messages": []}),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.everything());
+    assert_eq!(answer.headers["x-keyledger-key-source"], "platform");
+    let seen = app.provider.seen().pop().expect("called");
+    assert_eq!(seen["authorization"], format!("Bearer {platform}").as_str());
+    assert!(!seen.contains_key("x-api-key"), "the caller's own credentials are not passed on");
+    let calls = recorded_calls(&app, 1).await;
+    assert_eq!(
+        (calls[0]["input_tokens"].clone(), calls[0]["key_source"].clone()),
+        (json!(12), json!("platform"))
+    );
+
+    assert!(
+        !keyledger_tests::captured().contains(&platform[10..]),
+        "the platform key is in the log"
+    );
+    let none = call(&app, "mistral", "v1/chat/completions", json!({"model": "m"})).await;
+    assert_eq!(none.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(none.code(), "no_key_available");
+    app.finish().await;
+}
+
+on_both_backends!(a_refused_byok_key_is_an_error_and_an_audit_entry_never_a_silent_fallback);
+
+async fn a_refused_byok_key_is_an_error_and_an_audit_entry_never_a_silent_fallback(
+    backend: Backend,
+) {
+    let platform = keys::anthropic();
+    let app =
+        TestApp::start_with(backend, &[("KEYLEDGER_PLATFORM_KEY_ANTHROPIC", &platform)]).await;
+    app.provider.accept(&platform);
+    app.set_plan("acme", "pro").await;
+    app.post(
+        "/v1/orgs/acme/keys",
+        &app.owner("acme"),
+        json!({"provider": "anthropic", "key": keys::anthropic()}),
+    )
+    .await;
+    let before = app.provider.requests();
+
+    let answer = call(&app, "anthropic", "v1/messages", json!({"model": "m"})).await;
+    assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(answer.code(), "byok_key_rejected");
+    assert_eq!(app.provider.requests(), before + 1, "one call, with the organization's key only");
+    let audit =
+        app.get("/v1/orgs/acme/audit", &app.token("acme", Role::Auditor, "carol")).await.json();
+    let last = audit["entries"].as_array().and_then(|e| e.last().cloned()).expect("entries");
+    assert_eq!(last["action"], "key.verification_failed");
+    assert_eq!(last["details"], json!({"version": 1, "outcome": "invalid_key"}).to_string());
+
+    // A suspended key is not the organization's choice any more: the platform key serves.
+    app.set_plan("acme", "starter").await;
+    let answer = call(&app, "anthropic", "v1/messages", json!({"model": "m"})).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.headers["x-keyledger-key-source"], "platform");
+    app.finish().await;
+}
+
+on_both_backends!(a_streamed_answer_flows_chunk_by_chunk_and_its_usage_is_recorded);
+
+async fn a_streamed_answer_flows_chunk_by_chunk_and_its_usage_is_recorded(backend: Backend) {
+    let platform = keys::openai();
+    let app = TestApp::start_with(backend, &[("KEYLEDGER_PLATFORM_KEY_OPENAI", &platform)]).await;
+    app.provider.accept(&platform);
+    let request = Request::post("/v1/orgs/acme/gateway/openai/v1/chat/completions")
+        .header("authorization", format!("Bearer {}", app.token("acme", Role::Service, "worker")))
+        .header("x-test-hold", "1")
+        .body(Body::from(
+            json!({"model": "gpt-4o", "stream": true, "stream_options": {"include_usage": true}})
+                .to_string(),
+        ))
+        .expect("request");
+    let response = app.router.clone().oneshot(request).await.expect("router");
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let mut body = response.into_body();
+    // The provider holds the rest until it is told: if keyledger waited for the whole answer,
+    // this first chunk would never come.
+    let first = tokio::time::timeout(Duration::from_secs(5), body.frame())
+        .await
+        .expect("first chunk streams at once");
+    let first = first.expect("a frame").expect("data").into_data().expect("bytes");
+    assert!(String::from_utf8_lossy(&first).contains("Hel"));
+    app.provider.release();
+    let rest = body.collect().await.expect("the rest").to_bytes();
+    assert!(String::from_utf8_lossy(&rest).contains("[DONE]"));
+
+    let calls = recorded_calls(&app, 1).await;
+    assert_eq!(
+        (calls[0]["input_tokens"].clone(), calls[0]["output_tokens"].clone()),
+        (json!(9), json!(2))
+    );
+    assert_eq!(calls[0]["model"], "gpt-4o");
+    app.finish().await;
+}
