@@ -130,6 +130,10 @@ pub fn router(state: AppState) -> Router {
             "/v1/orgs/{org}/gateway/{provider}/{*path}",
             post(gateway::forward).layer(DefaultBodyLimit::max(GATEWAY_BODY_LIMIT)),
         )
+        .route(
+            "/v1/orgs/{org}/chat/completions",
+            post(gateway::chat_completions).layer(DefaultBodyLimit::max(GATEWAY_BODY_LIMIT)),
+        )
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/openapi.json", get(ops::openapi_json))

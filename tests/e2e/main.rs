@@ -3,6 +3,7 @@
 mod access;
 mod audit;
 mod bad_input;
+mod chat;
 mod concurrency;
 mod gateway;
 mod global_order;

@@ -14,11 +14,12 @@ use tokio::sync::mpsc;
 
 use crate::auth::{Access, Caller};
 use crate::error::ApiError;
-use crate::extract::parse_provider;
+use crate::extract::{parse_provider, OrgParam};
 use crate::state::AppState;
 use keyledger_domain::resolution::{resolve, Resolution};
 use keyledger_domain::usage::{KeySource, ModelCallRecorded, RecordModelCall, UsageFigures};
 use keyledger_domain::{ApiKey, KeyringCommand, OrgId, ProviderId, VerificationOutcome};
+use keyledger_infra::providers::{Outgoing, ProviderSpec};
 
 /// How much of an answer is kept to read its usage figures from (the answer itself streams on).
 const USAGE_CAPTURE: usize = 1024 * 1024;
@@ -36,7 +37,7 @@ struct Chosen {
 }
 
 /// `POST /v1/orgs/{org}/gateway/{provider}/{*path}`: forwards the body to the provider's
-/// `path` with the resolved key.
+/// `path` with the resolved key; the provider's answer, whatever it is, goes back as it is.
 #[tracing::instrument(skip_all, fields(org, provider))]
 pub(crate) async fn forward(
     State(state): State<AppState>,
@@ -58,70 +59,193 @@ pub(crate) async fn forward(
         Some(query) => format!("/{path}?{query}"),
         None => format!("/{path}"),
     };
-    let chosen = choose_key(&state, &org, provider).await?;
-    let upstream = state
-        .keyrings
-        .deps()
-        .providers
-        .forward(
-            provider,
-            chosen.endpoint.as_deref(),
-            &path_and_query,
-            &headers,
-            body.clone(),
-            chosen.key.as_ref(),
-        )
-        .await
-        .map_err(|_| {
-            ApiError::new(
+    let call = Call { state: &state, org: &org, caller: &caller, headers: &headers, body };
+    match call.attempt(provider, &path_and_query, false).await? {
+        Attempt::Answered(response) => Ok(response),
+        Attempt::Failed(error) => Err(error),
+    }
+}
+
+/// `POST /v1/orgs/{org}/chat/completions`: an OpenAI-shaped chat call, sent to the provider the
+/// body names (`"provider"`) or to the first that answers in the organization's provider order.
+#[tracing::instrument(skip_all, fields(org = %org))]
+pub(crate) async fn chat_completions(
+    State(state): State<AppState>,
+    caller: Caller,
+    OrgParam(org): OrgParam,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, ApiError> {
+    caller.authorize(&org, Access::RecordUsage)?;
+    let body =
+        body.map_err(|e| ApiError::new(e.status(), "payload_too_large", "the body is too large"))?;
+    let mut request: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&body)
+        .map_err(|_| ApiError::invalid_request("the body is not a JSON object"))?;
+    let explicit = match request.remove("provider") {
+        Some(serde_json::Value::String(id)) => Some(parse_provider(&id)?),
+        Some(_) => return Err(ApiError::invalid_request("provider is a provider id")),
+        None => None,
+    };
+    let candidates = match explicit {
+        Some(provider) => vec![provider],
+        None => candidates(&state, &org).await?,
+    };
+    let forwarded = Bytes::from(serde_json::to_vec(&request).map_err(|e| ApiError::internal(&e))?);
+    let call =
+        Call { state: &state, org: &org, caller: &caller, headers: &headers, body: forwarded };
+    let mut failed = false;
+    let mut refusal = None;
+    for provider in candidates {
+        let path = ProviderSpec::of(provider).chat_path;
+        match call.attempt(provider, path, true).await {
+            Ok(Attempt::Answered(response)) => return Ok(response),
+            Ok(Attempt::Failed(error)) => {
+                tracing::info!(%provider, code = error.code(), "provider failed; trying the next");
+                failed = true;
+            }
+            // No key or no quota for this one: another provider may have them.
+            Err(error)
+                if matches!(
+                    error.code(),
+                    "no_key_available" | "quota_exceeded" | "cost_cap_reached"
+                ) =>
+            {
+                refusal = Some(error);
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    match (failed, refusal) {
+        (false, Some(refusal)) => Err(refusal),
+        _ => Err(ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "provider_unreachable",
+            "every candidate provider failed to answer",
+        )),
+    }
+}
+
+/// The providers a chat call may go to, in order: the organization's provider order, else its
+/// providers with an active key, else those the platform has a key for.
+async fn candidates(state: &AppState, org: &OrgId) -> Result<Vec<ProviderId>, ApiError> {
+    let keyring = state.keyrings.load(org).await?;
+    let ordered =
+        state.keyrings.deps().plans.rules(&keyring.plan).is_some_and(|r| r.provider_order);
+    let candidates: Vec<ProviderId> = if ordered && !keyring.provider_order.is_empty() {
+        keyring.provider_order.clone()
+    } else if keyring.byok_active() {
+        ProviderId::ALL.into_iter().filter(|p| keyring.active_key(*p).is_some()).collect()
+    } else {
+        state.platform_keys.keys().copied().collect()
+    };
+    if candidates.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_key_available",
+            "no provider has a key for this organization",
+        ));
+    }
+    Ok(candidates)
+}
+
+/// One model call of one caller, as it is tried at one provider or several.
+struct Call<'a> {
+    state: &'a AppState,
+    org: &'a OrgId,
+    caller: &'a Caller,
+    headers: &'a HeaderMap,
+    body: Bytes,
+}
+
+/// How one provider took a call.
+enum Attempt {
+    /// It answered: this goes back to the caller.
+    Answered(Response),
+    /// Unreachable, or (OpenAI-compatible routing) a 5xx or 429: another provider may do.
+    Failed(ApiError),
+}
+
+impl Call<'_> {
+    async fn attempt(
+        &self,
+        provider: ProviderId,
+        path_and_query: &str,
+        openai_compatible: bool,
+    ) -> Result<Attempt, ApiError> {
+        let (state, org) = (self.state, self.org);
+        let chosen = choose_key(state, org, provider).await?;
+        let sent = state
+            .keyrings
+            .deps()
+            .providers
+            .forward(Outgoing {
+                provider,
+                endpoint: chosen.endpoint.as_deref(),
+                path_and_query,
+                headers: self.headers,
+                body: self.body.clone(),
+                key: chosen.key.as_ref(),
+                openai_compatible,
+            })
+            .await;
+        // The plaintext is not needed past sending the request.
+        drop(chosen.key);
+        let Ok(upstream) = sent else {
+            return Ok(Attempt::Failed(ApiError::new(
                 StatusCode::BAD_GATEWAY,
                 "provider_unreachable",
                 format!("{provider} did not answer"),
-            )
-        })?;
-    // The plaintext is not needed past sending the request.
-    drop(chosen.key);
-
-    let status = upstream.status();
-    if let (Some((key_id, version)), 401 | 403) = (chosen.byok, status.as_u16()) {
-        let outcome = if status == StatusCode::UNAUTHORIZED {
-            VerificationOutcome::InvalidKey
-        } else {
-            VerificationOutcome::InsufficientPermissions
+            )));
         };
-        let command = KeyringCommand::RecordVerification { provider, key_id, version, outcome };
-        if let Err(error) = state.execute(&org, command, &caller).await {
-            tracing::warn!(error = %error.code(), "could not record the refused key");
+        let status = upstream.status();
+        if let (Some((key_id, version)), 401 | 403) = (chosen.byok, status.as_u16()) {
+            let outcome = if status == StatusCode::UNAUTHORIZED {
+                VerificationOutcome::InvalidKey
+            } else {
+                VerificationOutcome::InsufficientPermissions
+            };
+            let command = KeyringCommand::RecordVerification { provider, key_id, version, outcome };
+            if let Err(error) = state.execute(org, command, self.caller).await {
+                tracing::warn!(error = %error.code(), "could not record the refused key");
+            }
+            return Err(ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "byok_key_rejected",
+                format!("{provider} refused the organization's own key ({}); it was not replaced by the platform's", outcome.as_str()),
+            ));
         }
-        return Err(ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "byok_key_rejected",
-            format!("{provider} refused the organization's own key ({}); it was not replaced by the platform's", outcome.as_str()),
-        ));
-    }
-
-    let mut response = Response::builder().status(status);
-    for (name, value) in upstream.headers() {
-        if !NOT_RETURNED.contains(&name.as_str()) {
-            response = response.header(name, value);
+        if openai_compatible
+            && (status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS)
+        {
+            return Ok(Attempt::Failed(ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "provider_unreachable",
+                format!("{provider} answered {status}"),
+            )));
         }
+        let mut response = Response::builder().status(status);
+        for (name, value) in upstream.headers() {
+            if !NOT_RETURNED.contains(&name.as_str()) {
+                response = response.header(name, value);
+            }
+        }
+        response = response
+            .header("x-keyledger-key-source", HeaderValue::from_static(chosen.source.as_str()));
+        let requested_model = serde_json::from_slice::<serde_json::Value>(&self.body)
+            .ok()
+            .and_then(|b| b.get("model").and_then(|m| m.as_str()).map(str::to_owned));
+        let record = Recording {
+            state: state.clone(),
+            org: org.clone(),
+            provider,
+            caller: self.caller.clone(),
+            source: chosen.source,
+            byok: chosen.byok,
+            requested_model,
+        };
+        let body = stream_and_record(upstream, status.is_success().then_some(record));
+        response.body(body).map(Attempt::Answered).map_err(|e| ApiError::internal(&e))
     }
-    response =
-        response.header("x-keyledger-key-source", HeaderValue::from_static(chosen.source.as_str()));
-    let requested_model = serde_json::from_slice::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|b| b.get("model").and_then(|m| m.as_str()).map(str::to_owned));
-    let record = Recording {
-        state: state.clone(),
-        org,
-        provider,
-        caller,
-        source: chosen.source,
-        byok: chosen.byok,
-        requested_model,
-    };
-    let body = stream_and_record(upstream, status.is_success().then_some(record));
-    response.body(body).map_err(|e| ApiError::internal(&e))
 }
 
 /// Resolves the key for a call: BYOK decrypted for this call only, else the platform's key if

@@ -9,6 +9,21 @@ use reqwest::{RequestBuilder, StatusCode};
 use super::registry::{default_base_url, Auth, ProviderSpec};
 use keyledger_domain::{ApiKey, ProviderId, VerificationOutcome};
 
+/// A caller's request on its way to a provider.
+#[derive(Debug)]
+pub struct Outgoing<'a> {
+    pub provider: ProviderId,
+    /// The organization's stored endpoint, for providers that live where it says.
+    pub endpoint: Option<&'a str>,
+    pub path_and_query: &'a str,
+    /// The caller's headers; its credentials and hop-by-hop headers are dropped.
+    pub headers: &'a HeaderMap,
+    pub body: bytes::Bytes,
+    pub key: Option<&'a ApiKey>,
+    /// Present the key as the provider's OpenAI-compatible endpoint wants it.
+    pub openai_compatible: bool,
+}
+
 /// Calls providers with a key. Never follows redirects: a redirect would carry the key to
 /// wherever the provider (or an attacker in its place) points.
 #[derive(Debug, Clone)]
@@ -50,9 +65,8 @@ fn forwardable(headers: &HeaderMap) -> HeaderMap {
 
 /// Puts `key` where `provider` expects it, and the provider's fixed headers unless the caller
 /// chose its own (such as a newer `anthropic-version`).
-fn put_key(headers: &mut HeaderMap, provider: ProviderId, key: Option<&ApiKey>) {
-    let spec = ProviderSpec::of(provider);
-    if let Auth::Header { extra, .. } = spec.auth {
+fn put_key(headers: &mut HeaderMap, auth: Auth, key: Option<&ApiKey>) {
+    if let Auth::Header { extra, .. } = auth {
         for (name, value) in extra {
             if !headers.contains_key(*name) {
                 headers.insert(*name, HeaderValue::from_static(value));
@@ -60,7 +74,7 @@ fn put_key(headers: &mut HeaderMap, provider: ProviderId, key: Option<&ApiKey>) 
         }
     }
     let Some(key) = key else { return };
-    let (name, value) = match spec.auth {
+    let (name, value) = match auth {
         Auth::Bearer => (AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {}", key.expose()))),
         Auth::Header { name, .. } => {
             (HeaderName::from_static(name), HeaderValue::from_str(key.expose()))
@@ -104,31 +118,28 @@ impl ProviderClient {
         key: Option<&ApiKey>,
     ) -> RequestBuilder {
         let mut headers = HeaderMap::new();
-        put_key(&mut headers, provider, key);
+        put_key(&mut headers, ProviderSpec::of(provider).auth, key);
         request.headers(headers)
     }
 
-    /// Forwards a caller's request to `path_and_query` at `provider` with `key` in place of
-    /// whatever credentials the caller sent. The answer streams back as it arrives.
+    /// Forwards a caller's request to its provider with the resolved key in place of whatever
+    /// credentials the caller sent. The answer streams back as it arrives.
     ///
     /// # Errors
     /// The transport error when the provider cannot be reached or times out.
-    pub async fn forward(
-        &self,
-        provider: ProviderId,
-        endpoint: Option<&str>,
-        path_and_query: &str,
-        caller_headers: &HeaderMap,
-        body: bytes::Bytes,
-        key: Option<&ApiKey>,
-    ) -> Result<reqwest::Response, reqwest::Error> {
-        let base = self.base_url(provider, endpoint).unwrap_or_default();
-        let mut headers = forwardable(caller_headers);
-        put_key(&mut headers, provider, key);
+    pub async fn forward(&self, out: Outgoing<'_>) -> Result<reqwest::Response, reqwest::Error> {
+        let base = self.base_url(out.provider, out.endpoint).unwrap_or_default();
+        let mut headers = forwardable(out.headers);
+        let spec = ProviderSpec::of(out.provider);
+        put_key(
+            &mut headers,
+            if out.openai_compatible { spec.chat_auth } else { spec.auth },
+            out.key,
+        );
         self.http
-            .post(format!("{base}{path_and_query}"))
+            .post(format!("{base}{}", out.path_and_query))
             .headers(headers)
-            .body(body)
+            .body(out.body)
             .timeout(FORWARD_TIMEOUT)
             .send()
             .await

@@ -5,6 +5,6 @@ mod client;
 mod endpoint;
 mod registry;
 
-pub use client::ProviderClient;
+pub use client::{Outgoing, ProviderClient};
 pub use endpoint::{is_internal, EndpointError, EndpointPolicy};
 pub use registry::{default_base_url, Auth, ProviderSpec};

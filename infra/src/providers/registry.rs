@@ -18,6 +18,10 @@ pub struct ProviderSpec {
     pub auth: Auth,
     /// Path (and query) of the cheapest authenticated call, such as listing models.
     pub verify_path: &'static str,
+    /// Path of its OpenAI-compatible chat completions.
+    pub chat_path: &'static str,
+    /// How that OpenAI-compatible endpoint takes the key.
+    pub chat_auth: Auth,
 }
 
 /// The provider's public base URL, or `None` where the organization says where it lives.
@@ -56,6 +60,19 @@ impl ProviderSpec {
             P::Ollama => (Auth::Bearer, "/api/tags"),
             P::Lmstudio | P::Vllm => (Auth::Bearer, "/v1/models"),
         };
-        Self { auth, verify_path }
+        let chat_path = match provider {
+            P::Google => "/v1beta/openai/chat/completions",
+            P::Groq => "/openai/v1/chat/completions",
+            P::AzureOpenai => "/openai/v1/chat/completions",
+            P::AlephAlpha => "/chat/completions",
+            P::Anthropic | P::Openai | P::Mistral | P::Ollama | P::Lmstudio | P::Vllm => {
+                "/v1/chat/completions"
+            }
+        };
+        let chat_auth = match provider {
+            P::AzureOpenai => auth,
+            _ => Auth::Bearer,
+        };
+        Self { auth, verify_path, chat_path, chat_auth }
     }
 }
