@@ -11,7 +11,8 @@ use crate::db::Database;
 use crate::event_store::{EventRepository, SnapshottingStore};
 use crate::keyrings::Actor;
 use keyledger_domain::usage::{
-    ledger_id, ModelCallRecorded, RecordModelCall, UsageError, UsageEvent, UsageLedger,
+    ledger_id, ModelCallRecorded, RecordModelCall, ReservePlatformCall, UsageCommand, UsageError,
+    UsageEvent, UsageLedger,
 };
 use keyledger_domain::OrgId;
 
@@ -106,9 +107,10 @@ impl UsageRecorder {
             }
         }
         .map_err(|e| RecordError::Storage(e.to_string()))?;
-        Ok(payload
-            .and_then(|p| serde_json::from_str::<UsageEvent>(&p).ok())
-            .map(|UsageEvent::ModelCallRecorded(call)| call))
+        Ok(payload.and_then(|p| match serde_json::from_str::<UsageEvent>(&p) {
+            Ok(UsageEvent::ModelCallRecorded(call)) => Some(call),
+            _ => None,
+        }))
     }
 
     /// Records `call` on `org`'s ledger for the call's month, unless its request id was
@@ -123,36 +125,76 @@ impl UsageRecorder {
         actor: &Actor,
     ) -> Result<Recorded, RecordError> {
         let id = ledger_id(org, call.call.at);
-        let _queued = self.stripes[(self.hasher.hash_one(&id) as usize) % STRIPES].lock().await;
-        let metadata = HashMap::from([
-            ("actor".to_owned(), actor.sub.clone()),
-            ("role".to_owned(), actor.role.clone()),
-            ("request_id".to_owned(), actor.request_id.clone()),
-            ("occurred_at".to_owned(), call.call.at.to_rfc3339()),
-        ]);
+        let _queued = self.queue(&id).await;
         for _ in 0..ATTEMPTS {
             if let Some(first) = self.find(org, &call.call.request_id).await? {
                 return Ok(Recorded::Duplicate(first));
             }
-            let mut context = self.store.load_aggregate(&id).await.map_err(storage)?;
-            let sink = EventSink::default();
-            context
-                .aggregate()
-                .handle(call.clone(), &(), &sink)
-                .await
-                .map_err(RecordError::Refused)?;
-            match self.store.commit(sink.collect().await, context, metadata.clone()).await {
-                Ok(events) => {
-                    let sequence = events.last().map_or(0, |e| e.sequence);
-                    return Ok(Recorded::New { call: call.call, ledger_id: id, sequence });
+            match self.commit(&id, UsageCommand::Record(call.clone()), actor, call.call.at).await? {
+                Some(sequence) => {
+                    return Ok(Recorded::New { call: call.call, ledger_id: id, sequence })
                 }
-                // Another writer took the ledger's next sequence, or (on SQLite, where the
-                // unique index is not mapped to a conflict) the same request id: look again.
-                Err(AggregateError::AggregateConflict | AggregateError::UnexpectedError(_)) => {}
-                Err(other) => return Err(storage(other)),
+                None => continue,
             }
         }
         Err(RecordError::Storage(format!("gave up after {ATTEMPTS} attempts")))
+    }
+
+    /// Takes a place in `org`'s platform-key quota for a call about to be made; the call is
+    /// then recorded under the same request id without counting twice.
+    ///
+    /// # Errors
+    /// [`RecordError::Refused`] when the quota or cost cap leaves no place.
+    pub async fn reserve(
+        &self,
+        org: &OrgId,
+        reserve: ReservePlatformCall,
+        actor: &Actor,
+    ) -> Result<(), RecordError> {
+        let id = ledger_id(org, reserve.at);
+        let _queued = self.queue(&id).await;
+        for _ in 0..ATTEMPTS {
+            if self
+                .commit(&id, UsageCommand::Reserve(reserve.clone()), actor, reserve.at)
+                .await?
+                .is_some()
+            {
+                return Ok(());
+            }
+        }
+        Err(RecordError::Storage(format!("gave up after {ATTEMPTS} attempts")))
+    }
+
+    /// Calls to one ledger queue here instead of racing for it.
+    async fn queue(&self, ledger: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        self.stripes[(self.hasher.hash_one(ledger) as usize) % STRIPES].lock().await
+    }
+
+    /// One attempt at `command`: the committed sequence, or `None` when another writer got in
+    /// first (and it is worth trying again).
+    async fn commit(
+        &self,
+        ledger: &str,
+        command: UsageCommand,
+        actor: &Actor,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<usize>, RecordError> {
+        let metadata = HashMap::from([
+            ("actor".to_owned(), actor.sub.clone()),
+            ("role".to_owned(), actor.role.clone()),
+            ("request_id".to_owned(), actor.request_id.clone()),
+            ("occurred_at".to_owned(), at.to_rfc3339()),
+        ]);
+        let mut context = self.store.load_aggregate(ledger).await.map_err(storage)?;
+        let sink = EventSink::default();
+        context.aggregate().handle(command, &(), &sink).await.map_err(RecordError::Refused)?;
+        match self.store.commit(sink.collect().await, context, metadata).await {
+            Ok(events) => Ok(Some(events.last().map_or(0, |e| e.sequence))),
+            // Another writer took the ledger's next sequence, or (on SQLite, where the unique
+            // index is not mapped to a conflict) the same request id: look again.
+            Err(AggregateError::AggregateConflict | AggregateError::UnexpectedError(_)) => Ok(None),
+            Err(other) => Err(storage(other)),
+        }
     }
 }
 

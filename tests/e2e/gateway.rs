@@ -205,3 +205,54 @@ async fn a_streamed_answer_flows_chunk_by_chunk_and_its_usage_is_recorded(backen
     assert_eq!(calls[0]["model"], "gpt-4o");
     app.finish().await;
 }
+
+on_both_backends!(fifty_concurrent_platform_key_calls_never_exceed_the_quota);
+
+async fn fifty_concurrent_platform_key_calls_never_exceed_the_quota(backend: Backend) {
+    let plans = crate::usage::plans_file(
+        json!({"tiny": {"byok": false, "max_providers": null, "provider_order": false, "monthly_platform_queries": 20, "monthly_platform_cost_cap_usd": 1000.0}}),
+    );
+    let platform = keys::openai();
+    let app = std::sync::Arc::new(
+        TestApp::start_with(
+            backend,
+            &[("KEYLEDGER_PLANS_FILE", &plans), ("KEYLEDGER_PLATFORM_KEY_OPENAI", &platform)],
+        )
+        .await,
+    );
+    app.provider.accept(&platform);
+    app.set_plan("acme", "tiny").await;
+    let calls: Vec<_> = (0..50)
+        .map(|_| {
+            let app = std::sync::Arc::clone(&app);
+            tokio::spawn(async move {
+                call(
+                    &app,
+                    "openai",
+                    "v1/chat/completions",
+                    json!({"model": "gpt-4o-mini", "messages": []}),
+                )
+                .await
+            })
+        })
+        .collect();
+    let mut statuses = std::collections::BTreeMap::new();
+    for call in calls {
+        let answer = call.await.expect("task");
+        if answer.status == StatusCode::TOO_MANY_REQUESTS {
+            assert_eq!(answer.code(), "quota_exceeded");
+        }
+        *statuses.entry(answer.status.as_u16()).or_insert(0) += 1;
+    }
+    assert_eq!(
+        statuses,
+        std::collections::BTreeMap::from([(200, 20), (429, 30)]),
+        "exactly the quota gets through"
+    );
+    assert_eq!(app.provider.requests(), 20, "refused calls never reach the provider");
+    assert_eq!(recorded_calls(&app, 20).await.len(), 20);
+    match std::sync::Arc::try_unwrap(app) {
+        Ok(app) => app.finish().await,
+        Err(_) => panic!("tasks still hold the app"),
+    }
+}

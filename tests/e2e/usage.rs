@@ -61,7 +61,7 @@ async fn a_call_is_priced_attributed_and_recorded_once_per_request_id(backend: B
     app.finish().await;
 }
 
-fn plans_file(plans: serde_json::Value) -> String {
+pub(crate) fn plans_file(plans: serde_json::Value) -> String {
     let path = std::env::temp_dir().join(format!("keyledger-plans-{}.json", uuid::Uuid::new_v4()));
     let mut all: BTreeMap<String, serde_json::Value> =
         serde_json::from_value(plans).expect("plans");

@@ -17,9 +17,12 @@ use crate::error::ApiError;
 use crate::extract::{parse_provider, OrgParam};
 use crate::state::AppState;
 use keyledger_domain::resolution::{resolve, Resolution};
-use keyledger_domain::usage::{KeySource, ModelCallRecorded, RecordModelCall, UsageFigures};
+use keyledger_domain::usage::{
+    KeySource, ModelCallRecorded, RecordModelCall, ReservePlatformCall, UsageError, UsageFigures,
+};
 use keyledger_domain::{ApiKey, KeyringCommand, OrgId, ProviderId, VerificationOutcome};
 use keyledger_infra::providers::{Outgoing, ProviderSpec};
+use keyledger_infra::RecordError;
 
 /// How much of an answer is kept to read its usage figures from (the answer itself streams on).
 const USAGE_CAPTURE: usize = 1024 * 1024;
@@ -59,7 +62,14 @@ pub(crate) async fn forward(
         Some(query) => format!("/{path}?{query}"),
         None => format!("/{path}"),
     };
-    let call = Call { state: &state, org: &org, caller: &caller, headers: &headers, body };
+    let call = Call {
+        state: &state,
+        org: &org,
+        request_id: request_id(&caller),
+        caller: &caller,
+        headers: &headers,
+        body,
+    };
     match call.attempt(provider, &path_and_query, false).await? {
         Attempt::Answered(response) => Ok(response),
         Attempt::Failed(error) => Err(error),
@@ -91,8 +101,14 @@ pub(crate) async fn chat_completions(
         None => candidates(&state, &org).await?,
     };
     let forwarded = Bytes::from(serde_json::to_vec(&request).map_err(|e| ApiError::internal(&e))?);
-    let call =
-        Call { state: &state, org: &org, caller: &caller, headers: &headers, body: forwarded };
+    let call = Call {
+        state: &state,
+        org: &org,
+        request_id: request_id(&caller),
+        caller: &caller,
+        headers: &headers,
+        body: forwarded,
+    };
     let mut failed = false;
     let mut refusal = None;
     for provider in candidates {
@@ -148,10 +164,20 @@ async fn candidates(state: &AppState, org: &OrgId) -> Result<Vec<ProviderId>, Ap
     Ok(candidates)
 }
 
+fn request_id(caller: &Caller) -> String {
+    if caller.request_id.is_empty() {
+        uuid::Uuid::new_v4().to_string()
+    } else {
+        caller.request_id.clone()
+    }
+}
+
 /// One model call of one caller, as it is tried at one provider or several.
 struct Call<'a> {
     state: &'a AppState,
     org: &'a OrgId,
+    /// The caller's request id (or a fresh one): recorded usage is keyed by it.
+    request_id: String,
     caller: &'a Caller,
     headers: &'a HeaderMap,
     body: Bytes,
@@ -173,7 +199,9 @@ impl Call<'_> {
         openai_compatible: bool,
     ) -> Result<Attempt, ApiError> {
         let (state, org) = (self.state, self.org);
-        let chosen = choose_key(state, org, provider).await?;
+        // One id per provider tried: a reservation and the record of its call pair up by it.
+        let attempt_id = format!("{}:{provider}", self.request_id);
+        let chosen = choose_key(state, org, provider, &attempt_id, self.caller).await?;
         let sent = state
             .keyrings
             .deps()
@@ -237,6 +265,7 @@ impl Call<'_> {
         let record = Recording {
             state: state.clone(),
             org: org.clone(),
+            attempt_id,
             provider,
             caller: self.caller.clone(),
             source: chosen.source,
@@ -248,12 +277,14 @@ impl Call<'_> {
     }
 }
 
-/// Resolves the key for a call: BYOK decrypted for this call only, else the platform's key if
-/// the month's quota and cost cap allow another call, else none.
+/// Resolves the key for a call: BYOK decrypted for this call only, else the platform's key
+/// once the call has a place in the month's quota (`attempt_id` reserves it), else none.
 async fn choose_key(
     state: &AppState,
     org: &OrgId,
     provider: ProviderId,
+    attempt_id: &str,
+    caller: &Caller,
 ) -> Result<Chosen, ApiError> {
     let keyring = state.keyrings.load(org).await?;
     let platform_key = state.platform_keys.get(&provider);
@@ -265,21 +296,26 @@ async fn choose_key(
             endpoint: key.endpoint,
         }),
         Resolution::Platform(limits) => {
-            let ledger =
-                state.usage.ledger(org, Utc::now()).await.map_err(|e| ApiError::internal(&e))?;
-            if ledger.platform_calls >= limits.max_calls {
-                return Err(ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "quota_exceeded",
-                    "the plan's platform-key calls this month are used up",
-                ));
-            }
-            if ledger.platform_cost_usd >= limits.cost_cap_usd {
-                return Err(ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "cost_cap_reached",
-                    "the plan's platform-key cost cap this month is reached",
-                ));
+            let reserve = ReservePlatformCall {
+                org: org.to_string(),
+                request_id: attempt_id.to_owned(),
+                at: Utc::now().trunc_subsecs(6),
+                limits,
+            };
+            match state.usage.reserve(org, reserve, &caller.actor()).await {
+                Ok(()) => {}
+                Err(RecordError::Refused(refusal)) => {
+                    let code = match refusal {
+                        UsageError::QuotaExceeded { .. } => "quota_exceeded",
+                        UsageError::CostCapReached { .. } => "cost_cap_reached",
+                    };
+                    return Err(ApiError::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        code,
+                        refusal.to_string(),
+                    ));
+                }
+                Err(error @ RecordError::Storage(_)) => return Err(ApiError::internal(&error)),
             }
             let secret: &SecretString =
                 platform_key.ok_or_else(|| ApiError::internal(&"platform key vanished"))?;
@@ -301,6 +337,7 @@ async fn choose_key(
 struct Recording {
     state: AppState,
     org: OrgId,
+    attempt_id: String,
     provider: ProviderId,
     caller: Caller,
     source: KeySource,
@@ -347,11 +384,7 @@ async fn record(r: Recording, answer: &[u8]) {
     let model = figures.model.or(r.requested_model).unwrap_or_else(|| "unknown".to_owned());
     let call = ModelCallRecorded {
         org: r.org.to_string(),
-        request_id: if r.caller.request_id.is_empty() {
-            uuid::Uuid::new_v4().to_string()
-        } else {
-            r.caller.request_id.clone()
-        },
+        request_id: r.attempt_id,
         provider: r.provider,
         cost_usd: r.state.prices.cost(
             r.provider,

@@ -41,6 +41,31 @@ pub struct RecordModelCall {
     pub limits: Option<UsageLimits>,
 }
 
+/// Hold a place in the month's platform-key quota for a call about to be made.
+#[derive(Debug, Clone)]
+pub struct ReservePlatformCall {
+    pub org: String,
+    pub request_id: String,
+    pub at: DateTime<Utc>,
+    pub limits: UsageLimits,
+}
+
+/// A command to a UsageLedger.
+#[derive(Debug, Clone)]
+pub enum UsageCommand {
+    Record(RecordModelCall),
+    Reserve(ReservePlatformCall),
+}
+
+/// A place in the platform-key quota, taken before the call so that concurrent calls cannot
+/// all slip under the limit; the call's `ModelCallRecorded` follows with the same request id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlatformCallReserved {
+    pub org: String,
+    pub request_id: String,
+    pub at: DateTime<Utc>,
+}
+
 /// A model call that was made.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelCallRecorded {
@@ -60,11 +85,16 @@ pub struct ModelCallRecorded {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum UsageEvent {
     ModelCallRecorded(ModelCallRecorded),
+    PlatformCallReserved(PlatformCallReserved),
 }
 
 impl DomainEvent for UsageEvent {
     fn event_type(&self) -> String {
-        "ModelCallRecorded".to_owned()
+        match self {
+            Self::ModelCallRecorded(_) => "ModelCallRecorded",
+            Self::PlatformCallReserved(_) => "PlatformCallReserved",
+        }
+        .to_owned()
     }
 
     fn event_version(&self) -> String {
@@ -85,13 +115,29 @@ pub enum UsageError {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct UsageLedger {
     pub calls: u64,
+    /// Platform-key calls recorded or reserved.
     pub platform_calls: u64,
     pub platform_cost_usd: f64,
+    /// Reserved calls not recorded yet (in flight): already counted in `platform_calls`.
+    #[serde(default)]
+    pub reserved: std::collections::BTreeSet<String>,
+}
+
+impl UsageLedger {
+    fn check(&self, limits: UsageLimits) -> Result<(), UsageError> {
+        if self.platform_calls >= limits.max_calls {
+            return Err(UsageError::QuotaExceeded { max: limits.max_calls });
+        }
+        if self.platform_cost_usd >= limits.cost_cap_usd {
+            return Err(UsageError::CostCapReached { cap: limits.cost_cap_usd });
+        }
+        Ok(())
+    }
 }
 
 impl Aggregate for UsageLedger {
     const TYPE: &'static str = "UsageLedger";
-    type Command = RecordModelCall;
+    type Command = UsageCommand;
     type Event = UsageEvent;
     type Error = UsageError;
     type Services = ();
@@ -102,25 +148,45 @@ impl Aggregate for UsageLedger {
         _services: &Self::Services,
         sink: &EventSink<Self>,
     ) -> Result<(), Self::Error> {
-        if let (KeySource::Platform, Some(limits)) = (command.call.key_source, command.limits) {
-            if self.platform_calls >= limits.max_calls {
-                return Err(UsageError::QuotaExceeded { max: limits.max_calls });
+        let event = match command {
+            UsageCommand::Record(record) => {
+                let reserved = self.reserved.contains(&record.call.request_id);
+                if let (KeySource::Platform, Some(limits), false) =
+                    (record.call.key_source, record.limits, reserved)
+                {
+                    self.check(limits)?;
+                }
+                UsageEvent::ModelCallRecorded(record.call)
             }
-            if self.platform_cost_usd >= limits.cost_cap_usd {
-                return Err(UsageError::CostCapReached { cap: limits.cost_cap_usd });
+            UsageCommand::Reserve(reserve) => {
+                self.check(reserve.limits)?;
+                UsageEvent::PlatformCallReserved(PlatformCallReserved {
+                    org: reserve.org,
+                    request_id: reserve.request_id,
+                    at: reserve.at,
+                })
             }
-        }
-        let event = UsageEvent::ModelCallRecorded(command.call);
+        };
         sink.write(event, self).await;
         Ok(())
     }
 
     fn apply(&mut self, event: Self::Event) {
-        let UsageEvent::ModelCallRecorded(call) = event;
-        self.calls += 1;
-        if call.key_source == KeySource::Platform {
-            self.platform_calls += 1;
-            self.platform_cost_usd += call.cost_usd;
+        match event {
+            UsageEvent::ModelCallRecorded(call) => {
+                self.calls += 1;
+                if call.key_source == KeySource::Platform {
+                    // A reserved call took its place in the quota already.
+                    if !self.reserved.remove(&call.request_id) {
+                        self.platform_calls += 1;
+                    }
+                    self.platform_cost_usd += call.cost_usd;
+                }
+            }
+            UsageEvent::PlatformCallReserved(reserved) => {
+                self.platform_calls += 1;
+                self.reserved.insert(reserved.request_id);
+            }
         }
     }
 }
@@ -146,8 +212,25 @@ mod tests {
         }
     }
 
-    fn call(source: KeySource, limits: Option<UsageLimits>) -> RecordModelCall {
-        RecordModelCall { call: made(source), limits }
+    fn call(source: KeySource, limits: Option<UsageLimits>) -> UsageCommand {
+        UsageCommand::Record(RecordModelCall { call: made(source), limits })
+    }
+
+    fn reserve(request_id: &str) -> UsageCommand {
+        UsageCommand::Reserve(ReservePlatformCall {
+            org: "acme".to_owned(),
+            request_id: request_id.to_owned(),
+            at: made(KeySource::Platform).at,
+            limits: LIMITS,
+        })
+    }
+
+    fn reserved(request_id: &str) -> UsageEvent {
+        UsageEvent::PlatformCallReserved(PlatformCallReserved {
+            org: "acme".to_owned(),
+            request_id: request_id.to_owned(),
+            at: made(KeySource::Platform).at,
+        })
     }
 
     fn recorded(source: KeySource) -> UsageEvent {
@@ -191,5 +274,34 @@ mod tests {
             .when_async(call(KeySource::Byok, Some(LIMITS)))
             .await
             .then_expect_events(vec![recorded(KeySource::Byok)]);
+    }
+
+    #[tokio::test]
+    async fn a_reservation_takes_a_place_in_the_quota() {
+        TestFramework::<UsageLedger>::with(())
+            .given(vec![recorded(KeySource::Platform)])
+            .when_async(reserve("req-2"))
+            .await
+            .then_expect_events(vec![reserved("req-2")]);
+        TestFramework::<UsageLedger>::with(())
+            .given(vec![recorded(KeySource::Platform), reserved("req-2")])
+            .when_async(reserve("req-3"))
+            .await
+            .then_expect_error(UsageError::QuotaExceeded { max: 2 });
+    }
+
+    #[tokio::test]
+    async fn a_reserved_call_is_recorded_without_counting_twice() {
+        // req-1 reserved the second place; its record does not need a third.
+        TestFramework::<UsageLedger>::with(())
+            .given(vec![recorded(KeySource::Platform), reserved("req-1")])
+            .when_async(call(KeySource::Platform, Some(LIMITS)))
+            .await
+            .then_expect_events(vec![recorded(KeySource::Platform)]);
+        let mut ledger = UsageLedger::default();
+        for event in [reserved("req-1"), recorded(KeySource::Platform)] {
+            ledger.apply(event);
+        }
+        assert_eq!((ledger.calls, ledger.platform_calls, ledger.reserved.len()), (1, 1, 0));
     }
 }

@@ -6,7 +6,8 @@ mod ledger;
 
 pub use figures::UsageFigures;
 pub use ledger::{
-    KeySource, ModelCallRecorded, RecordModelCall, UsageError, UsageEvent, UsageLedger, UsageLimits,
+    KeySource, ModelCallRecorded, PlatformCallReserved, RecordModelCall, ReservePlatformCall,
+    UsageCommand, UsageError, UsageEvent, UsageLedger, UsageLimits,
 };
 
 use chrono::{DateTime, Datelike, Utc};
