@@ -256,3 +256,67 @@ async fn fifty_concurrent_platform_key_calls_never_exceed_the_quota(backend: Bac
         Err(_) => panic!("tasks still hold the app"),
     }
 }
+
+on_both_backends!(once_a_rotation_or_removal_returns_no_replica_calls_with_the_old_key);
+
+async fn once_a_rotation_or_removal_returns_no_replica_calls_with_the_old_key(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let other = app.replica().await;
+    app.set_plan("acme", "pro").await;
+    let (first, second) = (keys::anthropic(), keys::anthropic());
+    app.provider.accept(&first);
+    app.provider.accept(&second);
+    app.post(
+        "/v1/orgs/acme/keys",
+        &app.owner("acme"),
+        json!({"provider": "anthropic", "key": first}),
+    )
+    .await;
+    assert_eq!(
+        call(&other, "anthropic", "v1/messages", json!({"model": "m"})).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(app.provider.seen().pop().expect("called")["x-api-key"], first.as_str());
+
+    let rotated =
+        app.put("/v1/orgs/acme/keys/anthropic", &app.owner("acme"), json!({"key": second})).await;
+    assert_eq!(rotated.status, StatusCode::OK);
+    call(&other, "anthropic", "v1/messages", json!({"model": "m"})).await;
+    assert_eq!(
+        app.provider.seen().pop().expect("called")["x-api-key"],
+        second.as_str(),
+        "the other replica used the new key at once"
+    );
+
+    app.delete("/v1/orgs/acme/keys/anthropic", &app.owner("acme")).await;
+    let after = call(&other, "anthropic", "v1/messages", json!({"model": "m"})).await;
+    assert_eq!(after.code(), "no_key_available", "a removed key is gone everywhere at once");
+    drop(other);
+    app.finish().await;
+}
+
+on_both_backends!(a_stored_endpoint_is_checked_again_when_a_call_goes_out);
+
+async fn a_stored_endpoint_is_checked_again_when_a_call_goes_out(backend: Backend) {
+    // Stored while private endpoints were allowed; the operator has since withdrawn that.
+    let app = TestApp::start_with(backend, &[("KEYLEDGER_ALLOW_PRIVATE_ENDPOINTS", "true")]).await;
+    app.set_plan("acme", "pro").await;
+    let stored = app
+        .post(
+            "/v1/orgs/acme/keys",
+            &app.owner("acme"),
+            json!({"provider": "ollama", "endpoint": app.provider.url()}),
+        )
+        .await;
+    assert_eq!(stored.status, StatusCode::CREATED, "{}", stored.everything());
+    let mut strict = app.replica().await;
+    strict.state.endpoints = keyledger_infra::providers::EndpointPolicy { allow_private: false };
+    strict.router = keyledger_api::router(strict.state.clone());
+    let before = app.provider.requests();
+    let refused = call(&strict, "ollama", "api/chat", json!({"model": "llama3"})).await;
+    assert_eq!(refused.status, StatusCode::BAD_GATEWAY, "{}", refused.everything());
+    assert_eq!(refused.code(), "provider_unreachable");
+    assert_eq!(app.provider.requests(), before, "nothing was sent to the endpoint");
+    drop(strict);
+    app.finish().await;
+}

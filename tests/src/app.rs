@@ -34,6 +34,7 @@ pub struct TestApp {
     pub provider: FakeProvider,
     sqlite_dir: Option<PathBuf>,
     stop_projector: tokio::sync::watch::Sender<bool>,
+    env: HashMap<String, String>,
 }
 
 /// What the API answered.
@@ -103,12 +104,35 @@ impl TestApp {
         for (k, v) in extra {
             env.insert((*k).to_owned(), (*v).to_owned());
         }
+        let (state, router, stop_projector) = Self::instance(&env).await;
+        Self { backend, database_url, state, router, provider, sqlite_dir, stop_projector, env }
+    }
+
+    async fn instance(
+        env: &HashMap<String, String>,
+    ) -> (AppState, Router, tokio::sync::watch::Sender<bool>) {
         let config =
             Config::from_lookup(|name| env.get(name).cloned()).expect("test configuration");
         let state = keyledger_api::build_state(config).await.expect("application state");
         let router = keyledger_api::router(state.clone());
         let stop_projector = keyledger_api::start_projector(&state);
-        Self { backend, database_url, state, router, provider, sqlite_dir, stop_projector }
+        (state, router, stop_projector)
+    }
+
+    /// Another replica on the same database, with the same secrets and fake provider.
+    pub async fn replica(&self) -> Self {
+        let (state, router, stop_projector) = Self::instance(&self.env).await;
+        Self {
+            backend: self.backend,
+            database_url: self.database_url.clone(),
+            state,
+            router,
+            provider: self.provider.clone(),
+            // The first instance cleans up.
+            sqlite_dir: None,
+            stop_projector,
+            env: self.env.clone(),
+        }
     }
 
     /// A token for `sub` acting as `role` on `org`.

@@ -202,6 +202,16 @@ impl Call<'_> {
         // One id per provider tried: a reservation and the record of its call pair up by it.
         let attempt_id = format!("{}:{provider}", self.request_id);
         let chosen = choose_key(state, org, provider, &attempt_id, self.caller).await?;
+        // Checked when stored, and again now: a name can resolve elsewhere since (DNS rebinding).
+        if let Some(endpoint) = &chosen.endpoint {
+            if let Err(reason) = state.endpoints.check(endpoint).await {
+                return Ok(Attempt::Failed(ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "provider_unreachable",
+                    format!("the stored endpoint is refused: {reason}"),
+                )));
+            }
+        }
         let sent = state
             .keyrings
             .deps()
