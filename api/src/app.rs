@@ -9,6 +9,7 @@ use std::time::Duration;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, Request};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt as _;
 use axum::Router;
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -210,10 +211,23 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let served = axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await;
+        let served = axum::serve(no_delay(self.listener), self.router)
+            .with_graceful_shutdown(shutdown)
+            .await;
         let _ = self.stop_projector.send(true);
         served
     }
+}
+
+/// The listener with Nagle's algorithm off on every connection: streamed answers go out as
+/// many small writes, and Nagle would hold each one back until the client acknowledged the
+/// last (tens of milliseconds with delayed ACKs).
+pub fn no_delay(listener: TcpListener) -> impl axum::serve::Listener<Addr = SocketAddr> {
+    listener.tap_io(|tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::warn!(%error, "cannot set TCP_NODELAY");
+        }
+    })
 }
 
 /// Completes on SIGTERM or ctrl-c.

@@ -1,0 +1,317 @@
+//! Gateway benchmark, side by side in one run against one fake provider on loopback: the
+//! latency keyledger adds to a model call (p50/p99 against calling the fake directly), gateway
+//! calls per second, key resolutions per second, and usage recordings per second. Writes a
+//! markdown table to `bench/results/gateway.md`.
+//!
+//! `cargo run --release -p keyledger-bench --bin gateway -- --seconds 10`
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use clap::Parser;
+use serde_json::json;
+
+use keyledger_bench::{ms, percentile, BenchDb};
+use keyledger_domain::resolution::resolve;
+use keyledger_domain::usage::{KeySource, ModelCallRecorded, RecordModelCall};
+use keyledger_domain::{OrgId, ProviderId};
+use keyledger_infra::crypto::MasterKeyRing;
+use keyledger_infra::{Actor, Config};
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// Seconds of each throughput phase.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Sequential calls for the latency phase.
+    #[arg(long, default_value_t = 2_000)]
+    calls: usize,
+    /// Concurrent callers in the throughput phases.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// postgres, sqlite, or both.
+    #[arg(long, default_value = "both")]
+    backend: String,
+    #[arg(long, default_value = "bench/results/gateway.md")]
+    out: std::path::PathBuf,
+}
+
+const ORGS: usize = 50;
+const ANSWER: &str = r#"{"object":"chat.completion","model":"gpt-4o-mini","choices":[{"message":{"role":"assistant","content":"ok"}}],"usage":{"prompt_tokens":12,"completion_tokens":3}}"#;
+
+#[derive(Debug)]
+struct Outcome {
+    backend: &'static str,
+    direct: (Duration, Duration),
+    gateway: (Duration, Duration),
+    gateway_rate: f64,
+    resolutions: f64,
+    recordings: f64,
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let fake = fake_provider().await;
+    let server = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let mut outcomes = Vec::new();
+    for backend in ["postgres", "sqlite"] {
+        if args.backend != "both" && args.backend != backend {
+            continue;
+        }
+        let db = if backend == "postgres" {
+            BenchDb::postgres(&server).await
+        } else {
+            BenchDb::sqlite()
+        };
+        outcomes.push(run(backend, &db.url, &fake, &args).await);
+        db.drop().await;
+    }
+    let report = report(&outcomes, &args);
+    println!("{report}");
+    std::fs::write(&args.out, report).expect("write results");
+}
+
+async fn fake_provider() -> String {
+    let app =
+        axum::Router::new().fallback(|| async { ([("content-type", "application/json")], ANSWER) });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(keyledger_api::app::no_delay(listener), app).await });
+    format!("http://{addr}")
+}
+
+async fn run(backend: &'static str, url: &str, fake: &str, args: &Args) -> Outcome {
+    let env: HashMap<&str, String> = HashMap::from([
+        ("DATABASE_URL", url.to_owned()),
+        ("KEYLEDGER_MASTER_KEY", MasterKeyRing::generate_encoded().to_string()),
+        ("KEYLEDGER_JWT_SECRET", "bench".to_owned()),
+        ("KEYLEDGER_LISTEN", "127.0.0.1:0".to_owned()),
+        ("KEYLEDGER_PROVIDER_OPENAI_BASE_URL", fake.to_owned()),
+    ]);
+    let config = Config::from_lookup(|name| env.get(name).cloned()).expect("config");
+    let state = keyledger_api::build_state(config).await.expect("state");
+    let _projector = keyledger_api::start_projector(&state);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let router = keyledger_api::router(state.clone());
+    tokio::spawn(async move { axum::serve(keyledger_api::app::no_delay(listener), router).await });
+
+    // Every organization on pro with its own OpenAI key.
+    let client = reqwest::Client::new();
+    let admin = state
+        .tokens
+        .issue("*", keyledger_api::Role::PlatformAdmin, "bench", Duration::from_secs(3600))
+        .expect("token");
+    for org in 0..ORGS {
+        let owner = state
+            .tokens
+            .issue(
+                &format!("org{org}"),
+                keyledger_api::Role::Owner,
+                "bench",
+                Duration::from_secs(3600),
+            )
+            .expect("token");
+        client
+            .put(format!("{base}/v1/orgs/org{org}/plan"))
+            .bearer_auth(&admin)
+            .json(&json!({"plan": "pro"}))
+            .send()
+            .await
+            .expect("plan");
+        let key = format!("sk-proj-bench{org:04}{}", "k".repeat(40));
+        let stored = client
+            .post(format!("{base}/v1/orgs/org{org}/keys"))
+            .bearer_auth(&owner)
+            .json(&json!({"provider": "openai", "key": key}))
+            .send()
+            .await
+            .expect("store");
+        assert!(stored.status().is_success());
+    }
+    let service = state
+        .tokens
+        .issue("*", keyledger_api::Role::Service, "bench", Duration::from_secs(3600))
+        .expect("token");
+    let body = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
+        .to_string();
+
+    eprintln!("[{backend}] latency: {} sequential calls each way", args.calls);
+    let direct_url = format!("{fake}/v1/chat/completions");
+    let direct = latencies(args.calls, |_| {
+        client.post(&direct_url).header("content-type", "application/json").body(body.clone())
+    })
+    .await;
+    let gateway = latencies(args.calls, |n| {
+        client
+            .post(format!("{base}/v1/orgs/org{}/gateway/openai/v1/chat/completions", n % ORGS))
+            .bearer_auth(&service)
+            .header("content-type", "application/json")
+            .body(body.clone())
+    })
+    .await;
+
+    eprintln!("[{backend}] gateway throughput: {} callers for {}s", args.concurrency, args.seconds);
+    let done = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let workers: Vec<_> = (0..args.concurrency)
+        .map(|w| {
+            let (client, base, service, body, done) =
+                (client.clone(), base.clone(), service.clone(), body.clone(), done.clone());
+            tokio::spawn(async move {
+                let mut n = w;
+                while Instant::now() < deadline {
+                    let response = client
+                        .post(format!(
+                            "{base}/v1/orgs/org{}/gateway/openai/v1/chat/completions",
+                            n % ORGS
+                        ))
+                        .bearer_auth(&service)
+                        .header("content-type", "application/json")
+                        .body(body.clone())
+                        .send()
+                        .await
+                        .expect("call");
+                    assert!(response.status().is_success());
+                    response.bytes().await.expect("answer");
+                    done.fetch_add(1, Ordering::Relaxed);
+                    // Each caller walks over the organizations rather than hammering one.
+                    n += 7;
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.await.expect("worker");
+    }
+    let gateway_rate = done.load(Ordering::Relaxed) as f64 / args.seconds as f64;
+
+    eprintln!("[{backend}] resolutions and recordings for {}s each", args.seconds);
+    let shared = state.clone();
+    let resolutions = rate(args.concurrency, args.seconds, move |n| {
+        let state = shared.clone();
+        async move {
+            let org = OrgId::parse(&format!("org{}", n % ORGS)).expect("org");
+            let keyring = state.keyrings.load(&org).await.expect("load");
+            if let keyledger_domain::resolution::Resolution::Byok(key) =
+                resolve(&keyring, &state.keyrings.deps().plans, ProviderId::Openai, false)
+            {
+                state.keyrings.open(&org, ProviderId::Openai, &key).await.expect("open");
+            }
+        }
+    })
+    .await;
+    let shared = state.clone();
+    let recordings = rate(args.concurrency, args.seconds, move |n| {
+        let state = shared.clone();
+        async move {
+            let org = OrgId::parse(&format!("rec{}", n % 500)).expect("org");
+            let call = ModelCallRecorded {
+                org: org.to_string(),
+                request_id: format!(
+                    "rec-{n}-{}",
+                    Utc::now().timestamp_nanos_opt().unwrap_or_default()
+                ),
+                provider: ProviderId::Openai,
+                model: "gpt-4o-mini".to_owned(),
+                input_tokens: 12,
+                output_tokens: 3,
+                cost_usd: 0.00001,
+                key_source: KeySource::Byok,
+                key_version: Some(1),
+                at: Utc::now(),
+            };
+            let actor = Actor {
+                sub: "bench".to_owned(),
+                role: "service".to_owned(),
+                request_id: String::new(),
+            };
+            state
+                .record_usage(&org, RecordModelCall { call, limits: None }, &actor)
+                .await
+                .expect("recorded");
+        }
+    })
+    .await;
+
+    Outcome { backend, direct, gateway, gateway_rate, resolutions, recordings }
+}
+
+/// p50 and p99 of `count` sequential requests.
+async fn latencies(
+    count: usize,
+    request: impl Fn(usize) -> reqwest::RequestBuilder,
+) -> (Duration, Duration) {
+    let mut times = Vec::with_capacity(count);
+    for n in 0..count {
+        let started = Instant::now();
+        let response = request(n).send().await.expect("call");
+        assert!(response.status().is_success(), "{}", response.status());
+        response.bytes().await.expect("answer");
+        times.push(started.elapsed());
+    }
+    times.sort();
+    (percentile(&times, 50.0), percentile(&times, 99.0))
+}
+
+/// Operations per second of `op`, run by `concurrency` tasks for `seconds`.
+async fn rate<F, Fut>(concurrency: usize, seconds: u64, op: F) -> f64
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let done = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|w| {
+            let (op, done) = (op.clone(), done.clone());
+            tokio::spawn(async move {
+                let mut n = w;
+                while Instant::now() < deadline {
+                    op(n).await;
+                    done.fetch_add(1, Ordering::Relaxed);
+                    n += concurrency;
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("task");
+    }
+    done.load(Ordering::Relaxed) as f64 / seconds as f64
+}
+
+fn report(outcomes: &[Outcome], args: &Args) -> String {
+    let mut out = String::from("# Gateway benchmark\n\n");
+    out.push_str(&format!(
+        "Command: `cargo run --release -p keyledger-bench --bin gateway -- --seconds {} --calls {} --concurrency {}`  \n",
+        args.seconds, args.calls, args.concurrency
+    ));
+    out.push_str(&format!("Run: {} on this 2-core machine, keyledger, the fake provider and the load in one process.\n\n", Utc::now().format("%Y-%m-%d %H:%M UTC")));
+    out.push_str("| backend | direct p50 (ms) | direct p99 (ms) | gateway p50 (ms) | gateway p99 (ms) | added p50 (ms) | added p99 (ms) | gateway calls/s | resolutions/s | usage recordings/s |\n");
+    out.push_str("|---|---|---|---|---|---|---|---|---|---|\n");
+    for o in outcomes {
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {:.0} | {:.0} | {:.0} |\n",
+            o.backend,
+            ms(o.direct.0),
+            ms(o.direct.1),
+            ms(o.gateway.0),
+            ms(o.gateway.1),
+            ms(o.gateway.0.saturating_sub(o.direct.0)),
+            ms(o.gateway.1.saturating_sub(o.direct.1)),
+            o.gateway_rate,
+            o.resolutions,
+            o.recordings,
+        ));
+    }
+    out.push_str(&format!(
+        "\nEach call: BYOK resolution (Keyring loaded from the store, key material opened), forwarding, the answer streamed back, usage recorded. {ORGS} organizations on pro with an OpenAI key; usage recordings spread over 500 organizations.\n"
+    ));
+    out
+}
