@@ -74,6 +74,36 @@ impl BenchDb {
     }
 }
 
+/// Runs `bench` on a fresh database of each backend `choice` names (`postgres`, `sqlite` or
+/// `both`), PostgreSQL at `DATABASE_URL`; the databases are removed afterwards unless
+/// `KEYLEDGER_BENCH_KEEP` is set (for profiling).
+pub async fn on_backends<T, F, Fut>(choice: &str, mut bench: F) -> Vec<T>
+where
+    F: FnMut(&'static str, String) -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let server = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let mut outcomes = Vec::new();
+    for backend in ["postgres", "sqlite"] {
+        if choice != "both" && choice != backend {
+            continue;
+        }
+        let db = if backend == "postgres" {
+            BenchDb::postgres(&server).await
+        } else {
+            BenchDb::sqlite()
+        };
+        outcomes.push(bench(backend, db.url.clone()).await);
+        if std::env::var_os("KEYLEDGER_BENCH_KEEP").is_some() {
+            eprintln!("[{backend}] kept {}", db.url);
+        } else {
+            db.drop().await;
+        }
+    }
+    outcomes
+}
+
 /// Percentile `p` (0–100) of sorted durations.
 #[must_use]
 pub fn percentile(sorted: &[Duration], p: f64) -> Duration {

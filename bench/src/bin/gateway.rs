@@ -14,7 +14,7 @@ use chrono::Utc;
 use clap::Parser;
 use serde_json::json;
 
-use keyledger_bench::{ms, percentile, BenchDb};
+use keyledger_bench::{ms, percentile};
 use keyledger_domain::resolution::resolve;
 use keyledger_domain::usage::{KeySource, ModelCallRecorded, RecordModelCall};
 use keyledger_domain::{OrgId, ProviderId};
@@ -56,21 +56,12 @@ struct Outcome {
 async fn main() {
     let args = Args::parse();
     let fake = fake_provider().await;
-    let server = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-    let mut outcomes = Vec::new();
-    for backend in ["postgres", "sqlite"] {
-        if args.backend != "both" && args.backend != backend {
-            continue;
-        }
-        let db = if backend == "postgres" {
-            BenchDb::postgres(&server).await
-        } else {
-            BenchDb::sqlite()
-        };
-        outcomes.push(run(backend, &db.url, &fake, &args).await);
-        db.drop().await;
-    }
+    let outcomes = keyledger_bench::on_backends(&args.backend, |backend, url| {
+        let args = &args;
+        let fake = &fake;
+        async move { run(backend, &url, fake, args).await }
+    })
+    .await;
     let report = report(&outcomes, &args);
     println!("{report}");
     std::fs::write(&args.out, report).expect("write results");

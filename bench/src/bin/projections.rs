@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use sqlx::QueryBuilder;
 use tokio::sync::{mpsc, Semaphore};
 
-use keyledger_bench::{ms, percentile, BenchDb};
+use keyledger_bench::{ms, percentile};
 use keyledger_domain::keyring::{KeyRotated, KeyStored, KeyVerificationRecorded, PlanChanged};
 use keyledger_domain::usage::{KeySource, ModelCallRecorded, RecordModelCall, UsageEvent};
 use keyledger_domain::{KeyringEvent, OrgId, PlanId, ProviderId, VerificationOutcome};
@@ -55,25 +55,12 @@ struct Outcome {
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    let server = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-    let mut outcomes = Vec::new();
-    for backend in ["postgres", "sqlite"] {
-        if args.backend != "both" && args.backend != backend {
-            continue;
-        }
-        let db = if backend == "postgres" {
-            BenchDb::postgres(&server).await
-        } else {
-            BenchDb::sqlite()
-        };
-        outcomes.push(run(backend, &db.url, &args).await);
-        if std::env::var_os("KEYLEDGER_BENCH_KEEP").is_some() {
-            eprintln!("[{backend}] kept {}", db.url);
-        } else {
-            db.drop().await;
-        }
-    }
+    let outcomes = keyledger_bench::on_backends(&args.backend, |backend, url| {
+        let args = &args;
+
+        async move { run(backend, &url, args).await }
+    })
+    .await;
     let report = report(&outcomes, &args);
     println!("{report}");
     if let Some(dir) = args.out.parent() {
