@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 
 use cqrs_es::event_sink::EventSink;
+use cqrs_es::persist::EventStoreAggregateContext;
 use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventStore};
 use tokio::sync::Mutex;
 
@@ -43,6 +44,18 @@ pub struct UsageRecorder {
     /// are retried.
     stripes: Vec<Mutex<()>>,
     hasher: RandomState,
+    /// Each ledger as this process last committed it. Only used under the ledger's stripe; a
+    /// stale entry (another replica committed since) is caught by the events table's key on
+    /// commit, dropped, and the ledger loaded again.
+    ledgers: std::sync::Mutex<HashMap<String, Cached>>,
+}
+
+/// A ledger's state and where it stands.
+#[derive(Debug, Clone)]
+struct Cached {
+    ledger: UsageLedger,
+    sequence: usize,
+    snapshot: Option<usize>,
 }
 
 /// Attempts before concurrent recorders on one ledger (across replicas) give up.
@@ -58,6 +71,7 @@ impl UsageRecorder {
             db: db.clone(),
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             hasher: RandomState::new(),
+            ledgers: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -127,14 +141,17 @@ impl UsageRecorder {
         let id = ledger_id(org, call.call.at);
         let _queued = self.queue(&id).await;
         for _ in 0..ATTEMPTS {
-            if let Some(first) = self.find(org, &call.call.request_id).await? {
-                return Ok(Recorded::Duplicate(first));
-            }
             match self.commit(&id, UsageCommand::Record(call.clone()), actor, call.call.at).await? {
                 Some(sequence) => {
                     return Ok(Recorded::New { call: call.call, ledger_id: id, sequence })
                 }
-                None => continue,
+                // The unique index turns a repeated request id away: look for the first call
+                // only then, rather than before every call.
+                None => {
+                    if let Some(first) = self.find(org, &call.call.request_id).await? {
+                        return Ok(Recorded::Duplicate(first));
+                    }
+                }
             }
         }
         Err(RecordError::Storage(format!("gave up after {ATTEMPTS} attempts")))
@@ -165,6 +182,12 @@ impl UsageRecorder {
         Err(RecordError::Storage(format!("gave up after {ATTEMPTS} attempts")))
     }
 
+    fn forget(&self, ledger: &str) {
+        if let Ok(mut ledgers) = self.ledgers.lock() {
+            ledgers.remove(ledger);
+        }
+    }
+
     /// Calls to one ledger queue here instead of racing for it.
     async fn queue(&self, ledger: &str) -> tokio::sync::MutexGuard<'_, ()> {
         self.stripes[(self.hasher.hash_one(ledger) as usize) % STRIPES].lock().await
@@ -185,15 +208,49 @@ impl UsageRecorder {
             ("request_id".to_owned(), actor.request_id.clone()),
             ("occurred_at".to_owned(), at.to_rfc3339()),
         ]);
-        let mut context = self.store.load_aggregate(ledger).await.map_err(storage)?;
+        let cached = self.ledgers.lock().ok().and_then(|l| l.get(ledger).cloned());
+        let mut context = match cached {
+            Some(c) => EventStoreAggregateContext {
+                aggregate_id: ledger.to_owned(),
+                aggregate: c.ledger,
+                current_sequence: c.sequence,
+                current_snapshot: c.snapshot,
+            },
+            None => self.store.load_aggregate(ledger).await.map_err(storage)?,
+        };
         let sink = EventSink::default();
+        // A ledger only grows within its month: a cached state never shows more use than the
+        // stored one, so a refusal decided on it stands; an acceptance is checked by the commit.
         context.aggregate().handle(command, &(), &sink).await.map_err(RecordError::Refused)?;
-        match self.store.commit(sink.collect().await, context, metadata).await {
-            Ok(events) => Ok(Some(events.last().map_or(0, |e| e.sequence))),
+        let (from, after) = (context.current_sequence, context.aggregate.clone());
+        let snapshot = context.current_snapshot;
+        let events = sink.collect().await;
+        let to = from + events.len();
+        match self.store.commit(events, context, metadata).await {
+            Ok(_) => {
+                let snapshot = if self.store.snapshot_after(from, to) {
+                    Some(snapshot.map_or(1, |n| n + 1))
+                } else {
+                    snapshot
+                };
+                if let Ok(mut ledgers) = self.ledgers.lock() {
+                    ledgers.insert(
+                        ledger.to_owned(),
+                        Cached { ledger: after, sequence: to, snapshot },
+                    );
+                }
+                Ok(Some(to))
+            }
             // Another writer took the ledger's next sequence, or (on SQLite, where the unique
             // index is not mapped to a conflict) the same request id: look again.
-            Err(AggregateError::AggregateConflict | AggregateError::UnexpectedError(_)) => Ok(None),
-            Err(other) => Err(storage(other)),
+            Err(AggregateError::AggregateConflict | AggregateError::UnexpectedError(_)) => {
+                self.forget(ledger);
+                Ok(None)
+            }
+            Err(other) => {
+                self.forget(ledger);
+                Err(storage(other))
+            }
         }
     }
 }

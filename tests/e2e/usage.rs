@@ -129,3 +129,47 @@ async fn platform_calls_stop_at_the_cost_cap(backend: Backend) {
     assert_eq!(over.code(), "cost_cap_reached");
     app.finish().await;
 }
+
+on_both_backends!(two_replicas_recording_at_once_never_exceed_the_quota_between_them);
+
+async fn two_replicas_recording_at_once_never_exceed_the_quota_between_them(backend: Backend) {
+    let plans = plans_file(
+        json!({"tiny": {"byok": false, "max_providers": null, "provider_order": false, "monthly_platform_queries": 20, "monthly_platform_cost_cap_usd": 1000.0}}),
+    );
+    let first = Arc::new(TestApp::start_with(backend, &[("KEYLEDGER_PLANS_FILE", &plans)]).await);
+    let second = Arc::new(first.replica().await);
+    first.set_plan("acme", "tiny").await;
+    let service = first.token("acme", Role::Service, "worker");
+    // Each replica has recorded before, so each holds the ledger as it last saw it.
+    for (app, id) in [(&first, "warm-1"), (&second, "warm-2")] {
+        assert_eq!(
+            app.post("/v1/orgs/acme/usage", &service, call(id)).await.status,
+            StatusCode::CREATED
+        );
+    }
+    let calls: Vec<_> = (0..40)
+        .map(|n| {
+            let (app, service) =
+                (Arc::clone(if n % 2 == 0 { &first } else { &second }), service.clone());
+            tokio::spawn(async move {
+                app.post("/v1/orgs/acme/usage", &service, call(&format!("both-{n}"))).await.status
+            })
+        })
+        .collect();
+    let mut created = 0;
+    for call in calls {
+        if call.await.expect("task") == StatusCode::CREATED {
+            created += 1;
+        }
+    }
+    assert_eq!(created, 18, "20 in all, 2 of them before the race");
+    assert_eq!(
+        first.count("select count(*) from events where aggregate_type = 'UsageLedger'").await,
+        20
+    );
+    drop(second);
+    match Arc::try_unwrap(first) {
+        Ok(app) => app.finish().await,
+        Err(_) => panic!("tasks still hold the app"),
+    }
+}

@@ -39,6 +39,12 @@ where
         Self { repo, snapshot_every: snapshot_every.max(1), _aggregate: PhantomData }
     }
 
+    /// Whether a commit that takes an aggregate from `from` to `to` writes a snapshot.
+    #[must_use]
+    pub fn snapshot_after(&self, from: usize, to: usize) -> bool {
+        from / self.snapshot_every != to / self.snapshot_every
+    }
+
     /// The repository underneath.
     pub fn repository(&self) -> &R {
         &self.repo
@@ -136,9 +142,7 @@ where
             return Ok(envelopes);
         }
         let serialized = envelopes.iter().map(serialize).collect::<Result<Vec<_>, _>>()?;
-        let crosses_boundary =
-            context.current_sequence / self.snapshot_every != last_sequence / self.snapshot_every;
-        let snapshot = if crosses_boundary {
+        let snapshot = if self.snapshot_after(context.current_sequence, last_sequence) {
             // The event sink has already applied these events to `context.aggregate`.
             let payload = serde_json::to_value(&context.aggregate)
                 .map_err(|e| AggregateError::UnexpectedError(Box::new(e)))?;
