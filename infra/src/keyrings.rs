@@ -12,11 +12,11 @@ use chrono::{DateTime, Utc};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventEnvelope, EventStore};
 
-use crate::crypto::Binding;
+use crate::crypto::{Binding, SealedKey};
 use crate::db::Database;
 use crate::event_store::{EventRepository, SnapshottingStore};
 use crate::services::{OrgServices, ServiceDeps};
-use keyledger_domain::keyring::KeyState;
+use keyledger_domain::keyring::{KeyState, MaterialId};
 use keyledger_domain::{
     ApiKey, Keyring, KeyringCommand, KeyringError, KeyringServices, OrgId, ProviderId,
     Verification, VerificationOutcome,
@@ -63,13 +63,26 @@ impl From<AggregateError<KeyringError>> for CommandError {
 pub struct Keyrings {
     store: SnapshottingStore<EventRepository, Keyring>,
     deps: Arc<ServiceDeps>,
+    db: Database,
+    /// Keyring states by org with the sequence they are at; used only after the log confirms
+    /// nothing happened since (see [`Keyrings::current`]).
+    states: std::sync::Mutex<HashMap<String, (Keyring, usize)>>,
+    /// Sealed material of the key versions in use, by id (ciphertext only; opening stays per
+    /// call). Dropped when a version is released or its organization's state moves on.
+    sealed: std::sync::Mutex<HashMap<MaterialId, SealedKey>>,
 }
 
 impl Keyrings {
     /// Keyrings kept in `db`.
     #[must_use]
     pub fn new(db: &Database, deps: Arc<ServiceDeps>) -> Self {
-        Self { store: SnapshottingStore::new(EventRepository::new(db)), deps }
+        Self {
+            store: SnapshottingStore::new(EventRepository::new(db)),
+            deps,
+            db: db.clone(),
+            states: std::sync::Mutex::new(HashMap::new()),
+            sealed: std::sync::Mutex::new(HashMap::new()),
+        }
     }
 
     /// The event store underneath.
@@ -90,6 +103,61 @@ impl Keyrings {
     /// [`CommandError::Storage`] when the store cannot be read.
     pub async fn load(&self, org: &OrgId) -> Result<Keyring, CommandError> {
         Ok(self.store.load_aggregate(org.as_str()).await?.aggregate)
+    }
+
+    /// The current state of `org`'s Keyring for a model call: the state this process last saw
+    /// if one index-only query shows the log has nothing newer for `org`, else loaded afresh.
+    /// A rotation or removal committed by any replica is therefore seen by the next call.
+    ///
+    /// # Errors
+    /// [`CommandError::Storage`] when the store cannot be read.
+    pub async fn current(&self, org: &OrgId) -> Result<Keyring, CommandError> {
+        let latest = self.latest_sequence(org).await?;
+        if let Some((state, _)) = self
+            .states
+            .lock()
+            .ok()
+            .and_then(|s| s.get(org.as_str()).cloned())
+            .filter(|(_, at)| *at == latest)
+        {
+            return Ok(state);
+        }
+        let context = self.store.load_aggregate(org.as_str()).await?;
+        let (state, at) = (context.aggregate, context.current_sequence);
+        let in_use: Vec<MaterialId> = state.keys.values().filter_map(|k| k.material_id).collect();
+        if let Ok(mut sealed) = self.sealed.lock() {
+            // Versions this organization no longer uses leave the cache with its old state.
+            if let Some((old, _)) =
+                self.states.lock().ok().and_then(|s| s.get(org.as_str()).cloned())
+            {
+                for id in old
+                    .keys
+                    .values()
+                    .filter_map(|k| k.material_id)
+                    .filter(|id| !in_use.contains(id))
+                {
+                    sealed.remove(&id);
+                }
+            }
+        }
+        if let Ok(mut states) = self.states.lock() {
+            states.insert(org.as_str().to_owned(), (state.clone(), at));
+        }
+        Ok(state)
+    }
+
+    async fn latest_sequence(&self, org: &OrgId) -> Result<usize, CommandError> {
+        let sql = "select coalesce(max(sequence), 0) from events where aggregate_type = 'Keyring' and aggregate_id = $1";
+        let latest: i64 = match &self.db {
+            Database::Postgres(pool) => {
+                sqlx::query_scalar(sql).bind(org.as_str()).fetch_one(pool).await
+            }
+            Database::Sqlite(pool) => {
+                sqlx::query_scalar(sql).bind(org.as_str()).fetch_one(pool).await
+            }
+        }
+        .map_err(|e| CommandError::Storage(e.to_string()))?;
+        Ok(usize::try_from(latest).unwrap_or_default())
     }
 
     /// The state of `org`'s Keyring as it was at `at`, rebuilt from the log: every event that
@@ -223,9 +291,54 @@ impl Keyrings {
             .map_err(|e| CommandError::Storage(e.to_string()))
     }
 
-    async fn shred(&self, ids: &[keyledger_domain::keyring::MaterialId]) {
+    /// [`Keyrings::open`] for a model call: the sealed material of versions in use is kept in
+    /// memory (ciphertext only), so a call reads no material from storage; opening it stays
+    /// per call.
+    ///
+    /// # Errors
+    /// As [`Keyrings::open`].
+    pub async fn open_for_call(
+        &self,
+        org: &OrgId,
+        provider: ProviderId,
+        key: &KeyState,
+    ) -> Result<Option<ApiKey>, CommandError> {
+        let Some(material_id) = key.material_id else {
+            return Ok(None);
+        };
+        let cached = self.sealed.lock().ok().and_then(|s| s.get(&material_id).cloned());
+        let sealed = match cached {
+            Some(sealed) => sealed,
+            None => {
+                let sealed = self
+                    .deps
+                    .material
+                    .get(material_id)
+                    .await
+                    .map_err(|e| CommandError::Storage(e.to_string()))?
+                    .ok_or(CommandError::Conflict)?;
+                if let Ok(mut cache) = self.sealed.lock() {
+                    cache.insert(material_id, sealed.clone());
+                }
+                sealed
+            }
+        };
+        let binding = Binding { org, provider, key_id: key.key_id, version: key.version };
+        self.deps
+            .envelope
+            .open(binding, &sealed)
+            .map(Some)
+            .map_err(|e| CommandError::Storage(e.to_string()))
+    }
+
+    async fn shred(&self, ids: &[MaterialId]) {
         if ids.is_empty() {
             return;
+        }
+        if let Ok(mut sealed) = self.sealed.lock() {
+            for id in ids {
+                sealed.remove(id);
+            }
         }
         if let Err(error) = self.deps.material.destroy(ids).await {
             // The event is committed either way; what is left is swept at the next start.

@@ -144,7 +144,7 @@ pub(crate) async fn chat_completions(
 /// The providers a chat call may go to, in order: the organization's provider order, else its
 /// providers with an active key, else those the platform has a key for.
 async fn candidates(state: &AppState, org: &OrgId) -> Result<Vec<ProviderId>, ApiError> {
-    let keyring = state.keyrings.load(org).await?;
+    let keyring = state.keyrings.current(org).await?;
     let ordered =
         state.keyrings.deps().plans.rules(&keyring.plan).is_some_and(|r| r.provider_order);
     let candidates: Vec<ProviderId> = if ordered && !keyring.provider_order.is_empty() {
@@ -296,11 +296,11 @@ async fn choose_key(
     attempt_id: &str,
     caller: &Caller,
 ) -> Result<Chosen, ApiError> {
-    let keyring = state.keyrings.load(org).await?;
+    let keyring = state.keyrings.current(org).await?;
     let platform_key = state.platform_keys.get(&provider);
     match resolve(&keyring, &state.keyrings.deps().plans, provider, platform_key.is_some()) {
         Resolution::Byok(key) => Ok(Chosen {
-            key: state.keyrings.open(org, provider, &key).await?,
+            key: state.keyrings.open_for_call(org, provider, &key).await?,
             source: KeySource::Byok,
             byok: Some((key.key_id, key.version)),
             endpoint: key.endpoint,
