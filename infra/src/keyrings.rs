@@ -276,19 +276,8 @@ impl Keyrings {
         let Some(material_id) = key.material_id else {
             return Ok(None);
         };
-        let sealed = self
-            .deps
-            .material
-            .get(material_id)
-            .await
-            .map_err(|e| CommandError::Storage(e.to_string()))?
-            .ok_or(CommandError::Conflict)?;
-        let binding = Binding { org, provider, key_id: key.key_id, version: key.version };
-        self.deps
-            .envelope
-            .open(binding, &sealed)
-            .map(Some)
-            .map_err(|e| CommandError::Storage(e.to_string()))
+        let sealed = self.fetch_sealed(material_id).await?;
+        self.open_sealed(org, provider, key, &sealed).map(Some)
     }
 
     /// [`Keyrings::open`] for a model call: the sealed material of versions in use is kept in
@@ -310,25 +299,36 @@ impl Keyrings {
         let sealed = match cached {
             Some(sealed) => sealed,
             None => {
-                let sealed = self
-                    .deps
-                    .material
-                    .get(material_id)
-                    .await
-                    .map_err(|e| CommandError::Storage(e.to_string()))?
-                    .ok_or(CommandError::Conflict)?;
+                let sealed = self.fetch_sealed(material_id).await?;
                 if let Ok(mut cache) = self.sealed.lock() {
                     cache.insert(material_id, sealed.clone());
                 }
                 sealed
             }
         };
-        let binding = Binding { org, provider, key_id: key.key_id, version: key.version };
+        self.open_sealed(org, provider, key, &sealed).map(Some)
+    }
+
+    /// The sealed material `id`; a conflict if a concurrent rotation or removal shredded it.
+    async fn fetch_sealed(&self, id: MaterialId) -> Result<SealedKey, CommandError> {
         self.deps
-            .envelope
-            .open(binding, &sealed)
-            .map(Some)
-            .map_err(|e| CommandError::Storage(e.to_string()))
+            .material
+            .get(id)
+            .await
+            .map_err(|e| CommandError::Storage(e.to_string()))?
+            .ok_or(CommandError::Conflict)
+    }
+
+    /// Opens `sealed` as version `key.version` of `org`'s `provider` key.
+    fn open_sealed(
+        &self,
+        org: &OrgId,
+        provider: ProviderId,
+        key: &KeyState,
+        sealed: &SealedKey,
+    ) -> Result<ApiKey, CommandError> {
+        let binding = Binding { org, provider, key_id: key.key_id, version: key.version };
+        self.deps.envelope.open(binding, sealed).map_err(|e| CommandError::Storage(e.to_string()))
     }
 
     async fn shred(&self, ids: &[MaterialId]) {
