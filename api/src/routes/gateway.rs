@@ -20,7 +20,7 @@ use keyledger_domain::resolution::{resolve, Resolution};
 use keyledger_domain::usage::{
     KeySource, ModelCallRecorded, RecordModelCall, ReservePlatformCall, UsageError, UsageFigures,
 };
-use keyledger_domain::{ApiKey, KeyringCommand, OrgId, ProviderId, VerificationOutcome};
+use keyledger_domain::{ApiKey, Keyring, KeyringCommand, OrgId, ProviderId, VerificationOutcome};
 use keyledger_infra::providers::{Outgoing, ProviderSpec};
 use keyledger_infra::RecordError;
 
@@ -65,6 +65,7 @@ pub(crate) async fn forward(
     let call = Call {
         state: &state,
         org: &org,
+        keyring: state.keyrings.current(&org).await?,
         request_id: request_id(&caller),
         caller: &caller,
         headers: &headers,
@@ -96,14 +97,16 @@ pub(crate) async fn chat_completions(
         Some(_) => return Err(ApiError::invalid_request("provider is a provider id")),
         None => None,
     };
+    let keyring = state.keyrings.current(&org).await?;
     let candidates = match explicit {
         Some(provider) => vec![provider],
-        None => candidates(&state, &org).await?,
+        None => candidates(&state, &keyring)?,
     };
     let forwarded = Bytes::from(serde_json::to_vec(&request).map_err(|e| ApiError::internal(&e))?);
     let call = Call {
         state: &state,
         org: &org,
+        keyring,
         request_id: request_id(&caller),
         caller: &caller,
         headers: &headers,
@@ -143,8 +146,7 @@ pub(crate) async fn chat_completions(
 
 /// The providers a chat call may go to, in order: the organization's provider order, else its
 /// providers with an active key, else those the platform has a key for.
-async fn candidates(state: &AppState, org: &OrgId) -> Result<Vec<ProviderId>, ApiError> {
-    let keyring = state.keyrings.current(org).await?;
+fn candidates(state: &AppState, keyring: &Keyring) -> Result<Vec<ProviderId>, ApiError> {
     let ordered =
         state.keyrings.deps().plans.rules(&keyring.plan).is_some_and(|r| r.provider_order);
     let candidates: Vec<ProviderId> = if ordered && !keyring.provider_order.is_empty() {
@@ -176,6 +178,8 @@ fn request_id(caller: &Caller) -> String {
 struct Call<'a> {
     state: &'a AppState,
     org: &'a OrgId,
+    /// The organization's Keyring, read once per call (fresh: see `Keyrings::current`).
+    keyring: Keyring,
     /// The caller's request id (or a fresh one): recorded usage is keyed by it.
     request_id: String,
     caller: &'a Caller,
@@ -201,7 +205,8 @@ impl Call<'_> {
         let (state, org) = (self.state, self.org);
         // One id per provider tried: a reservation and the record of its call pair up by it.
         let attempt_id = format!("{}:{provider}", self.request_id);
-        let chosen = choose_key(state, org, provider, &attempt_id, self.caller).await?;
+        let chosen =
+            choose_key(state, org, &self.keyring, provider, &attempt_id, self.caller).await?;
         // Checked when stored, and again now: a name can resolve elsewhere since (DNS rebinding).
         if let Some(endpoint) = &chosen.endpoint {
             if let Err(reason) = state.endpoints.check(endpoint).await {
@@ -292,13 +297,13 @@ impl Call<'_> {
 async fn choose_key(
     state: &AppState,
     org: &OrgId,
+    keyring: &Keyring,
     provider: ProviderId,
     attempt_id: &str,
     caller: &Caller,
 ) -> Result<Chosen, ApiError> {
-    let keyring = state.keyrings.current(org).await?;
     let platform_key = state.platform_keys.get(&provider);
-    match resolve(&keyring, &state.keyrings.deps().plans, provider, platform_key.is_some()) {
+    match resolve(keyring, &state.keyrings.deps().plans, provider, platform_key.is_some()) {
         Resolution::Byok(key) => Ok(Chosen {
             key: state.keyrings.open_for_call(org, provider, &key).await?,
             source: KeySource::Byok,
