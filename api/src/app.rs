@@ -179,6 +179,7 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     stop_projector: watch::Sender<bool>,
+    keyrings: Arc<Keyrings>,
 }
 
 impl Application {
@@ -192,7 +193,8 @@ impl Application {
         let listener =
             TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
         let stop_projector = start_projector(&state);
-        Ok(Self { listener, router: router(state), stop_projector })
+        let keyrings = Arc::clone(&state.keyrings);
+        Ok(Self { listener, router: router(state), stop_projector, keyrings })
     }
 
     /// The address the application listens on.
@@ -215,6 +217,8 @@ impl Application {
             .with_graceful_shutdown(shutdown)
             .await;
         let _ = self.stop_projector.send(true);
+        // Other replicas' commands need not wait for this one any more.
+        self.keyrings.leave().await;
         served
     }
 }

@@ -60,7 +60,8 @@ impl AppState {
         actor: &keyledger_infra::Actor,
     ) -> Result<Recorded, keyledger_infra::RecordError> {
         let recorded = self.usage.record(org, call, actor).await?;
-        self.projector.nudge();
+        self.projector
+            .nudge_for(<keyledger_domain::usage::UsageLedger as cqrs_es::Aggregate>::TYPE);
         Ok(recorded)
     }
 

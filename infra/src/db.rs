@@ -38,6 +38,10 @@ impl Database {
             let options = PgConnectOptions::from_str(url).map_err(DatabaseError::Connect)?;
             let pool = PgPoolOptions::new()
                 .max_connections(16)
+                // sqlx pings a connection before every use by default: a second round trip for
+                // each query of a model call. A connection the server dropped fails its next
+                // query instead, and the pool discards it.
+                .test_before_acquire(false)
                 .acquire_timeout(Duration::from_secs(10))
                 .connect_with(options)
                 .await
@@ -54,6 +58,7 @@ impl Database {
                 .busy_timeout(Duration::from_secs(10));
             let pool = SqlitePoolOptions::new()
                 .max_connections(8)
+                .test_before_acquire(false)
                 .connect_with(options)
                 .await
                 .map_err(DatabaseError::Connect)?;

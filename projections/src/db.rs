@@ -60,6 +60,22 @@ impl Pool {
         })
     }
 
+    /// Starts a transaction for projected rows. On PostgreSQL its commit does not wait for the
+    /// write-ahead log to reach disk: the rows are a fold of the log, and a checkpoint commits
+    /// with its rows, so a server crash can only lose the latest batches whole, which the
+    /// projector then applies again. Commands keep their durable commits.
+    ///
+    /// # Errors
+    /// When no connection can be had.
+    pub async fn begin_projecting(&self) -> Result<Tx, sqlx::Error> {
+        Ok(match self {
+            Self::Postgres(pool) => {
+                Tx::Postgres(pool.begin_with("begin; set local synchronous_commit = off").await?)
+            }
+            Self::Sqlite(pool) => Tx::Sqlite(pool.begin().await?),
+        })
+    }
+
     /// Whether this is PostgreSQL.
     #[must_use]
     pub fn is_postgres(&self) -> bool {

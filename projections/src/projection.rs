@@ -18,6 +18,13 @@ pub trait Projection: Send + Sync + std::fmt::Debug {
     /// the JSON of others out.
     fn consumes(&self) -> &'static [&'static str];
 
+    /// How long, once woken, the projector may wait for more events before applying them to
+    /// this projection: views that commands wait on (read-your-writes) take none; analytics
+    /// fed by every model call gather a few milliseconds' worth into one transaction.
+    fn gather(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
+
     /// Indexes (name, `create index if not exists …`) that a rebuild drops while it loads and
     /// builds once at the end: cheaper than maintaining them row by row.
     fn bulk_load_indexes(&self) -> &'static [(&'static str, &'static str)] {

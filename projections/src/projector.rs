@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use crate::db::{Arg, Pool};
 use crate::log::{Cursor, EventLog, LoggedEvent};
 pub use crate::projection::{Projection, ProjectionError};
-use crate::replicas::{listen, next_notification, Locks};
+use crate::replicas::{drain_notifications, listen, next_notification, Locks};
 
 /// Events read and applied per transaction.
 const BATCH: i64 = 10_000;
@@ -24,7 +24,9 @@ const POLL: Duration = Duration::from_millis(100);
 pub struct Projector {
     pool: Pool,
     projections: Vec<Arc<dyn Projection>>,
-    nudges: watch::Sender<u64>,
+    /// A wake-up channel per aggregate type the projections consume: a pipeline wakes only
+    /// for the types it projects.
+    nudges: Vec<(&'static str, watch::Sender<u64>)>,
     progress: watch::Sender<u64>,
 }
 
@@ -39,7 +41,12 @@ impl Projector {
     /// A projector of `projections` over the log in `pool`.
     #[must_use]
     pub fn new(pool: Pool, projections: Vec<Arc<dyn Projection>>) -> Self {
-        Self { pool, projections, nudges: watch::channel(0).0, progress: watch::channel(0).0 }
+        let mut types: Vec<&'static str> =
+            projections.iter().flat_map(|p| p.consumes().iter().copied()).collect();
+        types.sort_unstable();
+        types.dedup();
+        let nudges = types.into_iter().map(|t| (t, watch::channel(0).0)).collect();
+        Self { pool, projections, nudges, progress: watch::channel(0).0 }
     }
 
     /// The names of its projections.
@@ -49,7 +56,16 @@ impl Projector {
 
     /// Wakes the projector: something was just written.
     pub fn nudge(&self) {
-        self.nudges.send_modify(|n| *n = n.wrapping_add(1));
+        for (_, nudges) in &self.nudges {
+            nudges.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+
+    /// Wakes the pipelines that project events of `aggregate_type`: one was just written.
+    pub fn nudge_for(&self, aggregate_type: &str) {
+        for (_, nudges) in self.nudges.iter().filter(|(t, _)| *t == aggregate_type) {
+            nudges.send_modify(|n| *n = n.wrapping_add(1));
+        }
     }
 
     /// Creates missing checkpoints (at the start of the log).
@@ -117,7 +133,7 @@ impl Projector {
         if names.is_empty() {
             return Ok(0);
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_projecting().await?;
         let in_list = (1..=names.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
         let args: Vec<Arg> = names.iter().map(|n| Arg::Text((*n).to_owned())).collect();
         // Lock the checkpoints first: concurrent steps (a rebuild, another process on SQLite)
@@ -155,7 +171,8 @@ impl Projector {
         let Some(last) = events.last().map(|e| e.cursor) else {
             return Ok(0);
         };
-        if let Pool::Postgres(_) = &self.pool {
+        // Only a full batch says more is waiting (a rebuild, a backlog): worth reading ahead.
+        if let (Pool::Postgres(_), true) = (&self.pool, events.len() as i64 == BATCH) {
             let log = EventLog::new(self.pool.clone());
             *ahead = Some(ReadAhead {
                 from: last,
@@ -357,13 +374,21 @@ impl Projector {
         mut shutdown: watch::Receiver<bool>,
     ) {
         let mut locks = Locks::default();
-        let mut nudged = self.nudges.subscribe();
+        let mine: Vec<Arc<dyn Projection>> =
+            self.projections.iter().filter(|p| names.contains(&p.name())).cloned().collect();
+        let consumed: Vec<&'static str> =
+            mine.iter().flat_map(|p| p.consumes().iter().copied()).collect();
+        let mut nudged: Vec<watch::Receiver<u64>> = self
+            .nudges
+            .iter()
+            .filter(|(t, _)| consumed.contains(t))
+            .map(|(_, n)| n.subscribe())
+            .collect();
         let mut listener = match &self.pool {
             Pool::Postgres(pool) => listen(pool).await,
             Pool::Sqlite(_) => None,
         };
-        let mine: Vec<Arc<dyn Projection>> =
-            self.projections.iter().filter(|p| names.contains(&p.name())).cloned().collect();
+        let gather = mine.iter().map(|p| p.gather()).min().unwrap_or_default();
         let mut ahead = None;
         loop {
             if *shutdown.borrow() {
@@ -373,14 +398,21 @@ impl Projector {
                 Pool::Postgres(pool) => locks.acquire(pool, &mine).await,
                 Pool::Sqlite(_) => names.clone(),
             };
+            drain_notifications(&mut listener);
             let read =
                 if held.is_empty() { Ok(0) } else { self.step_ahead(&held, &mut ahead).await };
             match read {
-                Ok(0) => {
+                // A full batch: more is waiting. Anything committed while a smaller one was
+                // applied has nudged or notified since, so waiting for that loses nothing.
+                Ok(read) if read as i64 == BATCH => {}
+                Ok(_) => {
+                    // With notifications, every commit announces itself (in any replica):
+                    // local nudges would only wake the pipeline twice for one commit.
+                    let listening = listener.is_some();
                     tokio::select! {
-                        _ = nudged.changed() => {}
+                        () = any_changed(&mut nudged), if !listening => {}
                         () = tokio::time::sleep(POLL) => {}
-                        notified = next_notification(&mut listener) => {
+                        notified = next_notification(&mut listener, &consumed) => {
                             if !notified {
                                 listener = None;
                             }
@@ -391,8 +423,10 @@ impl Projector {
                             }
                         }
                     }
+                    if !gather.is_zero() {
+                        tokio::time::sleep(gather).await;
+                    }
                 }
-                Ok(_) => {}
                 Err(error) => {
                     tracing::warn!(%error, "projector batch failed; retrying");
                     ahead = None;
@@ -401,6 +435,15 @@ impl Projector {
             }
         }
     }
+}
+
+/// Completes when any of `receivers` has a value not seen yet.
+async fn any_changed(receivers: &mut [watch::Receiver<u64>]) {
+    if receivers.is_empty() {
+        return std::future::pending().await;
+    }
+    let changes = receivers.iter_mut().map(|r| Box::pin(r.changed()));
+    let _ = futures::future::select_all(changes).await;
 }
 
 /// A batch being read ahead from `from`.

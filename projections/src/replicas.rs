@@ -7,6 +7,13 @@ use sqlx::{Connection, PgConnection};
 
 use crate::projection::Projection;
 
+/// Drops the notifications already received: the step about to run reads what they announced.
+pub(crate) fn drain_notifications(listener: &mut Option<sqlx::postgres::PgListener>) {
+    if let Some(listener) = listener {
+        while listener.next_buffered().is_some() {}
+    }
+}
+
 /// Listens for commits of events by any replica.
 pub(crate) async fn listen(pool: &sqlx::PgPool) -> Option<sqlx::postgres::PgListener> {
     let mut listener = sqlx::postgres::PgListener::connect_with(pool).await.ok()?;
@@ -14,11 +21,24 @@ pub(crate) async fn listen(pool: &sqlx::PgPool) -> Option<sqlx::postgres::PgList
     Some(listener)
 }
 
-/// Waits for the next notification; false if the listener broke (polling carries on).
-pub(crate) async fn next_notification(listener: &mut Option<sqlx::postgres::PgListener>) -> bool {
-    match listener {
-        Some(l) => l.recv().await.is_ok(),
-        None => std::future::pending().await,
+/// Waits for the next notification of a commit with events of a type in `consumed` (the
+/// payload lists the types; an empty one could be anything); false if the listener broke
+/// (polling carries on).
+pub(crate) async fn next_notification(
+    listener: &mut Option<sqlx::postgres::PgListener>,
+    consumed: &[&str],
+) -> bool {
+    let Some(listener) = listener else { return std::future::pending().await };
+    loop {
+        match listener.recv().await {
+            Ok(notification) => {
+                let types = notification.payload();
+                if types.is_empty() || types.split(',').any(|t| consumed.contains(&t)) {
+                    return true;
+                }
+            }
+            Err(_) => return false,
+        }
     }
 }
 

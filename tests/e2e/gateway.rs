@@ -13,7 +13,12 @@ use crate::keys;
 use keyledger_api::Role;
 use keyledger_tests::{on_both_backends, Backend, TestApp, TestResponse};
 
-async fn call(app: &TestApp, provider: &str, path: &str, body: serde_json::Value) -> TestResponse {
+pub(crate) async fn call(
+    app: &TestApp,
+    provider: &str,
+    path: &str,
+    body: serde_json::Value,
+) -> TestResponse {
     let request = Request::post(format!("/v1/orgs/acme/gateway/{provider}/{path}"))
         .header("authorization", format!("Bearer {}", app.token("acme", Role::Service, "worker")))
         .header("x-api-key", "the-callers-own-secret")

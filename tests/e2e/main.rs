@@ -11,6 +11,7 @@ mod keys;
 mod lifecycle;
 mod plans;
 mod projections;
+mod replicas;
 mod secrecy;
 mod snapshots;
 mod usage;

@@ -8,27 +8,23 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use chrono::{SubsecRound, Utc};
-use futures::StreamExt as _;
 use secrecy::{ExposeSecret, SecretString};
-use tokio::sync::mpsc;
 
 use crate::auth::{Access, Caller};
 use crate::error::ApiError;
 use crate::extract::{parse_provider, OrgParam};
+use crate::routes::relay::{Recording, Relay};
 use crate::state::AppState;
 use keyledger_domain::resolution::{resolve, Resolution};
-use keyledger_domain::usage::{
-    KeySource, ModelCallRecorded, RecordModelCall, ReservePlatformCall, UsageError, UsageFigures,
-};
+use keyledger_domain::usage::{KeySource, ReservePlatformCall, UsageError};
 use keyledger_domain::{ApiKey, Keyring, KeyringCommand, OrgId, ProviderId, VerificationOutcome};
 use keyledger_infra::providers::{Outgoing, ProviderSpec};
 use keyledger_infra::RecordError;
 
-/// How much of an answer is kept to read its usage figures from (the answer itself streams on).
-const USAGE_CAPTURE: usize = 1024 * 1024;
-/// Headers of the provider's answer that describe its connection, not the answer.
-const NOT_RETURNED: [&str; 5] =
-    ["connection", "keep-alive", "transfer-encoding", "content-length", "set-cookie"];
+/// Headers of the provider's answer that describe its connection, not the answer. Its
+/// length stays: the body is relayed byte for byte, and a known length lets the caller's
+/// client finish without waiting for a closing chunk.
+const NOT_RETURNED: [&str; 4] = ["connection", "keep-alive", "transfer-encoding", "set-cookie"];
 
 /// The key a call goes out with.
 struct Chosen {
@@ -287,7 +283,7 @@ impl Call<'_> {
             byok: chosen.byok,
             requested_model,
         };
-        let body = stream_and_record(upstream, status.is_success().then_some(record));
+        let body = Body::from_stream(Relay::new(upstream, status.is_success().then_some(record)));
         response.body(body).map(Attempt::Answered).map_err(|e| ApiError::internal(&e))
     }
 }
@@ -345,81 +341,5 @@ async fn choose_key(
             "no_key_available",
             format!("the organization has no active {provider} key and the platform has none"),
         )),
-    }
-}
-
-/// What is needed to record a call once its answer has streamed through.
-struct Recording {
-    state: AppState,
-    org: OrgId,
-    attempt_id: String,
-    provider: ProviderId,
-    caller: Caller,
-    source: KeySource,
-    byok: Option<(u32, u32)>,
-    requested_model: Option<String>,
-}
-
-/// Streams `upstream` to the caller chunk by chunk, keeping the first MiB aside; when it ends,
-/// records the call from the provider's usage figures.
-fn stream_and_record(upstream: reqwest::Response, recording: Option<Recording>) -> Body {
-    let (chunks, received) = mpsc::channel::<Result<Bytes, std::io::Error>>(16);
-    tokio::spawn(async move {
-        let mut stream = upstream.bytes_stream();
-        let mut captured: Vec<u8> = Vec::new();
-        while let Some(chunk) = stream.next().await {
-            match chunk {
-                Ok(bytes) => {
-                    let room = USAGE_CAPTURE.saturating_sub(captured.len());
-                    captured.extend_from_slice(&bytes[..bytes.len().min(room)]);
-                    if chunks.send(Ok(bytes)).await.is_err() {
-                        break; // the caller went away
-                    }
-                }
-                Err(_) => {
-                    let _ = chunks
-                        .send(Err(std::io::Error::other("the provider's answer broke off")))
-                        .await;
-                    break;
-                }
-            }
-        }
-        drop(chunks);
-        if let Some(recording) = recording {
-            record(recording, &captured).await;
-        }
-    });
-    Body::from_stream(futures::stream::unfold(received, |mut received| async move {
-        received.recv().await.map(|chunk| (chunk, received))
-    }))
-}
-
-async fn record(r: Recording, answer: &[u8]) {
-    let figures = UsageFigures::from_body(answer).unwrap_or_default();
-    let model = figures.model.or(r.requested_model).unwrap_or_else(|| "unknown".to_owned());
-    let call = ModelCallRecorded {
-        org: r.org.to_string(),
-        request_id: r.attempt_id,
-        provider: r.provider,
-        cost_usd: r.state.prices.cost(
-            r.provider,
-            &model,
-            figures.input_tokens,
-            figures.output_tokens,
-        ),
-        model,
-        input_tokens: figures.input_tokens,
-        output_tokens: figures.output_tokens,
-        key_source: r.source,
-        key_version: r.byok.map(|(_, version)| version),
-        at: Utc::now().trunc_subsecs(6),
-    };
-    // The call was made: it is recorded whatever the limits say now.
-    if let Err(error) = r
-        .state
-        .record_usage(&r.org, RecordModelCall { call, limits: None }, &r.caller.actor())
-        .await
-    {
-        tracing::error!(%error, "could not record a model call");
     }
 }

@@ -5,4 +5,5 @@ pub mod gateway;
 pub mod keys;
 pub mod ops;
 pub mod orgs;
+mod relay;
 pub mod usage;

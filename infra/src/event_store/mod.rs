@@ -1,7 +1,12 @@
-//! The event store: cqrs-es over postgres-es or sqlite-es, with snapshots that are right.
+//! The event store: cqrs-es over postgres-es or sqlite-es, with snapshots that are right, and
+//! group commits of many aggregates' events.
 
+mod append;
+mod heads;
 mod repository;
 mod snapshot_store;
 
+pub use append::{append, AppendError, SnapshotUpdate};
+pub use heads::Heads;
 pub use repository::EventRepository;
 pub use snapshot_store::{SnapshottingStore, SNAPSHOT_EVERY};

@@ -6,20 +6,21 @@
 //! to its organization, and sealed material never outlives a command that did not commit.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventEnvelope, EventStore};
 
-use crate::crypto::{Binding, SealedKey};
+use super::cache::CallCache;
+use super::watch::Watch;
 use crate::db::Database;
-use crate::event_store::{EventRepository, SnapshottingStore};
+use crate::event_store::{EventRepository, Heads, SnapshottingStore};
 use crate::services::{OrgServices, ServiceDeps};
-use keyledger_domain::keyring::{KeyState, MaterialId};
+use keyledger_domain::keyring::MaterialId;
 use keyledger_domain::{
-    ApiKey, Keyring, KeyringCommand, KeyringError, KeyringServices, OrgId, ProviderId,
-    Verification, VerificationOutcome,
+    Keyring, KeyringCommand, KeyringError, KeyringServices, OrgId, ProviderId, Verification,
+    VerificationOutcome,
 };
 
 /// Who asked for a command, recorded as event metadata.
@@ -63,25 +64,33 @@ impl From<AggregateError<KeyringError>> for CommandError {
 pub struct Keyrings {
     store: SnapshottingStore<EventRepository, Keyring>,
     deps: Arc<ServiceDeps>,
-    db: Database,
-    /// Keyring states by org with the sequence they are at; used only after the log confirms
-    /// nothing happened since (see [`Keyrings::current`]).
-    states: std::sync::Mutex<HashMap<String, (Keyring, usize)>>,
-    /// Sealed material of the key versions in use, by id (ciphertext only; opening stays per
-    /// call). Dropped when a version is released or its organization's state moves on.
-    sealed: std::sync::Mutex<HashMap<MaterialId, SealedKey>>,
+    /// What model calls reuse: Keyring states and sealed material (see [`CallCache`]).
+    pub(super) cache: Arc<Mutex<CallCache>>,
+    /// On PostgreSQL: what lets a replica use its cache without asking the log each call.
+    pub(super) watch: Option<Watch>,
+    /// Where each organization's Keyring stands in the log, asked by a call when the cache
+    /// cannot be vouched for.
+    pub(super) heads: Heads,
 }
 
 impl Keyrings {
-    /// Keyrings kept in `db`.
+    /// Keyrings kept in `db`. On PostgreSQL this replica starts watching the log for changes
+    /// (tasks on the current tokio runtime, ended when this is dropped).
+    ///
+    /// # Panics
+    /// On PostgreSQL, outside a tokio runtime.
     #[must_use]
     pub fn new(db: &Database, deps: Arc<ServiceDeps>) -> Self {
+        let cache = Arc::new(Mutex::new(CallCache::default()));
         Self {
             store: SnapshottingStore::new(EventRepository::new(db)),
             deps,
-            db: db.clone(),
-            states: std::sync::Mutex::new(HashMap::new()),
-            sealed: std::sync::Mutex::new(HashMap::new()),
+            cache: Arc::clone(&cache),
+            watch: match db {
+                Database::Postgres(pool) => Some(Watch::start(pool, cache)),
+                Database::Sqlite(_) => None,
+            },
+            heads: Heads::new(db, Keyring::TYPE),
         }
     }
 
@@ -103,61 +112,6 @@ impl Keyrings {
     /// [`CommandError::Storage`] when the store cannot be read.
     pub async fn load(&self, org: &OrgId) -> Result<Keyring, CommandError> {
         Ok(self.store.load_aggregate(org.as_str()).await?.aggregate)
-    }
-
-    /// The current state of `org`'s Keyring for a model call: the state this process last saw
-    /// if one index-only query shows the log has nothing newer for `org`, else loaded afresh.
-    /// A rotation or removal committed by any replica is therefore seen by the next call.
-    ///
-    /// # Errors
-    /// [`CommandError::Storage`] when the store cannot be read.
-    pub async fn current(&self, org: &OrgId) -> Result<Keyring, CommandError> {
-        let latest = self.latest_sequence(org).await?;
-        if let Some((state, _)) = self
-            .states
-            .lock()
-            .ok()
-            .and_then(|s| s.get(org.as_str()).cloned())
-            .filter(|(_, at)| *at == latest)
-        {
-            return Ok(state);
-        }
-        let context = self.store.load_aggregate(org.as_str()).await?;
-        let (state, at) = (context.aggregate, context.current_sequence);
-        let in_use: Vec<MaterialId> = state.keys.values().filter_map(|k| k.material_id).collect();
-        if let Ok(mut sealed) = self.sealed.lock() {
-            // Versions this organization no longer uses leave the cache with its old state.
-            if let Some((old, _)) =
-                self.states.lock().ok().and_then(|s| s.get(org.as_str()).cloned())
-            {
-                for id in old
-                    .keys
-                    .values()
-                    .filter_map(|k| k.material_id)
-                    .filter(|id| !in_use.contains(id))
-                {
-                    sealed.remove(&id);
-                }
-            }
-        }
-        if let Ok(mut states) = self.states.lock() {
-            states.insert(org.as_str().to_owned(), (state.clone(), at));
-        }
-        Ok(state)
-    }
-
-    async fn latest_sequence(&self, org: &OrgId) -> Result<usize, CommandError> {
-        let sql = "select coalesce(max(sequence), 0) from events where aggregate_type = 'Keyring' and aggregate_id = $1";
-        let latest: i64 = match &self.db {
-            Database::Postgres(pool) => {
-                sqlx::query_scalar(sql).bind(org.as_str()).fetch_one(pool).await
-            }
-            Database::Sqlite(pool) => {
-                sqlx::query_scalar(sql).bind(org.as_str()).fetch_one(pool).await
-            }
-        }
-        .map_err(|e| CommandError::Storage(e.to_string()))?;
-        Ok(usize::try_from(latest).unwrap_or_default())
     }
 
     /// The state of `org`'s Keyring as it was at `at`, rebuilt from the log: every event that
@@ -221,6 +175,10 @@ impl Keyrings {
                 let released: Vec<_> =
                     committed.events.iter().filter_map(|e| e.payload.released_material()).collect();
                 self.shred(&released).await;
+                // Not done until no replica can still call with what this replaced.
+                if let Some(watch) = &self.watch {
+                    watch.barrier().await;
+                }
             }
             Err(_) => self.shred(&org_services.sealed()).await,
         }
@@ -262,84 +220,22 @@ impl Keyrings {
         Ok(Verification { outcome, checked_at })
     }
 
-    /// Opens the sealed material of `key` for one use. `None` for keyless providers.
-    ///
-    /// # Errors
-    /// [`CommandError::Conflict`] when the material was shredded by a concurrent rotation;
-    /// [`CommandError::Storage`] when it cannot be read or does not open.
-    pub async fn open(
-        &self,
-        org: &OrgId,
-        provider: ProviderId,
-        key: &KeyState,
-    ) -> Result<Option<ApiKey>, CommandError> {
-        let Some(material_id) = key.material_id else {
-            return Ok(None);
-        };
-        let sealed = self.fetch_sealed(material_id).await?;
-        self.open_sealed(org, provider, key, &sealed).map(Some)
+    /// Leaves the replicas that commands wait for (at shutdown).
+    pub async fn leave(&self) {
+        if let Some(watch) = &self.watch {
+            watch.leave().await;
+        }
     }
 
-    /// [`Keyrings::open`] for a model call: the sealed material of versions in use is kept in
-    /// memory (ciphertext only), so a call reads no material from storage; opening it stays
-    /// per call.
-    ///
-    /// # Errors
-    /// As [`Keyrings::open`].
-    pub async fn open_for_call(
-        &self,
-        org: &OrgId,
-        provider: ProviderId,
-        key: &KeyState,
-    ) -> Result<Option<ApiKey>, CommandError> {
-        let Some(material_id) = key.material_id else {
-            return Ok(None);
-        };
-        let cached = self.sealed.lock().ok().and_then(|s| s.get(&material_id).cloned());
-        let sealed = match cached {
-            Some(sealed) => sealed,
-            None => {
-                let sealed = self.fetch_sealed(material_id).await?;
-                if let Ok(mut cache) = self.sealed.lock() {
-                    cache.insert(material_id, sealed.clone());
-                }
-                sealed
-            }
-        };
-        self.open_sealed(org, provider, key, &sealed).map(Some)
-    }
-
-    /// The sealed material `id`; a conflict if a concurrent rotation or removal shredded it.
-    async fn fetch_sealed(&self, id: MaterialId) -> Result<SealedKey, CommandError> {
-        self.deps
-            .material
-            .get(id)
-            .await
-            .map_err(|e| CommandError::Storage(e.to_string()))?
-            .ok_or(CommandError::Conflict)
-    }
-
-    /// Opens `sealed` as version `key.version` of `org`'s `provider` key.
-    fn open_sealed(
-        &self,
-        org: &OrgId,
-        provider: ProviderId,
-        key: &KeyState,
-        sealed: &SealedKey,
-    ) -> Result<ApiKey, CommandError> {
-        let binding = Binding { org, provider, key_id: key.key_id, version: key.version };
-        self.deps.envelope.open(binding, sealed).map_err(|e| CommandError::Storage(e.to_string()))
+    pub(super) fn cache(&self) -> std::sync::MutexGuard<'_, CallCache> {
+        self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     async fn shred(&self, ids: &[MaterialId]) {
         if ids.is_empty() {
             return;
         }
-        if let Ok(mut sealed) = self.sealed.lock() {
-            for id in ids {
-                sealed.remove(id);
-            }
-        }
+        self.cache().forget_sealed(ids);
         if let Err(error) = self.deps.material.destroy(ids).await {
             // The event is committed either way; what is left is swept at the next start.
             tracing::error!(%error, count = ids.len(), "could not destroy obsolete key material");

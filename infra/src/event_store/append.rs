@@ -1,0 +1,174 @@
+//! Appending the events of many aggregates in one transaction (group commit).
+//!
+//! postgres-es and sqlite-es commit one aggregate per transaction, one statement per event.
+//! A busy gateway records thousands of calls a second on hundreds of usage ledgers; writing
+//! them one commit each spends the database on round trips and log flushes. Here a whole batch
+//! is one statement and one commit, still checked by the events table's key, so a sequence
+//! another writer took turns the batch away as a conflict and nothing of it is written.
+
+use cqrs_es::persist::SerializedEvent;
+use serde_json::Value;
+
+use crate::db::Database;
+
+/// A snapshot to write with a batch: the aggregate's state after its last event in the batch.
+#[derive(Debug, Clone)]
+pub struct SnapshotUpdate {
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub last_sequence: usize,
+    pub current_snapshot: usize,
+    pub payload: Value,
+}
+
+/// Why a batch was not appended.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// An event's key or another unique index of the events table was taken: another writer
+    /// got there first, or the batch repeats something recorded before. Nothing was written.
+    #[error("an event of the batch collides with one already stored")]
+    Conflict,
+    #[error("event store: {0}")]
+    Storage(#[source] sqlx::Error),
+}
+
+impl From<sqlx::Error> for AppendError {
+    fn from(error: sqlx::Error) -> Self {
+        match &error {
+            sqlx::Error::Database(db) if db.is_unique_violation() => Self::Conflict,
+            _ => Self::Storage(error),
+        }
+    }
+}
+
+/// SQLite allows 32,766 bound values a statement; seven a row keeps a chunk well inside that.
+const SQLITE_ROWS_PER_STATEMENT: usize = 1_000;
+
+/// Appends `events` (in the order given, which becomes their global order) and writes
+/// `snapshots`, all in one transaction.
+///
+/// # Errors
+/// [`AppendError::Conflict`] when any event collides with a stored one; nothing is written.
+pub async fn append(
+    db: &Database,
+    events: &[SerializedEvent],
+    snapshots: &[SnapshotUpdate],
+) -> Result<(), AppendError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    // A lone statement is a transaction of its own: most batches commit in one round trip.
+    match db {
+        Database::Postgres(pool) => {
+            let insert = sqlx::query(
+                "insert into events \
+                 (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+                 select t, i, s, e, v, p::json, m::json \
+                 from unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[]) \
+                 with ordinality as batch(t, i, s, e, v, p, m, n) order by n",
+            )
+            .bind(column(events, |e| e.aggregate_type.clone()))
+            .bind(column(events, |e| e.aggregate_id.clone()))
+            .bind(column(events, |e| sequence(e.sequence)))
+            .bind(column(events, |e| e.event_type.clone()))
+            .bind(column(events, |e| e.event_version.clone()))
+            .bind(column(events, |e| e.payload.to_string()))
+            .bind(column(events, |e| e.metadata.to_string()));
+            if snapshots.is_empty() {
+                insert.execute(pool).await?;
+            } else {
+                let upsert = upsert_snapshot("$5::json");
+                let mut tx = pool.begin().await?;
+                insert.execute(&mut *tx).await?;
+                for snapshot in snapshots {
+                    bind_snapshot(sqlx::query(&upsert), snapshot).execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+            }
+        }
+        Database::Sqlite(pool) => {
+            let statements: Vec<String> = events
+                .chunks(SQLITE_ROWS_PER_STATEMENT)
+                .map(|chunk| {
+                    let rows = vec!["(?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
+                    format!(
+                        "insert into events \
+                         (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+                         values {rows}"
+                    )
+                })
+                .collect();
+            let inserts = statements.iter().zip(events.chunks(SQLITE_ROWS_PER_STATEMENT)).map(
+                |(sql, chunk)| {
+                    chunk.iter().fold(sqlx::query(sql), |insert, event| {
+                        insert
+                            .bind(&event.aggregate_type)
+                            .bind(&event.aggregate_id)
+                            .bind(sequence(event.sequence))
+                            .bind(&event.event_type)
+                            .bind(&event.event_version)
+                            .bind(event.payload.to_string())
+                            .bind(event.metadata.to_string())
+                    })
+                },
+            );
+            if snapshots.is_empty() && statements.len() == 1 {
+                for insert in inserts {
+                    insert.execute(pool).await?;
+                }
+            } else {
+                let upsert = upsert_snapshot("$5");
+                let mut tx = pool.begin().await?;
+                for insert in inserts {
+                    insert.execute(&mut *tx).await?;
+                }
+                for snapshot in snapshots {
+                    bind_snapshot(sqlx::query(&upsert), snapshot).execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes a snapshot whose payload is bound as `payload` (text, cast as the backend needs).
+/// The events' key already makes the batch the only writer of these sequences; the guard
+/// keeps a snapshot from ever going back.
+fn upsert_snapshot(payload: &str) -> String {
+    format!(
+        "insert into snapshots \
+         (aggregate_type, aggregate_id, last_sequence, current_snapshot, payload) \
+         values ($1, $2, $3, $4, {payload}) \
+         on conflict (aggregate_type, aggregate_id) do update \
+         set last_sequence = excluded.last_sequence, current_snapshot = excluded.current_snapshot, \
+             payload = excluded.payload \
+         where snapshots.last_sequence < excluded.last_sequence"
+    )
+}
+
+fn bind_snapshot<'q, DB>(
+    query: sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>,
+    snapshot: &'q SnapshotUpdate,
+) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>
+where
+    DB: sqlx::Database,
+    &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    query
+        .bind(snapshot.aggregate_type.as_str())
+        .bind(snapshot.aggregate_id.as_str())
+        .bind(sequence(snapshot.last_sequence))
+        .bind(sequence(snapshot.current_snapshot))
+        .bind(snapshot.payload.to_string())
+}
+
+fn sequence(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn column<T>(events: &[SerializedEvent], field: impl Fn(&SerializedEvent) -> T) -> Vec<T> {
+    events.iter().map(field).collect()
+}

@@ -1,0 +1,120 @@
+//! What a model call needs of its organization's Keyring: the current state, and the key
+//! opened for this one call.
+
+use super::store::{CommandError, Keyrings};
+use crate::crypto::{Binding, SealedKey};
+use cqrs_es::EventStore;
+use keyledger_domain::keyring::{KeyState, MaterialId};
+use keyledger_domain::{ApiKey, Keyring, OrgId, ProviderId};
+
+impl Keyrings {
+    /// Whether model calls here use cached Keyring states without asking the log: a PostgreSQL
+    /// replica whose watch currently vouches for its cache.
+    #[must_use]
+    pub fn trusts_its_cache(&self) -> bool {
+        self.watch.as_ref().is_some_and(|watch| watch.trusted())
+    }
+
+    /// The current state of `org`'s Keyring for a model call. A rotation or removal committed
+    /// by any replica is seen by the next call:
+    ///
+    /// - on a PostgreSQL replica whose watch vouches for its cache, the cached state (the
+    ///   watch drops what any replica changes before that change's command returns);
+    /// - otherwise the cached state if the log (one index probe, shared with concurrent
+    ///   calls: see [`crate::event_store::Heads`]) shows nothing newer.
+    ///
+    /// Anything else is loaded afresh.
+    ///
+    /// # Errors
+    /// [`CommandError::Storage`] when the store cannot be read.
+    pub async fn current(&self, org: &OrgId) -> Result<Keyring, CommandError> {
+        let (generation, cached) = {
+            let cache = self.cache();
+            (cache.generation(), cache.state(org.as_str()))
+        };
+        if self.trusts_its_cache() {
+            if let Some((state, _)) = cached {
+                return Ok(state);
+            }
+        } else {
+            let latest = self.heads.latest(org.as_str()).await.map_err(CommandError::Storage)?;
+            if let Some((state, _)) = cached.filter(|(_, at)| *at == latest) {
+                return Ok(state);
+            }
+        }
+        let context = self.store().load_aggregate(org.as_str()).await?;
+        let (state, at) = (context.aggregate, context.current_sequence);
+        self.cache().put_state(org.as_str(), state.clone(), at, generation);
+        Ok(state)
+    }
+
+    /// Opens the sealed material of `key` for one use. `None` for keyless providers.
+    ///
+    /// # Errors
+    /// [`CommandError::Conflict`] when the material was shredded by a concurrent rotation;
+    /// [`CommandError::Storage`] when it cannot be read or does not open.
+    pub async fn open(
+        &self,
+        org: &OrgId,
+        provider: ProviderId,
+        key: &KeyState,
+    ) -> Result<Option<ApiKey>, CommandError> {
+        let Some(material_id) = key.material_id else {
+            return Ok(None);
+        };
+        let sealed = self.fetch_sealed(material_id).await?;
+        self.open_sealed(org, provider, key, &sealed).map(Some)
+    }
+
+    /// [`Keyrings::open`] for a model call: the sealed material of versions in use is kept in
+    /// memory (ciphertext only), so a call reads no material from storage; opening it stays
+    /// per call.
+    ///
+    /// # Errors
+    /// As [`Keyrings::open`].
+    pub async fn open_for_call(
+        &self,
+        org: &OrgId,
+        provider: ProviderId,
+        key: &KeyState,
+    ) -> Result<Option<ApiKey>, CommandError> {
+        let Some(material_id) = key.material_id else {
+            return Ok(None);
+        };
+        let (generation, cached) = {
+            let cache = self.cache();
+            (cache.generation(), cache.sealed(material_id))
+        };
+        let sealed = match cached {
+            Some(sealed) => sealed,
+            None => {
+                let sealed = self.fetch_sealed(material_id).await?;
+                self.cache().put_sealed(material_id, sealed.clone(), generation);
+                sealed
+            }
+        };
+        self.open_sealed(org, provider, key, &sealed).map(Some)
+    }
+
+    /// The sealed material `id`; a conflict if a concurrent rotation or removal shredded it.
+    async fn fetch_sealed(&self, id: MaterialId) -> Result<SealedKey, CommandError> {
+        self.deps()
+            .material
+            .get(id)
+            .await
+            .map_err(|e| CommandError::Storage(e.to_string()))?
+            .ok_or(CommandError::Conflict)
+    }
+
+    /// Opens `sealed` as version `key.version` of `org`'s `provider` key.
+    fn open_sealed(
+        &self,
+        org: &OrgId,
+        provider: ProviderId,
+        key: &KeyState,
+        sealed: &SealedKey,
+    ) -> Result<ApiKey, CommandError> {
+        let binding = Binding { org, provider, key_id: key.key_id, version: key.version };
+        self.deps().envelope.open(binding, sealed).map_err(|e| CommandError::Storage(e.to_string()))
+    }
+}

@@ -1,0 +1,285 @@
+//! Keeping a replica's cached Keyrings true to the log without asking the log on every model
+//! call (PostgreSQL, where many replicas share one log).
+//!
+//! The promise is strict: once a rotation or removal has returned, no call on any replica uses
+//! the old key. Asking the log once a call keeps it at the price of a round trip a call; this
+//! keeps it with messages instead:
+//!
+//! - Every commit of Keyring events notifies `keyring:<org>` in its own transaction, so every
+//!   listening replica hears of it, in commit order, and drops that organization's state.
+//! - A replica holds a lease in `keyledger_replicas`, renewed by a beat: a notification of its
+//!   own, committed with the renewal. Hearing its own beat proves its listener hears everything
+//!   committed before; only then may it use cached states, and only until shortly before the
+//!   lease it renewed runs out. No beat heard, no renewal: a replica that went deaf stops
+//!   trusting its cache before its lease lapses.
+//! - After committing a Keyring command, a replica notifies a barrier and waits until every
+//!   replica with a live lease has acknowledged it (each does so after the invalidations that
+//!   came before it), or until that replica's lease has lapsed.
+//!
+//! A replica that does not trust its cache asks the log on every call, as before.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
+
+use sqlx::postgres::PgListener;
+use sqlx::PgPool;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::cache::CallCache;
+
+const CHANNEL: &str = "keyledger_watch";
+/// How often a replica renews its lease.
+const BEAT: Duration = Duration::from_millis(500);
+/// How long a renewed lease lasts.
+const LEASE: Duration = Duration::from_secs(3);
+/// Cached states are trusted until this long before the lease runs out: room for clocks that
+/// run at slightly different rates and for a call that decided just before.
+const MARGIN: Duration = Duration::from_secs(1);
+/// A listener that heard nothing (not even its own beats) for this long is replaced.
+const SILENCE: Duration = Duration::from_secs(2);
+
+/// This replica's watch over the Keyrings it caches.
+#[derive(Debug)]
+pub(super) struct Watch {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    replica: String,
+    pool: PgPool,
+    cache: Arc<Mutex<CallCache>>,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Until when cached states may be used without asking the log.
+    trusted_until: Option<Instant>,
+    /// Whether the listener is listening (beats sent before that would never be heard).
+    listening: bool,
+    /// The beat sent and not heard yet, and when it was sent.
+    awaited: Option<(u64, Instant)>,
+    beats: u64,
+    /// Barriers this replica waits on, by token: who acknowledged, and a wake-up.
+    barriers: HashMap<String, (HashSet<String>, Arc<Notify>)>,
+}
+
+impl Watch {
+    /// Starts watching for `cache`: a listener and a beat, as tasks that end once this is
+    /// dropped.
+    pub(super) fn start(pool: &PgPool, cache: Arc<Mutex<CallCache>>) -> Self {
+        let shared = Arc::new(Shared {
+            replica: uuid::Uuid::new_v4().to_string(),
+            pool: pool.clone(),
+            cache,
+            state: Mutex::new(State::default()),
+        });
+        tokio::spawn(listen(Arc::downgrade(&shared)));
+        tokio::spawn(beat(Arc::downgrade(&shared)));
+        Self { shared }
+    }
+
+    /// Whether cached states are known to be current.
+    pub(super) fn trusted(&self) -> bool {
+        self.shared.state().trusted_until.is_some_and(|until| Instant::now() < until)
+    }
+
+    /// Waits until every live replica has dropped what the Keyring events committed before
+    /// this call made stale (or has stopped trusting its cache).
+    pub(super) async fn barrier(&self) {
+        let shared = &self.shared;
+        let token = uuid::Uuid::new_v4().to_string();
+        let woken = Arc::new(Notify::new());
+        shared.state().barriers.insert(token.clone(), (HashSet::new(), Arc::clone(&woken)));
+        if let Err(error) = shared.await_acknowledgements(&token, &woken).await {
+            tracing::warn!(%error, "cannot confirm that every replica saw the change");
+        }
+        shared.state().barriers.remove(&token);
+    }
+
+    /// Gives up this replica's lease, so that no command waits for it once it has gone.
+    pub(super) async fn leave(&self) {
+        self.shared.state().trusted_until = None;
+        let _ = sqlx::query("delete from keyledger_replicas where id = $1")
+            .bind(&self.shared.replica)
+            .execute(&self.shared.pool)
+            .await;
+    }
+}
+
+impl Shared {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, CallCache> {
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    async fn await_acknowledgements(&self, token: &str, woken: &Notify) -> sqlx::Result<()> {
+        let live_now =
+            "select id from keyledger_replicas where expires_at > now() and id = any($1)";
+        let mut pending: Vec<String> =
+            sqlx::query_scalar("select id from keyledger_replicas where expires_at > now()")
+                .fetch_all(&self.pool)
+                .await?;
+        sqlx::query("select pg_notify($1, $2)")
+            .bind(CHANNEL)
+            .bind(format!("barrier:{token}"))
+            .execute(&self.pool)
+            .await?;
+        let deadline = Instant::now() + LEASE + SILENCE;
+        while Instant::now() < deadline {
+            let acked = self.state().barriers.get(token).map(|(acked, _)| acked.clone());
+            pending.retain(|id| !acked.as_ref().is_some_and(|a| a.contains(id)));
+            if pending.is_empty() {
+                return Ok(());
+            }
+            if tokio::time::timeout(Duration::from_millis(100), woken.notified()).await.is_err() {
+                // A replica that went quiet: once its lease has lapsed it no longer counts.
+                pending = sqlx::query_scalar(live_now).bind(&pending).fetch_all(&self.pool).await?;
+            }
+        }
+        tracing::warn!(replicas = ?pending, "replicas renew their leases but do not acknowledge");
+        Ok(())
+    }
+
+    /// Acts on one notification of the watch channel.
+    fn heard(&self, payload: &str) {
+        let Some((kind, rest)) = payload.split_once(':') else { return };
+        match kind {
+            "keyring" => self.cache().invalidate(rest),
+            "barrier" => {
+                let (pool, ack) = (self.pool.clone(), format!("ack:{rest}:{}", self.replica));
+                tokio::spawn(async move {
+                    let notify = sqlx::query("select pg_notify($1, $2)").bind(CHANNEL).bind(ack);
+                    if let Err(error) = notify.execute(&pool).await {
+                        tracing::warn!(%error, "cannot acknowledge a Keyring change");
+                    }
+                });
+            }
+            "ack" => {
+                let Some((token, replica)) = rest.split_once(':') else { return };
+                if let Some((acked, woken)) = self.state().barriers.get_mut(token) {
+                    acked.insert(replica.to_owned());
+                    woken.notify_one();
+                }
+            }
+            "beat" => {
+                let Some((replica, beat)) = rest.split_once(':') else { return };
+                let mut state = self.state();
+                let Some((awaited, sent)) = state.awaited else { return };
+                if replica != self.replica || beat != awaited.to_string() {
+                    return;
+                }
+                if state.trusted_until.is_none_or(|until| Instant::now() >= until) {
+                    // Trust begins anew: what was cached before may have missed a change.
+                    self.cache().clear();
+                }
+                state.trusted_until = Some(sent + LEASE - MARGIN);
+                state.awaited = None;
+            }
+            _ => {}
+        }
+    }
+
+    /// The listener broke or went silent: nothing cached can be vouched for any more.
+    fn lost(&self) {
+        let mut state = self.state();
+        state.trusted_until = None;
+        state.listening = false;
+        state.awaited = None;
+        self.cache().clear();
+    }
+}
+
+/// Hears the watch channel until the watch is dropped, replacing a listener that breaks or
+/// goes silent.
+async fn listen(shared: Weak<Shared>) {
+    loop {
+        let Some(pool) = shared.upgrade().map(|s| s.pool.clone()) else { return };
+        let mut listener = match PgListener::connect_with(&pool).await {
+            Ok(mut listener) => match listener.listen(CHANNEL).await {
+                Ok(()) => listener,
+                Err(_) => {
+                    tokio::time::sleep(BEAT).await;
+                    continue;
+                }
+            },
+            Err(_) => {
+                tokio::time::sleep(BEAT).await;
+                continue;
+            }
+        };
+        drop(pool);
+        match shared.upgrade() {
+            Some(s) => s.state().listening = true,
+            None => return,
+        }
+        loop {
+            let heard = tokio::time::timeout(SILENCE, listener.try_recv()).await;
+            let Some(s) = shared.upgrade() else { return };
+            match heard {
+                Ok(Ok(Some(notification))) => s.heard(notification.payload()),
+                // Dropped, failed or silent: whatever was said meanwhile went unheard.
+                _ => {
+                    s.lost();
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Renews the lease every [`BEAT`], each time once the previous beat was heard.
+async fn beat(shared: Weak<Shared>) {
+    let mut swept = false;
+    loop {
+        let Some(s) = shared.upgrade() else { return };
+        let beat = {
+            let mut state = s.state();
+            if !state.listening || state.awaited.is_some() {
+                None
+            } else {
+                state.beats += 1;
+                let beat = (state.beats, Instant::now());
+                state.awaited = Some(beat);
+                Some(beat)
+            }
+        };
+        if let Some((beat, _)) = beat {
+            if !swept {
+                // Leases of replicas long gone.
+                let _ = sqlx::query(
+                    "delete from keyledger_replicas where expires_at < now() - interval '1 hour'",
+                )
+                .execute(&s.pool)
+                .await;
+                swept = true;
+            }
+            let renewed = sqlx::query(
+                "with lease as (insert into keyledger_replicas (id, expires_at) \
+                 values ($1, now() + $2 * interval '1 millisecond') \
+                 on conflict (id) do update set expires_at = excluded.expires_at) \
+                 select pg_notify($3, $4)",
+            )
+            .bind(&s.replica)
+            .bind(i64::try_from(LEASE.as_millis()).unwrap_or(i64::MAX))
+            .bind(CHANNEL)
+            .bind(format!("beat:{}:{beat}", s.replica))
+            .execute(&s.pool)
+            .await;
+            if let Err(error) = renewed {
+                tracing::warn!(%error, "cannot renew this replica's lease");
+                s.state().awaited = None;
+            }
+        }
+        // Until trust is established, the next beat follows as soon as this one is heard.
+        let pause = if s.state().trusted_until.is_some() { BEAT } else { BEAT / 10 };
+        drop(s);
+        tokio::time::sleep(pause).await;
+    }
+}

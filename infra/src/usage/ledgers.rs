@@ -1,0 +1,200 @@
+//! The usage ledgers as this process knows them: loaded from the store, kept in memory between
+//! commits, and committed one command at a time when a group commit could not take them.
+
+use std::collections::HashMap;
+
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::persist::EventStoreAggregateContext;
+use cqrs_es::{Aggregate, AggregateError, EventStore};
+
+use super::recorder::{RecordError, Recorded};
+use crate::db::Database;
+use crate::event_store::{EventRepository, SnapshottingStore};
+use keyledger_domain::usage::{ModelCallRecorded, UsageCommand, UsageEvent, UsageLedger};
+use keyledger_domain::OrgId;
+
+/// Attempts before concurrent recorders on one ledger (across replicas) give up.
+const ATTEMPTS: usize = 20;
+
+/// A ledger's state and where it stands in the log.
+#[derive(Debug, Clone)]
+pub(super) struct Cached {
+    pub(super) ledger: UsageLedger,
+    pub(super) sequence: usize,
+    pub(super) snapshot: Option<usize>,
+}
+
+/// What committing one command did.
+#[derive(Debug)]
+pub(super) enum Done {
+    Recorded(Recorded),
+    Reserved,
+}
+
+/// All organizations' usage ledgers.
+#[derive(Debug)]
+pub(super) struct Ledgers {
+    pub(super) store: SnapshottingStore<EventRepository, UsageLedger>,
+    pub(super) db: Database,
+    /// Each ledger as this process last committed it. Only the group-commit writer changes
+    /// it; a stale entry (another replica committed since) is caught by the events table's
+    /// key on commit, dropped, and the ledger loaded again.
+    cached: std::sync::Mutex<HashMap<String, Cached>>,
+}
+
+impl Ledgers {
+    pub(super) fn new(db: &Database) -> Self {
+        Self {
+            store: SnapshottingStore::new(EventRepository::new(db)),
+            db: db.clone(),
+            cached: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Ledger `id` as last committed here, else as stored.
+    pub(super) async fn state(&self, id: &str) -> Result<Cached, RecordError> {
+        if let Some(cached) = self.cached.lock().ok().and_then(|c| c.get(id).cloned()) {
+            return Ok(cached);
+        }
+        let context = self.store.load_aggregate(id).await.map_err(storage)?;
+        Ok(Cached {
+            ledger: context.aggregate,
+            sequence: context.current_sequence,
+            snapshot: context.current_snapshot,
+        })
+    }
+
+    pub(super) fn remember(&self, id: String, state: Cached) {
+        if let Ok(mut cached) = self.cached.lock() {
+            cached.insert(id, state);
+        }
+    }
+
+    pub(super) fn forget(&self, id: &str) {
+        if let Ok(mut cached) = self.cached.lock() {
+            cached.remove(id);
+        }
+    }
+
+    /// The call `org` recorded under `request_id`, if any.
+    pub(super) async fn find(
+        &self,
+        org: &OrgId,
+        request_id: &str,
+    ) -> Result<Option<ModelCallRecorded>, RecordError> {
+        let payload: Option<String> = match &self.db {
+            Database::Postgres(pool) => {
+                sqlx::query_scalar(
+                    "select payload::text from events where aggregate_type = 'UsageLedger' \
+                 and (payload->'ModelCallRecorded'->>'org') = $1 \
+                 and (payload->'ModelCallRecorded'->>'request_id') = $2",
+                )
+                .bind(org.as_str())
+                .bind(request_id)
+                .fetch_optional(pool)
+                .await
+            }
+            Database::Sqlite(pool) => {
+                sqlx::query_scalar(
+                    "select payload from events where aggregate_type = 'UsageLedger' \
+                 and json_extract(payload, '$.ModelCallRecorded.org') = $1 \
+                 and json_extract(payload, '$.ModelCallRecorded.request_id') = $2",
+                )
+                .bind(org.as_str())
+                .bind(request_id)
+                .fetch_optional(pool)
+                .await
+            }
+        }
+        .map_err(|e| RecordError::Storage(e.to_string()))?;
+        Ok(payload.and_then(|p| match serde_json::from_str::<UsageEvent>(&p) {
+            Ok(UsageEvent::ModelCallRecorded(call)) => Some(call),
+            _ => None,
+        }))
+    }
+
+    /// Commits `command` on ledger `id` in a transaction of its own, loading the ledger again
+    /// as often as another writer gets in first; a repeated request id answers the first call.
+    pub(super) async fn commit_alone(
+        &self,
+        id: &str,
+        command: UsageCommand,
+        metadata: HashMap<String, String>,
+    ) -> Result<Done, RecordError> {
+        for _ in 0..ATTEMPTS {
+            if let Some(sequence) = self.attempt(id, command.clone(), metadata.clone()).await? {
+                return Ok(match command {
+                    UsageCommand::Record(record) => Done::Recorded(Recorded::New {
+                        call: record.call,
+                        ledger_id: id.to_owned(),
+                        sequence,
+                    }),
+                    UsageCommand::Reserve(_) => Done::Reserved,
+                });
+            }
+            // The unique index turns a repeated request id away: look for the first call
+            // only then, rather than before every call.
+            if let UsageCommand::Record(record) = &command {
+                let org = OrgId::parse(&record.call.org)
+                    .map_err(|e| RecordError::Storage(e.to_string()))?;
+                if let Some(first) = self.find(&org, &record.call.request_id).await? {
+                    return Ok(Done::Recorded(Recorded::Duplicate(first)));
+                }
+            }
+        }
+        Err(RecordError::Storage(format!("gave up after {ATTEMPTS} attempts")))
+    }
+
+    /// One attempt at `command`: the committed sequence, or `None` when another writer got in
+    /// first (and it is worth trying again).
+    async fn attempt(
+        &self,
+        id: &str,
+        command: UsageCommand,
+        metadata: HashMap<String, String>,
+    ) -> Result<Option<usize>, RecordError> {
+        let state = self.state(id).await?;
+        let mut context = EventStoreAggregateContext {
+            aggregate_id: id.to_owned(),
+            aggregate: state.ledger,
+            current_sequence: state.sequence,
+            current_snapshot: state.snapshot,
+        };
+        let sink = EventSink::default();
+        // A ledger only grows within its month: a cached state never shows more use than the
+        // stored one, so a refusal decided on it stands; an acceptance is checked by the commit.
+        context.aggregate.handle(command, &(), &sink).await.map_err(RecordError::Refused)?;
+        let (from, after, snapshot) =
+            (context.current_sequence, context.aggregate.clone(), context.current_snapshot);
+        let events = sink.collect().await;
+        let to = from + events.len();
+        match self.store.commit(events, context, metadata).await {
+            Ok(_) => {
+                let snapshot = if self.store.snapshot_after(from, to) {
+                    Some(snapshot.map_or(1, |n| n + 1))
+                } else {
+                    snapshot
+                };
+                self.remember(id.to_owned(), Cached { ledger: after, sequence: to, snapshot });
+                Ok(Some(to))
+            }
+            // Another writer took the ledger's next sequence, or (on SQLite, where the unique
+            // index is not mapped to a conflict) the same request id: look again.
+            Err(AggregateError::AggregateConflict | AggregateError::UnexpectedError(_)) => {
+                self.forget(id);
+                Ok(None)
+            }
+            Err(other) => {
+                self.forget(id);
+                Err(storage(other))
+            }
+        }
+    }
+}
+
+pub(super) fn storage(error: AggregateError<keyledger_domain::usage::UsageError>) -> RecordError {
+    match error {
+        AggregateError::UserError(refusal) => RecordError::Refused(refusal),
+        other => RecordError::Storage(other.to_string()),
+    }
+}

@@ -1,0 +1,141 @@
+//! The usage recorder: what the API asks of the ledgers, answered by the group-commit writer.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use cqrs_es::EventStore;
+use tokio::sync::{mpsc, oneshot};
+
+use super::group_commit::{self, Queued, MAX_BATCH};
+use super::ledgers::{storage, Done, Ledgers};
+use crate::db::Database;
+use crate::keyrings::Actor;
+use keyledger_domain::usage::{
+    ledger_id, ModelCallRecorded, RecordModelCall, ReservePlatformCall, UsageCommand, UsageError,
+    UsageLedger,
+};
+use keyledger_domain::OrgId;
+
+/// Why a call was not recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error(transparent)]
+    Refused(UsageError),
+    #[error("usage store: {0}")]
+    Storage(String),
+}
+
+/// What recording did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Recorded {
+    /// Recorded now, as event `sequence` of ledger `ledger_id`.
+    New { call: ModelCallRecorded, ledger_id: String, sequence: usize },
+    /// The request id was recorded before: this is that first call.
+    Duplicate(ModelCallRecorded),
+}
+
+/// All organizations' usage ledgers. Commands from every caller of this process go to one
+/// writer, which commits them in batches (see `group_commit`).
+#[derive(Debug)]
+pub struct UsageRecorder {
+    ledgers: Arc<Ledgers>,
+    queue: mpsc::Sender<Queued>,
+}
+
+impl UsageRecorder {
+    /// Ledgers kept in `db`, with their writer started on the current tokio runtime; it stops
+    /// when the recorder is dropped.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
+    #[must_use]
+    pub fn new(db: &Database) -> Self {
+        let ledgers = Arc::new(Ledgers::new(db));
+        // Room for a few batches: past that, callers wait for the writer (back-pressure).
+        let (queue, queued) = mpsc::channel(4 * MAX_BATCH);
+        tokio::spawn(group_commit::run(Arc::clone(&ledgers), queued));
+        Self { ledgers, queue }
+    }
+
+    /// `org`'s ledger for the month of `at`, as stored.
+    ///
+    /// # Errors
+    /// [`RecordError::Storage`] when it cannot be loaded.
+    pub async fn ledger(
+        &self,
+        org: &OrgId,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<UsageLedger, RecordError> {
+        let id = ledger_id(org, at);
+        Ok(self.ledgers.store.load_aggregate(&id).await.map_err(storage)?.aggregate)
+    }
+
+    /// The call `org` recorded under `request_id`, if any.
+    ///
+    /// # Errors
+    /// [`RecordError::Storage`] when the log cannot be read.
+    pub async fn find(
+        &self,
+        org: &OrgId,
+        request_id: &str,
+    ) -> Result<Option<ModelCallRecorded>, RecordError> {
+        self.ledgers.find(org, request_id).await
+    }
+
+    /// Records `call` on `org`'s ledger for the call's month, unless its request id was
+    /// recorded before; limits hold however many record at once.
+    ///
+    /// # Errors
+    /// [`RecordError::Refused`] over quota or cost cap.
+    pub async fn record(
+        &self,
+        org: &OrgId,
+        call: RecordModelCall,
+        actor: &Actor,
+    ) -> Result<Recorded, RecordError> {
+        let at = call.call.at;
+        match self.submit(ledger_id(org, at), UsageCommand::Record(call), actor, at).await? {
+            Done::Recorded(recorded) => Ok(recorded),
+            Done::Reserved => {
+                Err(RecordError::Storage("a record was taken as a reservation".into()))
+            }
+        }
+    }
+
+    /// Takes a place in `org`'s platform-key quota for a call about to be made; the call is
+    /// then recorded under the same request id without counting twice.
+    ///
+    /// # Errors
+    /// [`RecordError::Refused`] when the quota or cost cap leaves no place.
+    pub async fn reserve(
+        &self,
+        org: &OrgId,
+        reserve: ReservePlatformCall,
+        actor: &Actor,
+    ) -> Result<(), RecordError> {
+        let at = reserve.at;
+        self.submit(ledger_id(org, at), UsageCommand::Reserve(reserve), actor, at).await.map(drop)
+    }
+
+    async fn submit(
+        &self,
+        ledger: String,
+        command: UsageCommand,
+        actor: &Actor,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Done, RecordError> {
+        let metadata = HashMap::from([
+            ("actor".to_owned(), actor.sub.clone()),
+            ("role".to_owned(), actor.role.clone()),
+            ("request_id".to_owned(), actor.request_id.clone()),
+            ("occurred_at".to_owned(), at.to_rfc3339()),
+        ]);
+        let (reply, answer) = oneshot::channel();
+        let stopped = || RecordError::Storage("the usage writer has stopped".into());
+        self.queue
+            .send(Queued { ledger, command, metadata, reply })
+            .await
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}

@@ -1,0 +1,134 @@
+//! Replicas on one PostgreSQL: each uses its cached Keyrings without asking the log on every
+//! call, and still no call anywhere uses a key once its rotation or removal has returned.
+
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+use serde_json::json;
+
+use crate::gateway::call;
+use crate::keys;
+use keyledger_tests::{Backend, TestApp};
+
+/// Waits until `app`'s model calls use its cache without asking the log.
+async fn trusting(app: &TestApp) {
+    for _ in 0..100 {
+        if app.state.keyrings.trusts_its_cache() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the replica never came to trust its cache");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_that_trust_their_caches_never_call_with_a_replaced_key() {
+    let app = TestApp::start(Backend::Postgres).await;
+    let other = app.replica().await;
+    app.set_plan("acme", "pro").await;
+    let owner = app.owner("acme");
+    let mut key = keys::anthropic();
+    app.provider.accept(&key);
+    app.post("/v1/orgs/acme/keys", &owner, json!({"provider": "anthropic", "key": key})).await;
+    trusting(&app).await;
+    trusting(&other).await;
+    for round in 0..5 {
+        // The other replica holds the current key in its cache...
+        assert_eq!(
+            call(&other, "anthropic", "v1/messages", json!({})).await.status,
+            StatusCode::OK
+        );
+        assert_eq!(app.provider.seen().pop().expect("called")["x-api-key"], key.as_str());
+        // ...and the rotation returns only once it has let go of it.
+        key = keys::anthropic();
+        app.provider.accept(&key);
+        let rotated = app.put("/v1/orgs/acme/keys/anthropic", &owner, json!({"key": key})).await;
+        assert_eq!(rotated.status, StatusCode::OK);
+        call(&other, "anthropic", "v1/messages", json!({})).await;
+        assert_eq!(
+            app.provider.seen().pop().expect("called")["x-api-key"],
+            key.as_str(),
+            "round {round}: the other replica's next call carried the new key"
+        );
+    }
+    app.delete("/v1/orgs/acme/keys/anthropic", &owner).await;
+    assert_eq!(
+        call(&other, "anthropic", "v1/messages", json!({})).await.code(),
+        "no_key_available"
+    );
+    assert!(other.state.keyrings.trusts_its_cache(), "the calls above were served from the cache");
+    drop(other);
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_waits_for_a_replica_that_holds_a_lease_until_it_answers_or_the_lease_lapses() {
+    let app = TestApp::start(Backend::Postgres).await;
+    app.set_plan("acme", "pro").await;
+    let owner = app.owner("acme");
+    trusting(&app).await;
+    app.execute_sql(
+        "insert into keyledger_replicas (id, expires_at) values ('gone', now() - interval '1 second')",
+    )
+    .await;
+    let started = Instant::now();
+    let stored = app
+        .post(
+            "/v1/orgs/acme/keys",
+            &owner,
+            json!({"provider": "anthropic", "key": keys::anthropic()}),
+        )
+        .await;
+    assert_eq!(stored.status, StatusCode::CREATED);
+    assert!(started.elapsed() < Duration::from_secs(1), "a lapsed lease is not waited for");
+
+    // A replica that renewed its lease but hears nothing: its lease must lapse first.
+    app.execute_sql(
+        "insert into keyledger_replicas (id, expires_at) values ('deaf', now() + interval '2 seconds')",
+    )
+    .await;
+    let started = Instant::now();
+    let rotated =
+        app.put("/v1/orgs/acme/keys/anthropic", &owner, json!({"key": keys::anthropic()})).await;
+    assert_eq!(rotated.status, StatusCode::OK);
+    let waited = started.elapsed();
+    assert!(
+        (Duration::from_millis(1_500)..Duration::from_secs(4)).contains(&waited),
+        "waited {waited:?} for the deaf replica's lease"
+    );
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_stops_hearing_the_log_asks_it_on_every_call_until_it_hears_again() {
+    let app = TestApp::start(Backend::Postgres).await;
+    let other = app.replica().await;
+    app.set_plan("acme", "pro").await;
+    let owner = app.owner("acme");
+    let (first, second) = (keys::anthropic(), keys::anthropic());
+    app.provider.accept(&first);
+    app.provider.accept(&second);
+    app.post("/v1/orgs/acme/keys", &owner, json!({"provider": "anthropic", "key": first})).await;
+    trusting(&other).await;
+    call(&other, "anthropic", "v1/messages", json!({})).await;
+
+    // Cut every replica's listening connection.
+    let cut = app
+        .count(
+            "select count(pg_terminate_backend(pid)) from pg_stat_activity \
+             where datname = current_database() and query ilike 'listen%keyledger_watch%'",
+        )
+        .await;
+    assert_eq!(cut, 2, "one listener a replica");
+    // Whatever the replicas heard or missed meanwhile, the change reaches the next call.
+    let rotated = app.put("/v1/orgs/acme/keys/anthropic", &owner, json!({"key": second})).await;
+    assert_eq!(rotated.status, StatusCode::OK);
+    call(&other, "anthropic", "v1/messages", json!({})).await;
+    assert_eq!(app.provider.seen().pop().expect("called")["x-api-key"], second.as_str());
+
+    trusting(&other).await;
+    assert_eq!(call(&other, "anthropic", "v1/messages", json!({})).await.status, StatusCode::OK);
+    assert_eq!(app.provider.seen().pop().expect("called")["x-api-key"], second.as_str());
+    drop(other);
+    app.finish().await;
+}
