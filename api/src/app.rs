@@ -94,9 +94,12 @@ pub async fn build_state(mut config: Config) -> Result<AppState, StartError> {
     })
 }
 
-/// Starts the projector in the background; it stops when the returned sender sends `true`.
+/// Starts what a serving replica runs in the background: the projector (it stops when the
+/// returned sender sends `true`) and, on PostgreSQL, the watch that lets model calls use
+/// cached Keyrings. Commands-only uses (the CLI) start neither.
 #[must_use]
-pub fn start_projector(state: &AppState) -> watch::Sender<bool> {
+pub fn start_serving(state: &AppState) -> watch::Sender<bool> {
+    state.keyrings.start_watching();
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(Arc::clone(&state.projector).run(stopped));
     stop
@@ -192,7 +195,7 @@ impl Application {
         let state = build_state(config).await?;
         let listener =
             TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
-        let stop_projector = start_projector(&state);
+        let stop_projector = start_serving(&state);
         let keyrings = Arc::clone(&state.keyrings);
         Ok(Self { listener, router: router(state), stop_projector, keyrings })
     }

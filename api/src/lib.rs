@@ -11,6 +11,6 @@ pub mod state;
 pub mod telemetry;
 pub mod views;
 
-pub use app::{build_state, router, start_projector, Application, StartError};
+pub use app::{build_state, router, start_serving, Application, StartError};
 pub use auth::{Role, TokenKeys};
 pub use state::AppState;

@@ -115,7 +115,7 @@ impl TestApp {
             Config::from_lookup(|name| env.get(name).cloned()).expect("test configuration");
         let state = keyledger_api::build_state(config).await.expect("application state");
         let router = keyledger_api::router(state.clone());
-        let stop_projector = keyledger_api::start_projector(&state);
+        let stop_projector = keyledger_api::start_serving(&state);
         (state, router, stop_projector)
     }
 

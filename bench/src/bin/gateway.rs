@@ -86,7 +86,7 @@ async fn run(backend: &'static str, url: &str, fake: &str, args: &Args) -> Outco
     ]);
     let config = Config::from_lookup(|name| env.get(name).cloned()).expect("config");
     let state = keyledger_api::build_state(config).await.expect("state");
-    let _projector = keyledger_api::start_projector(&state);
+    let _projector = keyledger_api::start_serving(&state);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
     let router = keyledger_api::router(state.clone());

@@ -90,7 +90,7 @@ async fn run(backend: &'static str, url: &str, args: &Args) -> Outcome {
     eprintln!("[{backend}] {events} events in {:.2}s", rebuild.as_secs_f64());
 
     eprintln!("[{backend}] {} commands/s for {}s", args.rate, args.seconds);
-    let _stop = keyledger_api::start_projector(&state);
+    let _stop = keyledger_api::start_serving(&state);
     let (lags, commands, achieved_rate) =
         measure_lag(&state, args.rate, Duration::from_secs(args.seconds)).await;
     Outcome {

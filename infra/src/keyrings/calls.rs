@@ -12,7 +12,7 @@ impl Keyrings {
     /// replica whose watch currently vouches for its cache.
     #[must_use]
     pub fn trusts_its_cache(&self) -> bool {
-        self.watch.as_ref().is_some_and(|watch| watch.trusted())
+        self.watch.get().is_some_and(super::watch::Watch::trusted)
     }
 
     /// The current state of `org`'s Keyring for a model call. A rotation or removal committed

@@ -6,7 +6,7 @@
 //! to its organization, and sealed material never outlives a command that did not commit.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use chrono::{DateTime, Utc};
 use cqrs_es::event_sink::EventSink;
@@ -66,30 +66,26 @@ pub struct Keyrings {
     deps: Arc<ServiceDeps>,
     /// What model calls reuse: Keyring states and sealed material (see [`CallCache`]).
     pub(super) cache: Arc<Mutex<CallCache>>,
-    /// On PostgreSQL: what lets a replica use its cache without asking the log each call.
-    pub(super) watch: Option<Watch>,
+    /// On a serving PostgreSQL replica: what lets it use its cache without asking the log on
+    /// each call (see [`Keyrings::start_watching`]).
+    pub(super) watch: OnceLock<Watch>,
+    db: Database,
     /// Where each organization's Keyring stands in the log, asked by a call when the cache
     /// cannot be vouched for.
     pub(super) heads: Heads,
 }
 
 impl Keyrings {
-    /// Keyrings kept in `db`. On PostgreSQL this replica starts watching the log for changes
-    /// (tasks on the current tokio runtime, ended when this is dropped).
-    ///
-    /// # Panics
-    /// On PostgreSQL, outside a tokio runtime.
+    /// Keyrings kept in `db`.
     #[must_use]
     pub fn new(db: &Database, deps: Arc<ServiceDeps>) -> Self {
         let cache = Arc::new(Mutex::new(CallCache::default()));
         Self {
             store: SnapshottingStore::new(EventRepository::new(db)),
             deps,
-            cache: Arc::clone(&cache),
-            watch: match db {
-                Database::Postgres(pool) => Some(Watch::start(pool, cache)),
-                Database::Sqlite(_) => None,
-            },
+            cache,
+            watch: OnceLock::new(),
+            db: db.clone(),
             heads: Heads::new(db, Keyring::TYPE),
         }
     }
@@ -176,7 +172,10 @@ impl Keyrings {
                     committed.events.iter().filter_map(|e| e.payload.released_material()).collect();
                 self.shred(&released).await;
                 // Not done until no replica can still call with what this replaced.
-                if let Some(watch) = &self.watch {
+                // Acknowledgements are heard through the watch: a process that commands
+                // without serving calls joins the replicas for it.
+                self.start_watching();
+                if let Some(watch) = self.watch.get() {
                     watch.barrier().await;
                 }
             }
@@ -220,9 +219,21 @@ impl Keyrings {
         Ok(Verification { outcome, checked_at })
     }
 
+    /// On PostgreSQL, joins the replicas that commands wait for, so that model calls here can
+    /// use cached Keyrings (tasks on the current tokio runtime, ended when this is dropped).
+    /// Only a serving replica should: every Keyring command waits for each live one.
+    ///
+    /// # Panics
+    /// On PostgreSQL, outside a tokio runtime.
+    pub fn start_watching(&self) {
+        if let Database::Postgres(pool) = &self.db {
+            self.watch.get_or_init(|| Watch::start(pool, Arc::clone(&self.cache)));
+        }
+    }
+
     /// Leaves the replicas that commands wait for (at shutdown).
     pub async fn leave(&self) {
-        if let Some(watch) = &self.watch {
+        if let Some(watch) = self.watch.get() {
             watch.leave().await;
         }
     }

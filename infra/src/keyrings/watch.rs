@@ -91,6 +91,13 @@ impl Watch {
     /// this call made stale (or has stopped trusting its cache).
     pub(super) async fn barrier(&self) {
         let shared = &self.shared;
+        // Acknowledgements come through the listener: it must be listening first.
+        for _ in 0..100 {
+            if shared.state().listening {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let token = uuid::Uuid::new_v4().to_string();
         let woken = Arc::new(Notify::new());
         shared.state().barriers.insert(token.clone(), (HashSet::new(), Arc::clone(&woken)));
