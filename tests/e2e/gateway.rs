@@ -176,6 +176,7 @@ async fn a_refused_byok_key_is_an_error_and_an_audit_entry_never_a_silent_fallba
 
 on_both_backends!(a_streamed_answer_flows_chunk_by_chunk_and_its_usage_is_recorded);
 
+/// The caller did not ask the stream for its usage: keyledger does, so the call is metered.
 async fn a_streamed_answer_flows_chunk_by_chunk_and_its_usage_is_recorded(backend: Backend) {
     let platform = keys::openai();
     let app = TestApp::start_with(backend, &[("KEYLEDGER_PLATFORM_KEY_OPENAI", &platform)]).await;
@@ -183,10 +184,7 @@ async fn a_streamed_answer_flows_chunk_by_chunk_and_its_usage_is_recorded(backen
     let request = Request::post("/v1/orgs/acme/gateway/openai/v1/chat/completions")
         .header("authorization", format!("Bearer {}", app.token("acme", Role::Service, "worker")))
         .header("x-test-hold", "1")
-        .body(Body::from(
-            json!({"model": "gpt-4o", "stream": true, "stream_options": {"include_usage": true}})
-                .to_string(),
-        ))
+        .body(Body::from(json!({"model": "gpt-4o", "stream": true}).to_string()))
         .expect("request");
     let response = app.router.clone().oneshot(request).await.expect("router");
     assert_eq!(response.headers()["content-type"], "text/event-stream");

@@ -1,7 +1,8 @@
 //! A fake AI provider on loopback, accepting only the keys it was told to accept and reading
 //! them where the real provider would: any GET is a models listing; `POST …/messages` answers
 //! in Anthropic's shape and `POST …/chat/completions` in OpenAI's, as JSON or, with
-//! `"stream": true`, as server-sent events.
+//! `"stream": true`, as server-sent events (OpenAI-shaped ones report usage only when asked
+//! with `stream_options.include_usage`, as OpenAI's do).
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -102,6 +103,8 @@ fn answer(
     let request: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
     let model = request["model"].as_str().unwrap_or("fake-model").to_owned();
     let stream = request["stream"].as_bool().unwrap_or(false);
+    // As OpenAI: a stream reports usage only when asked.
+    let usage_asked = request["stream_options"]["include_usage"].as_bool().unwrap_or(false);
     let anthropic = uri.path().ends_with("/messages");
     let chunks: Vec<String> = match (anthropic, stream) {
         (true, false) => vec![json!({"type": "message", "model": model, "content": [{"type": "text", "text": "Hello"}],
@@ -117,7 +120,11 @@ fn answer(
         (false, true) => vec![
             format!("data: {}\n\n", json!({"model": model, "choices": [{"delta": {"content": "Hel"}}]})),
             format!("data: {}\n\n", json!({"model": model, "choices": [{"delta": {"content": "lo"}}]})),
-            format!("data: {}\n\ndata: [DONE]\n\n", json!({"model": model, "choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 2}})),
+            if usage_asked {
+                format!("data: {}\n\ndata: [DONE]\n\n", json!({"model": model, "choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 2}}))
+            } else {
+                "data: [DONE]\n\n".to_owned()
+            },
         ],
     };
     let hold = headers.contains_key("x-test-hold");

@@ -26,6 +26,12 @@ use keyledger_infra::RecordError;
 /// client finish without waiting for a closing chunk.
 const NOT_RETURNED: [&str; 4] = ["connection", "keep-alive", "transfer-encoding", "set-cookie"];
 
+/// What a call's body says of itself (the rest is passed over unread).
+#[derive(serde::Deserialize)]
+struct Requested {
+    model: Option<String>,
+}
+
 /// The key a call goes out with.
 struct Chosen {
     key: Option<ApiKey>,
@@ -270,9 +276,8 @@ impl Call<'_> {
         }
         response = response
             .header("x-keyledger-key-source", HeaderValue::from_static(chosen.source.as_str()));
-        let requested_model = serde_json::from_slice::<serde_json::Value>(&self.body)
-            .ok()
-            .and_then(|b| b.get("model").and_then(|m| m.as_str()).map(str::to_owned));
+        let requested_model =
+            serde_json::from_slice::<Requested>(&self.body).ok().and_then(|r| r.model);
         let record = Recording {
             state: state.clone(),
             org: org.clone(),

@@ -123,7 +123,8 @@ impl ProviderClient {
     }
 
     /// Forwards a caller's request to its provider with the resolved key in place of whatever
-    /// credentials the caller sent. The answer streams back as it arrives.
+    /// credentials the caller sent, asking a streamed chat answer for its usage (see
+    /// [`super::asking_for_stream_usage`]). The answer streams back as it arrives.
     ///
     /// # Errors
     /// The transport error when the provider cannot be reached or times out.
@@ -136,10 +137,12 @@ impl ProviderClient {
             if out.openai_compatible { spec.chat_auth } else { spec.auth },
             out.key,
         );
+        let body = super::asking_for_stream_usage(out.provider, out.path_and_query, &out.body)
+            .unwrap_or(out.body);
         self.http
             .post(format!("{base}{}", out.path_and_query))
             .headers(headers)
-            .body(out.body)
+            .body(body)
             .timeout(FORWARD_TIMEOUT)
             .send()
             .await

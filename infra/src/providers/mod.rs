@@ -3,8 +3,10 @@
 
 mod client;
 mod endpoint;
+mod metering;
 mod registry;
 
 pub use client::{Outgoing, ProviderClient};
 pub use endpoint::{is_internal, EndpointError, EndpointPolicy};
+pub use metering::asking_for_stream_usage;
 pub use registry::{default_base_url, Auth, ProviderSpec};

@@ -22,6 +22,9 @@ pub struct ProviderSpec {
     pub chat_path: &'static str,
     /// How that OpenAI-compatible endpoint takes the key.
     pub chat_auth: Auth,
+    /// Its OpenAI-shaped chat endpoints report usage in a stream only when asked with
+    /// `stream_options.include_usage`, and accept that option.
+    pub reports_stream_usage_when_asked: bool,
 }
 
 /// The provider's public base URL, or `None` where the organization says where it lives.
@@ -73,6 +76,12 @@ impl ProviderSpec {
             P::AzureOpenai => auth,
             _ => Auth::Bearer,
         };
-        Self { auth, verify_path, chat_path, chat_auth }
+        // Mistral reports usage unasked and refuses unknown options; for Google, Aleph Alpha
+        // and LM Studio the option is not documented.
+        let reports_stream_usage_when_asked = matches!(
+            provider,
+            P::Openai | P::AzureOpenai | P::Groq | P::Anthropic | P::Ollama | P::Vllm
+        );
+        Self { auth, verify_path, chat_path, chat_auth, reports_stream_usage_when_asked }
     }
 }
