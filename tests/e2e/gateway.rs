@@ -323,3 +323,36 @@ async fn a_stored_endpoint_is_checked_again_when_a_call_goes_out(backend: Backen
     drop(strict);
     app.finish().await;
 }
+
+on_both_backends!(a_platform_call_the_provider_does_not_take_gives_its_quota_place_back);
+
+async fn a_platform_call_the_provider_does_not_take_gives_its_quota_place_back(backend: Backend) {
+    let plans = crate::usage::plans_file(
+        json!({"single": {"byok": false, "max_providers": null, "provider_order": false, "monthly_platform_queries": 1, "monthly_platform_cost_cap_usd": 1000.0}}),
+    );
+    let platform = keys::openai();
+    let app = TestApp::start_with(
+        backend,
+        &[("KEYLEDGER_PLANS_FILE", &plans), ("KEYLEDGER_PLATFORM_KEY_OPENAI", &platform)],
+    )
+    .await;
+    app.set_plan("acme", "single").await;
+    let chat = json!({"model": "gpt-4o-mini"});
+    // The provider does not take the platform's key yet: its refusal goes back as it is.
+    let refused = call(&app, "openai", "v1/chat/completions", chat.clone()).await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    app.provider.accept(&platform);
+    // The month's single place is free again (given back in the background: allow a moment).
+    let mut made = refused;
+    for _ in 0..50 {
+        made = call(&app, "openai", "v1/chat/completions", chat.clone()).await;
+        if made.status != StatusCode::TOO_MANY_REQUESTS {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(made.status, StatusCode::OK, "{}", made.everything());
+    let over = call(&app, "openai", "v1/chat/completions", chat).await;
+    assert_eq!(over.code(), "quota_exceeded", "the call that was made keeps its place");
+    app.finish().await;
+}

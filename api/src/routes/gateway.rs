@@ -7,19 +7,15 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
-use chrono::{SubsecRound, Utc};
-use secrecy::{ExposeSecret, SecretString};
 
 use crate::auth::{Access, Caller};
 use crate::error::ApiError;
 use crate::extract::{parse_provider, OrgParam};
+use crate::routes::key_choice::{choose_key, Release};
 use crate::routes::relay::{Recording, Relay};
 use crate::state::AppState;
-use keyledger_domain::resolution::{resolve, Resolution};
-use keyledger_domain::usage::{KeySource, ReservePlatformCall, UsageError};
-use keyledger_domain::{ApiKey, Keyring, KeyringCommand, OrgId, ProviderId, VerificationOutcome};
+use keyledger_domain::{Keyring, KeyringCommand, OrgId, ProviderId, VerificationOutcome};
 use keyledger_infra::providers::{Outgoing, ProviderSpec};
-use keyledger_infra::RecordError;
 
 /// Headers of the provider's answer that describe its connection, not the answer. Its
 /// length stays: the body is relayed byte for byte, and a known length lets the caller's
@@ -30,15 +26,6 @@ const NOT_RETURNED: [&str; 4] = ["connection", "keep-alive", "transfer-encoding"
 #[derive(serde::Deserialize)]
 struct Requested {
     model: Option<String>,
-}
-
-/// The key a call goes out with.
-struct Chosen {
-    key: Option<ApiKey>,
-    source: KeySource,
-    /// BYOK: (key id, version), to attribute usage and to record a refusal.
-    byok: Option<(u32, u32)>,
-    endpoint: Option<String>,
 }
 
 /// `POST /v1/orgs/{org}/gateway/{provider}/{*path}`: forwards the body to the provider's
@@ -235,7 +222,17 @@ impl Call<'_> {
             .await;
         // The plaintext is not needed past sending the request.
         drop(chosen.key);
+        let release = chosen.reserved_at.map(|at| Release {
+            state: state.clone(),
+            org: org.clone(),
+            actor: self.caller.actor(),
+            request_id: attempt_id.clone(),
+            at,
+        });
         let Ok(upstream) = sent else {
+            if let Some(release) = release {
+                release.run().await;
+            }
             return Ok(Attempt::Failed(ApiError::new(
                 StatusCode::BAD_GATEWAY,
                 "provider_unreachable",
@@ -262,6 +259,9 @@ impl Call<'_> {
         if openai_compatible
             && (status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS)
         {
+            if let Some(release) = release {
+                release.run().await;
+            }
             return Ok(Attempt::Failed(ApiError::new(
                 StatusCode::BAD_GATEWAY,
                 "provider_unreachable",
@@ -288,63 +288,11 @@ impl Call<'_> {
             byok: chosen.byok,
             requested_model,
         };
+        if let (Some(release), false) = (release, status.is_success()) {
+            // The provider's refusal goes back at once; the place is given back meanwhile.
+            tokio::spawn(release.run());
+        }
         let body = Body::from_stream(Relay::new(upstream, status.is_success().then_some(record)));
         response.body(body).map(Attempt::Answered).map_err(|e| ApiError::internal(&e))
-    }
-}
-
-/// Resolves the key for a call: BYOK decrypted for this call only, else the platform's key
-/// once the call has a place in the month's quota (`attempt_id` reserves it), else none.
-async fn choose_key(
-    state: &AppState,
-    org: &OrgId,
-    keyring: &Keyring,
-    provider: ProviderId,
-    attempt_id: &str,
-    caller: &Caller,
-) -> Result<Chosen, ApiError> {
-    let platform_key = state.platform_keys.get(&provider);
-    match resolve(keyring, &state.keyrings.deps().plans, provider, platform_key.is_some()) {
-        Resolution::Byok(key) => Ok(Chosen {
-            key: state.keyrings.open_for_call(org, provider, &key).await?,
-            source: KeySource::Byok,
-            byok: Some((key.key_id, key.version)),
-            endpoint: key.endpoint,
-        }),
-        Resolution::Platform(limits) => {
-            let reserve = ReservePlatformCall {
-                org: org.to_string(),
-                request_id: attempt_id.to_owned(),
-                at: Utc::now().trunc_subsecs(6),
-                limits,
-            };
-            match state.usage.reserve(org, reserve, &caller.actor()).await {
-                Ok(()) => {}
-                Err(RecordError::Refused(refusal)) => {
-                    let code = match refusal {
-                        UsageError::QuotaExceeded { .. } => "quota_exceeded",
-                        UsageError::CostCapReached { .. } => "cost_cap_reached",
-                    };
-                    return Err(ApiError::new(
-                        StatusCode::TOO_MANY_REQUESTS,
-                        code,
-                        refusal.to_string(),
-                    ));
-                }
-                Err(error @ RecordError::Storage(_)) => return Err(ApiError::internal(&error)),
-            }
-            let secret: &SecretString =
-                platform_key.ok_or_else(|| ApiError::internal(&"platform key vanished"))?;
-            let key = ApiKey::from_storage(
-                provider,
-                SecretString::from(secret.expose_secret().to_owned()),
-            );
-            Ok(Chosen { key: Some(key), source: KeySource::Platform, byok: None, endpoint: None })
-        }
-        Resolution::NoKey => Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no_key_available",
-            format!("the organization has no active {provider} key and the platform has none"),
-        )),
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod gateway;
+mod key_choice;
 pub mod keys;
 pub mod ops;
 pub mod orgs;

@@ -50,17 +50,35 @@ pub struct ReservePlatformCall {
     pub limits: UsageLimits,
 }
 
+/// Give back the place a reserved call took, because the call did not happen (the provider
+/// was unreachable, failed, or refused it).
+#[derive(Debug, Clone)]
+pub struct ReleasePlatformCall {
+    pub org: String,
+    pub request_id: String,
+    pub at: DateTime<Utc>,
+}
+
 /// A command to a UsageLedger.
 #[derive(Debug, Clone)]
 pub enum UsageCommand {
     Record(RecordModelCall),
     Reserve(ReservePlatformCall),
+    Release(ReleasePlatformCall),
 }
 
 /// A place in the platform-key quota, taken before the call so that concurrent calls cannot
 /// all slip under the limit; the call's `ModelCallRecorded` follows with the same request id.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlatformCallReserved {
+    pub org: String,
+    pub request_id: String,
+    pub at: DateTime<Utc>,
+}
+
+/// A reserved place given back: the call it was for was not made.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlatformCallReleased {
     pub org: String,
     pub request_id: String,
     pub at: DateTime<Utc>,
@@ -86,6 +104,7 @@ pub struct ModelCallRecorded {
 pub enum UsageEvent {
     ModelCallRecorded(ModelCallRecorded),
     PlatformCallReserved(PlatformCallReserved),
+    PlatformCallReleased(PlatformCallReleased),
 }
 
 impl DomainEvent for UsageEvent {
@@ -93,6 +112,7 @@ impl DomainEvent for UsageEvent {
         match self {
             Self::ModelCallRecorded(_) => "ModelCallRecorded",
             Self::PlatformCallReserved(_) => "PlatformCallReserved",
+            Self::PlatformCallReleased(_) => "PlatformCallReleased",
         }
         .to_owned()
     }
@@ -166,6 +186,17 @@ impl Aggregate for UsageLedger {
                     at: reserve.at,
                 })
             }
+            // Only a place still held can be given back: a recorded call keeps its place.
+            UsageCommand::Release(release) if !self.reserved.contains(&release.request_id) => {
+                return Ok(());
+            }
+            UsageCommand::Release(release) => {
+                UsageEvent::PlatformCallReleased(PlatformCallReleased {
+                    org: release.org,
+                    request_id: release.request_id,
+                    at: release.at,
+                })
+            }
         };
         sink.write(event, self).await;
         Ok(())
@@ -187,121 +218,11 @@ impl Aggregate for UsageLedger {
                 self.platform_calls += 1;
                 self.reserved.insert(reserved.request_id);
             }
+            UsageEvent::PlatformCallReleased(released) => {
+                if self.reserved.remove(&released.request_id) {
+                    self.platform_calls = self.platform_calls.saturating_sub(1);
+                }
+            }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use cqrs_es::test::TestFramework;
-
-    use super::*;
-
-    fn made(source: KeySource) -> ModelCallRecorded {
-        ModelCallRecorded {
-            org: "acme".to_owned(),
-            request_id: "req-1".to_owned(),
-            provider: ProviderId::Openai,
-            model: "gpt-4o-mini".to_owned(),
-            input_tokens: 100,
-            output_tokens: 20,
-            cost_usd: 0.5,
-            key_source: source,
-            key_version: None,
-            at: DateTime::from_timestamp(1_767_225_600, 0).expect("instant"),
-        }
-    }
-
-    fn call(source: KeySource, limits: Option<UsageLimits>) -> UsageCommand {
-        UsageCommand::Record(RecordModelCall { call: made(source), limits })
-    }
-
-    fn reserve(request_id: &str) -> UsageCommand {
-        UsageCommand::Reserve(ReservePlatformCall {
-            org: "acme".to_owned(),
-            request_id: request_id.to_owned(),
-            at: made(KeySource::Platform).at,
-            limits: LIMITS,
-        })
-    }
-
-    fn reserved(request_id: &str) -> UsageEvent {
-        UsageEvent::PlatformCallReserved(PlatformCallReserved {
-            org: "acme".to_owned(),
-            request_id: request_id.to_owned(),
-            at: made(KeySource::Platform).at,
-        })
-    }
-
-    fn recorded(source: KeySource) -> UsageEvent {
-        UsageEvent::ModelCallRecorded(made(source))
-    }
-
-    const LIMITS: UsageLimits = UsageLimits { max_calls: 2, cost_cap_usd: 10.0 };
-
-    #[tokio::test]
-    async fn a_call_is_recorded_with_its_figures() {
-        TestFramework::<UsageLedger>::with(())
-            .given_no_previous_events()
-            .when_async(call(KeySource::Platform, Some(LIMITS)))
-            .await
-            .then_expect_events(vec![recorded(KeySource::Platform)]);
-    }
-
-    #[tokio::test]
-    async fn platform_calls_past_the_quota_are_refused() {
-        TestFramework::<UsageLedger>::with(())
-            .given(vec![recorded(KeySource::Platform), recorded(KeySource::Platform)])
-            .when_async(call(KeySource::Platform, Some(LIMITS)))
-            .await
-            .then_expect_error(UsageError::QuotaExceeded { max: 2 });
-    }
-
-    #[tokio::test]
-    async fn platform_calls_past_the_cost_cap_are_refused() {
-        let limits = UsageLimits { max_calls: 100, cost_cap_usd: 1.0 };
-        TestFramework::<UsageLedger>::with(())
-            .given(vec![recorded(KeySource::Platform), recorded(KeySource::Platform)])
-            .when_async(call(KeySource::Platform, Some(limits)))
-            .await
-            .then_expect_error(UsageError::CostCapReached { cap: 1.0 });
-    }
-
-    #[tokio::test]
-    async fn byok_calls_bypass_quota_and_cap() {
-        TestFramework::<UsageLedger>::with(())
-            .given(vec![recorded(KeySource::Platform), recorded(KeySource::Platform)])
-            .when_async(call(KeySource::Byok, Some(LIMITS)))
-            .await
-            .then_expect_events(vec![recorded(KeySource::Byok)]);
-    }
-
-    #[tokio::test]
-    async fn a_reservation_takes_a_place_in_the_quota() {
-        TestFramework::<UsageLedger>::with(())
-            .given(vec![recorded(KeySource::Platform)])
-            .when_async(reserve("req-2"))
-            .await
-            .then_expect_events(vec![reserved("req-2")]);
-        TestFramework::<UsageLedger>::with(())
-            .given(vec![recorded(KeySource::Platform), reserved("req-2")])
-            .when_async(reserve("req-3"))
-            .await
-            .then_expect_error(UsageError::QuotaExceeded { max: 2 });
-    }
-
-    #[tokio::test]
-    async fn a_reserved_call_is_recorded_without_counting_twice() {
-        // req-1 reserved the second place; its record does not need a third.
-        TestFramework::<UsageLedger>::with(())
-            .given(vec![recorded(KeySource::Platform), reserved("req-1")])
-            .when_async(call(KeySource::Platform, Some(LIMITS)))
-            .await
-            .then_expect_events(vec![recorded(KeySource::Platform)]);
-        let mut ledger = UsageLedger::default();
-        for event in [reserved("req-1"), recorded(KeySource::Platform)] {
-            ledger.apply(event);
-        }
-        assert_eq!((ledger.calls, ledger.platform_calls, ledger.reserved.len()), (1, 1, 0));
     }
 }

@@ -3,11 +3,14 @@
 
 mod figures;
 mod ledger;
+#[cfg(test)]
+mod tests;
 
 pub use figures::UsageFigures;
 pub use ledger::{
-    KeySource, ModelCallRecorded, PlatformCallReserved, RecordModelCall, ReservePlatformCall,
-    UsageCommand, UsageError, UsageEvent, UsageLedger, UsageLimits,
+    KeySource, ModelCallRecorded, PlatformCallReleased, PlatformCallReserved, RecordModelCall,
+    ReleasePlatformCall, ReservePlatformCall, UsageCommand, UsageError, UsageEvent, UsageLedger,
+    UsageLimits,
 };
 
 use chrono::{DateTime, Datelike, Utc};

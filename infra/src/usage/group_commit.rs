@@ -15,7 +15,7 @@ use cqrs_es::{Aggregate, DomainEvent};
 use tokio::sync::{mpsc, oneshot};
 
 use super::ledgers::{Cached, Done, Ledgers};
-use super::recorder::{RecordError, Recorded};
+use super::recorder::RecordError;
 use crate::event_store::{append, AppendError, SnapshotUpdate};
 use keyledger_domain::usage::{UsageCommand, UsageLedger};
 
@@ -130,14 +130,7 @@ async fn decide_one(
     decided
         .ledgers
         .insert(queued.ledger.clone(), (from, Cached { ledger, sequence: last, snapshot }));
-    Ok(match &queued.command {
-        UsageCommand::Record(record) => Done::Recorded(Recorded::New {
-            call: record.call.clone(),
-            ledger_id: queued.ledger.clone(),
-            sequence: last,
-        }),
-        UsageCommand::Reserve(_) => Done::Reserved,
-    })
+    Ok(Done::of(&queued.command, &queued.ledger, last))
 }
 
 fn serialize(

@@ -28,7 +28,22 @@ pub(super) struct Cached {
 #[derive(Debug)]
 pub(super) enum Done {
     Recorded(Recorded),
-    Reserved,
+    /// A place in the platform-key quota was taken or given back.
+    Quota,
+}
+
+impl Done {
+    /// What committing `command` did, its last event being `sequence` of ledger `id`.
+    pub(super) fn of(command: &UsageCommand, id: &str, sequence: usize) -> Self {
+        match command {
+            UsageCommand::Record(record) => Self::Recorded(Recorded::New {
+                call: record.call.clone(),
+                ledger_id: id.to_owned(),
+                sequence,
+            }),
+            UsageCommand::Reserve(_) | UsageCommand::Release(_) => Self::Quota,
+        }
+    }
 }
 
 /// All organizations' usage ledgers.
@@ -123,14 +138,7 @@ impl Ledgers {
     ) -> Result<Done, RecordError> {
         for _ in 0..ATTEMPTS {
             if let Some(sequence) = self.attempt(id, command.clone(), metadata.clone()).await? {
-                return Ok(match command {
-                    UsageCommand::Record(record) => Done::Recorded(Recorded::New {
-                        call: record.call,
-                        ledger_id: id.to_owned(),
-                        sequence,
-                    }),
-                    UsageCommand::Reserve(_) => Done::Reserved,
-                });
+                return Ok(Done::of(&command, id, sequence));
             }
             // The unique index turns a repeated request id away: look for the first call
             // only then, rather than before every call.

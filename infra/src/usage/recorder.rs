@@ -11,8 +11,8 @@ use super::ledgers::{storage, Done, Ledgers};
 use crate::db::Database;
 use crate::keyrings::Actor;
 use keyledger_domain::usage::{
-    ledger_id, ModelCallRecorded, RecordModelCall, ReservePlatformCall, UsageCommand, UsageError,
-    UsageLedger,
+    ledger_id, ModelCallRecorded, RecordModelCall, ReleasePlatformCall, ReservePlatformCall,
+    UsageCommand, UsageError, UsageLedger,
 };
 use keyledger_domain::OrgId;
 
@@ -96,9 +96,7 @@ impl UsageRecorder {
         let at = call.call.at;
         match self.submit(ledger_id(org, at), UsageCommand::Record(call), actor, at).await? {
             Done::Recorded(recorded) => Ok(recorded),
-            Done::Reserved => {
-                Err(RecordError::Storage("a record was taken as a reservation".into()))
-            }
+            Done::Quota => Err(RecordError::Storage("a record was taken for a reservation".into())),
         }
     }
 
@@ -115,6 +113,21 @@ impl UsageRecorder {
     ) -> Result<(), RecordError> {
         let at = reserve.at;
         self.submit(ledger_id(org, at), UsageCommand::Reserve(reserve), actor, at).await.map(drop)
+    }
+
+    /// Gives back the quota place `release.request_id` reserved, the call not having been
+    /// made; nothing if the call was recorded or never reserved.
+    ///
+    /// # Errors
+    /// [`RecordError::Storage`] when the ledger cannot be written.
+    pub async fn release(
+        &self,
+        org: &OrgId,
+        release: ReleasePlatformCall,
+        actor: &Actor,
+    ) -> Result<(), RecordError> {
+        let at = release.at;
+        self.submit(ledger_id(org, at), UsageCommand::Release(release), actor, at).await.map(drop)
     }
 
     async fn submit(

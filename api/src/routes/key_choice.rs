@@ -1,0 +1,114 @@
+//! The key a model call goes out with: the organization's own, opened for this call only, or
+//! the platform's once the call holds a place in the month's quota, a place it gives back if
+//! the call is not made.
+
+use axum::http::StatusCode;
+use chrono::{DateTime, SubsecRound, Utc};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::state::AppState;
+use keyledger_domain::resolution::{resolve, Resolution};
+use keyledger_domain::usage::{KeySource, ReleasePlatformCall, ReservePlatformCall, UsageError};
+use keyledger_domain::{ApiKey, Keyring, OrgId, ProviderId};
+use keyledger_infra::RecordError;
+
+/// The key a call goes out with.
+pub(crate) struct Chosen {
+    pub(crate) key: Option<ApiKey>,
+    pub(crate) source: KeySource,
+    /// BYOK: (key id, version), to attribute usage and to record a refusal.
+    pub(crate) byok: Option<(u32, u32)>,
+    pub(crate) endpoint: Option<String>,
+    /// Platform key: when its place in the quota was reserved (the month's ledger holds it).
+    pub(crate) reserved_at: Option<DateTime<Utc>>,
+}
+
+/// Resolves the key for a call: BYOK decrypted for this call only, else the platform's key
+/// once the call has a place in the month's quota (`attempt_id` reserves it), else none.
+pub(crate) async fn choose_key(
+    state: &AppState,
+    org: &OrgId,
+    keyring: &Keyring,
+    provider: ProviderId,
+    attempt_id: &str,
+    caller: &Caller,
+) -> Result<Chosen, ApiError> {
+    let platform_key = state.platform_keys.get(&provider);
+    match resolve(keyring, &state.keyrings.deps().plans, provider, platform_key.is_some()) {
+        Resolution::Byok(key) => Ok(Chosen {
+            key: state.keyrings.open_for_call(org, provider, &key).await?,
+            source: KeySource::Byok,
+            byok: Some((key.key_id, key.version)),
+            endpoint: key.endpoint,
+            reserved_at: None,
+        }),
+        Resolution::Platform(limits) => {
+            let at = Utc::now().trunc_subsecs(6);
+            let reserve = ReservePlatformCall {
+                org: org.to_string(),
+                request_id: attempt_id.to_owned(),
+                at,
+                limits,
+            };
+            match state.usage.reserve(org, reserve, &caller.actor()).await {
+                Ok(()) => {}
+                Err(RecordError::Refused(refusal)) => {
+                    let code = match refusal {
+                        UsageError::QuotaExceeded { .. } => "quota_exceeded",
+                        UsageError::CostCapReached { .. } => "cost_cap_reached",
+                    };
+                    return Err(ApiError::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        code,
+                        refusal.to_string(),
+                    ));
+                }
+                Err(error @ RecordError::Storage(_)) => return Err(ApiError::internal(&error)),
+            }
+            let secret: &SecretString =
+                platform_key.ok_or_else(|| ApiError::internal(&"platform key vanished"))?;
+            let key = ApiKey::from_storage(
+                provider,
+                SecretString::from(secret.expose_secret().to_owned()),
+            );
+            Ok(Chosen {
+                key: Some(key),
+                source: KeySource::Platform,
+                byok: None,
+                endpoint: None,
+                reserved_at: Some(at),
+            })
+        }
+        Resolution::NoKey => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_key_available",
+            format!("the organization has no active {provider} key and the platform has none"),
+        )),
+    }
+}
+
+/// A platform-key call that was not made (unreachable, failed, refused): its reserved place
+/// in the quota goes back.
+pub(crate) struct Release {
+    pub(crate) state: AppState,
+    pub(crate) org: OrgId,
+    pub(crate) actor: keyledger_infra::Actor,
+    pub(crate) request_id: String,
+    /// When the place was reserved: it is held in that month's ledger.
+    pub(crate) at: DateTime<Utc>,
+}
+
+impl Release {
+    pub(crate) async fn run(self) {
+        let release = ReleasePlatformCall {
+            org: self.org.to_string(),
+            request_id: self.request_id,
+            at: self.at,
+        };
+        if let Err(error) = self.state.usage.release(&self.org, release, &self.actor).await {
+            tracing::warn!(%error, "could not give back a reserved quota place");
+        }
+    }
+}
