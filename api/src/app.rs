@@ -90,6 +90,7 @@ pub async fn build_state(mut config: Config) -> Result<AppState, StartError> {
         views,
         projector,
         prices,
+        metrics: Arc::default(),
         platform_keys,
     })
 }
@@ -140,8 +141,13 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi_json))
         .route("/docs", get(ops::docs))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::metrics::count_requests,
+        ))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state);

@@ -27,6 +27,8 @@ pub struct AppState {
     pub projector: Arc<Projector>,
     /// What model calls cost.
     pub prices: Arc<keyledger_domain::pricing::PriceTable>,
+    /// What this process has counted, for `GET /metrics`.
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// The platform's own keys, by provider.
     pub platform_keys:
         Arc<std::collections::BTreeMap<keyledger_domain::ProviderId, secrecy::SecretString>>,
@@ -60,6 +62,9 @@ impl AppState {
         actor: &keyledger_infra::Actor,
     ) -> Result<Recorded, keyledger_infra::RecordError> {
         let recorded = self.usage.record(org, call, actor).await?;
+        if matches!(recorded, Recorded::New { .. }) {
+            self.metrics.call_recorded();
+        }
         self.projector
             .nudge_for(<keyledger_domain::usage::UsageLedger as cqrs_es::Aggregate>::TYPE);
         Ok(recorded)

@@ -128,11 +128,27 @@ async fn operations_endpoints_answer(backend: Backend) {
     assert_eq!(ready.status, StatusCode::OK);
     let spec = app.send(Method::GET, "/openapi.json", None, None).await.json();
     assert!(spec["openapi"].as_str().unwrap_or_default().starts_with("3.1"));
-    for path in
-        ["/v1/orgs/{org}/keys", "/v1/orgs/{org}/keys/{provider}/verify", "/v1/orgs/{org}/plan"]
-    {
+    for path in [
+        "/v1/orgs/{org}/keys",
+        "/v1/orgs/{org}/keys/{provider}/verify",
+        "/v1/orgs/{org}/plan",
+        "/v1/orgs/{org}/gateway/{provider}/{path}",
+        "/v1/orgs/{org}/chat/completions",
+        "/metrics",
+    ] {
         assert!(spec["paths"][path].is_object(), "{path} is documented");
     }
+    let metrics = app.send(Method::GET, "/metrics", None, None).await;
+    assert_eq!(metrics.status, StatusCode::OK);
+    assert!(metrics.headers["content-type"].to_str().unwrap_or_default().starts_with("text/plain"));
+    let text = String::from_utf8_lossy(&metrics.body).into_owned();
+    assert!(
+        text.contains(
+            r#"keyledger_http_requests_total{method="GET",route="/readyz",status="200"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(text.contains("# TYPE keyledger_projection_lag_events gauge"), "{text}");
     let missing = app.send(Method::GET, "/v2/nothing", None, None).await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
     assert_eq!(missing.headers["content-type"], "application/problem+json");

@@ -90,6 +90,14 @@ async fn a_byok_call_goes_out_with_the_organizations_key_and_records_the_provide
     assert_eq!(calls[0]["output_tokens"], 5);
     assert_eq!(calls[0]["key_source"], "byok");
     assert_eq!(calls[0]["model"], "claude-3-5-haiku-latest");
+    let metrics = app.send(axum::http::Method::GET, "/metrics", None, None).await;
+    let metrics = String::from_utf8_lossy(&metrics.body).into_owned();
+    assert!(
+        metrics.contains(
+            r#"keyledger_model_calls_total{provider="anthropic",key_source="byok",status="200"} 1"#
+        ) && metrics.contains("keyledger_usage_recorded_total 1"),
+        "{metrics}"
+    );
 
     // Rotation takes effect at once: the next call carries the new key.
     let rotated = keys::anthropic();

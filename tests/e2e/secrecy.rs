@@ -68,6 +68,7 @@ async fn no_plaintext_key_is_in_any_table_response_header_or_log_line(backend: B
     responses.push(app.get("/v1/orgs/acme/keys", &owner).await);
     responses.push(app.get("/v1/orgs/acme/keys/anthropic", &owner).await);
     responses.push(app.delete("/v1/orgs/acme/keys/openai", &owner).await);
+    responses.push(app.send(Method::GET, "/metrics", None, None).await);
     assert_eq!(responses[0].status, StatusCode::CREATED);
     assert_eq!(responses[2].status, StatusCode::OK, "{}", responses[2].everything());
     assert_eq!(responses[5].code(), "same_key");

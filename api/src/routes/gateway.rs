@@ -1,15 +1,13 @@
 //! The gateway: a model call for an organization, with the key keyledger resolves for it,
 //! forwarded to the provider and streamed back, its usage recorded from the provider's answer.
 
-use std::collections::HashMap;
-
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 
 use crate::auth::{Access, Caller};
-use crate::error::ApiError;
+use crate::error::{ApiError, Problem};
 use crate::extract::{parse_provider, OrgParam};
 use crate::routes::key_choice::{choose_key, Release};
 use crate::routes::relay::{Recording, Relay};
@@ -30,23 +28,31 @@ struct Requested {
 
 /// `POST /v1/orgs/{org}/gateway/{provider}/{*path}`: forwards the body to the provider's
 /// `path` with the resolved key; the provider's answer, whatever it is, goes back as it is.
+#[utoipa::path(post, path = "/v1/orgs/{org}/gateway/{provider}/{path}", tag = "gateway",
+    params(("org" = String, Path), ("provider" = String, Path, description = "a registry provider id"),
+           ("path" = String, Path, description = "the provider's own path, e.g. v1/messages")),
+    request_body(content = serde_json::Value, description = "the provider's own request body"),
+    responses((status = 200, description = "the provider's answer, streamed as it comes, with x-keyledger-key-source: byok|platform"),
+              (status = 429, body = Problem, content_type = "application/problem+json", description = "quota_exceeded or cost_cap_reached (platform key)"),
+              (status = 502, body = Problem, content_type = "application/problem+json", description = "byok_key_rejected or provider_unreachable"),
+              (status = 503, body = Problem, content_type = "application/problem+json", description = "no_key_available"),
+              (status = "4XX", body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
 #[tracing::instrument(skip_all, fields(org, provider))]
 pub(crate) async fn forward(
     State(state): State<AppState>,
     caller: Caller,
-    Path(params): Path<HashMap<String, String>>,
+    Path((org, provider, path)): Path<(String, String, String)>,
     uri: axum::http::Uri,
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let org = OrgId::parse(params.get("org").map_or("", String::as_str))
-        .map_err(|e| ApiError::invalid_request(e.to_string()))?;
+    let org = OrgId::parse(&org).map_err(|e| ApiError::invalid_request(e.to_string()))?;
     caller.authorize(&org, Access::RecordUsage)?;
-    let provider = parse_provider(params.get("provider").map_or("", String::as_str))?;
+    let provider = parse_provider(&provider)?;
     tracing::Span::current().record("org", org.as_str()).record("provider", provider.as_str());
     let body =
         body.map_err(|e| ApiError::new(e.status(), "payload_too_large", "the body is too large"))?;
-    let path = params.get("path").map_or("", String::as_str);
     let path_and_query = match uri.query() {
         Some(query) => format!("/{path}?{query}"),
         None => format!("/{path}"),
@@ -68,6 +74,15 @@ pub(crate) async fn forward(
 
 /// `POST /v1/orgs/{org}/chat/completions`: an OpenAI-shaped chat call, sent to the provider the
 /// body names (`"provider"`) or to the first that answers in the organization's provider order.
+#[utoipa::path(post, path = "/v1/orgs/{org}/chat/completions", tag = "gateway",
+    params(("org" = String, Path)),
+    request_body(content = serde_json::Value, description = "an OpenAI chat completions body, optionally with \"provider\""),
+    responses((status = 200, description = "the answering provider's OpenAI-shaped answer, with x-keyledger-key-source"),
+              (status = 429, body = Problem, content_type = "application/problem+json"),
+              (status = 502, body = Problem, content_type = "application/problem+json", description = "byok_key_rejected, or every candidate failed (provider_unreachable)"),
+              (status = 503, body = Problem, content_type = "application/problem+json", description = "no_key_available"),
+              (status = "4XX", body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
 #[tracing::instrument(skip_all, fields(org = %org))]
 pub(crate) async fn chat_completions(
     State(state): State<AppState>,
@@ -240,6 +255,7 @@ impl Call<'_> {
             )));
         };
         let status = upstream.status();
+        state.metrics.call_answered(provider, chosen.source, status.as_u16());
         if let (Some((key_id, version)), 401 | 403) = (chosen.byok, status.as_u16()) {
             let outcome = if status == StatusCode::UNAUTHORIZED {
                 VerificationOutcome::InvalidKey

@@ -1,4 +1,4 @@
-//! Operations endpoints: liveness, readiness, the OpenAPI document and its rendering.
+//! Operations endpoints: liveness, readiness, metrics, the OpenAPI document and its rendering.
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -10,6 +10,7 @@ use crate::openapi::ApiDoc;
 use crate::state::AppState;
 
 /// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "the process is up")))]
 pub(crate) async fn healthz() -> impl IntoResponse {
     axum::Json(json!({"status": "ok"}))
 }
@@ -18,6 +19,8 @@ pub(crate) async fn healthz() -> impl IntoResponse {
 const READY_LAG: i64 = 10_000;
 
 /// The store answers and the views are caught up within bounds: the process can serve.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, description = "ready"), (status = 503, description = "the store is unreachable or the views are catching up")))]
 pub(crate) async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let store = state.db.backend();
     if !state.db.is_reachable().await {
@@ -42,6 +45,27 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
             ),
         ),
     }
+}
+
+/// What this process counted, and how far the views trail the log, as Prometheus text.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
+pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let lag = state.projector.lag(READY_LAG).await.map_or(-1.0, |lag| lag as f64);
+    let trusted = if state.keyrings.trusts_its_cache() { 1.0 } else { 0.0 };
+    let text = state.metrics.render(&[
+        (
+            "keyledger_projection_lag_events",
+            "Events the slowest view trails the log by (counted up to 10000; -1 unreadable).",
+            lag,
+        ),
+        (
+            "keyledger_keyring_cache_trusted",
+            "1 while model calls here use cached Keyrings without asking the log.",
+            trusted,
+        ),
+    ]);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text)
 }
 
 /// The OpenAPI 3.1 document of this API, generated from the code.

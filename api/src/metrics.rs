@@ -1,0 +1,137 @@
+//! Prometheus metrics, rendered as text at `GET /metrics`. Labels are route templates,
+//! providers, key sources and status codes: never an organization, a token or a key.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+
+use crate::state::AppState;
+use keyledger_domain::usage::KeySource;
+use keyledger_domain::ProviderId;
+
+/// What this process has counted since it started.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Requests answered, by (method, route template, status).
+    requests: Mutex<BTreeMap<(String, String, u16), u64>>,
+    /// Model calls a provider answered, by (provider, key source, status).
+    calls: Mutex<BTreeMap<(ProviderId, KeySource, u16), u64>>,
+    /// Model calls recorded on usage ledgers.
+    recorded: AtomicU64,
+}
+
+impl Metrics {
+    /// Counts a model call `provider` answered with `status`.
+    pub fn call_answered(&self, provider: ProviderId, source: KeySource, status: u16) {
+        if let Ok(mut calls) = self.calls.lock() {
+            *calls.entry((provider, source, status)).or_default() += 1;
+        }
+    }
+
+    /// Counts a model call recorded on its organization's ledger.
+    pub fn call_recorded(&self) {
+        self.recorded.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn request_answered(&self, method: &str, route: &str, status: u16) {
+        if let Ok(mut requests) = self.requests.lock() {
+            *requests.entry((method.to_owned(), route.to_owned(), status)).or_default() += 1;
+        }
+    }
+
+    /// The Prometheus text exposition of everything counted, plus `gauges` read just now.
+    #[must_use]
+    pub fn render(&self, gauges: &[(&str, &str, f64)]) -> String {
+        let mut out = String::new();
+        header(&mut out, "keyledger_http_requests_total", "HTTP requests answered.", "counter");
+        if let Ok(requests) = self.requests.lock() {
+            for ((method, route, status), n) in requests.iter() {
+                let _ = writeln!(
+                    out,
+                    "keyledger_http_requests_total{{method=\"{method}\",route=\"{}\",status=\"{status}\"}} {n}",
+                    escape(route)
+                );
+            }
+        }
+        header(
+            &mut out,
+            "keyledger_model_calls_total",
+            "Model calls providers answered.",
+            "counter",
+        );
+        if let Ok(calls) = self.calls.lock() {
+            for ((provider, source, status), n) in calls.iter() {
+                let _ = writeln!(
+                    out,
+                    "keyledger_model_calls_total{{provider=\"{provider}\",key_source=\"{}\",status=\"{status}\"}} {n}",
+                    source.as_str()
+                );
+            }
+        }
+        header(&mut out, "keyledger_usage_recorded_total", "Model calls recorded.", "counter");
+        let _ = writeln!(
+            out,
+            "keyledger_usage_recorded_total {}",
+            self.recorded.load(Ordering::Relaxed)
+        );
+        for (name, help, value) in gauges {
+            header(&mut out, name, help, "gauge");
+            let _ = writeln!(out, "{name} {value}");
+        }
+        out
+    }
+}
+
+fn header(out: &mut String, name: &str, help: &str, kind: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn escape(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// Counts every answered request under its route template (unmatched ones as `unmatched`).
+pub(crate) async fn count_requests(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let method = request.method().as_str().to_owned();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    state.metrics.request_answered(&method, &route, response.status().as_u16());
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_render_as_prometheus_text() {
+        let metrics = Metrics::default();
+        metrics.request_answered("GET", "/v1/orgs/{org}", 200);
+        metrics.request_answered("GET", "/v1/orgs/{org}", 200);
+        metrics.call_answered(ProviderId::Openai, KeySource::Byok, 200);
+        metrics.call_recorded();
+        let text = metrics.render(&[("keyledger_projection_lag_events", "Lag.", 3.0)]);
+        assert!(text.contains(
+            "keyledger_http_requests_total{method=\"GET\",route=\"/v1/orgs/{org}\",status=\"200\"} 2"
+        ));
+        assert!(text.contains(
+            "keyledger_model_calls_total{provider=\"openai\",key_source=\"byok\",status=\"200\"} 1"
+        ));
+        assert!(text.contains("keyledger_usage_recorded_total 1"));
+        assert!(text.contains(
+            "# TYPE keyledger_projection_lag_events gauge\nkeyledger_projection_lag_events 3"
+        ));
+    }
+}
