@@ -116,3 +116,32 @@ async fn a_refused_byok_key_stops_the_chat_call_instead_of_falling_back(backend:
     );
     app.finish().await;
 }
+
+on_both_backends!(an_unreachable_provider_leaves_the_platform_quota_as_it_was);
+
+async fn an_unreachable_provider_leaves_the_platform_quota_as_it_was(backend: Backend) {
+    let plans = crate::usage::plans_file(
+        json!({"single": {"byok": false, "max_providers": null, "provider_order": false, "monthly_platform_queries": 1, "monthly_platform_cost_cap_usd": 1000.0}}),
+    );
+    let (openai, anthropic, unreachable) =
+        (keys::openai(), keys::anthropic(), unreachable_provider());
+    let app = TestApp::start_with(
+        backend,
+        &[
+            ("KEYLEDGER_PLANS_FILE", &plans),
+            ("KEYLEDGER_PLATFORM_KEY_OPENAI", &openai),
+            ("KEYLEDGER_PLATFORM_KEY_ANTHROPIC", &anthropic),
+            ("KEYLEDGER_PROVIDER_OPENAI_BASE_URL", &unreachable),
+        ],
+    )
+    .await;
+    app.provider.accept(&anthropic);
+    app.set_plan("acme", "single").await;
+    let failed = chat(&app, json!({"provider": "openai", "model": "gpt-4o-mini"})).await;
+    assert_eq!(failed.code(), "provider_unreachable");
+    let made = chat(&app, json!({"provider": "anthropic", "model": "claude"})).await;
+    assert_eq!(made.status, StatusCode::OK, "the month's one place was still free");
+    let over = chat(&app, json!({"provider": "anthropic", "model": "claude"})).await;
+    assert_eq!(over.code(), "quota_exceeded");
+    app.finish().await;
+}

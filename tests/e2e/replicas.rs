@@ -62,13 +62,13 @@ async fn replicas_that_trust_their_caches_never_call_with_a_replaced_key() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_change_waits_for_a_replica_that_holds_a_lease_until_it_answers_or_the_lease_lapses() {
+async fn a_change_waits_for_a_silent_replica_until_its_cache_could_no_longer_be_trusted() {
     let app = TestApp::start(Backend::Postgres).await;
     app.set_plan("acme", "pro").await;
     let owner = app.owner("acme");
     trusting(&app).await;
     app.execute_sql(
-        "insert into keyledger_replicas (id, expires_at) values ('gone', now() - interval '1 second')",
+        "insert into keyledger_replicas (id, expires_at) values ('gone', now() - interval '1 minute')",
     )
     .await;
     let started = Instant::now();
@@ -80,9 +80,10 @@ async fn a_change_waits_for_a_replica_that_holds_a_lease_until_it_answers_or_the
         )
         .await;
     assert_eq!(stored.status, StatusCode::CREATED);
-    assert!(started.elapsed() < Duration::from_secs(1), "a lapsed lease is not waited for");
+    assert!(started.elapsed() < Duration::from_secs(1), "a lease long lapsed is not waited for");
 
-    // A replica that renewed its lease but hears nothing: its lease must lapse first.
+    // A replica that renewed its lease but hears nothing: the change waits until any cache it
+    // could still trust would be out of date by its own lease (3 s after the commit).
     app.execute_sql(
         "insert into keyledger_replicas (id, expires_at) values ('deaf', now() + interval '2 seconds')",
     )
@@ -93,8 +94,8 @@ async fn a_change_waits_for_a_replica_that_holds_a_lease_until_it_answers_or_the
     assert_eq!(rotated.status, StatusCode::OK);
     let waited = started.elapsed();
     assert!(
-        (Duration::from_millis(1_500)..Duration::from_secs(4)).contains(&waited),
-        "waited {waited:?} for the deaf replica's lease"
+        (Duration::from_millis(2_900)..Duration::from_secs(5)).contains(&waited),
+        "waited {waited:?} for the deaf replica"
     );
     app.finish().await;
 }

@@ -9,7 +9,7 @@ use axum::response::Response;
 use crate::auth::{Access, Caller};
 use crate::error::{ApiError, Problem};
 use crate::extract::{parse_provider, OrgParam};
-use crate::routes::key_choice::{choose_key, Release};
+use crate::routes::key_choice::{choose_key, Reservation};
 use crate::routes::relay::{Recording, Relay};
 use crate::state::AppState;
 use keyledger_domain::{Keyring, KeyringCommand, OrgId, ProviderId, VerificationOutcome};
@@ -61,7 +61,7 @@ pub(crate) async fn forward(
         state: &state,
         org: &org,
         keyring: state.keyrings.current(&org).await?,
-        request_id: request_id(&caller),
+        call_id: uuid::Uuid::new_v4().to_string(),
         caller: &caller,
         headers: &headers,
         body,
@@ -111,7 +111,7 @@ pub(crate) async fn chat_completions(
         state: &state,
         org: &org,
         keyring,
-        request_id: request_id(&caller),
+        call_id: uuid::Uuid::new_v4().to_string(),
         caller: &caller,
         headers: &headers,
         body: forwarded,
@@ -170,22 +170,16 @@ fn candidates(state: &AppState, keyring: &Keyring) -> Result<Vec<ProviderId>, Ap
     Ok(candidates)
 }
 
-fn request_id(caller: &Caller) -> String {
-    if caller.request_id.is_empty() {
-        uuid::Uuid::new_v4().to_string()
-    } else {
-        caller.request_id.clone()
-    }
-}
-
 /// One model call of one caller, as it is tried at one provider or several.
 struct Call<'a> {
     state: &'a AppState,
     org: &'a OrgId,
     /// The organization's Keyring, read once per call (fresh: see `Keyrings::current`).
     keyring: Keyring,
-    /// The caller's request id (or a fresh one): recorded usage is keyed by it.
-    request_id: String,
+    /// This call's own id: its reservation and its usage record pair up by it. Never the
+    /// caller's request id (that stays in the events' metadata): a caller sending one id twice
+    /// still makes two calls, each recorded and each counted.
+    call_id: String,
     caller: &'a Caller,
     headers: &'a HeaderMap,
     body: Bytes,
@@ -208,7 +202,7 @@ impl Call<'_> {
     ) -> Result<Attempt, ApiError> {
         let (state, org) = (self.state, self.org);
         // One id per provider tried: a reservation and the record of its call pair up by it.
-        let attempt_id = format!("{}:{provider}", self.request_id);
+        let attempt_id = format!("{}:{provider}", self.call_id);
         let chosen =
             choose_key(state, org, &self.keyring, provider, &attempt_id, self.caller).await?;
         // Checked when stored, and again now: a name can resolve elsewhere since (DNS rebinding).
@@ -237,16 +231,10 @@ impl Call<'_> {
             .await;
         // The plaintext is not needed past sending the request.
         drop(chosen.key);
-        let release = chosen.reserved_at.map(|at| Release {
-            state: state.clone(),
-            org: org.clone(),
-            actor: self.caller.actor(),
-            request_id: attempt_id.clone(),
-            at,
-        });
+        let reservation = chosen.reservation;
         let Ok(upstream) = sent else {
-            if let Some(release) = release {
-                release.run().await;
+            if let Some(reservation) = reservation {
+                reservation.give_back().await;
             }
             return Ok(Attempt::Failed(ApiError::new(
                 StatusCode::BAD_GATEWAY,
@@ -275,8 +263,8 @@ impl Call<'_> {
         if openai_compatible
             && (status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS)
         {
-            if let Some(release) = release {
-                release.run().await;
+            if let Some(reservation) = reservation {
+                reservation.give_back().await;
             }
             return Ok(Attempt::Failed(ApiError::new(
                 StatusCode::BAD_GATEWAY,
@@ -303,10 +291,14 @@ impl Call<'_> {
             source: chosen.source,
             byok: chosen.byok,
             requested_model,
+            // A platform call belongs to the month whose quota it took a place in.
+            at: reservation.as_ref().and_then(Reservation::at),
         };
-        if let (Some(release), false) = (release, status.is_success()) {
+        match reservation {
+            Some(reservation) if status.is_success() => reservation.keep(),
             // The provider's refusal goes back at once; the place is given back meanwhile.
-            tokio::spawn(release.run());
+            Some(reservation) => drop(reservation),
+            None => {}
         }
         let body = Body::from_stream(Relay::new(upstream, status.is_success().then_some(record)));
         response.body(body).map(Attempt::Answered).map_err(|e| ApiError::internal(&e))

@@ -21,8 +21,8 @@ pub(crate) struct Chosen {
     /// BYOK: (key id, version), to attribute usage and to record a refusal.
     pub(crate) byok: Option<(u32, u32)>,
     pub(crate) endpoint: Option<String>,
-    /// Platform key: when its place in the quota was reserved (the month's ledger holds it).
-    pub(crate) reserved_at: Option<DateTime<Utc>>,
+    /// Platform key: the call's place in the month's quota.
+    pub(crate) reservation: Option<Reservation>,
 }
 
 /// Resolves the key for a call: BYOK decrypted for this call only, else the platform's key
@@ -42,7 +42,7 @@ pub(crate) async fn choose_key(
             source: KeySource::Byok,
             byok: Some((key.key_id, key.version)),
             endpoint: key.endpoint,
-            reserved_at: None,
+            reservation: None,
         }),
         Resolution::Platform(limits) => {
             let at = Utc::now().trunc_subsecs(6);
@@ -52,8 +52,14 @@ pub(crate) async fn choose_key(
                 at,
                 limits,
             };
-            match state.usage.reserve(org, reserve, &caller.actor()).await {
-                Ok(()) => {}
+            let reservation = match state.usage.reserve(org, reserve, &caller.actor()).await {
+                Ok(()) => Reservation::held(Release {
+                    state: state.clone(),
+                    org: org.clone(),
+                    actor: caller.actor(),
+                    request_id: attempt_id.to_owned(),
+                    at,
+                }),
                 Err(RecordError::Refused(refusal)) => {
                     let code = match refusal {
                         UsageError::QuotaExceeded { .. } => "quota_exceeded",
@@ -66,7 +72,7 @@ pub(crate) async fn choose_key(
                     ));
                 }
                 Err(error @ RecordError::Storage(_)) => return Err(ApiError::internal(&error)),
-            }
+            };
             let secret: &SecretString =
                 platform_key.ok_or_else(|| ApiError::internal(&"platform key vanished"))?;
             let key = ApiKey::from_storage(
@@ -78,7 +84,7 @@ pub(crate) async fn choose_key(
                 source: KeySource::Platform,
                 byok: None,
                 endpoint: None,
-                reserved_at: Some(at),
+                reservation: Some(reservation),
             })
         }
         Resolution::NoKey => Err(ApiError::new(
@@ -89,19 +95,55 @@ pub(crate) async fn choose_key(
     }
 }
 
-/// A platform-key call that was not made (unreachable, failed, refused): its reserved place
-/// in the quota goes back.
-pub(crate) struct Release {
-    pub(crate) state: AppState,
-    pub(crate) org: OrgId,
-    pub(crate) actor: keyledger_infra::Actor,
-    pub(crate) request_id: String,
+/// A platform-key call's place in the quota. Kept once the call is made (its record takes
+/// the place over); given back otherwise: explicitly when the provider fails or refuses, and
+/// when dropped, so a call abandoned on the way (its caller went away) frees its place too.
+pub(crate) struct Reservation(Option<Release>);
+
+impl Reservation {
+    fn held(release: Release) -> Self {
+        Self(Some(release))
+    }
+
+    /// When the place was reserved: the call belongs to that month.
+    pub(crate) fn at(&self) -> Option<DateTime<Utc>> {
+        self.0.as_ref().map(|r| r.at)
+    }
+
+    /// The call was made: its record takes the place over.
+    pub(crate) fn keep(mut self) {
+        self.0 = None;
+    }
+
+    /// The call was not made: the place goes back before the caller moves on.
+    pub(crate) async fn give_back(mut self) {
+        if let Some(release) = self.0.take() {
+            release.run().await;
+        }
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if let (Some(release), Ok(runtime)) = (self.0.take(), tokio::runtime::Handle::try_current())
+        {
+            runtime.spawn(release.run());
+        }
+    }
+}
+
+/// Giving a reserved place back.
+struct Release {
+    state: AppState,
+    org: OrgId,
+    actor: keyledger_infra::Actor,
+    request_id: String,
     /// When the place was reserved: it is held in that month's ledger.
-    pub(crate) at: DateTime<Utc>,
+    at: DateTime<Utc>,
 }
 
 impl Release {
-    pub(crate) async fn run(self) {
+    async fn run(self) {
         let release = ReleasePlatformCall {
             org: self.org.to_string(),
             request_id: self.request_id,

@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use axum::body::Bytes;
-use chrono::{SubsecRound, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use futures::{Stream, StreamExt as _};
 
 use crate::auth::Caller;
@@ -32,6 +32,8 @@ pub(crate) struct Recording {
     /// BYOK: (key id, version) of the key the call went out with.
     pub(crate) byok: Option<(u32, u32)>,
     pub(crate) requested_model: Option<String>,
+    /// When the call counts as made (its month); `None`: when its answer ended.
+    pub(crate) at: Option<DateTime<Utc>>,
 }
 
 type Upstream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
@@ -110,7 +112,7 @@ async fn record(r: Recording, answer: Vec<u8>) {
         output_tokens: figures.output_tokens,
         key_source: r.source,
         key_version: r.byok.map(|(_, version)| version),
-        at: Utc::now().trunc_subsecs(6),
+        at: r.at.unwrap_or_else(|| Utc::now().trunc_subsecs(6)),
     };
     // The call was made: it is recorded whatever the limits say now.
     if let Err(error) = r

@@ -178,6 +178,10 @@ impl Aggregate for UsageLedger {
                 }
                 UsageEvent::ModelCallRecorded(record.call)
             }
+            // A place already held is not taken twice (a reservation sent again).
+            UsageCommand::Reserve(reserve) if self.reserved.contains(&reserve.request_id) => {
+                return Ok(());
+            }
             UsageCommand::Reserve(reserve) => {
                 self.check(reserve.limits)?;
                 UsageEvent::PlatformCallReserved(PlatformCallReserved {

@@ -156,3 +156,12 @@ async fn only_a_place_still_held_is_given_back() {
         .await
         .then_expect_events(vec![]);
 }
+
+#[tokio::test]
+async fn a_reservation_sent_again_holds_one_place() {
+    TestFramework::<UsageLedger>::with(())
+        .given(vec![reserved("req-2")])
+        .when_async(reserve("req-2"))
+        .await
+        .then_expect_events(vec![]);
+}

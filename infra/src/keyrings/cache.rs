@@ -73,10 +73,18 @@ impl CallCache {
         self.sealed.get(&id).cloned()
     }
 
-    /// Keeps `sealed` if nothing was invalidated since `generation` (it may belong to a version
-    /// a change just released).
-    pub(super) fn put_sealed(&mut self, id: MaterialId, sealed: SealedKey, generation: u64) {
-        if generation == self.generation {
+    /// Keeps `sealed` if nothing was invalidated since `generation` and `org`'s cached state
+    /// still uses it: material of a version a change just released is never kept.
+    pub(super) fn put_sealed(
+        &mut self,
+        org: &str,
+        id: MaterialId,
+        sealed: SealedKey,
+        generation: u64,
+    ) {
+        let in_use =
+            self.states.get(org).is_some_and(|(state, _)| material_of(state).any(|m| m == id));
+        if generation == self.generation && in_use {
             self.sealed.insert(id, sealed);
         }
     }

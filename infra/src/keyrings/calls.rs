@@ -33,7 +33,9 @@ impl Keyrings {
             (cache.generation(), cache.state(org.as_str()))
         };
         if self.trusts_its_cache() {
-            if let Some((state, _)) = cached {
+            // Trust that began since the lookup began with clearing the cache: the entry read
+            // before may be one that trust no longer vouches for.
+            if let Some((state, _)) = cached.filter(|_| self.cache().generation() == generation) {
                 return Ok(state);
             }
         } else {
@@ -89,7 +91,7 @@ impl Keyrings {
             Some(sealed) => sealed,
             None => {
                 let sealed = self.fetch_sealed(material_id).await?;
-                self.cache().put_sealed(material_id, sealed.clone(), generation);
+                self.cache().put_sealed(org.as_str(), material_id, sealed.clone(), generation);
                 sealed
             }
         };

@@ -13,7 +13,7 @@ use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventEnvelope, EventStore};
 
 use super::cache::CallCache;
-use super::watch::Watch;
+use super::watch::{outlast_leases, Watch};
 use crate::db::Database;
 use crate::event_store::{EventRepository, Heads, SnapshottingStore};
 use crate::services::{OrgServices, ServiceDeps};
@@ -166,17 +166,17 @@ impl Keyrings {
             }
             Err(rejection) => Err(CommandError::Rejected(rejection)),
         };
+        let committed_at = tokio::time::Instant::now();
         match &outcome {
             Ok(committed) => {
                 let released: Vec<_> =
                     committed.events.iter().filter_map(|e| e.payload.released_material()).collect();
                 self.shred(&released).await;
                 // Not done until no replica can still call with what this replaced.
-                // Acknowledgements are heard through the watch: a process that commands
-                // without serving calls joins the replicas for it.
-                self.start_watching();
-                if let Some(watch) = self.watch.get() {
-                    watch.barrier().await;
+                match (committed.events.is_empty(), self.watch.get(), &self.db) {
+                    (true, _, _) | (_, None, Database::Sqlite(_)) => {}
+                    (false, Some(watch), _) => watch.barrier(committed_at).await,
+                    (false, None, Database::Postgres(_)) => outlast_leases(committed_at).await,
                 }
             }
             Err(_) => self.shred(&org_services.sealed()).await,

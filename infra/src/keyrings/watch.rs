@@ -60,6 +60,8 @@ struct State {
     trusted_until: Option<Instant>,
     /// Whether the listener is listening (beats sent before that would never be heard).
     listening: bool,
+    /// The replica has left: no more beats, no more trust.
+    left: bool,
     /// The beat sent and not heard yet, and when it was sent.
     awaited: Option<(u64, Instant)>,
     beats: u64,
@@ -87,33 +89,63 @@ impl Watch {
         self.shared.state().trusted_until.is_some_and(|until| Instant::now() < until)
     }
 
-    /// Waits until every live replica has dropped what the Keyring events committed before
-    /// this call made stale (or has stopped trusting its cache).
-    pub(super) async fn barrier(&self) {
-        let shared = &self.shared;
-        // Acknowledgements come through the listener: it must be listening first.
-        for _ in 0..100 {
-            if shared.state().listening {
-                break;
+    /// Returns once no replica can still call with what the Keyring events committed at
+    /// `committed` (this process's clock) replaced: every recently leased replica has
+    /// acknowledged, or [`LEASE`] has passed since the commit. By then a replica still trusting
+    /// its cache has heard a beat sent after the commit, and so, in commit order, the change.
+    /// The database's clock only picks whom to wait for; how long is this process's to say.
+    pub(super) async fn barrier(&self, committed: Instant) {
+        let deadline = committed + LEASE;
+        let waiting = Waiting::register(&self.shared);
+        match self.shared.await_acknowledgements(&waiting, deadline).await {
+            Ok(true) => {}
+            Ok(false) => tokio::time::sleep_until(deadline).await,
+            Err(error) => {
+                tracing::warn!(%error, "cannot ask the replicas; waiting out their leases");
+                tokio::time::sleep_until(deadline).await;
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let token = uuid::Uuid::new_v4().to_string();
-        let woken = Arc::new(Notify::new());
-        shared.state().barriers.insert(token.clone(), (HashSet::new(), Arc::clone(&woken)));
-        if let Err(error) = shared.await_acknowledgements(&token, &woken).await {
-            tracing::warn!(%error, "cannot confirm that every replica saw the change");
-        }
-        shared.state().barriers.remove(&token);
     }
 
     /// Gives up this replica's lease, so that no command waits for it once it has gone.
     pub(super) async fn leave(&self) {
-        self.shared.state().trusted_until = None;
+        {
+            let mut state = self.shared.state();
+            state.left = true;
+            state.trusted_until = None;
+        }
         let _ = sqlx::query("delete from keyledger_replicas where id = $1")
             .bind(&self.shared.replica)
             .execute(&self.shared.pool)
             .await;
+    }
+}
+
+/// What a process that does not watch the log waits after committing a Keyring command at
+/// `committed`: long enough for every trusting replica to have heard of it.
+pub(super) async fn outlast_leases(committed: Instant) {
+    tokio::time::sleep_until(committed + LEASE).await;
+}
+
+/// A barrier's acknowledgements as they arrive; unregistered when dropped, also when the
+/// command waiting on it is abandoned.
+struct Waiting<'a> {
+    shared: &'a Shared,
+    token: String,
+    woken: Arc<Notify>,
+}
+
+impl<'a> Waiting<'a> {
+    fn register(shared: &'a Shared) -> Self {
+        let (token, woken) = (uuid::Uuid::new_v4().to_string(), Arc::new(Notify::new()));
+        shared.state().barriers.insert(token.clone(), (HashSet::new(), Arc::clone(&woken)));
+        Self { shared, token, woken }
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.shared.state().barriers.remove(&self.token);
     }
 }
 
@@ -126,32 +158,45 @@ impl Shared {
         self.cache.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    async fn await_acknowledgements(&self, token: &str, woken: &Notify) -> sqlx::Result<()> {
-        let live_now =
-            "select id from keyledger_replicas where expires_at > now() and id = any($1)";
-        let mut pending: Vec<String> =
-            sqlx::query_scalar("select id from keyledger_replicas where expires_at > now()")
-                .fetch_all(&self.pool)
-                .await?;
+    /// Notifies the barrier and waits until `deadline` for the replicas leased lately to
+    /// acknowledge it; whether they all did.
+    async fn await_acknowledgements(
+        &self,
+        waiting: &Waiting<'_>,
+        deadline: Instant,
+    ) -> sqlx::Result<bool> {
+        // Generous: a replica whose lease lapsed only just may still be trusting its cache by
+        // its own clock; waiting for it costs at most the deadline.
+        let mut pending: Vec<String> = sqlx::query_scalar(
+            "select id from keyledger_replicas \
+             where expires_at > now() - $1 * interval '1 millisecond'",
+        )
+        .bind(i64::try_from(LEASE.as_millis()).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        // Acknowledgements are heard through the listener: it must be listening first.
+        while !self.state().listening {
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         sqlx::query("select pg_notify($1, $2)")
             .bind(CHANNEL)
-            .bind(format!("barrier:{token}"))
+            .bind(format!("barrier:{}", waiting.token))
             .execute(&self.pool)
             .await?;
-        let deadline = Instant::now() + LEASE + SILENCE;
-        while Instant::now() < deadline {
-            let acked = self.state().barriers.get(token).map(|(acked, _)| acked.clone());
+        loop {
+            let acked = self.state().barriers.get(&waiting.token).map(|(acked, _)| acked.clone());
             pending.retain(|id| !acked.as_ref().is_some_and(|a| a.contains(id)));
             if pending.is_empty() {
-                return Ok(());
+                return Ok(true);
             }
-            if tokio::time::timeout(Duration::from_millis(100), woken.notified()).await.is_err() {
-                // A replica that went quiet: once its lease has lapsed it no longer counts.
-                pending = sqlx::query_scalar(live_now).bind(&pending).fetch_all(&self.pool).await?;
+            if tokio::time::timeout_at(deadline, waiting.woken.notified()).await.is_err() {
+                tracing::warn!(replicas = ?pending, "replicas did not acknowledge a Keyring change");
+                return Ok(false);
             }
         }
-        tracing::warn!(replicas = ?pending, "replicas renew their leases but do not acknowledge");
-        Ok(())
     }
 
     /// Acts on one notification of the watch channel.
@@ -180,6 +225,9 @@ impl Shared {
                 let mut state = self.state();
                 let Some((awaited, sent)) = state.awaited else { return };
                 if replica != self.replica || beat != awaited.to_string() {
+                    return;
+                }
+                if state.left {
                     return;
                 }
                 if state.trusted_until.is_none_or(|until| Instant::now() >= until) {
@@ -229,6 +277,9 @@ async fn listen(shared: Weak<Shared>) {
         loop {
             let heard = tokio::time::timeout(SILENCE, listener.try_recv()).await;
             let Some(s) = shared.upgrade() else { return };
+            if s.state().left {
+                return;
+            }
             match heard {
                 Ok(Ok(Some(notification))) => s.heard(notification.payload()),
                 // Dropped, failed or silent: whatever was said meanwhile went unheard.
@@ -248,6 +299,9 @@ async fn beat(shared: Weak<Shared>) {
         let Some(s) = shared.upgrade() else { return };
         let beat = {
             let mut state = s.state();
+            if state.left {
+                return;
+            }
             if !state.listening || state.awaited.is_some() {
                 None
             } else {

@@ -8,13 +8,16 @@
 //! the commit, so a refusal is never decided on events that did not land.
 
 use std::collections::{HashMap, HashSet};
+use std::panic::AssertUnwindSafe;
+use std::time::Duration;
 
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::SerializedEvent;
 use cqrs_es::{Aggregate, DomainEvent};
+use futures::FutureExt as _;
 use tokio::sync::{mpsc, oneshot};
 
-use super::ledgers::{Cached, Done, Ledgers};
+use super::ledgers::{Cached, Done, Freshness, Ledgers};
 use super::recorder::RecordError;
 use crate::event_store::{append, AppendError, SnapshotUpdate};
 use keyledger_domain::usage::{UsageCommand, UsageLedger};
@@ -31,13 +34,23 @@ pub(super) struct Queued {
     pub(super) reply: oneshot::Sender<Result<Done, RecordError>>,
 }
 
-/// Commits what `queue` brings until every sender is gone.
+/// Commits what `queue` brings until every sender is gone. A batch that panics is answered
+/// with errors (its callers' replies drop) and the writer goes on.
 pub(super) async fn run(ledgers: std::sync::Arc<Ledgers>, mut queue: mpsc::Receiver<Queued>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        commit_batch(&ledgers, std::mem::take(&mut batch)).await;
+        let committed = AssertUnwindSafe(commit_batch(&ledgers, std::mem::take(&mut batch)));
+        if committed.catch_unwind().await.is_err() {
+            tracing::error!("a usage batch panicked; its callers get an error");
+            ledgers.forget_all();
+        }
     }
 }
+
+/// Times a batch is decided and appended as a group before its commands go one by one: a
+/// conflict (another replica took a sequence) is decided again on fresh ledgers; a storage
+/// failure (a connection the server dropped) is tried again after a pause.
+const GROUP_ATTEMPTS: usize = 3;
 
 /// What deciding a batch came to, before it is committed.
 #[derive(Debug, Default)]
@@ -47,40 +60,50 @@ struct Decided {
     ledgers: HashMap<String, (usize, Cached)>,
     /// Each command with its outcome, to be answered once the batch is committed.
     answers: Vec<(Queued, Result<Done, RecordError>)>,
-    /// Commands left for a commit of their own: a request id repeated within the batch.
+    /// Commands left for a commit of their own: a request id repeated within the batch, or a
+    /// refusal decided on a ledger kept in memory (to be decided again on a fresh one).
     alone: Vec<Queued>,
 }
 
-async fn commit_batch(ledgers: &Ledgers, batch: Vec<Queued>) {
-    let mut decided = decide(ledgers, batch).await;
-    let snapshots = snapshots(ledgers, &mut decided.ledgers);
-    match append(&ledgers.db, &decided.events, &snapshots).await {
-        Ok(()) => {
+async fn commit_batch(ledgers: &Ledgers, mut batch: Vec<Queued>) {
+    let mut alone = Vec::new();
+    for attempt in 1..=GROUP_ATTEMPTS {
+        let mut decided = decide(ledgers, batch).await;
+        alone.append(&mut decided.alone);
+        let snapshots = snapshots(ledgers, &mut decided.ledgers);
+        let appended = append(&ledgers.db, &decided.events, &snapshots).await;
+        if appended.is_ok() {
             for (id, (_, state)) in decided.ledgers {
                 ledgers.remember(id, state);
             }
             for (queued, outcome) in decided.answers {
                 let _ = queued.reply.send(outcome);
             }
+            batch = Vec::new();
+            break;
         }
-        // Another replica wrote one of these ledgers, or a request id was recorded before:
-        // each command goes again on its own, on its ledger loaded afresh.
-        Err(AppendError::Conflict) => {
-            for id in decided.ledgers.keys() {
-                ledgers.forget(id);
-            }
-            decided.alone.extend(decided.answers.into_iter().map(|(queued, _)| queued));
+        for id in decided.ledgers.keys() {
+            ledgers.forget(id);
         }
-        Err(AppendError::Storage(error)) => {
-            for id in decided.ledgers.keys() {
-                ledgers.forget(id);
+        batch = decided.answers.into_iter().map(|(queued, _)| queued).collect();
+        match appended {
+            // A request id recorded before fails every try: each goes on its own.
+            Err(AppendError::Conflict) if attempt > 1 => break,
+            Err(AppendError::Conflict) => {}
+            Err(AppendError::Storage(error)) if attempt == GROUP_ATTEMPTS => {
+                tracing::error!(%error, commands = batch.len(), "usage batch not written");
+                for queued in batch.drain(..) {
+                    let _ = queued.reply.send(Err(RecordError::Storage(error.to_string())));
+                }
             }
-            for (queued, _) in decided.answers {
-                let _ = queued.reply.send(Err(RecordError::Storage(error.to_string())));
+            Err(AppendError::Storage(error)) => {
+                tracing::warn!(%error, attempt, "usage batch not written; trying again");
+                tokio::time::sleep(Duration::from_millis(100 * attempt as u64)).await;
             }
+            Ok(()) => {}
         }
     }
-    for queued in decided.alone {
+    for queued in batch.into_iter().chain(alone) {
         let done = ledgers.commit_alone(&queued.ledger, queued.command, queued.metadata).await;
         let _ = queued.reply.send(done);
     }
@@ -90,6 +113,7 @@ async fn commit_batch(ledgers: &Ledgers, batch: Vec<Queued>) {
 async fn decide(ledgers: &Ledgers, batch: Vec<Queued>) -> Decided {
     let mut decided = Decided::default();
     let mut request_ids = HashSet::new();
+    let mut loaded = HashSet::new();
     for queued in batch {
         if let UsageCommand::Record(record) = &queued.command {
             if !request_ids.insert((record.call.org.clone(), record.call.request_id.clone())) {
@@ -97,21 +121,31 @@ async fn decide(ledgers: &Ledgers, batch: Vec<Queued>) -> Decided {
                 continue;
             }
         }
-        let outcome = decide_one(ledgers, &queued, &mut decided).await;
-        decided.answers.push((queued, outcome));
+        match decide_one(ledgers, &queued, &mut decided, &mut loaded).await {
+            Err(RecordError::Refused(_)) if !loaded.contains(&queued.ledger) => {
+                decided.alone.push(queued);
+            }
+            outcome => decided.answers.push((queued, outcome)),
+        }
     }
     decided
 }
 
+/// Decides `queued` on its ledger as the batch has it so far; `loaded` holds the ledgers
+/// loaded from the store for this batch (their refusals stand).
 async fn decide_one(
     ledgers: &Ledgers,
     queued: &Queued,
     decided: &mut Decided,
+    loaded: &mut HashSet<String>,
 ) -> Result<Done, RecordError> {
     let (from, state) = match decided.ledgers.get(&queued.ledger) {
         Some((from, state)) => (*from, state.clone()),
         None => {
-            let state = ledgers.state(&queued.ledger).await?;
+            let (state, freshness) = ledgers.state(&queued.ledger).await?;
+            if freshness == Freshness::Loaded {
+                loaded.insert(queued.ledger.clone());
+            }
             (state.sequence, state)
         }
     };

@@ -24,6 +24,15 @@ pub(super) struct Cached {
     pub(super) snapshot: Option<usize>,
 }
 
+/// Where a ledger's state came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Freshness {
+    /// Loaded from the store just now.
+    Loaded,
+    /// Kept in memory since this process last committed it.
+    Kept,
+}
+
 /// What committing one command did.
 #[derive(Debug)]
 pub(super) enum Done {
@@ -66,22 +75,34 @@ impl Ledgers {
         }
     }
 
-    /// Ledger `id` as last committed here, else as stored.
-    pub(super) async fn state(&self, id: &str) -> Result<Cached, RecordError> {
+    /// Ledger `id` as last committed here, else as stored; and whether it was just loaded.
+    ///
+    /// A state kept here can be behind the store: another replica may have recorded calls
+    /// (caught by the events' key on commit) or given quota places back (not caught: a
+    /// refusal writes nothing). So a refusal decided on a kept state is decided again on a
+    /// fresh one before it stands.
+    pub(super) async fn state(&self, id: &str) -> Result<(Cached, Freshness), RecordError> {
         if let Some(cached) = self.cached.lock().ok().and_then(|c| c.get(id).cloned()) {
-            return Ok(cached);
+            return Ok((cached, Freshness::Kept));
         }
         let context = self.store.load_aggregate(id).await.map_err(storage)?;
-        Ok(Cached {
+        let state = Cached {
             ledger: context.aggregate,
             sequence: context.current_sequence,
             snapshot: context.current_snapshot,
-        })
+        };
+        Ok((state, Freshness::Loaded))
     }
 
     pub(super) fn remember(&self, id: String, state: Cached) {
         if let Ok(mut cached) = self.cached.lock() {
             cached.insert(id, state);
+        }
+    }
+
+    pub(super) fn forget_all(&self) {
+        if let Ok(mut cached) = self.cached.lock() {
+            cached.clear();
         }
     }
 
@@ -161,7 +182,7 @@ impl Ledgers {
         command: UsageCommand,
         metadata: HashMap<String, String>,
     ) -> Result<Option<usize>, RecordError> {
-        let state = self.state(id).await?;
+        let (state, freshness) = self.state(id).await?;
         let mut context = EventStoreAggregateContext {
             aggregate_id: id.to_owned(),
             aggregate: state.ledger,
@@ -169,9 +190,15 @@ impl Ledgers {
             current_snapshot: state.snapshot,
         };
         let sink = EventSink::default();
-        // A ledger only grows within its month: a cached state never shows more use than the
-        // stored one, so a refusal decided on it stands; an acceptance is checked by the commit.
-        context.aggregate.handle(command, &(), &sink).await.map_err(RecordError::Refused)?;
+        // An acceptance is checked by the commit; a refusal only on a state just loaded.
+        match context.aggregate.handle(command, &(), &sink).await {
+            Ok(()) => {}
+            Err(_) if freshness == Freshness::Kept => {
+                self.forget(id);
+                return Ok(None);
+            }
+            Err(refusal) => return Err(RecordError::Refused(refusal)),
+        }
         let (from, after, snapshot) =
             (context.current_sequence, context.aggregate.clone(), context.current_snapshot);
         let events = sink.collect().await;
