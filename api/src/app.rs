@@ -145,7 +145,7 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(ops::openapi_json))
         .route("/docs", get(ops::docs))
         .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
+            Arc::clone(&state.metrics),
             crate::metrics::count_requests,
         ))
         .fallback(not_found)

@@ -4,13 +4,12 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 
-use crate::state::AppState;
 use keyledger_domain::usage::KeySource;
 use keyledger_domain::ProviderId;
 
@@ -97,7 +96,7 @@ fn escape(value: &str) -> String {
 
 /// Counts every answered request under its route template (unmatched ones as `unmatched`).
 pub(crate) async fn count_requests(
-    State(state): State<AppState>,
+    State(metrics): State<Arc<Metrics>>,
     request: Request,
     next: Next,
 ) -> Response {
@@ -107,7 +106,7 @@ pub(crate) async fn count_requests(
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let response = next.run(request).await;
-    state.metrics.request_answered(&method, &route, response.status().as_u16());
+    metrics.request_answered(&method, &route, response.status().as_u16());
     response
 }
 
