@@ -22,6 +22,7 @@ use crate::auth::TokenKeys;
 use crate::error::ApiError;
 use crate::routes::{audit, gateway, keys, ops, orgs, usage};
 use crate::state::AppState;
+use keyledger_domain::usage::UsageLedger;
 use keyledger_infra::crypto::Envelope;
 use keyledger_infra::material::MaterialStore;
 use keyledger_infra::providers::{EndpointPolicy, ProviderClient};
@@ -82,7 +83,10 @@ pub async fn build_state(mut config: Config) -> Result<AppState, StartError> {
     projector.ensure_checkpoints().await.map_err(|e| StartError::Projections(e.to_string()))?;
     Ok(AppState {
         keyrings: Arc::new(Keyrings::new(&db, deps)),
-        usage: Arc::new(UsageRecorder::new(&db)),
+        usage: Arc::new(UsageRecorder::new(&db, {
+            let projector = Arc::clone(&projector);
+            move || projector.nudge_for(<UsageLedger as cqrs_es::Aggregate>::TYPE)
+        })),
         db,
         tokens: Arc::new(TokenKeys::new(&config.jwt_secret)),
         endpoints: EndpointPolicy { allow_private: config.allow_private_endpoints },
@@ -189,6 +193,7 @@ pub struct Application {
     router: Router,
     stop_projector: watch::Sender<bool>,
     keyrings: Arc<Keyrings>,
+    usage: Arc<UsageRecorder>,
 }
 
 impl Application {
@@ -202,8 +207,8 @@ impl Application {
         let listener =
             TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
         let stop_projector = start_serving(&state);
-        let keyrings = Arc::clone(&state.keyrings);
-        Ok(Self { listener, router: router(state), stop_projector, keyrings })
+        let (keyrings, usage) = (Arc::clone(&state.keyrings), Arc::clone(&state.usage));
+        Ok(Self { listener, router: router(state), stop_projector, keyrings, usage })
     }
 
     /// The address the application listens on.
@@ -225,6 +230,10 @@ impl Application {
         let served = axum::serve(no_delay(self.listener), self.router)
             .with_graceful_shutdown(shutdown)
             .await;
+        // The calls answered last are recorded before the process goes.
+        if !self.usage.settle(std::time::Duration::from_secs(10)).await {
+            tracing::error!("stopping with model calls not yet recorded");
+        }
         let _ = self.stop_projector.send(true);
         // Other replicas' commands need not wait for this one any more.
         self.keyrings.leave().await;

@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::extract::{MatchedPath, Request, State};
@@ -20,8 +19,6 @@ pub struct Metrics {
     requests: Mutex<BTreeMap<(String, String, u16), u64>>,
     /// Model calls a provider answered, by (provider, key source, status).
     calls: Mutex<BTreeMap<(ProviderId, KeySource, u16), u64>>,
-    /// Model calls recorded on usage ledgers.
-    recorded: AtomicU64,
 }
 
 impl Metrics {
@@ -32,20 +29,16 @@ impl Metrics {
         }
     }
 
-    /// Counts a model call recorded on its organization's ledger.
-    pub fn call_recorded(&self) {
-        self.recorded.fetch_add(1, Ordering::Relaxed);
-    }
-
     fn request_answered(&self, method: &str, route: &str, status: u16) {
         if let Ok(mut requests) = self.requests.lock() {
             *requests.entry((method.to_owned(), route.to_owned(), status)).or_default() += 1;
         }
     }
 
-    /// The Prometheus text exposition of everything counted, plus `gauges` read just now.
+    /// The Prometheus text exposition of everything counted, with the model calls `recorded`
+    /// so far and `gauges` read just now.
     #[must_use]
-    pub fn render(&self, gauges: &[(&str, &str, f64)]) -> String {
+    pub fn render(&self, recorded: u64, gauges: &[(&str, &str, f64)]) -> String {
         let mut out = String::new();
         header(&mut out, "keyledger_http_requests_total", "HTTP requests answered.", "counter");
         if let Ok(requests) = self.requests.lock() {
@@ -73,11 +66,7 @@ impl Metrics {
             }
         }
         header(&mut out, "keyledger_usage_recorded_total", "Model calls recorded.", "counter");
-        let _ = writeln!(
-            out,
-            "keyledger_usage_recorded_total {}",
-            self.recorded.load(Ordering::Relaxed)
-        );
+        let _ = writeln!(out, "keyledger_usage_recorded_total {recorded}");
         for (name, help, value) in gauges {
             header(&mut out, name, help, "gauge");
             let _ = writeln!(out, "{name} {value}");
@@ -120,8 +109,7 @@ mod tests {
         metrics.request_answered("GET", "/v1/orgs/{org}", 200);
         metrics.request_answered("GET", "/v1/orgs/{org}", 200);
         metrics.call_answered(ProviderId::Openai, KeySource::Byok, 200);
-        metrics.call_recorded();
-        let text = metrics.render(&[("keyledger_projection_lag_events", "Lag.", 3.0)]);
+        let text = metrics.render(1, &[("keyledger_projection_lag_events", "Lag.", 3.0)]);
         assert!(text.contains(
             "keyledger_http_requests_total{method=\"GET\",route=\"/v1/orgs/{org}\",status=\"200\"} 2"
         ));

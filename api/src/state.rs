@@ -7,7 +7,7 @@ use crate::auth::{Caller, TokenKeys};
 use crate::error::ApiError;
 use keyledger_domain::{KeyringCommand, OrgId};
 use keyledger_infra::providers::EndpointPolicy;
-use keyledger_infra::{Committed, Database, Keyrings, Recorded, UsageRecorder};
+use keyledger_infra::{Committed, Database, Keyrings, UsageRecorder};
 use keyledger_projections::{EventLog, Pool, Projector};
 
 /// How long a command waits for the views to show it before answering anyway.
@@ -49,25 +49,6 @@ impl AppState {
         let committed = self.keyrings.execute(org, command, &caller.actor()).await?;
         self.settle(org).await;
         Ok(committed)
-    }
-
-    /// Records a model call on `org`'s usage ledger and wakes the projector.
-    ///
-    /// # Errors
-    /// The ledger's refusal (quota, cost cap) or a storage failure.
-    pub async fn record_usage(
-        &self,
-        org: &OrgId,
-        call: keyledger_domain::usage::RecordModelCall,
-        actor: &keyledger_infra::Actor,
-    ) -> Result<Recorded, keyledger_infra::RecordError> {
-        let recorded = self.usage.record(org, call, actor).await?;
-        if matches!(recorded, Recorded::New { .. }) {
-            self.metrics.call_recorded();
-        }
-        self.projector
-            .nudge_for(<keyledger_domain::usage::UsageLedger as cqrs_es::Aggregate>::TYPE);
-        Ok(recorded)
     }
 
     /// Waits until the views include `org`'s latest Keyring event.

@@ -385,7 +385,7 @@ impl Projector {
             .map(|(_, n)| n.subscribe())
             .collect();
         let mut listener = match &self.pool {
-            Pool::Postgres(pool) => listen(pool).await,
+            Pool::Postgres(pool) => listen(pool, &consumed).await,
             Pool::Sqlite(_) => None,
         };
         let gather = mine.iter().map(|p| p.gather()).min().unwrap_or_default();
@@ -412,7 +412,7 @@ impl Projector {
                     tokio::select! {
                         () = any_changed(&mut nudged), if !listening => {}
                         () = tokio::time::sleep(POLL) => {}
-                        notified = next_notification(&mut listener, &consumed) => {
+                        notified = next_notification(&mut listener) => {
                             if !notified {
                                 listener = None;
                             }

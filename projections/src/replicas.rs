@@ -14,31 +14,23 @@ pub(crate) fn drain_notifications(listener: &mut Option<sqlx::postgres::PgListen
     }
 }
 
-/// Listens for commits of events by any replica.
-pub(crate) async fn listen(pool: &sqlx::PgPool) -> Option<sqlx::postgres::PgListener> {
+/// Listens for commits of events of the `consumed` aggregate types by any replica: each type
+/// has a channel of its own, so a pipeline is not woken for commits it would not project.
+pub(crate) async fn listen(
+    pool: &sqlx::PgPool,
+    consumed: &[&str],
+) -> Option<sqlx::postgres::PgListener> {
     let mut listener = sqlx::postgres::PgListener::connect_with(pool).await.ok()?;
-    listener.listen("keyledger_events").await.ok()?;
+    let channels: Vec<String> = consumed.iter().map(|t| format!("keyledger_events.{t}")).collect();
+    listener.listen_all(channels.iter().map(String::as_str)).await.ok()?;
     Some(listener)
 }
 
-/// Waits for the next notification of a commit with events of a type in `consumed` (the
-/// payload lists the types; an empty one could be anything); false if the listener broke
-/// (polling carries on).
-pub(crate) async fn next_notification(
-    listener: &mut Option<sqlx::postgres::PgListener>,
-    consumed: &[&str],
-) -> bool {
-    let Some(listener) = listener else { return std::future::pending().await };
-    loop {
-        match listener.recv().await {
-            Ok(notification) => {
-                let types = notification.payload();
-                if types.is_empty() || types.split(',').any(|t| consumed.contains(&t)) {
-                    return true;
-                }
-            }
-            Err(_) => return false,
-        }
+/// Waits for the next notification; false if the listener broke (polling carries on).
+pub(crate) async fn next_notification(listener: &mut Option<sqlx::postgres::PgListener>) -> bool {
+    match listener {
+        Some(listener) => listener.recv().await.is_ok(),
+        None => std::future::pending().await,
     }
 }
 

@@ -364,3 +364,31 @@ async fn a_platform_call_the_provider_does_not_take_gives_its_quota_place_back(b
     assert_eq!(over.code(), "quota_exceeded", "the call that was made keeps its place");
     app.finish().await;
 }
+
+on_both_backends!(the_calls_a_stopping_process_answered_are_recorded_before_it_goes);
+
+async fn the_calls_a_stopping_process_answered_are_recorded_before_it_goes(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    app.set_plan("acme", "pro").await;
+    let own = keys::anthropic();
+    app.provider.accept(&own);
+    app.post(
+        "/v1/orgs/acme/keys",
+        &app.owner("acme"),
+        json!({"provider": "anthropic", "key": own}),
+    )
+    .await;
+
+    for _ in 0..30 {
+        let answer = call(&app, "anthropic", "v1/messages", json!({"model": "claude"})).await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.everything());
+    }
+    // Every caller has its answer; the records were handed off, nobody waited for them.
+    assert!(app.state.usage.settle(Duration::from_secs(10)).await, "records still pending");
+    assert_eq!(
+        app.count("select count(*) from events where event_type = 'ModelCallRecorded'").await,
+        30,
+        "settled means committed"
+    );
+    app.finish().await;
+}

@@ -53,18 +53,21 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let lag = state.projector.lag(READY_LAG).await.map_or(-1.0, |lag| lag as f64);
     let trusted = if state.keyrings.trusts_its_cache() { 1.0 } else { 0.0 };
-    let text = state.metrics.render(&[
-        (
-            "keyledger_projection_lag_events",
-            "Events the slowest view trails the log by (counted up to 10000; -1 unreadable).",
-            lag,
-        ),
-        (
-            "keyledger_keyring_cache_trusted",
-            "1 while model calls here use cached Keyrings without asking the log.",
-            trusted,
-        ),
-    ]);
+    let text = state.metrics.render(
+        state.usage.recorded_total(),
+        &[
+            (
+                "keyledger_projection_lag_events",
+                "Events the slowest view trails the log by (counted up to 10000; -1 unreadable).",
+                lag,
+            ),
+            (
+                "keyledger_keyring_cache_trusted",
+                "1 while model calls here use cached Keyrings without asking the log.",
+                trusted,
+            ),
+        ],
+    );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text)
 }
 

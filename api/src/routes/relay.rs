@@ -14,7 +14,7 @@ use futures::{Stream, StreamExt as _};
 
 use crate::auth::Caller;
 use crate::state::AppState;
-use keyledger_domain::usage::{KeySource, ModelCallRecorded, RecordModelCall, UsageFigures};
+use keyledger_domain::usage::{KeySource, ModelCallRecorded, UsageFigures};
 use keyledger_domain::{OrgId, ProviderId};
 
 /// How much of an answer is kept to read its usage figures from (the answer itself streams on).
@@ -52,11 +52,10 @@ impl Relay {
         Self { upstream: Box::pin(upstream.bytes_stream()), captured: Vec::new(), recording }
     }
 
-    /// Records the call from what was captured, in the background: the caller has its answer.
+    /// Records the call from what was captured; the caller has its answer and does not wait.
     fn finish(&mut self) {
         if let Some(recording) = self.recording.take() {
-            let captured = std::mem::take(&mut self.captured);
-            tokio::spawn(record(recording, captured));
+            record(recording, &std::mem::take(&mut self.captured));
         }
     }
 }
@@ -93,9 +92,8 @@ impl Drop for Relay {
     }
 }
 
-async fn record(r: Recording, answer: Vec<u8>) {
-    let figures = UsageFigures::from_body(&answer).unwrap_or_default();
-    drop(answer);
+fn record(r: Recording, answer: &[u8]) {
+    let figures = UsageFigures::from_body(answer).unwrap_or_default();
     let model = figures.model.or(r.requested_model).unwrap_or_else(|| "unknown".to_owned());
     let call = ModelCallRecorded {
         org: r.org.to_string(),
@@ -114,12 +112,6 @@ async fn record(r: Recording, answer: Vec<u8>) {
         key_version: r.byok.map(|(_, version)| version),
         at: r.at.unwrap_or_else(|| Utc::now().trunc_subsecs(6)),
     };
-    // The call was made: it is recorded whatever the limits say now.
-    if let Err(error) = r
-        .state
-        .record_usage(&r.org, RecordModelCall { call, limits: None }, &r.caller.actor())
-        .await
-    {
-        tracing::error!(%error, "could not record a model call");
-    }
+    // The call was made: it is recorded whatever the limits say now, and nobody waits for it.
+    r.state.usage.record_answered(&r.org, call, &r.caller.actor());
 }

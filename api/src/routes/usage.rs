@@ -254,7 +254,7 @@ pub(crate) async fn record_usage(
         key_version,
         at: body.at.unwrap_or_else(Utc::now).trunc_subsecs(6),
     };
-    match state.record_usage(&org, RecordModelCall { call, limits }, &caller.actor()).await {
+    match state.usage.record(&org, RecordModelCall { call, limits }, &caller.actor()).await {
         Ok(Recorded::New { call, .. }) => Ok((StatusCode::CREATED, axum::Json((&call).into()))),
         Ok(Recorded::Duplicate(first)) => Ok((StatusCode::OK, axum::Json((&first).into()))),
         Err(RecordError::Refused(refusal)) => {

@@ -226,7 +226,8 @@ async fn run(backend: &'static str, url: &str, fake: &str, args: &Args) -> Outco
                 request_id: String::new(),
             };
             state
-                .record_usage(&org, RecordModelCall { call, limits: None }, &actor)
+                .usage
+                .record(&org, RecordModelCall { call, limits: None }, &actor)
                 .await
                 .expect("recorded");
         }

@@ -304,7 +304,7 @@ async fn measure_lag(
                 role: "service".to_owned(),
                 request_id: String::new(),
             };
-            let recorded = state.record_usage(&org, call, &actor).await.expect("recorded");
+            let recorded = state.usage.record(&org, call, &actor).await.expect("recorded");
             let committed_at = Instant::now();
             let Recorded::New { ledger_id, sequence, .. } = recorded else {
                 panic!("request ids are unique")

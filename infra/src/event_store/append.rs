@@ -9,6 +9,8 @@
 use cqrs_es::persist::SerializedEvent;
 use serde_json::Value;
 
+use sqlx::{Connection as _, PgConnection};
+
 use crate::db::Database;
 
 /// A snapshot to write with a batch: the aggregate's state after its last event in the batch.
@@ -44,90 +46,137 @@ impl From<sqlx::Error> for AppendError {
 /// SQLite allows 32,766 bound values a statement; seven a row keeps a chunk well inside that.
 const SQLITE_ROWS_PER_STATEMENT: usize = 1_000;
 
-/// Appends `events` (in the order given, which becomes their global order) and writes
-/// `snapshots`, all in one transaction.
-///
-/// # Errors
-/// [`AppendError::Conflict`] when any event collides with a stored one; nothing is written.
-pub async fn append(
-    db: &Database,
+/// Appends events of many aggregates for one writer. On PostgreSQL it keeps a connection of
+/// its own, with generic plans: its one statement is the same every time, and planning it
+/// afresh for each batch cost the database more than inserting a call.
+#[derive(Debug)]
+pub struct Appender {
+    db: Database,
+    connection: Option<PgConnection>,
+}
+
+impl Appender {
+    /// An appender writing to `db`.
+    #[must_use]
+    pub fn new(db: &Database) -> Self {
+        Self { db: db.clone(), connection: None }
+    }
+
+    /// Appends `events` (in the order given, which becomes their global order) and writes
+    /// `snapshots`, all in one transaction.
+    ///
+    /// # Errors
+    /// [`AppendError::Conflict`] when any event collides with a stored one; nothing is written.
+    pub async fn append(
+        &mut self,
+        events: &[SerializedEvent],
+        snapshots: &[SnapshotUpdate],
+    ) -> Result<(), AppendError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let appended = match &self.db {
+            Database::Postgres(pool) => {
+                let connection = match &mut self.connection {
+                    Some(connection) => connection,
+                    None => {
+                        let options = pool
+                            .connect_options()
+                            .as_ref()
+                            .clone()
+                            .options([("plan_cache_mode", "force_generic_plan")]);
+                        self.connection.insert(PgConnection::connect_with(&options).await?)
+                    }
+                };
+                append_postgres(connection, events, snapshots).await
+            }
+            Database::Sqlite(pool) => append_sqlite(pool, events, snapshots).await,
+        };
+        if let Err(AppendError::Storage(_)) = &appended {
+            // The connection may be what failed: the next batch gets a new one.
+            self.connection = None;
+        }
+        appended
+    }
+}
+
+/// A lone statement is a transaction of its own: most batches commit in one round trip.
+async fn append_postgres(
+    connection: &mut PgConnection,
     events: &[SerializedEvent],
     snapshots: &[SnapshotUpdate],
 ) -> Result<(), AppendError> {
-    if events.is_empty() {
-        return Ok(());
+    let insert = sqlx::query(
+        "insert into events \
+         (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+         select t, i, s, e, v, p::json, m::json \
+         from unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[]) \
+         with ordinality as batch(t, i, s, e, v, p, m, n) order by n",
+    )
+    .bind(column(events, |e| e.aggregate_type.clone()))
+    .bind(column(events, |e| e.aggregate_id.clone()))
+    .bind(column(events, |e| sequence(e.sequence)))
+    .bind(column(events, |e| e.event_type.clone()))
+    .bind(column(events, |e| e.event_version.clone()))
+    .bind(column(events, |e| e.payload.to_string()))
+    .bind(column(events, |e| e.metadata.to_string()));
+    if snapshots.is_empty() {
+        insert.execute(&mut *connection).await?;
+    } else {
+        let upsert = upsert_snapshot("$5::json");
+        let mut tx = connection.begin().await?;
+        insert.execute(&mut *tx).await?;
+        for snapshot in snapshots {
+            bind_snapshot(sqlx::query(&upsert), snapshot).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
     }
-    // A lone statement is a transaction of its own: most batches commit in one round trip.
-    match db {
-        Database::Postgres(pool) => {
-            let insert = sqlx::query(
+    Ok(())
+}
+
+async fn append_sqlite(
+    pool: &sqlx::SqlitePool,
+    events: &[SerializedEvent],
+    snapshots: &[SnapshotUpdate],
+) -> Result<(), AppendError> {
+    let statements: Vec<String> = events
+        .chunks(SQLITE_ROWS_PER_STATEMENT)
+        .map(|chunk| {
+            let rows = vec!["(?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
+            format!(
                 "insert into events \
                  (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
-                 select t, i, s, e, v, p::json, m::json \
-                 from unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[]) \
-                 with ordinality as batch(t, i, s, e, v, p, m, n) order by n",
+                 values {rows}"
             )
-            .bind(column(events, |e| e.aggregate_type.clone()))
-            .bind(column(events, |e| e.aggregate_id.clone()))
-            .bind(column(events, |e| sequence(e.sequence)))
-            .bind(column(events, |e| e.event_type.clone()))
-            .bind(column(events, |e| e.event_version.clone()))
-            .bind(column(events, |e| e.payload.to_string()))
-            .bind(column(events, |e| e.metadata.to_string()));
-            if snapshots.is_empty() {
-                insert.execute(pool).await?;
-            } else {
-                let upsert = upsert_snapshot("$5::json");
-                let mut tx = pool.begin().await?;
-                insert.execute(&mut *tx).await?;
-                for snapshot in snapshots {
-                    bind_snapshot(sqlx::query(&upsert), snapshot).execute(&mut *tx).await?;
-                }
-                tx.commit().await?;
-            }
+        })
+        .collect();
+    let inserts =
+        statements.iter().zip(events.chunks(SQLITE_ROWS_PER_STATEMENT)).map(|(sql, chunk)| {
+            chunk.iter().fold(sqlx::query(sql), |insert, event| {
+                insert
+                    .bind(&event.aggregate_type)
+                    .bind(&event.aggregate_id)
+                    .bind(sequence(event.sequence))
+                    .bind(&event.event_type)
+                    .bind(&event.event_version)
+                    .bind(event.payload.to_string())
+                    .bind(event.metadata.to_string())
+            })
+        });
+    if snapshots.is_empty() && statements.len() == 1 {
+        for insert in inserts {
+            insert.execute(pool).await?;
         }
-        Database::Sqlite(pool) => {
-            let statements: Vec<String> = events
-                .chunks(SQLITE_ROWS_PER_STATEMENT)
-                .map(|chunk| {
-                    let rows = vec!["(?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
-                    format!(
-                        "insert into events \
-                         (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
-                         values {rows}"
-                    )
-                })
-                .collect();
-            let inserts = statements.iter().zip(events.chunks(SQLITE_ROWS_PER_STATEMENT)).map(
-                |(sql, chunk)| {
-                    chunk.iter().fold(sqlx::query(sql), |insert, event| {
-                        insert
-                            .bind(&event.aggregate_type)
-                            .bind(&event.aggregate_id)
-                            .bind(sequence(event.sequence))
-                            .bind(&event.event_type)
-                            .bind(&event.event_version)
-                            .bind(event.payload.to_string())
-                            .bind(event.metadata.to_string())
-                    })
-                },
-            );
-            if snapshots.is_empty() && statements.len() == 1 {
-                for insert in inserts {
-                    insert.execute(pool).await?;
-                }
-            } else {
-                let upsert = upsert_snapshot("$5");
-                let mut tx = pool.begin().await?;
-                for insert in inserts {
-                    insert.execute(&mut *tx).await?;
-                }
-                for snapshot in snapshots {
-                    bind_snapshot(sqlx::query(&upsert), snapshot).execute(&mut *tx).await?;
-                }
-                tx.commit().await?;
-            }
+    } else {
+        let upsert = upsert_snapshot("$5");
+        let mut tx = pool.begin().await?;
+        for insert in inserts {
+            insert.execute(&mut *tx).await?;
         }
+        for snapshot in snapshots {
+            bind_snapshot(sqlx::query(&upsert), snapshot).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
     }
     Ok(())
 }

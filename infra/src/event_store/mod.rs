@@ -6,7 +6,7 @@ mod heads;
 mod repository;
 mod snapshot_store;
 
-pub use append::{append, AppendError, SnapshotUpdate};
+pub use append::{AppendError, Appender, SnapshotUpdate};
 pub use heads::Heads;
 pub use repository::EventRepository;
 pub use snapshot_store::{SnapshottingStore, SNAPSHOT_EVERY};

@@ -9,6 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use cqrs_es::event_sink::EventSink;
@@ -18,8 +19,8 @@ use futures::FutureExt as _;
 use tokio::sync::{mpsc, oneshot};
 
 use super::ledgers::{Cached, Done, Freshness, Ledgers};
-use super::recorder::RecordError;
-use crate::event_store::{append, AppendError, SnapshotUpdate};
+use super::recorder::{RecordError, Recorded};
+use crate::event_store::{AppendError, Appender, SnapshotUpdate};
 use keyledger_domain::usage::{UsageCommand, UsageLedger};
 
 /// The most commands one transaction takes.
@@ -31,19 +32,48 @@ pub(super) struct Queued {
     pub(super) ledger: String,
     pub(super) command: UsageCommand,
     pub(super) metadata: HashMap<String, String>,
-    pub(super) reply: oneshot::Sender<Result<Done, RecordError>>,
+    /// Where the outcome goes; `None` when nobody waits for it (a call already answered),
+    /// and a failure is only logged.
+    pub(super) reply: Option<oneshot::Sender<Result<Done, RecordError>>>,
 }
 
-/// Commits what `queue` brings until every sender is gone. A batch that panics is answered
-/// with errors (its callers' replies drop) and the writer goes on.
-pub(super) async fn run(ledgers: std::sync::Arc<Ledgers>, mut queue: mpsc::Receiver<Queued>) {
+impl Queued {
+    fn answer(self, ledgers: &Ledgers, outcome: Result<Done, RecordError>) {
+        if let Ok(Done::Recorded(Recorded::New { .. })) = &outcome {
+            ledgers.recorded.fetch_add(1, Ordering::Relaxed);
+        }
+        match (self.reply, outcome) {
+            (Some(reply), outcome) => {
+                let _ = reply.send(outcome);
+            }
+            (None, Err(error)) => {
+                tracing::error!(%error, ledger = %self.ledger, "could not record a model call");
+            }
+            (None, Ok(_)) => {}
+        }
+    }
+}
+
+/// Commits what `queue` brings until every sender is gone, calling `committed` after each
+/// batch. A batch that panics is answered with errors (its callers' replies drop) and the
+/// writer goes on.
+pub(super) async fn run(
+    ledgers: std::sync::Arc<Ledgers>,
+    mut queue: mpsc::Receiver<Queued>,
+    committed: Box<dyn Fn() + Send + Sync>,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut appender = Appender::new(&ledgers.db);
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let committed = AssertUnwindSafe(commit_batch(&ledgers, std::mem::take(&mut batch)));
-        if committed.catch_unwind().await.is_err() {
+        let unwaited = batch.iter().filter(|queued| queued.reply.is_none()).count() as u64;
+        let batch =
+            AssertUnwindSafe(commit_batch(&ledgers, &mut appender, std::mem::take(&mut batch)));
+        if batch.catch_unwind().await.is_err() {
             tracing::error!("a usage batch panicked; its callers get an error");
             ledgers.forget_all();
         }
+        ledgers.unsettled.fetch_sub(unwaited, Ordering::Relaxed);
+        committed();
     }
 }
 
@@ -65,19 +95,19 @@ struct Decided {
     alone: Vec<Queued>,
 }
 
-async fn commit_batch(ledgers: &Ledgers, mut batch: Vec<Queued>) {
+async fn commit_batch(ledgers: &Ledgers, appender: &mut Appender, mut batch: Vec<Queued>) {
     let mut alone = Vec::new();
     for attempt in 1..=GROUP_ATTEMPTS {
         let mut decided = decide(ledgers, batch).await;
         alone.append(&mut decided.alone);
         let snapshots = snapshots(ledgers, &mut decided.ledgers);
-        let appended = append(&ledgers.db, &decided.events, &snapshots).await;
+        let appended = appender.append(&decided.events, &snapshots).await;
         if appended.is_ok() {
             for (id, (_, state)) in decided.ledgers {
                 ledgers.remember(id, state);
             }
             for (queued, outcome) in decided.answers {
-                let _ = queued.reply.send(outcome);
+                queued.answer(ledgers, outcome);
             }
             batch = Vec::new();
             break;
@@ -93,7 +123,7 @@ async fn commit_batch(ledgers: &Ledgers, mut batch: Vec<Queued>) {
             Err(AppendError::Storage(error)) if attempt == GROUP_ATTEMPTS => {
                 tracing::error!(%error, commands = batch.len(), "usage batch not written");
                 for queued in batch.drain(..) {
-                    let _ = queued.reply.send(Err(RecordError::Storage(error.to_string())));
+                    queued.answer(ledgers, Err(RecordError::Storage(error.to_string())));
                 }
             }
             Err(AppendError::Storage(error)) => {
@@ -104,8 +134,8 @@ async fn commit_batch(ledgers: &Ledgers, mut batch: Vec<Queued>) {
         }
     }
     for queued in batch.into_iter().chain(alone) {
-        let done = ledgers.commit_alone(&queued.ledger, queued.command, queued.metadata).await;
-        let _ = queued.reply.send(done);
+        let done = ledgers.commit_alone(&queued.ledger, &queued.command, &queued.metadata).await;
+        queued.answer(ledgers, done);
     }
 }
 

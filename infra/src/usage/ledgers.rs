@@ -64,6 +64,10 @@ pub(super) struct Ledgers {
     /// it; a stale entry (another replica committed since) is caught by the events table's
     /// key on commit, dropped, and the ledger loaded again.
     cached: std::sync::Mutex<HashMap<String, Cached>>,
+    /// Model calls recorded (new, not repeated) since the process started.
+    pub(super) recorded: std::sync::atomic::AtomicU64,
+    /// Records queued without anyone waiting for them and not yet committed or failed.
+    pub(super) unsettled: std::sync::atomic::AtomicU64,
 }
 
 impl Ledgers {
@@ -72,6 +76,8 @@ impl Ledgers {
             store: SnapshottingStore::new(EventRepository::new(db)),
             db: db.clone(),
             cached: std::sync::Mutex::new(HashMap::new()),
+            recorded: std::sync::atomic::AtomicU64::new(0),
+            unsettled: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -154,16 +160,16 @@ impl Ledgers {
     pub(super) async fn commit_alone(
         &self,
         id: &str,
-        command: UsageCommand,
-        metadata: HashMap<String, String>,
+        command: &UsageCommand,
+        metadata: &HashMap<String, String>,
     ) -> Result<Done, RecordError> {
         for _ in 0..ATTEMPTS {
             if let Some(sequence) = self.attempt(id, command.clone(), metadata.clone()).await? {
-                return Ok(Done::of(&command, id, sequence));
+                return Ok(Done::of(command, id, sequence));
             }
             // The unique index turns a repeated request id away: look for the first call
             // only then, rather than before every call.
-            if let UsageCommand::Record(record) = &command {
+            if let UsageCommand::Record(record) = command {
                 let org = OrgId::parse(&record.call.org)
                     .map_err(|e| RecordError::Storage(e.to_string()))?;
                 if let Some(first) = self.find(&org, &record.call.request_id).await? {

@@ -44,16 +44,17 @@ pub struct UsageRecorder {
 
 impl UsageRecorder {
     /// Ledgers kept in `db`, with their writer started on the current tokio runtime; it stops
-    /// when the recorder is dropped.
+    /// when the recorder is dropped. `committed` is called after each commit (to wake readers
+    /// of the log that no database notification wakes).
     ///
     /// # Panics
     /// Outside a tokio runtime.
     #[must_use]
-    pub fn new(db: &Database) -> Self {
+    pub fn new(db: &Database, committed: impl Fn() + Send + Sync + 'static) -> Self {
         let ledgers = Arc::new(Ledgers::new(db));
         // Room for a few batches: past that, callers wait for the writer (back-pressure).
         let (queue, queued) = mpsc::channel(4 * MAX_BATCH);
-        tokio::spawn(group_commit::run(Arc::clone(&ledgers), queued));
+        tokio::spawn(group_commit::run(Arc::clone(&ledgers), queued, Box::new(committed)));
         Self { ledgers, queue }
     }
 
@@ -137,18 +138,53 @@ impl UsageRecorder {
         actor: &Actor,
         at: chrono::DateTime<chrono::Utc>,
     ) -> Result<Done, RecordError> {
-        let metadata = HashMap::from([
-            ("actor".to_owned(), actor.sub.clone()),
-            ("role".to_owned(), actor.role.clone()),
-            ("request_id".to_owned(), actor.request_id.clone()),
-            ("occurred_at".to_owned(), at.to_rfc3339()),
-        ]);
         let (reply, answer) = oneshot::channel();
         let stopped = || RecordError::Storage("the usage writer has stopped".into());
-        self.queue
-            .send(Queued { ledger, command, metadata, reply })
-            .await
-            .map_err(|_| stopped())?;
+        let queued = Queued { ledger, command, metadata: metadata(actor, at), reply: Some(reply) };
+        self.queue.send(queued).await.map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
+
+    /// Records `call`, a call already made and answered, without waiting for it: it shares a
+    /// commit with the calls recorded within the next few milliseconds. A failure is logged.
+    pub fn record_answered(&self, org: &OrgId, call: ModelCallRecorded, actor: &Actor) {
+        let (ledger, at) = (ledger_id(org, call.at), call.at);
+        let command = UsageCommand::Record(RecordModelCall { call, limits: None });
+        let queued = Queued { ledger, command, metadata: metadata(actor, at), reply: None };
+        self.ledgers.unsettled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Err(mpsc::error::TrySendError::Full(queued)) = self.queue.try_send(queued) {
+            // The writer is behind: this call's record waits its turn without holding up ours.
+            let queue = self.queue.clone();
+            tokio::spawn(async move { queue.send(queued).await });
+        }
+    }
+
+    /// Waits, at most `patience`, until every call handed to [`Self::record_answered`] is
+    /// committed (or has failed and been logged): a process stopping calls this so the calls
+    /// it answered last are not lost with it. False if some were still pending.
+    pub async fn settle(&self, patience: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + patience;
+        while self.ledgers.unsettled.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        true
+    }
+
+    /// Model calls recorded since this process started (repeated request ids not counted).
+    #[must_use]
+    pub fn recorded_total(&self) -> u64 {
+        self.ledgers.recorded.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+fn metadata(actor: &Actor, at: chrono::DateTime<chrono::Utc>) -> HashMap<String, String> {
+    HashMap::from([
+        ("actor".to_owned(), actor.sub.clone()),
+        ("role".to_owned(), actor.role.clone()),
+        ("request_id".to_owned(), actor.request_id.clone()),
+        ("occurred_at".to_owned(), at.to_rfc3339()),
+    ])
 }
