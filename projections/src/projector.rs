@@ -299,39 +299,87 @@ impl Projector {
         Ok(read)
     }
 
-    /// How many events the slowest projection is behind, counted up to `bound`.
+    /// How many events the projection furthest behind has yet to apply, counted up to `bound`.
+    /// Events of types a projection does not consume are not its lag (it steps over them
+    /// whenever it next wakes).
     ///
     /// # Errors
     /// The database's error.
     pub async fn lag(&self, bound: i64) -> Result<i64, ProjectionError> {
-        let slowest =
-            self.checkpoints().await?.into_iter().map(|(_, c)| c).min().unwrap_or_default();
-        let rows: Vec<(i64,)> = if self.pool.is_postgres() {
-            let sql = "select count(*) from (select 1 from events where (transaction_id, global_position) > \
-                       ($1::bigint::text::xid8, $2) limit $3) behind";
-            self.pool
-                .fetch_all(
-                    sql,
-                    &[Arg::Int(slowest.txid), Arg::Int(slowest.position), Arg::Int(bound)],
-                )
-                .await?
+        let checkpoints = self.checkpoints().await?;
+        let mut furthest = 0;
+        for projection in self.projections.iter() {
+            let Some((_, at)) = checkpoints.iter().find(|(name, _)| name == projection.name())
+            else {
+                continue;
+            };
+            furthest = furthest.max(self.behind(*at, projection.consumes(), bound).await?);
+        }
+        Ok(furthest)
+    }
+
+    /// Events of `types` after `at`, counted up to `bound`.
+    async fn behind(
+        &self,
+        at: Cursor,
+        types: &[&'static str],
+        bound: i64,
+    ) -> Result<i64, ProjectionError> {
+        // PostgreSQL orders the log by (transaction, position); SQLite by position alone.
+        let (after, mut args) = if self.pool.is_postgres() {
+            (
+                "(transaction_id, global_position) > ($2::bigint::text::xid8, $3)",
+                vec![Arg::Int(bound), Arg::Int(at.txid), Arg::Int(at.position)],
+            )
         } else {
-            let sql = "select count(*) from (select 1 from events where global_position > $1 limit $2) behind";
-            self.pool.fetch_all(sql, &[Arg::Int(slowest.position), Arg::Int(bound)]).await?
+            ("global_position > $2", vec![Arg::Int(bound), Arg::Int(at.position)])
         };
+        let first = args.len() + 1;
+        let in_list =
+            (first..first + types.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+        args.extend(types.iter().map(|t| Arg::Text((*t).to_owned())));
+        let sql = format!(
+            "select count(*) from (select 1 from events where {after} \
+             and aggregate_type in ({in_list}) limit $1) behind"
+        );
+        let rows: Vec<(i64,)> = self.pool.fetch_all(&sql, &args).await?;
         Ok(rows.first().map_or(0, |(n,)| *n))
     }
 
-    /// Waits until every projection has passed `target`, or `timeout` elapses; whether it did.
-    pub async fn wait_until(&self, target: Cursor, timeout: Duration) -> bool {
+    /// The projections that show events of `aggregate_type`.
+    pub fn consumers_of(&self, aggregate_type: &str) -> Vec<&'static str> {
+        self.projections
+            .iter()
+            .filter(|p| p.consumes().contains(&aggregate_type))
+            .map(|p| p.name())
+            .collect()
+    }
+
+    /// Waits until every projection that shows events of `aggregate_type` has passed `target`
+    /// (an event of that type), or `timeout` elapses; whether it did. The others need not
+    /// move: they have nothing of it to show.
+    pub async fn wait_until(
+        &self,
+        target: Cursor,
+        aggregate_type: &str,
+        timeout: Duration,
+    ) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut progress = self.progress.subscribe();
+        let showing = self.consumers_of(aggregate_type);
         loop {
             match self.checkpoints().await {
-                Ok(checkpoints) if checkpoints.iter().all(|(_, c)| *c >= target) => return true,
+                Ok(checkpoints)
+                    if checkpoints
+                        .iter()
+                        .filter(|(name, _)| showing.contains(&name.as_str()))
+                        .all(|(_, c)| *c >= target) =>
+                {
+                    return true
+                }
                 _ => {}
             }
-            self.nudge();
+            self.nudge_for(aggregate_type);
             tokio::select! {
                 _ = progress.changed() => {}
                 () = tokio::time::sleep(Duration::from_millis(10)) => {}

@@ -72,6 +72,7 @@ async fn the_usage_cockpit_sums_calls_per_provider_model_day_and_key_source(back
                     .await
                     .expect("cursor")
                     .expect("some"),
+                "UsageLedger",
                 std::time::Duration::from_secs(5)
             )
             .await
@@ -169,5 +170,25 @@ async fn a_rebuild_from_position_zero_gives_the_same_rows(backend: Backend) {
     app.state.projector.rebuild(Some("audit")).await.expect("rebuild one");
     assert_eq!(view_rows(&app).await, before, "and so does rebuilding one projection");
     assert!(app.state.projector.rebuild(Some("nope")).await.is_err());
+    app.finish().await;
+}
+
+on_both_backends!(once_a_command_returns_the_views_say_they_are_caught_up);
+
+async fn once_a_command_returns_the_views_say_they_are_caught_up(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    app.set_plan("acme", "pro").await;
+    let stored = app
+        .post(
+            "/v1/orgs/acme/keys",
+            &app.owner("acme"),
+            json!({"provider": "anthropic", "key": keys::anthropic()}),
+        )
+        .await;
+    assert_eq!(stored.status, axum::http::StatusCode::CREATED, "{}", stored.everything());
+    // The usage cockpit shows no Keyring event: it is not behind for not having read them.
+    let ready = app.send(axum::http::Method::GET, "/readyz", None, None).await;
+    assert_eq!(ready.json()["projection_lag"], 0, "{}", ready.everything());
+    assert_eq!(ready.status, axum::http::StatusCode::OK);
     app.finish().await;
 }

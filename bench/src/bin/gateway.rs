@@ -151,8 +151,11 @@ async fn run(backend: &'static str, url: &str, fake: &str, args: &Args) -> Outco
     let gateway = latencies(args.calls, gateway).await;
 
     eprintln!("[{backend}] gateway throughput: {} callers for {}s", args.concurrency, args.seconds);
+    assert!(state.usage.settle(Duration::from_secs(30)).await, "latency calls unrecorded");
+    let recorded_before = state.usage.recorded_total();
+    let started = Instant::now();
     let done = Arc::new(AtomicU64::new(0));
-    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let deadline = started + Duration::from_secs(args.seconds);
     let workers: Vec<_> = (0..args.concurrency)
         .map(|w| {
             let (client, base, service, body, done) =
@@ -183,7 +186,12 @@ async fn run(backend: &'static str, url: &str, fake: &str, args: &Args) -> Outco
     for worker in workers {
         worker.await.expect("worker");
     }
-    let gateway_rate = done.load(Ordering::Relaxed) as f64 / args.seconds as f64;
+    // A call counts once its usage record is committed too: the writer must keep up, not
+    // leave a backlog behind the measured window.
+    assert!(state.usage.settle(Duration::from_secs(60)).await, "gateway calls unrecorded");
+    let calls = done.load(Ordering::Relaxed);
+    assert_eq!(state.usage.recorded_total() - recorded_before, calls, "every call recorded");
+    let gateway_rate = calls as f64 / started.elapsed().as_secs_f64();
 
     eprintln!("[{backend}] resolutions and recordings for {}s each", args.seconds);
     let shared = state.clone();
@@ -306,7 +314,7 @@ fn report(outcomes: &[Outcome], args: &Args) -> String {
         ));
     }
     out.push_str(&format!(
-        "\nEach call: BYOK resolution (Keyring loaded from the store, key material opened), forwarding, the answer streamed back, usage recorded. {ORGS} organizations on pro with an OpenAI key; usage recordings spread over 500 organizations.\n"
+        "\nEach call: BYOK resolution (the organization's Keyring from this replica's cache, vouched for by the Keyring watch on PostgreSQL and checked against the log's head on SQLite; the key opened for that call only), forwarding, the answer streamed back, usage recorded (the caller does not wait for the record; gateway calls/s counts until every call's record is committed). Usage recordings/s: `UsageRecorder::record`, each caller waiting for its commit, as `POST /usage` does. {ORGS} organizations on pro with an OpenAI key; usage recordings spread over 500 organizations.\n"
     ));
     out
 }
