@@ -392,3 +392,85 @@ async fn the_calls_a_stopping_process_answered_are_recorded_before_it_goes(backe
     );
     app.finish().await;
 }
+
+on_both_backends!(every_provider_gets_the_key_where_it_expects_it_and_nothing_of_the_callers);
+
+async fn every_provider_gets_the_key_where_it_expects_it_and_nothing_of_the_callers(
+    backend: Backend,
+) {
+    let app = TestApp::start_with(backend, &[("KEYLEDGER_ALLOW_PRIVATE_ENDPOINTS", "true")]).await;
+    app.set_plan("acme", "pro").await;
+    let canary = || uuid::Uuid::new_v4().simple().to_string();
+    // (provider, its key, the path called, where the key must arrive, with what prefix)
+    let cases = [
+        ("anthropic", keys::anthropic(), "v1/messages", "x-api-key", ""),
+        ("openai", keys::openai(), "v1/chat/completions", "authorization", "Bearer "),
+        ("google", keys::google(), "v1beta/models/gemini:generateContent", "x-goog-api-key", ""),
+        ("mistral", canary(), "v1/chat/completions", "authorization", "Bearer "),
+        (
+            "groq",
+            format!("gsk_{}", canary()),
+            "openai/v1/chat/completions",
+            "authorization",
+            "Bearer ",
+        ),
+        (
+            "azure_openai",
+            canary(),
+            "openai/deployments/gpt4o/chat/completions?api-version=2024-10-21",
+            "api-key",
+            "",
+        ),
+        ("aleph_alpha", format!("CANARY.{}", canary()), "complete", "authorization", "Bearer "),
+        ("ollama", format!("local-{}", canary()), "api/chat", "authorization", "Bearer "),
+        (
+            "lmstudio",
+            format!("local-{}", canary()),
+            "v1/chat/completions",
+            "authorization",
+            "Bearer ",
+        ),
+        ("vllm", format!("local-{}", canary()), "v1/chat/completions", "authorization", "Bearer "),
+    ];
+    let credentials = ["authorization", "x-api-key", "x-goog-api-key", "api-key"];
+    for (provider, key, path, header, prefix) in &cases {
+        app.provider.accept(key);
+        let mut stored = json!({"provider": provider, "key": key});
+        if ["azure_openai", "ollama", "lmstudio", "vllm"].contains(provider) {
+            stored["endpoint"] = json!(app.provider.url());
+        }
+        let stored = app.post("/v1/orgs/acme/keys", &app.owner("acme"), stored).await;
+        assert_eq!(stored.status, StatusCode::CREATED, "{provider}: {}", stored.everything());
+
+        let answer = call(&app, provider, path, json!({"model": "m", "messages": []})).await;
+        assert_eq!(answer.status, StatusCode::OK, "{provider}: {}", answer.everything());
+        assert_eq!(answer.headers["x-keyledger-key-source"], "byok", "{provider}");
+        let seen = app.provider.seen().pop().expect("the provider was called");
+        assert_eq!(seen[*header], format!("{prefix}{key}").as_str(), "{provider}: {header}");
+        for other in credentials.iter().filter(|name| *name != header) {
+            assert!(!seen.contains_key(*other), "{provider}: {other} was passed on");
+        }
+        assert!(!answer.everything().contains(key.as_str()), "{provider}: the key came back");
+    }
+    assert_eq!(recorded_calls(&app, cases.len()).await.len(), cases.len(), "every call recorded");
+    app.finish().await;
+}
+
+on_both_backends!(a_model_call_over_the_size_limit_is_refused_before_it_goes_out);
+
+async fn a_model_call_over_the_size_limit_is_refused_before_it_goes_out(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    app.set_plan("acme", "pro").await;
+    let own = keys::openai();
+    app.provider.accept(&own);
+    app.post("/v1/orgs/acme/keys", &app.owner("acme"), json!({"provider": "openai", "key": own}))
+        .await;
+    let huge = "x".repeat(keyledger_api::app::GATEWAY_BODY_LIMIT + 1);
+    let answer =
+        call(&app, "openai", "v1/chat/completions", json!({"model": "m", "pad": huge})).await;
+    assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", answer.everything());
+    assert_eq!(answer.code(), "payload_too_large");
+    assert_eq!(answer.headers["content-type"], "application/problem+json");
+    assert_eq!(app.provider.requests(), 0, "nothing went out");
+    app.finish().await;
+}
