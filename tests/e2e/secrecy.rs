@@ -4,6 +4,7 @@ use axum::http::{Method, StatusCode};
 use serde_json::json;
 
 use crate::keys;
+use keyledger_api::Role;
 use keyledger_domain::{OrgId, ProviderId};
 use keyledger_tests::{logs, on_both_backends, Backend, TestApp, TestResponse};
 
@@ -64,6 +65,28 @@ async fn no_plaintext_key_is_in_any_table_response_header_or_log_line(backend: B
         app.post("/v1/orgs/acme/keys", &owner, json!({"provider": "google", "key": anthropic}))
             .await,
     );
+    // Model calls: one the provider takes (plain and streamed, natively and OpenAI-shaped),
+    // one it refuses (the organization's OpenAI key is not accepted there).
+    let service = app.token("acme", Role::Service, "worker");
+    let gateway = "/v1/orgs/acme/gateway";
+    for (path, body) in [
+        (format!("{gateway}/anthropic/v1/messages"), json!({"model": "claude"})),
+        (format!("{gateway}/anthropic/v1/messages"), json!({"model": "claude", "stream": true})),
+        (format!("{gateway}/openai/v1/chat/completions"), json!({"model": "gpt-4o"})),
+        (
+            "/v1/orgs/acme/chat/completions".to_owned(),
+            json!({"provider": "anthropic", "model": "claude", "messages": [], "stream": true}),
+        ),
+        (
+            "/v1/orgs/acme/chat/completions".to_owned(),
+            json!({"provider": "openai", "model": "gpt-4o", "messages": []}),
+        ),
+    ] {
+        responses.push(app.send(Method::POST, &path, Some(&service), Some(body)).await);
+    }
+    responses.push(app.get("/v1/orgs/acme/usage/calls", &owner).await);
+    responses.push(app.get("/v1/orgs/acme/audit", &owner).await);
+    responses.push(app.get("/v1/orgs/acme/events", &owner).await);
     responses.push(app.get("/v1/orgs/acme", &owner).await);
     responses.push(app.get("/v1/orgs/acme/keys", &owner).await);
     responses.push(app.get("/v1/orgs/acme/keys/anthropic", &owner).await);
@@ -72,6 +95,16 @@ async fn no_plaintext_key_is_in_any_table_response_header_or_log_line(backend: B
     assert_eq!(responses[0].status, StatusCode::CREATED);
     assert_eq!(responses[2].status, StatusCode::OK, "{}", responses[2].everything());
     assert_eq!(responses[5].code(), "same_key");
+    let model_calls: Vec<(u16, String)> =
+        responses[9..14].iter().map(|r| (r.status.as_u16(), r.code())).collect();
+    assert_eq!(
+        model_calls,
+        [200, 200, 502, 200, 502].map(|status| (
+            status,
+            if status == 502 { "byok_key_rejected".to_owned() } else { String::new() }
+        )),
+        "the calls went out with the keys"
+    );
 
     let database = app.dump_database().await;
     let log = logs::captured();
