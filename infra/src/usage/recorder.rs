@@ -152,10 +152,19 @@ impl UsageRecorder {
         let command = UsageCommand::Record(RecordModelCall { call, limits: None });
         let queued = Queued { ledger, command, metadata: metadata(actor, at), reply: None };
         self.ledgers.unsettled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if let Err(mpsc::error::TrySendError::Full(queued)) = self.queue.try_send(queued) {
-            // The writer is behind: this call's record waits its turn without holding up ours.
-            let queue = self.queue.clone();
-            tokio::spawn(async move { queue.send(queued).await });
+        match self.queue.try_send(queued) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(queued)) => {
+                // The writer is behind: this call's record waits its turn without holding up
+                // ours.
+                let (queue, ledgers) = (self.queue.clone(), Arc::clone(&self.ledgers));
+                tokio::spawn(async move {
+                    if queue.send(queued).await.is_err() {
+                        lost(&ledgers);
+                    }
+                });
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => lost(&self.ledgers),
         }
     }
 
@@ -178,6 +187,12 @@ impl UsageRecorder {
     pub fn recorded_total(&self) -> u64 {
         self.ledgers.recorded.load(std::sync::atomic::Ordering::Relaxed)
     }
+}
+
+/// A record the writer will never take (it has stopped): said, and not waited for.
+fn lost(ledgers: &Ledgers) {
+    ledgers.unsettled.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    tracing::error!("the usage writer has stopped: a model call went unrecorded");
 }
 
 fn metadata(actor: &Actor, at: chrono::DateTime<chrono::Utc>) -> HashMap<String, String> {
