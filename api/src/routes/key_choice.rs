@@ -125,9 +125,11 @@ impl Reservation {
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        if let (Some(release), Ok(runtime)) = (self.0.take(), tokio::runtime::Handle::try_current())
-        {
-            runtime.spawn(release.run());
+        // Nobody can wait here; a stopping process still writes it before it goes.
+        if let Some(release) = self.0.take() {
+            let (state, org, actor) =
+                (release.state.clone(), release.org.clone(), release.actor.clone());
+            state.usage.release_unwaited(&org, release.command(), &actor);
         }
     }
 }
@@ -143,13 +145,13 @@ struct Release {
 }
 
 impl Release {
+    fn command(self) -> ReleasePlatformCall {
+        ReleasePlatformCall { org: self.org.to_string(), request_id: self.request_id, at: self.at }
+    }
+
     async fn run(self) {
-        let release = ReleasePlatformCall {
-            org: self.org.to_string(),
-            request_id: self.request_id,
-            at: self.at,
-        };
-        if let Err(error) = self.state.usage.release(&self.org, release, &self.actor).await {
+        let (state, org, actor) = (self.state.clone(), self.org.clone(), self.actor.clone());
+        if let Err(error) = state.usage.release(&org, self.command(), &actor).await {
             tracing::warn!(%error, "could not give back a reserved quota place");
         }
     }

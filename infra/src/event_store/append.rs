@@ -6,10 +6,12 @@
 //! is one statement and one commit, still checked by the events table's key, so a sequence
 //! another writer took turns the batch away as a conflict and nothing of it is written.
 
+use std::time::Duration;
+
 use cqrs_es::persist::SerializedEvent;
 use serde_json::Value;
-
 use sqlx::{Connection as _, PgConnection};
+use tokio::time::Instant;
 
 use crate::db::Database;
 
@@ -53,13 +55,22 @@ const SQLITE_ROWS_PER_STATEMENT: usize = 1_000;
 pub struct Appender {
     db: Database,
     connection: Option<PgConnection>,
+    /// When the connection last did a batch: one idle for long is replaced, not trusted (a
+    /// firewall may have dropped it without a word, and a write on it would hang).
+    last_used: Instant,
 }
+
+/// How long a batch may take before its connection is given up as dead (a half-open
+/// connection would otherwise hold every usage command until the kernel gave up on it).
+const APPEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the connection may stay idle and still be used.
+const IDLE_LIMIT: Duration = Duration::from_secs(60);
 
 impl Appender {
     /// An appender writing to `db`.
     #[must_use]
     pub fn new(db: &Database) -> Self {
-        Self { db: db.clone(), connection: None }
+        Self { db: db.clone(), connection: None, last_used: Instant::now() }
     }
 
     /// Appends `events` (in the order given, which becomes their global order) and writes
@@ -75,23 +86,32 @@ impl Appender {
         if events.is_empty() {
             return Ok(());
         }
-        let appended = match &self.db {
-            Database::Postgres(pool) => {
-                let connection = match &mut self.connection {
-                    Some(connection) => connection,
-                    None => {
-                        let options = pool
-                            .connect_options()
-                            .as_ref()
-                            .clone()
-                            .options([("plan_cache_mode", "force_generic_plan")]);
-                        self.connection.insert(PgConnection::connect_with(&options).await?)
-                    }
-                };
-                append_postgres(connection, events, snapshots).await
+        if self.last_used.elapsed() > IDLE_LIMIT {
+            self.connection = None;
+        }
+        self.last_used = Instant::now();
+        let appending = async {
+            match &self.db {
+                Database::Postgres(pool) => {
+                    let connection = match &mut self.connection {
+                        Some(connection) => connection,
+                        None => {
+                            let options = pool
+                                .connect_options()
+                                .as_ref()
+                                .clone()
+                                .options([("plan_cache_mode", "force_generic_plan")]);
+                            self.connection.insert(PgConnection::connect_with(&options).await?)
+                        }
+                    };
+                    append_postgres(connection, events, snapshots).await
+                }
+                Database::Sqlite(pool) => append_sqlite(pool, events, snapshots).await,
             }
-            Database::Sqlite(pool) => append_sqlite(pool, events, snapshots).await,
         };
+        let appended = tokio::time::timeout(APPEND_TIMEOUT, appending).await.unwrap_or_else(|_| {
+            Err(AppendError::Storage(sqlx::Error::Io(std::io::ErrorKind::TimedOut.into())))
+        });
         if let Err(AppendError::Storage(_)) = &appended {
             // The connection may be what failed: the next batch gets a new one.
             self.connection = None;

@@ -9,7 +9,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use cqrs_es::event_sink::EventSink;
@@ -32,24 +33,51 @@ pub(super) struct Queued {
     pub(super) ledger: String,
     pub(super) command: UsageCommand,
     pub(super) metadata: HashMap<String, String>,
-    /// Where the outcome goes; `None` when nobody waits for it (a call already answered),
-    /// and a failure is only logged.
-    pub(super) reply: Option<oneshot::Sender<Result<Done, RecordError>>>,
+    pub(super) reply: Reply,
+}
+
+/// Who hears a command's outcome.
+#[derive(Debug)]
+pub(super) enum Reply {
+    /// A caller waiting for it.
+    Waiting(oneshot::Sender<Result<Done, RecordError>>),
+    /// Nobody (a call already answered): a failure is logged. The command counts as
+    /// unsettled for as long as it exists, however it ends.
+    Unwaited(#[allow(dead_code, reason = "held for what its drop does")] Unsettled),
+}
+
+/// One command nobody waits for, counted in `unsettled` until it is dropped: answered,
+/// dropped with a batch that panicked, or never taken by a writer that stopped.
+#[derive(Debug)]
+pub(super) struct Unsettled(Arc<AtomicU64>);
+
+impl Unsettled {
+    pub(super) fn new(unsettled: &Arc<AtomicU64>) -> Self {
+        unsettled.fetch_add(1, Ordering::AcqRel);
+        Self(Arc::clone(unsettled))
+    }
+}
+
+impl Drop for Unsettled {
+    fn drop(&mut self) {
+        // Release: whoever sees the count reach zero also sees what the command committed.
+        self.0.fetch_sub(1, Ordering::Release);
+    }
 }
 
 impl Queued {
     fn answer(self, ledgers: &Ledgers, outcome: Result<Done, RecordError>) {
         if let Ok(Done::Recorded(Recorded::New { .. })) = &outcome {
-            ledgers.recorded.fetch_add(1, Ordering::Relaxed);
+            ledgers.recorded.fetch_add(1, Ordering::Release);
         }
         match (self.reply, outcome) {
-            (Some(reply), outcome) => {
+            (Reply::Waiting(reply), outcome) => {
                 let _ = reply.send(outcome);
             }
-            (None, Err(error)) => {
-                tracing::error!(%error, ledger = %self.ledger, "could not record a model call");
+            (Reply::Unwaited(_), Err(error)) => {
+                tracing::error!(%error, ledger = %self.ledger, "could not write a usage command nobody waits for");
             }
-            (None, Ok(_)) => {}
+            (Reply::Unwaited(_), Ok(_)) => {}
         }
     }
 }
@@ -58,21 +86,19 @@ impl Queued {
 /// batch. A batch that panics is answered with errors (its callers' replies drop) and the
 /// writer goes on.
 pub(super) async fn run(
-    ledgers: std::sync::Arc<Ledgers>,
+    ledgers: Arc<Ledgers>,
     mut queue: mpsc::Receiver<Queued>,
     committed: Box<dyn Fn() + Send + Sync>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut appender = Appender::new(&ledgers.db);
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let unwaited = batch.iter().filter(|queued| queued.reply.is_none()).count() as u64;
         let batch =
             AssertUnwindSafe(commit_batch(&ledgers, &mut appender, std::mem::take(&mut batch)));
         if batch.catch_unwind().await.is_err() {
             tracing::error!("a usage batch panicked; its callers get an error");
             ledgers.forget_all();
         }
-        ledgers.unsettled.fetch_sub(unwaited, Ordering::Relaxed);
         committed();
     }
 }

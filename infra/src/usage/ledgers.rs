@@ -67,7 +67,7 @@ pub(super) struct Ledgers {
     /// Model calls recorded (new, not repeated) since the process started.
     pub(super) recorded: std::sync::atomic::AtomicU64,
     /// Records queued without anyone waiting for them and not yet committed or failed.
-    pub(super) unsettled: std::sync::atomic::AtomicU64,
+    pub(super) unsettled: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Ledgers {
@@ -77,7 +77,7 @@ impl Ledgers {
             db: db.clone(),
             cached: std::sync::Mutex::new(HashMap::new()),
             recorded: std::sync::atomic::AtomicU64::new(0),
-            unsettled: std::sync::atomic::AtomicU64::new(0),
+            unsettled: std::sync::Arc::default(),
         }
     }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use cqrs_es::EventStore;
 use tokio::sync::{mpsc, oneshot};
 
-use super::group_commit::{self, Queued, MAX_BATCH};
+use super::group_commit::{self, Queued, Reply, Unsettled, MAX_BATCH};
 use super::ledgers::{storage, Done, Ledgers};
 use crate::db::Database;
 use crate::keyrings::Actor;
@@ -52,7 +52,8 @@ impl UsageRecorder {
     #[must_use]
     pub fn new(db: &Database, committed: impl Fn() + Send + Sync + 'static) -> Self {
         let ledgers = Arc::new(Ledgers::new(db));
-        // Room for a few batches: past that, callers wait for the writer (back-pressure).
+        // Room for a few batches: past that, waiting callers wait for the writer (back-pressure),
+        // and commands nobody waits for queue in tasks of their own.
         let (queue, queued) = mpsc::channel(4 * MAX_BATCH);
         tokio::spawn(group_commit::run(Arc::clone(&ledgers), queued, Box::new(committed)));
         Self { ledgers, queue }
@@ -140,7 +141,8 @@ impl UsageRecorder {
     ) -> Result<Done, RecordError> {
         let (reply, answer) = oneshot::channel();
         let stopped = || RecordError::Storage("the usage writer has stopped".into());
-        let queued = Queued { ledger, command, metadata: metadata(actor, at), reply: Some(reply) };
+        let reply = Reply::Waiting(reply);
+        let queued = Queued { ledger, command, metadata: metadata(actor, at), reply };
         self.queue.send(queued).await.map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
@@ -149,31 +151,52 @@ impl UsageRecorder {
     /// commit with the calls recorded within the next few milliseconds. A failure is logged.
     pub fn record_answered(&self, org: &OrgId, call: ModelCallRecorded, actor: &Actor) {
         let (ledger, at) = (ledger_id(org, call.at), call.at);
-        let command = UsageCommand::Record(RecordModelCall { call, limits: None });
-        let queued = Queued { ledger, command, metadata: metadata(actor, at), reply: None };
-        self.ledgers.unsettled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.unwaited(
+            ledger,
+            UsageCommand::Record(RecordModelCall { call, limits: None }),
+            actor,
+            at,
+        );
+    }
+
+    /// [`Self::release`] without waiting for it: for a reservation abandoned where nobody can
+    /// wait (its caller went away).
+    pub fn release_unwaited(&self, org: &OrgId, release: ReleasePlatformCall, actor: &Actor) {
+        let (ledger, at) = (ledger_id(org, release.at), release.at);
+        self.unwaited(ledger, UsageCommand::Release(release), actor, at);
+    }
+
+    fn unwaited(
+        &self,
+        ledger: String,
+        command: UsageCommand,
+        actor: &Actor,
+        at: chrono::DateTime<chrono::Utc>,
+    ) {
+        let reply = Reply::Unwaited(Unsettled::new(&self.ledgers.unsettled));
+        let queued = Queued { ledger, command, metadata: metadata(actor, at), reply };
         match self.queue.try_send(queued) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(queued)) => {
-                // The writer is behind: this call's record waits its turn without holding up
-                // ours.
-                let (queue, ledgers) = (self.queue.clone(), Arc::clone(&self.ledgers));
+                // The writer is behind: this command waits its turn without holding up ours.
+                let queue = self.queue.clone();
                 tokio::spawn(async move {
                     if queue.send(queued).await.is_err() {
-                        lost(&ledgers);
+                        writer_stopped();
                     }
                 });
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => lost(&self.ledgers),
+            Err(mpsc::error::TrySendError::Closed(_)) => writer_stopped(),
         }
     }
 
-    /// Waits, at most `patience`, until every call handed to [`Self::record_answered`] is
-    /// committed (or has failed and been logged): a process stopping calls this so the calls
-    /// it answered last are not lost with it. False if some were still pending.
+    /// Waits, at most `patience`, until every command nobody waits for
+    /// ([`Self::record_answered`], [`Self::release_unwaited`]) is committed, or has failed and
+    /// been logged: a process stopping calls this so the calls it answered last are not lost
+    /// with it. False if some were still pending.
     pub async fn settle(&self, patience: std::time::Duration) -> bool {
         let deadline = tokio::time::Instant::now() + patience;
-        while self.ledgers.unsettled.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+        while self.ledgers.unsettled.load(std::sync::atomic::Ordering::Acquire) > 0 {
             if tokio::time::Instant::now() >= deadline {
                 return false;
             }
@@ -185,14 +208,13 @@ impl UsageRecorder {
     /// Model calls recorded since this process started (repeated request ids not counted).
     #[must_use]
     pub fn recorded_total(&self) -> u64 {
-        self.ledgers.recorded.load(std::sync::atomic::Ordering::Relaxed)
+        self.ledgers.recorded.load(std::sync::atomic::Ordering::Acquire)
     }
 }
 
-/// A record the writer will never take (it has stopped): said, and not waited for.
-fn lost(ledgers: &Ledgers) {
-    ledgers.unsettled.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    tracing::error!("the usage writer has stopped: a model call went unrecorded");
+/// A command the writer will never take (it has stopped): said, and not waited for.
+fn writer_stopped() {
+    tracing::error!("the usage writer has stopped: a usage command went unwritten");
 }
 
 fn metadata(actor: &Actor, at: chrono::DateTime<chrono::Utc>) -> HashMap<String, String> {
