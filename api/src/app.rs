@@ -83,6 +83,7 @@ pub async fn build_state(mut config: Config) -> Result<AppState, StartError> {
     projector.ensure_checkpoints().await.map_err(|e| StartError::Projections(e.to_string()))?;
     Ok(AppState {
         keyrings: Arc::new(Keyrings::new(&db, deps)),
+        // On SQLite nothing else tells the usage cockpit's pipeline of a commit.
         usage: Arc::new(UsageRecorder::new(&db, {
             let projector = Arc::clone(&projector);
             move || projector.nudge_for(<UsageLedger as cqrs_es::Aggregate>::TYPE)

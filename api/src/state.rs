@@ -53,10 +53,11 @@ impl AppState {
 
     /// Waits until the views include `org`'s latest Keyring event.
     pub async fn settle(&self, org: &OrgId) {
-        self.projector.nudge_for("Keyring");
-        match self.log.latest_cursor("Keyring", org.as_str()).await {
+        let keyring = <keyledger_domain::Keyring as cqrs_es::Aggregate>::TYPE;
+        self.projector.nudge_for(keyring);
+        match self.log.latest_cursor(keyring, org.as_str()).await {
             Ok(Some(cursor)) => {
-                if !self.projector.wait_until(cursor, "Keyring", SETTLE_TIMEOUT).await {
+                if !self.projector.wait_until(cursor, keyring, SETTLE_TIMEOUT).await {
                     tracing::warn!(org = %org, "views did not catch up in time; answering anyway");
                 }
             }

@@ -15,8 +15,8 @@ use crate::replicas::{drain_notifications, listen, next_notification, Locks};
 
 /// Events read and applied per transaction.
 const BATCH: i64 = 10_000;
-/// How often an idle projector looks for new events when nothing woke it (PostgreSQL
-/// notifications and local nudges normally do).
+/// How often an idle projector looks for new events when nothing woke it (on PostgreSQL a
+/// notification normally does, on SQLite a local nudge).
 const POLL: Duration = Duration::from_millis(100);
 
 /// Runs projections over the log.
@@ -52,13 +52,6 @@ impl Projector {
     /// The names of its projections.
     pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
         self.projections.iter().map(|p| p.name())
-    }
-
-    /// Wakes the projector: something was just written.
-    pub fn nudge(&self) {
-        for (_, nudges) in &self.nudges {
-            nudges.send_modify(|n| *n = n.wrapping_add(1));
-        }
     }
 
     /// Wakes the pipelines that project events of `aggregate_type`: one was just written.
@@ -270,13 +263,16 @@ impl Projector {
         };
         self.ensure_checkpoints().await?;
         let mut tx = self.pool.begin().await?;
+        // Steps of the running projector wait behind this lock. On SQLite it is a write, so the
+        // transaction holds the write lock from its first statement: one that read first could
+        // not write any more once another connection had committed (SQLITE_BUSY_SNAPSHOT).
+        let lock = if self.pool.is_postgres() {
+            "select name from projection_checkpoints where name = $1 for update"
+        } else {
+            "update projection_checkpoints set position = position where name = $1"
+        };
         for projection in &chosen {
-            let lock = if self.pool.is_postgres() { " for update" } else { "" };
-            tx.fetch_all::<(String,)>(
-                &format!("select name from projection_checkpoints where name = $1{lock}"),
-                &[Arg::Text(projection.name().to_owned())],
-            )
-            .await?;
+            tx.execute(lock, &[Arg::Text(projection.name().to_owned())]).await?;
             for (index, _) in projection.bulk_load_indexes() {
                 tx.execute(&format!("drop index if exists {index}"), &[]).await?;
             }
@@ -307,12 +303,19 @@ impl Projector {
     /// The database's error.
     pub async fn lag(&self, bound: i64) -> Result<i64, ProjectionError> {
         let checkpoints = self.checkpoints().await?;
+        // Projections of one pipeline stand at one checkpoint over the same types: ask once.
+        let mut asked: Vec<(Cursor, &[&'static str])> = Vec::new();
         let mut furthest = 0;
         for projection in self.projections.iter() {
             let Some((_, at)) = checkpoints.iter().find(|(name, _)| name == projection.name())
             else {
                 continue;
             };
+            let question = (*at, projection.consumes());
+            if asked.contains(&question) {
+                continue;
+            }
+            asked.push(question);
             furthest = furthest.max(self.behind(*at, projection.consumes(), bound).await?);
         }
         Ok(furthest)

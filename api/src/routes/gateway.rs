@@ -64,6 +64,7 @@ pub(crate) async fn forward(
         call_id: uuid::Uuid::new_v4().to_string(),
         caller: &caller,
         headers: &headers,
+        requested_model: serde_json::from_slice::<Requested>(&body).ok().and_then(|r| r.model),
         body,
     };
     match call.attempt(provider, &path_and_query, false).await? {
@@ -114,6 +115,7 @@ pub(crate) async fn chat_completions(
         call_id: uuid::Uuid::new_v4().to_string(),
         caller: &caller,
         headers: &headers,
+        requested_model: request.get("model").and_then(|m| m.as_str()).map(str::to_owned),
         body: forwarded,
     };
     let mut failed = false;
@@ -182,6 +184,8 @@ struct Call<'a> {
     call_id: String,
     caller: &'a Caller,
     headers: &'a HeaderMap,
+    /// The model the body asks for: recorded when the provider's answer does not say.
+    requested_model: Option<String>,
     body: Bytes,
 }
 
@@ -280,9 +284,9 @@ impl Call<'_> {
         }
         response = response
             .header("x-keyledger-key-source", HeaderValue::from_static(chosen.source.as_str()));
-        let requested_model =
-            serde_json::from_slice::<Requested>(&self.body).ok().and_then(|r| r.model);
-        let record = Recording {
+        // Only a call the provider took is recorded; a refusal goes back at once, and its
+        // place in the quota is given back meanwhile (the reservation's drop).
+        let record = status.is_success().then(|| Recording {
             state: state.clone(),
             org: org.clone(),
             attempt_id,
@@ -290,17 +294,16 @@ impl Call<'_> {
             caller: self.caller.clone(),
             source: chosen.source,
             byok: chosen.byok,
-            requested_model,
+            requested_model: self.requested_model.clone(),
             // A platform call belongs to the month whose quota it took a place in.
             at: reservation.as_ref().and_then(Reservation::at),
-        };
+        });
         match reservation {
-            Some(reservation) if status.is_success() => reservation.keep(),
-            // The provider's refusal goes back at once; the place is given back meanwhile.
+            Some(reservation) if record.is_some() => reservation.keep(),
             Some(reservation) => drop(reservation),
             None => {}
         }
-        let body = Body::from_stream(Relay::new(upstream, status.is_success().then_some(record)));
+        let body = Body::from_stream(Relay::new(upstream, record));
         response.body(body).map(Attempt::Answered).map_err(|e| ApiError::internal(&e))
     }
 }

@@ -52,11 +52,12 @@ pub(crate) async fn choose_key(
                 at,
                 limits,
             };
-            let reservation = match state.usage.reserve(org, reserve, &caller.actor()).await {
+            let actor = caller.actor();
+            let reservation = match state.usage.reserve(org, reserve, &actor).await {
                 Ok(()) => Reservation::held(Release {
                     state: state.clone(),
                     org: org.clone(),
-                    actor: caller.actor(),
+                    actor,
                     request_id: attempt_id.to_owned(),
                     at,
                 }),
@@ -127,9 +128,7 @@ impl Drop for Reservation {
     fn drop(&mut self) {
         // Nobody can wait here; a stopping process still writes it before it goes.
         if let Some(release) = self.0.take() {
-            let (state, org, actor) =
-                (release.state.clone(), release.org.clone(), release.actor.clone());
-            state.usage.release_unwaited(&org, release.command(), &actor);
+            release.state.usage.release_unwaited(&release.org, release.command(), &release.actor);
         }
     }
 }
@@ -145,13 +144,13 @@ struct Release {
 }
 
 impl Release {
-    fn command(self) -> ReleasePlatformCall {
-        ReleasePlatformCall { org: self.org.to_string(), request_id: self.request_id, at: self.at }
+    fn command(&self) -> ReleasePlatformCall {
+        let (org, request_id) = (self.org.to_string(), self.request_id.clone());
+        ReleasePlatformCall { org, request_id, at: self.at }
     }
 
     async fn run(self) {
-        let (state, org, actor) = (self.state.clone(), self.org.clone(), self.actor.clone());
-        if let Err(error) = state.usage.release(&org, self.command(), &actor).await {
+        if let Err(error) = self.state.usage.release(&self.org, self.command(), &self.actor).await {
             tracing::warn!(%error, "could not give back a reserved quota place");
         }
     }

@@ -58,7 +58,7 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
         &[
             (
                 "keyledger_projection_lag_events",
-                "Events the slowest view trails the log by (counted up to 10000; -1 unreadable).",
+                "Events of its types the furthest-behind view has yet to apply (counted up to 10000; -1 unreadable).",
                 lag,
             ),
             (

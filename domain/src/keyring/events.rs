@@ -146,6 +146,13 @@ impl KeyringEvent {
         }
     }
 
+    /// Whether a model call could act differently after this event: all but a verification's
+    /// record, which changes only what the key's last check said.
+    #[must_use]
+    pub fn changes_what_calls_use(&self) -> bool {
+        !matches!(self, Self::KeyVerified(_) | Self::KeyVerificationFailed(_))
+    }
+
     /// The provider the event is about, if any.
     #[must_use]
     pub fn provider(&self) -> Option<ProviderId> {

@@ -9,4 +9,5 @@ mod snapshot_store;
 pub use append::{AppendError, Appender, SnapshotUpdate};
 pub use heads::Heads;
 pub use repository::EventRepository;
+pub(crate) use snapshot_store::serialize_event;
 pub use snapshot_store::{SnapshottingStore, SNAPSHOT_EVERY};

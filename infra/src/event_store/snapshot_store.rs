@@ -39,10 +39,12 @@ where
         Self { repo, snapshot_every: snapshot_every.max(1), _aggregate: PhantomData }
     }
 
-    /// Whether a commit that takes an aggregate from `from` to `to` writes a snapshot.
+    /// The number of the snapshot a commit that takes an aggregate from sequence `from` to
+    /// `to` writes, its last snapshot being `current`; `None` when it writes none.
     #[must_use]
-    pub fn snapshot_after(&self, from: usize, to: usize) -> bool {
-        from / self.snapshot_every != to / self.snapshot_every
+    pub fn next_snapshot(&self, from: usize, to: usize, current: Option<usize>) -> Option<usize> {
+        (from / self.snapshot_every != to / self.snapshot_every)
+            .then(|| current.map_or(1, |n| n + 1))
     }
 
     /// The repository underneath.
@@ -142,14 +144,16 @@ where
             return Ok(envelopes);
         }
         let serialized = envelopes.iter().map(serialize).collect::<Result<Vec<_>, _>>()?;
-        let snapshot = if self.snapshot_after(context.current_sequence, last_sequence) {
-            // The event sink has already applied these events to `context.aggregate`.
-            let payload = serde_json::to_value(&context.aggregate)
-                .map_err(|e| AggregateError::UnexpectedError(Box::new(e)))?;
-            let next_snapshot = context.current_snapshot.map_or(1, |n| n + 1);
-            Some((context.aggregate_id.clone(), payload, next_snapshot))
-        } else {
-            None
+        let next =
+            self.next_snapshot(context.current_sequence, last_sequence, context.current_snapshot);
+        let snapshot = match next {
+            Some(next) => {
+                // The event sink has already applied these events to `context.aggregate`.
+                let payload = serde_json::to_value(&context.aggregate)
+                    .map_err(|e| AggregateError::UnexpectedError(Box::new(e)))?;
+                Some((context.aggregate_id.clone(), payload, next))
+            }
+            None => None,
         };
         self.repo.persist::<A>(&serialized, snapshot).await?;
         Ok(envelopes)
@@ -159,14 +163,29 @@ where
 fn serialize<A: Aggregate>(
     envelope: &EventEnvelope<A>,
 ) -> Result<SerializedEvent, PersistenceError> {
+    Ok(serialize_event::<A>(
+        &envelope.aggregate_id,
+        envelope.sequence,
+        &envelope.payload,
+        &envelope.metadata,
+    )?)
+}
+
+/// Event `sequence` of aggregate `id` as the events table stores it.
+pub(crate) fn serialize_event<A: Aggregate>(
+    id: &str,
+    sequence: usize,
+    event: &A::Event,
+    metadata: &HashMap<String, String>,
+) -> Result<SerializedEvent, serde_json::Error> {
     Ok(SerializedEvent {
-        aggregate_id: envelope.aggregate_id.clone(),
-        sequence: envelope.sequence,
+        aggregate_id: id.to_owned(),
+        sequence,
         aggregate_type: A::TYPE.to_owned(),
-        event_type: envelope.payload.event_type(),
-        event_version: envelope.payload.event_version(),
-        payload: serde_json::to_value(&envelope.payload)?,
-        metadata: serde_json::to_value(&envelope.metadata)?,
+        event_type: event.event_type(),
+        event_version: event.event_version(),
+        payload: serde_json::to_value(event)?,
+        metadata: serde_json::to_value(metadata)?,
     })
 }
 

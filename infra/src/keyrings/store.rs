@@ -31,6 +31,19 @@ pub struct Actor {
     pub request_id: String,
 }
 
+impl Actor {
+    /// The metadata every event this actor causes carries: who, in what role, under which
+    /// request, and when.
+    pub(crate) fn metadata(&self, at: DateTime<Utc>) -> HashMap<String, String> {
+        HashMap::from([
+            ("actor".to_owned(), self.sub.clone()),
+            ("role".to_owned(), self.role.clone()),
+            ("request_id".to_owned(), self.request_id.clone()),
+            ("occurred_at".to_owned(), at.to_rfc3339()),
+        ])
+    }
+}
+
 /// A command that was committed: the events it produced and the state after them.
 #[derive(Debug)]
 pub struct Committed {
@@ -159,7 +172,7 @@ impl Keyrings {
                 let state = context.aggregate.clone();
                 let events = sink.collect().await;
                 self.store
-                    .commit(events, context, metadata(actor, org_services.now()))
+                    .commit(events, context, actor.metadata(org_services.now()))
                     .await
                     .map(|events| Committed { state, events })
                     .map_err(CommandError::from)
@@ -173,7 +186,9 @@ impl Keyrings {
                     committed.events.iter().filter_map(|e| e.payload.released_material()).collect();
                 self.shred(&released).await;
                 // Not done until no replica can still call with what this replaced.
-                match (committed.events.is_empty(), self.watch.get(), &self.db) {
+                let changes_calls =
+                    committed.events.iter().any(|e| e.payload.changes_what_calls_use());
+                match (!changes_calls, self.watch.get(), &self.db) {
                     (true, _, _) | (_, None, Database::Sqlite(_)) => {}
                     (false, Some(watch), _) => watch.barrier(committed_at).await,
                     (false, None, Database::Postgres(_)) => outlast_leases(committed_at).await,
@@ -252,13 +267,4 @@ impl Keyrings {
             tracing::error!(%error, count = ids.len(), "could not destroy obsolete key material");
         }
     }
-}
-
-fn metadata(actor: &Actor, at: DateTime<Utc>) -> HashMap<String, String> {
-    HashMap::from([
-        ("actor".to_owned(), actor.sub.clone()),
-        ("role".to_owned(), actor.role.clone()),
-        ("request_id".to_owned(), actor.request_id.clone()),
-        ("occurred_at".to_owned(), at.to_rfc3339()),
-    ])
 }

@@ -15,13 +15,13 @@ use std::time::Duration;
 
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::SerializedEvent;
-use cqrs_es::{Aggregate, DomainEvent};
+use cqrs_es::Aggregate;
 use futures::FutureExt as _;
 use tokio::sync::{mpsc, oneshot};
 
 use super::ledgers::{Cached, Done, Freshness, Ledgers};
 use super::recorder::{RecordError, Recorded};
-use crate::event_store::{AppendError, Appender, SnapshotUpdate};
+use crate::event_store::{serialize_event, AppendError, Appender, SnapshotUpdate};
 use keyledger_domain::usage::{UsageCommand, UsageLedger};
 
 /// The most commands one transaction takes.
@@ -229,16 +229,8 @@ fn serialize(
     event: &<UsageLedger as Aggregate>::Event,
     metadata: &HashMap<String, String>,
 ) -> Result<SerializedEvent, RecordError> {
-    let storage = |e: serde_json::Error| RecordError::Storage(e.to_string());
-    Ok(SerializedEvent::new(
-        ledger.to_owned(),
-        sequence,
-        UsageLedger::TYPE.to_owned(),
-        event.event_type(),
-        event.event_version(),
-        serde_json::to_value(event).map_err(storage)?,
-        serde_json::to_value(metadata).map_err(storage)?,
-    ))
+    serialize_event::<UsageLedger>(ledger, sequence, event, metadata)
+        .map_err(|e| RecordError::Storage(e.to_string()))
 }
 
 /// Snapshots of the ledgers whose events in this batch cross a snapshot boundary, as the
@@ -249,13 +241,12 @@ fn snapshots(
 ) -> Vec<SnapshotUpdate> {
     let mut snapshots = Vec::new();
     for (id, (from, state)) in touched.iter_mut() {
-        if !ledgers.store.snapshot_after(*from, state.sequence) {
+        let Some(next) = ledgers.store.next_snapshot(*from, state.sequence, state.snapshot) else {
             continue;
-        }
+        };
         let Ok(payload) = serde_json::to_value(&state.ledger) else {
             continue; // a snapshot is an optimisation: the events alone still load the ledger
         };
-        let next = state.snapshot.map_or(1, |n| n + 1);
         state.snapshot = Some(next);
         snapshots.push(SnapshotUpdate {
             aggregate_type: UsageLedger::TYPE.to_owned(),

@@ -211,11 +211,7 @@ impl Ledgers {
         let to = from + events.len();
         match self.store.commit(events, context, metadata).await {
             Ok(_) => {
-                let snapshot = if self.store.snapshot_after(from, to) {
-                    Some(snapshot.map_or(1, |n| n + 1))
-                } else {
-                    snapshot
-                };
+                let snapshot = self.store.next_snapshot(from, to, snapshot).or(snapshot);
                 self.remember(id.to_owned(), Cached { ledger: after, sequence: to, snapshot });
                 Ok(Some(to))
             }

@@ -1,6 +1,5 @@
 //! The usage recorder: what the API asks of the ledgers, answered by the group-commit writer.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use cqrs_es::EventStore;
@@ -142,7 +141,7 @@ impl UsageRecorder {
         let (reply, answer) = oneshot::channel();
         let stopped = || RecordError::Storage("the usage writer has stopped".into());
         let reply = Reply::Waiting(reply);
-        let queued = Queued { ledger, command, metadata: metadata(actor, at), reply };
+        let queued = Queued { ledger, command, metadata: actor.metadata(at), reply };
         self.queue.send(queued).await.map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
@@ -174,7 +173,7 @@ impl UsageRecorder {
         at: chrono::DateTime<chrono::Utc>,
     ) {
         let reply = Reply::Unwaited(Unsettled::new(&self.ledgers.unsettled));
-        let queued = Queued { ledger, command, metadata: metadata(actor, at), reply };
+        let queued = Queued { ledger, command, metadata: actor.metadata(at), reply };
         match self.queue.try_send(queued) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(queued)) => {
@@ -215,13 +214,4 @@ impl UsageRecorder {
 /// A command the writer will never take (it has stopped): said, and not waited for.
 fn writer_stopped() {
     tracing::error!("the usage writer has stopped: a usage command went unwritten");
-}
-
-fn metadata(actor: &Actor, at: chrono::DateTime<chrono::Utc>) -> HashMap<String, String> {
-    HashMap::from([
-        ("actor".to_owned(), actor.sub.clone()),
-        ("role".to_owned(), actor.role.clone()),
-        ("request_id".to_owned(), actor.request_id.clone()),
-        ("occurred_at".to_owned(), at.to_rfc3339()),
-    ])
 }

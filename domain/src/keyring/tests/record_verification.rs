@@ -46,3 +46,13 @@ async fn a_check_of_a_provider_without_a_key_is_refused() {
         .await
         .then_expect_error(KeyringError::KeyNotFound(Openai));
 }
+
+#[test]
+fn a_recorded_check_changes_nothing_a_model_call_uses_and_a_rotation_does() {
+    for event in [verified(Anthropic, 1, 1), verification_failed(Anthropic, 1, 1, RateLimited)] {
+        assert!(!event.changes_what_calls_use(), "{event:?}");
+    }
+    for event in [stored(Anthropic, 1), rotated(Anthropic, 1, 2)] {
+        assert!(event.changes_what_calls_use(), "{event:?}");
+    }
+}
