@@ -9,6 +9,7 @@ pub mod plan;
 pub mod pricing;
 pub mod provider;
 pub mod resolution;
+pub mod routing;
 pub mod usage;
 pub mod verification;
 

@@ -29,6 +29,15 @@ impl PriceTable {
         Self { prices }
     }
 
+    /// This table with `other`'s entries added over it: an operator's prices file adds to the
+    /// built-in list prices and replaces the entries it names, so every provider keeps a `*`
+    /// entry unless the file sets it.
+    #[must_use]
+    pub fn extended(mut self, other: Self) -> Self {
+        self.prices.extend(other.prices);
+        self
+    }
+
     /// The price of `model` at `provider`: its own entry, else the provider's `*` entry, else
     /// free (an unknown model must not block a call; it shows up at zero cost in the cockpit).
     #[must_use]
@@ -96,5 +105,17 @@ mod tests {
         let other = table.cost(ProviderId::Openai, "gpt-5-something", 1_000_000, 0);
         assert!((other - 2.50).abs() < 1e-9);
         assert!(table.cost(ProviderId::Ollama, "llama3", 5_000, 5_000).abs() < 1e-12);
+    }
+
+    #[test]
+    fn an_operators_prices_add_to_the_list_prices() {
+        let own = PriceTable::new(BTreeMap::from([(
+            "openai/gpt-4o".to_owned(),
+            Price { input_per_million_usd: 1.0, output_per_million_usd: 1.0 },
+        )]));
+        let table = PriceTable::default().extended(own);
+        assert!((table.cost(ProviderId::Openai, "gpt-4o", 1_000_000, 0) - 1.0).abs() < 1e-9);
+        let unpriced = table.cost(ProviderId::Openai, "gpt-9", 1_000_000, 0);
+        assert!((unpriced - 2.5).abs() < 1e-9, "priced at openai/*, not free");
     }
 }

@@ -5,6 +5,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::routing::Surface;
+
 /// An AI provider keyledger knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -68,6 +70,16 @@ impl ProviderId {
     #[must_use]
     pub const fn key_is_optional(self) -> bool {
         matches!(self, Self::Ollama | Self::Lmstudio | Self::Vllm)
+    }
+
+    /// Whether keyledger can route calls of `surface` to this provider's OpenAI-compatible
+    /// endpoints. Anthropic, Groq and Aleph Alpha have no OpenAI-compatible embeddings.
+    #[must_use]
+    pub const fn offers(self, surface: Surface) -> bool {
+        match surface {
+            Surface::Chat => true,
+            Surface::Embeddings => !matches!(self, Self::Anthropic | Self::Groq | Self::AlephAlpha),
+        }
     }
 
     /// Public prefixes a key of this provider starts with, longest first. They are not secret

@@ -43,6 +43,39 @@ pub fn resolve(
     Resolution::Platform(limits)
 }
 
+impl Resolution {
+    /// Whether a call could go out with this resolution at all: an own key, or the platform's
+    /// under a plan that grants platform calls.
+    #[must_use]
+    pub fn is_callable(&self) -> bool {
+        match self {
+            Self::Byok(_) => true,
+            Self::Platform(limits) => limits.max_calls > 0 && limits.cost_cap_usd > 0.0,
+            Self::NoKey => false,
+        }
+    }
+}
+
+/// The providers the organization can call now, in the order calls try them: its provider
+/// order first (where the plan allows one), then the others in registry order.
+/// `platform_key` says for which providers the operator configured a shared key.
+#[must_use]
+pub fn callable_providers(
+    keyring: &Keyring,
+    plans: &PlanCatalogue,
+    platform_key: impl Fn(ProviderId) -> bool,
+) -> Vec<ProviderId> {
+    let ordered = plans.rules(&keyring.plan).is_some_and(|rules| rules.provider_order);
+    let preferred = if ordered { keyring.provider_order.as_slice() } else { &[] };
+    let rest = ProviderId::ALL.into_iter().filter(|p| !preferred.contains(p));
+    preferred
+        .iter()
+        .copied()
+        .chain(rest)
+        .filter(|p| resolve(keyring, plans, *p, platform_key(*p)).is_callable())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::{DateTime, Utc};
@@ -96,6 +129,29 @@ mod tests {
         assert_eq!(
             resolution,
             Resolution::Platform(UsageLimits { max_calls: 20_000, cost_cap_usd: 500.0 })
+        );
+    }
+
+    #[test]
+    fn calls_try_the_organizations_order_first_then_the_registrys() {
+        let mut keyring = with_key(KeyStatus::Active);
+        keyring.provider_order = vec![ProviderId::Groq, ProviderId::Anthropic];
+        let platform = |p: ProviderId| matches!(p, ProviderId::Openai | ProviderId::Groq);
+        assert_eq!(
+            callable_providers(&keyring, &PlanCatalogue::default(), platform),
+            [ProviderId::Groq, ProviderId::Anthropic, ProviderId::Openai]
+        );
+    }
+
+    #[test]
+    fn a_plan_without_ordering_keeps_the_registrys_order() {
+        let mut keyring = with_key(KeyStatus::Active);
+        keyring.plan = PlanId::new("private");
+        keyring.provider_order = vec![ProviderId::Openai];
+        let platform = |p: ProviderId| p == ProviderId::Openai;
+        assert_eq!(
+            callable_providers(&keyring, &PlanCatalogue::default(), platform),
+            [ProviderId::Anthropic, ProviderId::Openai]
         );
     }
 

@@ -28,6 +28,21 @@ impl VerificationOutcome {
         matches!(self, Self::InvalidKey | Self::InsufficientPermissions)
     }
 
+    /// What a provider's answer with `status` and `body` says of the key it was sent with.
+    /// Most providers refuse a key with 401 or 403; Google answers an invalid key with 400
+    /// and the reason `API_KEY_INVALID`.
+    #[must_use]
+    pub fn of_answer(status: u16, body: &[u8]) -> Self {
+        match status {
+            200..=299 => Self::Valid,
+            401 => Self::InvalidKey,
+            403 => Self::InsufficientPermissions,
+            400 if contains(body, b"API_KEY_INVALID") => Self::InvalidKey,
+            429 => Self::RateLimited,
+            _ => Self::ProviderError,
+        }
+    }
+
     /// The contract's name of the outcome.
     #[must_use]
     pub const fn as_str(self) -> &'static str {
@@ -40,6 +55,11 @@ impl VerificationOutcome {
             Self::ProviderError => "provider_error",
         }
     }
+}
+
+/// Whether `needle` occurs in `haystack`.
+pub(crate) fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|window| window == needle)
 }
 
 /// A verification as remembered on a key.

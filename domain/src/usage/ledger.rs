@@ -41,13 +41,17 @@ pub struct RecordModelCall {
     pub limits: Option<UsageLimits>,
 }
 
-/// Hold a place in the month's platform-key quota for a call about to be made.
+/// Hold a place in the month's platform-key quota for a call about to be made, and what it
+/// may cost in the month's cost cap.
 #[derive(Debug, Clone)]
 pub struct ReservePlatformCall {
     pub org: String,
     pub request_id: String,
     pub at: DateTime<Utc>,
     pub limits: UsageLimits,
+    /// The most the call is expected to cost (its prompt and `max_tokens` at its model's
+    /// price), held against the cost cap until its real cost is recorded.
+    pub estimated_cost_usd: f64,
 }
 
 /// Give back the place a reserved call took, because the call did not happen (the provider
@@ -74,6 +78,10 @@ pub struct PlatformCallReserved {
     pub org: String,
     pub request_id: String,
     pub at: DateTime<Utc>,
+    /// Held against the cost cap until the call's real cost is recorded. Reservations
+    /// recorded before estimates existed read as 0 (they held a place only).
+    #[serde(default)]
+    pub estimated_cost_usd: f64,
 }
 
 /// A reserved place given back: the call it was for was not made.
@@ -141,17 +149,34 @@ pub struct UsageLedger {
     /// Reserved calls not recorded yet (in flight): already counted in `platform_calls`.
     #[serde(default)]
     pub reserved: std::collections::BTreeSet<String>,
+    /// What each reserved call may cost, held against the cost cap while it runs.
+    #[serde(default)]
+    pub reserved_cost_usd: std::collections::BTreeMap<String, f64>,
 }
 
 impl UsageLedger {
-    fn check(&self, limits: UsageLimits) -> Result<(), UsageError> {
+    /// What of the month's cost cap is spent, or held for platform calls in flight.
+    #[must_use]
+    pub fn committed_cost_usd(&self) -> f64 {
+        self.platform_cost_usd + self.reserved_cost_usd.values().sum::<f64>()
+    }
+
+    /// Whether one more platform call, that may cost `estimate`, fits the month's limits.
+    fn check(&self, limits: UsageLimits, estimate: f64) -> Result<(), UsageError> {
         if self.platform_calls >= limits.max_calls {
             return Err(UsageError::QuotaExceeded { max: limits.max_calls });
         }
-        if self.platform_cost_usd >= limits.cost_cap_usd {
+        let committed = self.committed_cost_usd();
+        if committed >= limits.cost_cap_usd || committed + estimate > limits.cost_cap_usd {
             return Err(UsageError::CostCapReached { cap: limits.cost_cap_usd });
         }
         Ok(())
+    }
+
+    /// A reservation is settled (recorded or given back): its place and estimate go.
+    fn settle(&mut self, request_id: &str) -> bool {
+        self.reserved_cost_usd.remove(request_id);
+        self.reserved.remove(request_id)
     }
 }
 
@@ -174,7 +199,7 @@ impl Aggregate for UsageLedger {
                 if let (KeySource::Platform, Some(limits), false) =
                     (record.call.key_source, record.limits, reserved)
                 {
-                    self.check(limits)?;
+                    self.check(limits, 0.0)?;
                 }
                 UsageEvent::ModelCallRecorded(record.call)
             }
@@ -183,11 +208,13 @@ impl Aggregate for UsageLedger {
                 return Ok(());
             }
             UsageCommand::Reserve(reserve) => {
-                self.check(reserve.limits)?;
+                let estimate = reserve.estimated_cost_usd.max(0.0);
+                self.check(reserve.limits, estimate)?;
                 UsageEvent::PlatformCallReserved(PlatformCallReserved {
                     org: reserve.org,
                     request_id: reserve.request_id,
                     at: reserve.at,
+                    estimated_cost_usd: estimate,
                 })
             }
             // Only a place still held can be given back: a recorded call keeps its place.
@@ -211,8 +238,9 @@ impl Aggregate for UsageLedger {
             UsageEvent::ModelCallRecorded(call) => {
                 self.calls += 1;
                 if call.key_source == KeySource::Platform {
-                    // A reserved call took its place in the quota already.
-                    if !self.reserved.remove(&call.request_id) {
+                    // A reserved call took its place in the quota already; its real cost
+                    // replaces its estimate.
+                    if !self.settle(&call.request_id) {
                         self.platform_calls += 1;
                     }
                     self.platform_cost_usd += call.cost_usd;
@@ -220,10 +248,14 @@ impl Aggregate for UsageLedger {
             }
             UsageEvent::PlatformCallReserved(reserved) => {
                 self.platform_calls += 1;
+                if reserved.estimated_cost_usd > 0.0 {
+                    self.reserved_cost_usd
+                        .insert(reserved.request_id.clone(), reserved.estimated_cost_usd);
+                }
                 self.reserved.insert(reserved.request_id);
             }
             UsageEvent::PlatformCallReleased(released) => {
-                if self.reserved.remove(&released.request_id) {
+                if self.settle(&released.request_id) {
                     self.platform_calls = self.platform_calls.saturating_sub(1);
                 }
             }

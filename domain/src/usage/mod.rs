@@ -1,11 +1,13 @@
 //! The UsageLedger aggregate: one per organization and month, recording model calls apart
 //! from the Keyring so a busy organization's calls never contend with its key commands.
 
+mod estimate;
 mod figures;
 mod ledger;
 #[cfg(test)]
 mod tests;
 
+pub use estimate::{CallEstimate, DEFAULT_MAX_OUTPUT_TOKENS};
 pub use figures::UsageFigures;
 pub use ledger::{
     KeySource, ModelCallRecorded, PlatformCallReleased, PlatformCallReserved, RecordModelCall,

@@ -27,19 +27,29 @@ fn call(source: KeySource, limits: Option<UsageLimits>) -> UsageCommand {
 }
 
 fn reserve(request_id: &str) -> UsageCommand {
+    reserve_costing(request_id, 0.0)
+}
+
+fn reserve_costing(request_id: &str, estimated_cost_usd: f64) -> UsageCommand {
     UsageCommand::Reserve(ReservePlatformCall {
         org: "acme".to_owned(),
         request_id: request_id.to_owned(),
         at: made(KeySource::Platform).at,
         limits: LIMITS,
+        estimated_cost_usd,
     })
 }
 
 fn reserved(request_id: &str) -> UsageEvent {
+    reserved_costing(request_id, 0.0)
+}
+
+fn reserved_costing(request_id: &str, estimated_cost_usd: f64) -> UsageEvent {
     UsageEvent::PlatformCallReserved(PlatformCallReserved {
         org: "acme".to_owned(),
         request_id: request_id.to_owned(),
         at: made(KeySource::Platform).at,
+        estimated_cost_usd,
     })
 }
 
@@ -164,4 +174,61 @@ async fn a_reservation_sent_again_holds_one_place() {
         .when_async(reserve("req-2"))
         .await
         .then_expect_events(vec![]);
+}
+
+const ROOMY: UsageLimits = UsageLimits { max_calls: 100, cost_cap_usd: 10.0 };
+
+fn reserve_under(request_id: &str, estimated_cost_usd: f64, limits: UsageLimits) -> UsageCommand {
+    UsageCommand::Reserve(ReservePlatformCall {
+        org: "acme".to_owned(),
+        request_id: request_id.to_owned(),
+        at: made(KeySource::Platform).at,
+        limits,
+        estimated_cost_usd,
+    })
+}
+
+#[tokio::test]
+async fn calls_in_flight_hold_their_estimated_cost_against_the_cap() {
+    // Two calls that may cost 4 USD each are running: a third would pass the 10 USD cap.
+    TestFramework::<UsageLedger>::with(())
+        .given(vec![reserved_costing("a", 4.0), reserved_costing("b", 4.0)])
+        .when_async(reserve_under("c", 4.0, ROOMY))
+        .await
+        .then_expect_error(UsageError::CostCapReached { cap: 10.0 });
+    TestFramework::<UsageLedger>::with(())
+        .given(vec![reserved_costing("a", 4.0), reserved_costing("b", 4.0)])
+        .when_async(reserve_under("c", 2.0, ROOMY))
+        .await
+        .then_expect_events(vec![reserved_costing("c", 2.0)]);
+}
+
+#[tokio::test]
+async fn a_recorded_call_replaces_its_estimate_with_its_real_cost() {
+    let mut ledger = UsageLedger::default();
+    ledger.apply(reserved_costing("req-1", 9.0));
+    assert!((ledger.committed_cost_usd() - 9.0).abs() < 1e-9);
+    ledger.apply(recorded(KeySource::Platform));
+    assert!((ledger.committed_cost_usd() - 0.5).abs() < 1e-9, "0.5 USD really spent");
+    assert_eq!(ledger.platform_calls, 1);
+}
+
+#[tokio::test]
+async fn a_call_given_back_frees_its_estimate() {
+    let mut ledger = UsageLedger::default();
+    ledger.apply(reserved_costing("req-9", 9.0));
+    ledger.apply(UsageEvent::PlatformCallReleased(PlatformCallReleased {
+        org: "acme".to_owned(),
+        request_id: "req-9".to_owned(),
+        at: made(KeySource::Platform).at,
+    }));
+    assert!(ledger.committed_cost_usd().abs() < 1e-9);
+    assert_eq!(ledger.platform_calls, 0);
+}
+
+#[test]
+fn a_reservation_recorded_before_estimates_existed_still_reads() {
+    let old = r#"{"org":"acme","request_id":"r","at":"2026-01-01T00:00:00Z"}"#;
+    let event: PlatformCallReserved = serde_json::from_str(old).expect("old shape");
+    assert!(event.estimated_cost_usd.abs() < f64::EPSILON);
 }
