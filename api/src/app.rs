@@ -4,7 +4,6 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, Request};
@@ -14,20 +13,21 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::auth::TokenKeys;
 use crate::error::ApiError;
-use crate::routes::{audit, gateway, keys, ops, orgs, usage};
+use crate::layers;
+use crate::routes::{audit, gateway, keys, openai, ops, orgs, usage};
 use crate::state::AppState;
 use keyledger_domain::usage::UsageLedger;
 use keyledger_infra::crypto::Envelope;
 use keyledger_infra::material::MaterialStore;
 use keyledger_infra::providers::{EndpointPolicy, ProviderClient};
 use keyledger_infra::services::ServiceDeps;
-use keyledger_infra::{Config, Database, Keyrings, UsageRecorder};
+use keyledger_infra::gateway::GatewaySettings;
+use keyledger_infra::{Config, Database, Gateway, Keyrings, UsageRecorder};
 use keyledger_projections::{EventLog, Pool, Projector};
 use tokio::sync::watch;
 
@@ -35,7 +35,6 @@ use tokio::sync::watch;
 pub const BODY_LIMIT: usize = 64 * 1024;
 /// Model calls carry prompts: their bodies may be larger.
 pub const GATEWAY_BODY_LIMIT: usize = 8 * 1024 * 1024;
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why the application could not start.
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +65,6 @@ pub async fn build_state(mut config: Config) -> Result<AppState, StartError> {
         tracing::warn!(count = swept, "destroyed key material a previous run left behind");
     }
     let prices = Arc::new(config.prices.clone());
-    let platform_keys = Arc::new(std::mem::take(&mut config.platform_keys));
     let providers = ProviderClient::new(config.provider_base_urls.clone())
         .map_err(|e| StartError::Http(e.to_string()))?;
     let deps = Arc::new(ServiceDeps {
@@ -81,22 +79,36 @@ pub async fn build_state(mut config: Config) -> Result<AppState, StartError> {
     };
     let projector = Arc::new(Projector::new(views.clone(), keyledger_projections::views::all()));
     projector.ensure_checkpoints().await.map_err(|e| StartError::Projections(e.to_string()))?;
+    let keyrings = Arc::new(Keyrings::new(&db, deps));
+    // On SQLite nothing else tells the usage cockpit's pipeline of a commit.
+    let usage = Arc::new(UsageRecorder::new(&db, {
+        let projector = Arc::clone(&projector);
+        move || projector.nudge_for(<UsageLedger as cqrs_es::Aggregate>::TYPE)
+    }));
+    let endpoints = EndpointPolicy { allow_private: config.allow_private_endpoints };
+    let gateway = Gateway::new(
+        Arc::clone(&keyrings),
+        Arc::clone(&usage),
+        GatewaySettings {
+            endpoints,
+            prices: Arc::clone(&prices),
+            platform_keys: std::mem::take(&mut config.platform_keys),
+            families: config.model_families,
+            timeouts: config.model_call_timeouts,
+        },
+    );
     Ok(AppState {
-        keyrings: Arc::new(Keyrings::new(&db, deps)),
-        // On SQLite nothing else tells the usage cockpit's pipeline of a commit.
-        usage: Arc::new(UsageRecorder::new(&db, {
-            let projector = Arc::clone(&projector);
-            move || projector.nudge_for(<UsageLedger as cqrs_es::Aggregate>::TYPE)
-        })),
+        keyrings,
+        usage,
         db,
         tokens: Arc::new(TokenKeys::new(&config.jwt_secret)),
-        endpoints: EndpointPolicy { allow_private: config.allow_private_endpoints },
+        endpoints,
         log: EventLog::new(views.clone()),
         views,
         projector,
         prices,
         metrics: Arc::default(),
-        platform_keys,
+        gateway: Arc::new(gateway),
     })
 }
 
@@ -114,7 +126,58 @@ pub fn start_serving(state: &AppState) -> watch::Sender<bool> {
 /// The HTTP API over `state`, with its layers.
 pub fn router(state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
-    let api = Router::new()
+    let api = bounded_routes()
+        .merge(model_call_routes())
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state.metrics),
+            crate::metrics::count_requests,
+        ))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state);
+    api.layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(CatchPanicLayer::custom(|_| {
+            // The panic message could hold anything; it stays out of the response.
+            axum::response::IntoResponse::into_response(ApiError::internal(&"a handler panicked"))
+        }))
+        .layer(axum::middleware::from_fn(layers::never_empty))
+        .layer(
+            // Method and path only: no headers (Authorization), no query, no body.
+            TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+                let id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+                tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
+            })
+            .on_response(DefaultOnResponse::new().level(Level::INFO))
+            .on_failure(DefaultOnFailure::new().level(Level::WARN)),
+        )
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+/// Model calls: no request time limit (they have their own, see `ModelCallTimeouts`), prompt-
+/// sized bodies, and on the OpenAI-shaped routes errors an OpenAI SDK can show.
+fn model_call_routes() -> Router<AppState> {
+    let openai = Router::new()
+        .route("/v1/orgs/{org}/chat/completions", post(openai::chat_completions))
+        .route("/v1/orgs/{org}/embeddings", post(openai::embeddings))
+        .route_layer(axum::middleware::from_fn(layers::openai_errors));
+    let gateway = Router::new().route(
+        "/v1/orgs/{org}/gateway/{provider}/{*path}",
+        get(gateway::forward)
+            .post(gateway::forward)
+            .put(gateway::forward)
+            .patch(gateway::forward)
+            .delete(gateway::forward),
+    );
+    gateway.merge(openai).layer(DefaultBodyLimit::max(GATEWAY_BODY_LIMIT))
+}
+
+/// Everything else: answered within [`layers::REQUEST_TIMEOUT`].
+fn bounded_routes() -> Router<AppState> {
+    let models = Router::new()
+        .route("/v1/orgs/{org}/models", get(openai::models))
+        .route_layer(axum::middleware::from_fn(layers::openai_errors));
+    Router::new()
         .route("/v1/orgs/{org}", get(orgs::org_status))
         .route("/v1/orgs/{org}/plan", axum::routing::put(orgs::set_plan))
         .route("/v1/orgs/{org}/byok-access", axum::routing::put(orgs::set_byok_access))
@@ -136,43 +199,13 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/orgs/{org}/events", get(audit::events))
         .route("/v1/orgs/{org}/usage", get(usage::usage).post(usage::record_usage))
         .route("/v1/orgs/{org}/usage/calls", get(usage::recent_calls))
-        .route(
-            "/v1/orgs/{org}/gateway/{provider}/{*path}",
-            post(gateway::forward).layer(DefaultBodyLimit::max(GATEWAY_BODY_LIMIT)),
-        )
-        .route(
-            "/v1/orgs/{org}/chat/completions",
-            post(gateway::chat_completions).layer(DefaultBodyLimit::max(GATEWAY_BODY_LIMIT)),
-        )
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi_json))
         .route("/docs", get(ops::docs))
-        .route_layer(axum::middleware::from_fn_with_state(
-            Arc::clone(&state.metrics),
-            crate::metrics::count_requests,
-        ))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state);
-    api.layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(CatchPanicLayer::custom(|_| {
-            // The panic message could hold anything; it stays out of the response.
-            axum::response::IntoResponse::into_response(ApiError::internal(&"a handler panicked"))
-        }))
-        .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
-        .layer(
-            // Method and path only: no headers (Authorization), no query, no body.
-            TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
-                let id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
-                tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
-            })
-            .on_response(DefaultOnResponse::new().level(Level::INFO))
-            .on_failure(DefaultOnFailure::new().level(Level::WARN)),
-        )
-        .layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .merge(models)
+        .layer(axum::middleware::from_fn(layers::time_limit))
 }
 
 async fn not_found() -> ApiError {

@@ -185,6 +185,27 @@ impl Caller {
     }
 }
 
+/// The bearer token of a request: `Authorization: Bearer …`, or, without that header, the
+/// `x-api-key` (or `api-key`) header where the Anthropic and Azure OpenAI SDKs put their key, so
+/// those SDKs can be pointed at keyledger with a token as their key.
+fn presented_token(headers: &axum::http::HeaderMap) -> Result<&str, ApiError> {
+    let missing = || ApiError::unauthenticated("send Authorization: Bearer <token>");
+    if let Some(header) = headers.get(AUTHORIZATION) {
+        return header
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .map(str::trim)
+            .ok_or_else(missing);
+    }
+    ["x-api-key", "api-key"]
+        .iter()
+        .find_map(|name| headers.get(*name))
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .ok_or_else(missing)
+}
+
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
@@ -192,16 +213,7 @@ impl FromRequestParts<AppState> for Caller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(AUTHORIZATION)
-            .ok_or_else(|| ApiError::unauthenticated("send Authorization: Bearer <token>"))?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-            .ok_or_else(|| ApiError::unauthenticated("send Authorization: Bearer <token>"))?;
-        let claims = state.tokens.verify(token.trim())?;
+        let claims = state.tokens.verify(presented_token(&parts.headers)?)?;
         let request_id = parts
             .headers
             .get("x-request-id")

@@ -1,13 +1,17 @@
 //! The one error type at the edge: knows its status and `code`, renders problem+json, and logs
 //! the cause of a 500 instead of showing it.
 
+use std::borrow::Cow;
+
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use keyledger_domain::routing::RoutingError;
+use keyledger_domain::usage::UsageError;
 use keyledger_domain::KeyringError;
-use keyledger_infra::CommandError;
+use keyledger_infra::{CommandError, GatewayError};
 
 /// An RFC 9457 problem, as every error is answered.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -24,7 +28,7 @@ pub struct Problem {
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
-    code: &'static str,
+    code: Cow<'static, str>,
     detail: String,
 }
 
@@ -32,7 +36,13 @@ impl ApiError {
     /// An error with `status`, contract `code` and a human `detail` (never a secret).
     #[must_use]
     pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
-        Self { status, code, detail: detail.into() }
+        Self { status, code: Cow::Borrowed(code), detail: detail.into() }
+    }
+
+    /// An error whose code is made at run time (from a status a layer answered).
+    #[must_use]
+    pub(crate) fn dynamic(status: StatusCode, code: String, detail: String) -> Self {
+        Self { status, code: Cow::Owned(code), detail }
     }
 
     #[must_use]
@@ -59,8 +69,8 @@ impl ApiError {
 
     /// The contract code.
     #[must_use]
-    pub fn code(&self) -> &'static str {
-        self.code
+    pub fn code(&self) -> &str {
+        &self.code
     }
 
     fn problem(&self) -> Problem {
@@ -69,7 +79,7 @@ impl ApiError {
             title: self.status.canonical_reason().unwrap_or("Error").to_owned(),
             status: self.status.as_u16(),
             detail: self.detail.clone(),
-            code: self.code.to_owned(),
+            code: self.code.to_string(),
         }
     }
 }
@@ -132,5 +142,35 @@ impl From<CommandError> for ApiError {
             ),
             CommandError::Storage(_) => Self::internal(&error),
         }
+    }
+}
+
+impl From<GatewayError> for ApiError {
+    fn from(error: GatewayError) -> Self {
+        use GatewayError as E;
+        let error = match error {
+            E::Keyring(command) => return command.into(),
+            other => other,
+        };
+        let (status, code) = match &error {
+            E::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+            E::UnknownProvider(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unknown_provider"),
+            E::Routing(RoutingError::NotRoutable { .. }) => {
+                (StatusCode::BAD_REQUEST, "model_not_routable")
+            }
+            E::Routing(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+            E::NoKey { .. } => (StatusCode::SERVICE_UNAVAILABLE, "no_key_available"),
+            E::Limit(UsageError::QuotaExceeded { .. }) => {
+                (StatusCode::TOO_MANY_REQUESTS, "quota_exceeded")
+            }
+            E::Limit(UsageError::CostCapReached { .. }) => {
+                (StatusCode::TOO_MANY_REQUESTS, "cost_cap_reached")
+            }
+            E::KeyRejected { .. } => (StatusCode::BAD_GATEWAY, "byok_key_rejected"),
+            E::Unreachable(_) => (StatusCode::BAD_GATEWAY, "provider_unreachable"),
+            E::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "provider_timeout"),
+            E::Keyring(_) | E::Usage(_) => return Self::internal(&error),
+        };
+        Self::new(status, code, error.to_string())
     }
 }

@@ -4,6 +4,7 @@ pub mod app;
 pub mod auth;
 pub mod error;
 pub mod extract;
+mod layers;
 pub mod metrics;
 pub mod openapi;
 mod read;

@@ -17,28 +17,22 @@ use keyledger_domain::ProviderId;
 pub struct Metrics {
     /// Requests answered, by (method, route template, status).
     requests: Mutex<BTreeMap<(String, String, u16), u64>>,
-    /// Model calls a provider answered, by (provider, key source, status).
-    calls: Mutex<BTreeMap<(ProviderId, KeySource, u16), u64>>,
 }
 
-impl Metrics {
-    /// Counts a model call `provider` answered with `status`.
-    pub fn call_answered(&self, provider: ProviderId, source: KeySource, status: u16) {
-        if let Ok(mut calls) = self.calls.lock() {
-            *calls.entry((provider, source, status)).or_default() += 1;
-        }
-    }
+/// Model calls providers answered, by (provider, key source, status).
+pub type CallCounts = [((ProviderId, KeySource, u16), u64)];
 
+impl Metrics {
     fn request_answered(&self, method: &str, route: &str, status: u16) {
         if let Ok(mut requests) = self.requests.lock() {
             *requests.entry((method.to_owned(), route.to_owned(), status)).or_default() += 1;
         }
     }
 
-    /// The Prometheus text exposition of everything counted, with the model calls `recorded`
-    /// so far and `gauges` read just now.
+    /// The Prometheus text exposition of everything counted, with the model `calls` answered
+    /// and `recorded` so far and `gauges` read just now.
     #[must_use]
-    pub fn render(&self, recorded: u64, gauges: &[(&str, &str, f64)]) -> String {
+    pub fn render(&self, calls: &CallCounts, recorded: u64, gauges: &[(&str, &str, f64)]) -> String {
         let mut out = String::new();
         header(&mut out, "keyledger_http_requests_total", "HTTP requests answered.", "counter");
         if let Ok(requests) = self.requests.lock() {
@@ -56,14 +50,12 @@ impl Metrics {
             "Model calls providers answered.",
             "counter",
         );
-        if let Ok(calls) = self.calls.lock() {
-            for ((provider, source, status), n) in calls.iter() {
-                let _ = writeln!(
-                    out,
-                    "keyledger_model_calls_total{{provider=\"{provider}\",key_source=\"{}\",status=\"{status}\"}} {n}",
-                    source.as_str()
-                );
-            }
+        for ((provider, source, status), n) in calls {
+            let _ = writeln!(
+                out,
+                "keyledger_model_calls_total{{provider=\"{provider}\",key_source=\"{}\",status=\"{status}\"}} {n}",
+                source.as_str()
+            );
         }
         header(&mut out, "keyledger_usage_recorded_total", "Model calls recorded.", "counter");
         let _ = writeln!(out, "keyledger_usage_recorded_total {recorded}");
@@ -108,8 +100,8 @@ mod tests {
         let metrics = Metrics::default();
         metrics.request_answered("GET", "/v1/orgs/{org}", 200);
         metrics.request_answered("GET", "/v1/orgs/{org}", 200);
-        metrics.call_answered(ProviderId::Openai, KeySource::Byok, 200);
-        let text = metrics.render(1, &[("keyledger_projection_lag_events", "Lag.", 3.0)]);
+        let calls = [((ProviderId::Openai, KeySource::Byok, 200), 1)];
+        let text = metrics.render(&calls, 1, &[("keyledger_projection_lag_events", "Lag.", 3.0)]);
         assert!(text.contains(
             "keyledger_http_requests_total{method=\"GET\",route=\"/v1/orgs/{org}\",status=\"200\"} 2"
         ));

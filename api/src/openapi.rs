@@ -4,7 +4,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::error::Problem;
-use crate::routes::{audit, gateway, keys, ops, orgs, usage};
+use crate::routes::{audit, gateway, keys, openai, ops, orgs, usage};
 use crate::views::{KeyList, MaskedKey, OrgStatus, ProviderOrder, VerificationView};
 
 /// keyledger's HTTP API.
@@ -16,13 +16,14 @@ use crate::views::{KeyList, MaskedKey, OrgStatus, ProviderOrder, VerificationVie
         orgs::set_provider_order, keys::store_key, keys::list_keys, keys::get_key,
         keys::rotate_key, keys::update_key, keys::remove_key, keys::verify_key,
         audit::audit_page, audit::audit_verify, audit::events, usage::usage, usage::recent_calls, usage::record_usage,
-        gateway::forward, gateway::chat_completions, ops::healthz, ops::readyz, ops::metrics,
+        gateway::forward, openai::chat_completions, openai::embeddings, openai::models, ops::healthz, ops::readyz, ops::metrics,
     ),
     components(schemas(
         Problem, MaskedKey, VerificationView, OrgStatus, KeyList, ProviderOrder,
         keys::StoreKeyRequest, keys::RotateKeyRequest, keys::UpdateKeyRequest,
         orgs::PlanRequest, orgs::ByokAccessRequest, orgs::ProviderOrderRequest,
         audit::AuditPage, audit::AuditVerification, usage::UsageReport, usage::CallList, usage::CallView, usage::RecordUsageRequest, usage::UsageRecorded,
+        openai::ModelList, openai::ModelView,
     )),
     modifiers(&BearerAuth),
 )]

@@ -29,9 +29,8 @@ pub struct AppState {
     pub prices: Arc<keyledger_domain::pricing::PriceTable>,
     /// What this process has counted, for `GET /metrics`.
     pub metrics: Arc<crate::metrics::Metrics>,
-    /// The platform's own keys, by provider.
-    pub platform_keys:
-        Arc<std::collections::BTreeMap<keyledger_domain::ProviderId, secrecy::SecretString>>,
+    /// The model-call path.
+    pub gateway: Arc<keyledger_infra::Gateway>,
 }
 
 impl AppState {

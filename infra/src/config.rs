@@ -6,10 +6,14 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use std::time::Duration;
+
 use secrecy::SecretString;
 
 use crate::crypto::{MasterKeyError, MasterKeyRing};
+use crate::gateway::ModelCallTimeouts;
 use keyledger_domain::pricing::PriceTable;
+use keyledger_domain::routing::ModelFamilies;
 use keyledger_domain::{PlanCatalogue, ProviderId};
 
 /// Everything keyledger reads from its environment. `Debug` shows no secret.
@@ -38,6 +42,10 @@ pub struct Config {
     /// `KEYLEDGER_ALLOW_PRIVATE_ENDPOINTS=true`: organizations may point keyledger at
     /// loopback and private addresses.
     pub allow_private_endpoints: bool,
+    /// `KEYLEDGER_MODEL_CALL_TIMEOUT` and `KEYLEDGER_STREAM_IDLE_TIMEOUT`.
+    pub model_call_timeouts: ModelCallTimeouts,
+    /// The built-in model families plus `KEYLEDGER_MODEL_FAMILIES_FILE`'s.
+    pub model_families: ModelFamilies,
     /// Secrets dev mode generated or loaded from the data dir, to warn about loudly.
     pub dev_secrets: Vec<PathBuf>,
 }
@@ -126,10 +134,30 @@ impl Config {
             None => PlanCatalogue::default(),
         };
         let prices = match var("KEYLEDGER_PRICES_FILE") {
-            Some(path) => {
-                load_table(Path::new(&path)).map_err(|e| invalid("KEYLEDGER_PRICES_FILE", e))?
-            }
+            Some(path) => PriceTable::default().extended(
+                load_table(Path::new(&path)).map_err(|e| invalid("KEYLEDGER_PRICES_FILE", e))?,
+            ),
             None => PriceTable::default(),
+        };
+        let model_families = match var("KEYLEDGER_MODEL_FAMILIES_FILE") {
+            Some(path) => {
+                let extra: BTreeMap<String, String> = load_table(Path::new(&path))
+                    .map_err(|e| invalid("KEYLEDGER_MODEL_FAMILIES_FILE", e))?;
+                ModelFamilies::with_extra(&extra)
+                    .map_err(|e| invalid("KEYLEDGER_MODEL_FAMILIES_FILE", e))?
+            }
+            None => ModelFamilies::default(),
+        };
+        let defaults = ModelCallTimeouts::default();
+        let duration = |name: &str, default: Duration| match var(name) {
+            Some(text) => parse_duration(&text).ok_or_else(|| {
+                invalid(name, "a duration such as 600, 600s, 10m or 500ms, above zero")
+            }),
+            None => Ok(default),
+        };
+        let model_call_timeouts = ModelCallTimeouts {
+            call: duration("KEYLEDGER_MODEL_CALL_TIMEOUT", defaults.call)?,
+            stream_idle: duration("KEYLEDGER_STREAM_IDLE_TIMEOUT", defaults.stream_idle)?,
         };
         let mut platform_keys = BTreeMap::new();
         for provider in ProviderId::ALL {
@@ -158,9 +186,27 @@ impl Config {
             prices,
             platform_keys,
             allow_private_endpoints,
+            model_call_timeouts,
+            model_families,
             dev_secrets,
         })
     }
+}
+
+/// A duration in seconds (`600`), or with a unit (`500ms`, `90s`, `10m`, `1h`); never zero.
+fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    let duration = match unit.trim() {
+        "ms" => Duration::from_millis(number),
+        "" | "s" => Duration::from_secs(number),
+        "m" => Duration::from_secs(number.checked_mul(60)?),
+        "h" => Duration::from_secs(number.checked_mul(3600)?),
+        _ => return None,
+    };
+    (!duration.is_zero()).then_some(duration)
 }
 
 /// `NAME`, else the contents of the file `NAME_FILE` names.
@@ -258,6 +304,27 @@ mod tests {
         );
         assert!(!format!("{config:?}").contains("sk-platform-key-that-stays-secret"));
         std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn model_call_timeouts_take_a_unit_and_refuse_nonsense() {
+        let base = [("KEYLEDGER_MASTER_KEY", MasterKeyRing::generate_encoded().to_string())];
+        let with = |name: &'static str, value: &'static str| {
+            let mut vars: Vec<(&str, &str)> = base.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            vars.push(("KEYLEDGER_JWT_SECRET", "x"));
+            vars.push((name, value));
+            config(&vars)
+        };
+        let defaults = with("KEYLEDGER_LISTEN", "127.0.0.1:0").expect("valid").model_call_timeouts;
+        assert_eq!(defaults, ModelCallTimeouts::default());
+        let set = with("KEYLEDGER_STREAM_IDLE_TIMEOUT", "500ms").expect("valid");
+        assert_eq!(set.model_call_timeouts.stream_idle, Duration::from_millis(500));
+        let set = with("KEYLEDGER_MODEL_CALL_TIMEOUT", "15m").expect("valid");
+        assert_eq!(set.model_call_timeouts.call, Duration::from_secs(900));
+        for bad in ["0", "soon", "10 years", "-5"] {
+            let err = with("KEYLEDGER_MODEL_CALL_TIMEOUT", bad).expect_err(bad);
+            assert!(err.to_string().starts_with("KEYLEDGER_MODEL_CALL_TIMEOUT"), "{err}");
+        }
     }
 
     #[test]

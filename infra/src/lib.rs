@@ -5,6 +5,7 @@ pub mod config;
 pub mod crypto;
 pub mod db;
 pub mod event_store;
+pub mod gateway;
 pub mod keyrings;
 pub mod material;
 pub mod providers;
@@ -13,5 +14,6 @@ pub mod usage;
 
 pub use config::{Config, ConfigError};
 pub use db::{Database, DatabaseError};
+pub use gateway::{Gateway, GatewayError};
 pub use keyrings::{Actor, CommandError, Committed, Keyrings};
 pub use usage::{RecordError, Recorded, UsageRecorder};

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use axum::http::StatusCode;
 use serde_json::json;
 
-use crate::gateway::call;
+use crate::gateway::{call, claude};
 use crate::keys;
 use keyledger_tests::{Backend, TestApp};
 
@@ -35,7 +35,7 @@ async fn replicas_that_trust_their_caches_never_call_with_a_replaced_key() {
     for round in 0..5 {
         // The other replica holds the current key in its cache...
         assert_eq!(
-            call(&other, "anthropic", "v1/messages", json!({})).await.status,
+            call(&other, "anthropic", "v1/messages", claude()).await.status,
             StatusCode::OK
         );
         assert_eq!(app.provider.seen().pop().expect("called")["x-api-key"], key.as_str());
@@ -44,7 +44,7 @@ async fn replicas_that_trust_their_caches_never_call_with_a_replaced_key() {
         app.provider.accept(&key);
         let rotated = app.put("/v1/orgs/acme/keys/anthropic", &owner, json!({"key": key})).await;
         assert_eq!(rotated.status, StatusCode::OK);
-        call(&other, "anthropic", "v1/messages", json!({})).await;
+        call(&other, "anthropic", "v1/messages", claude()).await;
         assert_eq!(
             app.provider.seen().pop().expect("called")["x-api-key"],
             key.as_str(),
@@ -53,7 +53,7 @@ async fn replicas_that_trust_their_caches_never_call_with_a_replaced_key() {
     }
     app.delete("/v1/orgs/acme/keys/anthropic", &owner).await;
     assert_eq!(
-        call(&other, "anthropic", "v1/messages", json!({})).await.code(),
+        call(&other, "anthropic", "v1/messages", claude()).await.code(),
         "no_key_available"
     );
     assert!(other.state.keyrings.trusts_its_cache(), "the calls above were served from the cache");
@@ -111,7 +111,7 @@ async fn a_replica_that_stops_hearing_the_log_asks_it_on_every_call_until_it_hea
     app.provider.accept(&second);
     app.post("/v1/orgs/acme/keys", &owner, json!({"provider": "anthropic", "key": first})).await;
     trusting(&other).await;
-    call(&other, "anthropic", "v1/messages", json!({})).await;
+    call(&other, "anthropic", "v1/messages", claude()).await;
 
     // Cut every replica's listening connection.
     let cut = app
@@ -124,11 +124,11 @@ async fn a_replica_that_stops_hearing_the_log_asks_it_on_every_call_until_it_hea
     // Whatever the replicas heard or missed meanwhile, the change reaches the next call.
     let rotated = app.put("/v1/orgs/acme/keys/anthropic", &owner, json!({"key": second})).await;
     assert_eq!(rotated.status, StatusCode::OK);
-    call(&other, "anthropic", "v1/messages", json!({})).await;
+    call(&other, "anthropic", "v1/messages", claude()).await;
     assert_eq!(app.provider.seen().pop().expect("called")["x-api-key"], second.as_str());
 
     trusting(&other).await;
-    assert_eq!(call(&other, "anthropic", "v1/messages", json!({})).await.status, StatusCode::OK);
+    assert_eq!(call(&other, "anthropic", "v1/messages", claude()).await.status, StatusCode::OK);
     assert_eq!(app.provider.seen().pop().expect("called")["x-api-key"], second.as_str());
     drop(other);
     app.finish().await;

@@ -70,12 +70,16 @@ async fn no_plaintext_key_is_in_any_table_response_header_or_log_line(backend: B
     let service = app.token("acme", Role::Service, "worker");
     let gateway = "/v1/orgs/acme/gateway";
     for (path, body) in [
-        (format!("{gateway}/anthropic/v1/messages"), json!({"model": "claude"})),
-        (format!("{gateway}/anthropic/v1/messages"), json!({"model": "claude", "stream": true})),
-        (format!("{gateway}/openai/v1/chat/completions"), json!({"model": "gpt-4o"})),
+        (format!("{gateway}/anthropic/v1/messages"), crate::gateway::claude()),
+        (format!("{gateway}/anthropic/v1/messages"), {
+            let mut streamed = crate::gateway::claude();
+            streamed["stream"] = json!(true);
+            streamed
+        }),
+        (format!("{gateway}/openai/v1/chat/completions"), crate::gateway::chat_body("gpt-4o")),
         (
             "/v1/orgs/acme/chat/completions".to_owned(),
-            json!({"provider": "anthropic", "model": "claude", "messages": [], "stream": true}),
+            json!({"provider": "anthropic", "model": "claude-3-5-haiku-latest", "messages": [], "stream": true}),
         ),
         (
             "/v1/orgs/acme/chat/completions".to_owned(),

@@ -30,7 +30,7 @@ pub struct TestApp {
     pub database_url: String,
     pub state: AppState,
     pub router: Router,
-    /// The fake provider every registry provider's base URL points at.
+    /// The fake providers every registry provider's base URL points at.
     pub provider: FakeProvider,
     sqlite_dir: Option<PathBuf>,
     stop_projector: tokio::sync::watch::Sender<bool>,
@@ -98,7 +98,7 @@ impl TestApp {
         for p in keyledger_domain::ProviderId::ALL {
             env.insert(
                 format!("KEYLEDGER_PROVIDER_{}_BASE_URL", p.as_str().to_uppercase()),
-                provider.url(),
+                provider.url(p.as_str()),
             );
         }
         for (k, v) in extra {
@@ -121,7 +121,16 @@ impl TestApp {
 
     /// Another replica on the same database, with the same secrets and fake provider.
     pub async fn replica(&self) -> Self {
-        let (state, router, stop_projector) = Self::instance(&self.env).await;
+        self.replica_with(&[]).await
+    }
+
+    /// Another replica on the same database, configured as this one but for `extra`.
+    pub async fn replica_with(&self, extra: &[(&str, &str)]) -> Self {
+        let mut env = self.env.clone();
+        for (k, v) in extra {
+            env.insert((*k).to_owned(), (*v).to_owned());
+        }
+        let (state, router, stop_projector) = Self::instance(&env).await;
         Self {
             backend: self.backend,
             database_url: self.database_url.clone(),
@@ -131,7 +140,7 @@ impl TestApp {
             // The first instance cleans up.
             sqlite_dir: None,
             stop_projector,
-            env: self.env.clone(),
+            env,
         }
     }
 

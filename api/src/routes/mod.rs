@@ -2,9 +2,8 @@
 
 pub mod audit;
 pub mod gateway;
-mod key_choice;
 pub mod keys;
+pub mod openai;
 pub mod ops;
 pub mod orgs;
-mod relay;
 pub mod usage;

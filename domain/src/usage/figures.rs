@@ -57,6 +57,16 @@ impl UsageFigures {
                 found = true;
             }
         }
+        // Ollama's native API: prompt_eval_count / eval_count; Aleph Alpha's:
+        // num_tokens_prompt_total / num_tokens_generated.
+        for (input, output) in
+            [("prompt_eval_count", "eval_count"), ("num_tokens_prompt_total", "num_tokens_generated")]
+        {
+            if let (Some(i), Some(o)) = (number(json.get(input)), number(json.get(output))) {
+                (self.input_tokens, self.output_tokens) = (i, o);
+                found = true;
+            }
+        }
         // Google: usageMetadata.promptTokenCount / candidatesTokenCount.
         if let Some(meta) = json.get("usageMetadata") {
             if let Some(n) = number(meta.get("promptTokenCount")) {
@@ -119,6 +129,15 @@ mod tests {
     fn a_google_answer() {
         let body = br#"{"candidates":[],"usageMetadata":{"promptTokenCount":4,"candidatesTokenCount":8},"modelVersion":"gemini-1.5-flash"}"#;
         assert_eq!(UsageFigures::from_body(body), figures("gemini-1.5-flash", 4, 8));
+    }
+
+    #[test]
+    fn ollama_and_aleph_alpha_native_answers() {
+        let ollama = br#"{"model":"llama3.2","message":{"role":"assistant","content":"Hi"},"done":true,"prompt_eval_count":10,"eval_count":5}"#;
+        assert_eq!(UsageFigures::from_body(ollama), figures("llama3.2", 10, 5));
+        let aleph = br#"{"model_version":"2024-01","completions":[],"num_tokens_prompt_total":11,"num_tokens_generated":6}"#;
+        let read = UsageFigures::from_body(aleph).expect("figures");
+        assert_eq!((read.input_tokens, read.output_tokens), (11, 6));
     }
 
     #[test]

@@ -3,22 +3,26 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use bytes::Bytes;
+use futures::StreamExt as _;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION};
-use reqwest::{RequestBuilder, StatusCode};
+use reqwest::{Method, RequestBuilder};
 
+use super::listing::{parse_listing, ListedModel};
 use super::registry::{default_base_url, Auth, ProviderSpec};
 use keyledger_domain::{ApiKey, ProviderId, VerificationOutcome};
 
 /// A caller's request on its way to a provider.
 #[derive(Debug)]
 pub struct Outgoing<'a> {
+    pub method: Method,
     pub provider: ProviderId,
     /// The organization's stored endpoint, for providers that live where it says.
     pub endpoint: Option<&'a str>,
     pub path_and_query: &'a str,
     /// The caller's headers; its credentials and hop-by-hop headers are dropped.
     pub headers: &'a HeaderMap,
-    pub body: bytes::Bytes,
+    pub body: Bytes,
     pub key: Option<&'a ApiKey>,
     /// Present the key as the provider's OpenAI-compatible endpoint wants it.
     pub openai_compatible: bool,
@@ -32,9 +36,12 @@ pub struct ProviderClient {
     base_urls: BTreeMap<ProviderId, String>,
 }
 
-const VERIFY_TIMEOUT: Duration = Duration::from_secs(10);
-/// A model call, streamed answer included, must finish within this.
-const FORWARD_TIMEOUT: Duration = Duration::from_secs(300);
+/// A provider has this long to accept a connection; past it, the call moves on.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Verifying a key or listing models is a small call: it gets this long in all.
+const SMALL_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// More of an error or listing body than this is not read.
+const SMALL_BODY_LIMIT: usize = 1024 * 1024;
 
 /// Headers a caller may not pass on: its own credentials (keyledger presents the key), and
 /// hop-by-hop headers that describe the caller's connection, not the provider's.
@@ -94,7 +101,7 @@ impl ProviderClient {
     pub fn new(overrides: BTreeMap<ProviderId, String>) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(5))
+            .connect_timeout(CONNECT_TIMEOUT)
             .user_agent(concat!("keyledger/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(Self { http, base_urls: overrides })
@@ -124,10 +131,11 @@ impl ProviderClient {
 
     /// Forwards a caller's request to its provider with the resolved key in place of whatever
     /// credentials the caller sent, asking a streamed chat answer for its usage (see
-    /// [`super::asking_for_stream_usage`]). The answer streams back as it arrives.
+    /// [`super::asking_for_stream_usage`]). Resolves when the answer's head has arrived; its
+    /// body streams on. The caller bounds how long that may take.
     ///
     /// # Errors
-    /// The transport error when the provider cannot be reached or times out.
+    /// The transport error when the provider cannot be reached.
     pub async fn forward(&self, out: Outgoing<'_>) -> Result<reqwest::Response, reqwest::Error> {
         let base = self.base_url(out.provider, out.endpoint).unwrap_or_default();
         let mut headers = forwardable(out.headers);
@@ -140,10 +148,9 @@ impl ProviderClient {
         let body = super::asking_for_stream_usage(out.provider, out.path_and_query, &out.body)
             .unwrap_or(out.body);
         self.http
-            .post(format!("{base}{}", out.path_and_query))
+            .request(out.method, format!("{base}{}", out.path_and_query))
             .headers(headers)
             .body(body)
-            .timeout(FORWARD_TIMEOUT)
             .send()
             .await
     }
@@ -156,29 +163,72 @@ impl ProviderClient {
         endpoint: Option<&str>,
         key: Option<&ApiKey>,
     ) -> VerificationOutcome {
-        let Some(base) = self.base_url(provider, endpoint) else {
-            return VerificationOutcome::Unreachable;
-        };
-        let url = format!("{base}{}", ProviderSpec::of(provider).verify_path);
-        let request = Self::authorize(self.http.get(url).timeout(VERIFY_TIMEOUT), provider, key);
-        let outcome = match request.send().await {
-            Ok(response) => outcome_of(response.status()),
-            Err(error) if error.is_connect() || error.is_timeout() => {
-                VerificationOutcome::Unreachable
-            }
-            Err(_) => VerificationOutcome::ProviderError,
+        let outcome = match self.small_call(provider, endpoint, key, ProviderSpec::of(provider).verify_path).await {
+            Ok((status, body)) => VerificationOutcome::of_answer(status, &body),
+            Err(outcome) => outcome,
         };
         tracing::info!(outcome = outcome.as_str(), "provider verification");
         outcome
     }
+
+    /// The models `provider` lists for `key`.
+    ///
+    /// # Errors
+    /// What the provider's answer says of the key when it lists nothing (refused,
+    /// unreachable, not a model list: `ProviderError`).
+    pub async fn list_models(
+        &self,
+        provider: ProviderId,
+        endpoint: Option<&str>,
+        key: Option<&ApiKey>,
+    ) -> Result<Vec<ListedModel>, VerificationOutcome> {
+        let path = ProviderSpec::of(provider).listing_path;
+        let (status, body) = self.small_call(provider, endpoint, key, path).await?;
+        match VerificationOutcome::of_answer(status, &body) {
+            VerificationOutcome::Valid => {
+                parse_listing(&body).ok_or(VerificationOutcome::ProviderError)
+            }
+            refused => Err(refused),
+        }
+    }
+
+    /// A GET of `path` with `key`: the status and (the first MiB of) the body.
+    async fn small_call(
+        &self,
+        provider: ProviderId,
+        endpoint: Option<&str>,
+        key: Option<&ApiKey>,
+        path: &str,
+    ) -> Result<(u16, Bytes), VerificationOutcome> {
+        let base = self.base_url(provider, endpoint).ok_or(VerificationOutcome::Unreachable)?;
+        let request =
+            Self::authorize(self.http.get(format!("{base}{path}")), provider, key);
+        let answered = tokio::time::timeout(SMALL_CALL_TIMEOUT, async {
+            let response = request.send().await?;
+            let status = response.status().as_u16();
+            Ok::<_, reqwest::Error>((status, read_bounded(response, SMALL_BODY_LIMIT).await))
+        })
+        .await;
+        match answered {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(error)) if !error.is_connect() && !error.is_timeout() => {
+                Err(VerificationOutcome::ProviderError)
+            }
+            Ok(Err(_)) | Err(_) => Err(VerificationOutcome::Unreachable),
+        }
+    }
 }
 
-fn outcome_of(status: StatusCode) -> VerificationOutcome {
-    match status.as_u16() {
-        200..=299 => VerificationOutcome::Valid,
-        401 => VerificationOutcome::InvalidKey,
-        403 => VerificationOutcome::InsufficientPermissions,
-        429 => VerificationOutcome::RateLimited,
-        _ => VerificationOutcome::ProviderError,
+/// Up to `limit` bytes of `response`'s body; a body that breaks off gives what came.
+pub async fn read_bounded(response: reqwest::Response, limit: usize) -> Bytes {
+    let mut stream = response.bytes_stream();
+    let mut body = Vec::new();
+    while let Some(Ok(chunk)) = stream.next().await {
+        let room = limit.saturating_sub(body.len());
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() >= limit {
+            break;
+        }
     }
+    Bytes::from(body)
 }

@@ -1,6 +1,7 @@
 //! Per-provider facts: default base URL, how the key is presented, the verify call.
 //! Sources: shared/PROVIDERS.md, checked against each provider's API reference.
 
+use keyledger_domain::routing::Surface;
 use keyledger_domain::ProviderId;
 
 /// How a provider expects the key in a request.
@@ -18,8 +19,13 @@ pub struct ProviderSpec {
     pub auth: Auth,
     /// Path (and query) of the cheapest authenticated call, such as listing models.
     pub verify_path: &'static str,
+    /// Path (and query) of its whole model list (the verify call asks for one page).
+    pub listing_path: &'static str,
     /// Path of its OpenAI-compatible chat completions.
     pub chat_path: &'static str,
+    /// Path of its OpenAI-compatible embeddings, where it has them (see
+    /// `ProviderId::offers`).
+    pub embeddings_path: Option<&'static str>,
     /// How that OpenAI-compatible endpoint takes the key.
     pub chat_auth: Auth,
     /// Its OpenAI-shaped chat endpoints report usage in a stream only when asked with
@@ -72,6 +78,17 @@ impl ProviderSpec {
                 "/v1/chat/completions"
             }
         };
+        let listing_path = match provider {
+            P::Anthropic => "/v1/models?limit=1000",
+            P::Google => "/v1beta/models?pageSize=1000",
+            _ => verify_path,
+        };
+        let embeddings_path = match provider {
+            P::Google => Some("/v1beta/openai/embeddings"),
+            P::AzureOpenai => Some("/openai/v1/embeddings"),
+            P::Openai | P::Mistral | P::Ollama | P::Lmstudio | P::Vllm => Some("/v1/embeddings"),
+            P::Anthropic | P::Groq | P::AlephAlpha => None,
+        };
         let chat_auth = match provider {
             P::AzureOpenai => auth,
             _ => Auth::Bearer,
@@ -82,6 +99,41 @@ impl ProviderSpec {
             provider,
             P::Openai | P::AzureOpenai | P::Groq | P::Anthropic | P::Ollama | P::Vllm
         );
-        Self { auth, verify_path, chat_path, chat_auth, reports_stream_usage_when_asked }
+        Self {
+            auth,
+            verify_path,
+            listing_path,
+            chat_path,
+            embeddings_path,
+            chat_auth,
+            reports_stream_usage_when_asked,
+        }
+    }
+
+    /// The path of its OpenAI-compatible endpoint for `surface`.
+    #[must_use]
+    pub fn path_for(&self, surface: Surface) -> Option<&'static str> {
+        match surface {
+            Surface::Chat => Some(self.chat_path),
+            Surface::Embeddings => self.embeddings_path,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_registry_has_a_path_for_every_surface_a_provider_offers() {
+        for provider in ProviderId::ALL {
+            for surface in [Surface::Chat, Surface::Embeddings] {
+                assert_eq!(
+                    ProviderSpec::of(provider).path_for(surface).is_some(),
+                    provider.offers(surface),
+                    "{provider} {surface:?}"
+                );
+            }
+        }
     }
 }

@@ -1,0 +1,65 @@
+//! Why a model call was not answered by a provider, as one typed error the API maps once.
+
+use std::time::Duration;
+
+use keyledger_domain::routing::RoutingError;
+use keyledger_domain::usage::UsageError;
+use keyledger_domain::{ProviderId, VerificationOutcome};
+
+use crate::keyrings::CommandError;
+use crate::usage::RecordError;
+
+/// A model call that ended without a provider's answer to pass back.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The request itself is malformed (body, path).
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// The request names a provider the registry does not know.
+    #[error("unknown provider '{0}'")]
+    UnknownProvider(String),
+    /// No route: no model, no provider serving it, or a provider without that endpoint.
+    #[error(transparent)]
+    Routing(#[from] RoutingError),
+    /// Neither the organization's own key nor the platform's can serve this call.
+    #[error("{reason}")]
+    NoKey { provider: ProviderId, reason: String },
+    /// The platform's key is over the plan's monthly quota or cost cap.
+    #[error(transparent)]
+    Limit(UsageError),
+    /// The provider refused the organization's own key; the call stops there.
+    #[error("{provider} refused the organization's own key ({}); {}", outcome.as_str(),
+        if *confirmed { "keyledger's own check confirmed it and recorded the refusal" }
+        else { "the key itself passed keyledger's own check, so nothing was recorded against it" })]
+    KeyRejected { provider: ProviderId, outcome: VerificationOutcome, confirmed: bool },
+    /// Every provider tried failed: unreachable, failing, throttling, or not serving the model.
+    #[error("{0}")]
+    Unreachable(String),
+    /// A provider took the call but did not answer within the call's time.
+    #[error("{provider} did not answer within {} s", after.as_secs())]
+    Timeout { provider: ProviderId, after: Duration },
+    /// The organization's Keyring could not be read, or its key not opened.
+    #[error(transparent)]
+    Keyring(#[from] CommandError),
+    /// The usage ledger could not be written.
+    #[error(transparent)]
+    Usage(RecordError),
+}
+
+impl From<RecordError> for GatewayError {
+    fn from(error: RecordError) -> Self {
+        match error {
+            RecordError::Refused(limit) => Self::Limit(limit),
+            storage @ RecordError::Storage(_) => Self::Usage(storage),
+        }
+    }
+}
+
+impl GatewayError {
+    /// Whether another provider might still take the call (this one has no key or no quota
+    /// for it), as opposed to an error that ends the call.
+    #[must_use]
+    pub(crate) fn leaves_others_open(&self) -> bool {
+        matches!(self, Self::NoKey { .. } | Self::Limit(_))
+    }
+}

@@ -1,0 +1,153 @@
+//! The key a model call goes out with: the organization's own, opened for this call only, or
+//! the platform's once the call holds a place (and its estimated cost) in the month's quota,
+//! which it gives back if the call is not made.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use secrecy::{ExposeSecret, SecretString};
+
+use super::{Gateway, GatewayError};
+use crate::keyrings::Actor;
+use crate::usage::UsageRecorder;
+use keyledger_domain::resolution::{resolve, Resolution};
+use keyledger_domain::usage::{KeySource, ReleasePlatformCall, ReservePlatformCall};
+use keyledger_domain::{ApiKey, Keyring, OrgId, ProviderId};
+
+/// The key a call goes out with.
+pub(crate) struct Chosen {
+    pub(crate) key: Option<ApiKey>,
+    pub(crate) source: KeySource,
+    /// BYOK: (key id, version), to attribute usage and to record a refusal.
+    pub(crate) byok: Option<(u32, u32)>,
+    pub(crate) endpoint: Option<String>,
+    /// Platform key: the call's place in the month's quota.
+    pub(crate) reservation: Option<Reservation>,
+}
+
+/// What a call is, for choosing its key.
+pub(crate) struct KeyUse<'a, E> {
+    /// The attempt's id: its reservation and its usage record pair up by it.
+    pub(crate) attempt_id: &'a str,
+    /// A model call (metered, counted in the quota), as opposed to reading or managing
+    /// something at the provider, which the shared platform key is not lent out for.
+    pub(crate) model_call: bool,
+    /// What the call may cost, asked only when it goes out on the platform's key.
+    pub(crate) estimate_usd: E,
+}
+
+impl Gateway {
+    /// Resolves the key for a call to `provider`: BYOK opened for this call only, else the
+    /// platform's key once the call has a place in the month's quota, else none.
+    pub(crate) async fn choose_key<E: FnOnce() -> f64>(
+        &self,
+        org: &OrgId,
+        keyring: &Keyring,
+        provider: ProviderId,
+        actor: &Actor,
+        usage: KeyUse<'_, E>,
+    ) -> Result<Chosen, GatewayError> {
+        let platform_key = self.platform_keys.get(&provider);
+        match resolve(keyring, self.plans(), provider, platform_key.is_some()) {
+            Resolution::Byok(key) => Ok(Chosen {
+                key: self.keyrings.open_for_call(org, provider, &key).await?,
+                source: KeySource::Byok,
+                byok: Some((key.key_id, key.version)),
+                endpoint: key.endpoint,
+                reservation: None,
+            }),
+            Resolution::Platform(_) if !usage.model_call => Err(GatewayError::NoKey {
+                provider,
+                reason: format!(
+                    "the organization has no active {provider} key; the platform's shared key \
+                     serves model calls (POST) only"
+                ),
+            }),
+            Resolution::Platform(limits) => {
+                let at = Utc::now().trunc_subsecs(6);
+                let reserve = ReservePlatformCall {
+                    org: org.to_string(),
+                    request_id: usage.attempt_id.to_owned(),
+                    at,
+                    limits,
+                    estimated_cost_usd: (usage.estimate_usd)(),
+                };
+                self.usage.reserve(org, reserve, actor).await?;
+                let reservation = Reservation(Some(Release {
+                    usage: Arc::clone(&self.usage),
+                    org: org.clone(),
+                    actor: actor.clone(),
+                    request_id: usage.attempt_id.to_owned(),
+                    at,
+                }));
+                let secret = platform_key.map(|s| SecretString::from(s.expose_secret().to_owned()));
+                Ok(Chosen {
+                    key: secret.map(|secret| ApiKey::from_storage(provider, secret)),
+                    source: KeySource::Platform,
+                    byok: None,
+                    endpoint: None,
+                    reservation: Some(reservation),
+                })
+            }
+            Resolution::NoKey => Err(GatewayError::NoKey {
+                provider,
+                reason: format!(
+                    "the organization has no active {provider} key and the platform has none"
+                ),
+            }),
+        }
+    }
+}
+
+/// A platform-key call's place in the quota. Kept once the call is made (its record takes
+/// the place over); given back otherwise: explicitly when the provider fails or refuses, and
+/// when dropped, so a call abandoned on the way (its caller went away) frees its place too.
+pub(crate) struct Reservation(Option<Release>);
+
+impl Reservation {
+    /// When the place was reserved: the call belongs to that month.
+    pub(crate) fn at(&self) -> Option<DateTime<Utc>> {
+        self.0.as_ref().map(|r| r.at)
+    }
+
+    /// The call was made: its record takes the place over.
+    pub(crate) fn keep(mut self) {
+        self.0 = None;
+    }
+
+    /// The call was not made: the place goes back before the caller moves on.
+    pub(crate) async fn give_back(mut self) {
+        if let Some(release) = self.0.take() {
+            let command = release.command();
+            if let Err(error) = release.usage.release(&release.org, command, &release.actor).await {
+                tracing::warn!(%error, "could not give back a reserved quota place");
+            }
+        }
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        // Nobody can wait here; a stopping process still writes it before it goes.
+        if let Some(release) = self.0.take() {
+            release.usage.release_unwaited(&release.org, release.command(), &release.actor);
+        }
+    }
+}
+
+/// Giving a reserved place back.
+struct Release {
+    usage: Arc<UsageRecorder>,
+    org: OrgId,
+    actor: Actor,
+    request_id: String,
+    /// When the place was reserved: it is held in that month's ledger.
+    at: DateTime<Utc>,
+}
+
+impl Release {
+    fn command(&self) -> ReleasePlatformCall {
+        let (org, request_id) = (self.org.to_string(), self.request_id.clone());
+        ReleasePlatformCall { org, request_id, at: self.at }
+    }
+}

@@ -1,0 +1,180 @@
+//! The gateway's pass-through: a caller's request to one provider's own API, with the
+//! resolved key put in, confined under the provider's base URL.
+
+use bytes::Bytes;
+use percent_encoding::percent_decode_str;
+use reqwest::header::HeaderMap;
+use reqwest::Method;
+use tokio::time::Instant;
+
+use super::attempt::{Tried, Try};
+use super::{Answer, Gateway, GatewayError};
+use crate::keyrings::Actor;
+use keyledger_domain::{OrgId, ProviderId};
+
+/// A request for one provider's own API.
+#[derive(Debug)]
+pub struct PassThrough<'a> {
+    pub org: &'a OrgId,
+    pub actor: &'a Actor,
+    pub provider: ProviderId,
+    pub method: Method,
+    /// The provider's path as the caller sent it (still percent-encoded), without the
+    /// leading `/`.
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    pub headers: &'a HeaderMap,
+    pub body: Bytes,
+}
+
+/// What a pass-through body says of itself (the rest is passed over unread).
+#[derive(serde::Deserialize)]
+struct Requested {
+    model: Option<String>,
+}
+
+impl Gateway {
+    /// Forwards `call` to its provider with the resolved key. A POST is a model call: metered
+    /// and, on the platform's key, counted in the quota. Other methods (listing models,
+    /// polling a batch, fetching a file) need the organization's own key.
+    ///
+    /// # Errors
+    /// [`GatewayError`]: a path that would leave the provider's base path, no key, no quota,
+    /// a refused BYOK key, an unreachable provider, a timeout.
+    pub async fn pass_through(&self, call: PassThrough<'_>) -> Result<Answer, GatewayError> {
+        confined(call.path)?;
+        let deadline = Instant::now() + self.timeouts.call;
+        let path_and_query = match call.query {
+            Some(query) => format!("/{}?{query}", call.path),
+            None => format!("/{}", call.path),
+        };
+        let model_call = call.method == Method::POST;
+        let model = model_call
+            .then(|| {
+                serde_json::from_slice::<Requested>(&call.body)
+                    .ok()
+                    .and_then(|r| r.model)
+                    .or_else(|| model_in_path(call.path))
+            })
+            .flatten();
+        let keyring = self.keyrings.current(call.org).await?;
+        let tried = self
+            .try_at(Try {
+                org: call.org,
+                keyring: &keyring,
+                actor: call.actor,
+                attempt_id: format!("{}:{}", uuid::Uuid::new_v4(), call.provider),
+                provider: call.provider,
+                method: call.method,
+                path_and_query: &path_and_query,
+                headers: call.headers,
+                body: call.body,
+                model,
+                bare: false,
+                openai_compatible: false,
+                model_call,
+                expects_output: !is_embedding(call.path),
+                may_move_on: false,
+                deadline,
+            })
+            .await?;
+        match tried {
+            Tried::Answered(answer) => Ok(answer),
+            Tried::Failed(failure) => Err(GatewayError::Unreachable(format!(
+                "{} {}",
+                call.provider,
+                failure.describe()
+            ))),
+        }
+    }
+}
+
+/// Refuses a path that could leave the provider's base path once a URL parser or the provider
+/// normalizes it: a `.` or `..` segment, percent-encoded or not (even twice), or a segment that
+/// decodes to a slash or backslash.
+fn confined(path: &str) -> Result<(), GatewayError> {
+    for segment in path.split('/') {
+        let mut decoded = segment.to_owned();
+        // Decoding until nothing changes catches `%2e%2e` and `%252e%252e` alike.
+        for _ in 0..4 {
+            let next = percent_decode_str(&decoded).decode_utf8_lossy().into_owned();
+            if next == decoded {
+                break;
+            }
+            decoded = next;
+        }
+        if decoded == "." || decoded == ".." {
+            return Err(GatewayError::InvalidRequest(
+                "the provider path may not contain '.' or '..' segments".into(),
+            ));
+        }
+        if decoded != segment && (decoded.contains('/') || decoded.contains('\\')) {
+            return Err(GatewayError::InvalidRequest(
+                "the provider path may not contain encoded slashes".into(),
+            ));
+        }
+        if segment.contains('\\') {
+            return Err(GatewayError::InvalidRequest(
+                "the provider path may not contain backslashes".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Google names the model in the path: `v1beta/models/gemini-2.0-flash:generateContent`.
+fn model_in_path(path: &str) -> Option<String> {
+    let after = path.split("models/").nth(1)?;
+    let model = after.split([':', '/']).next()?;
+    (!model.is_empty()).then(|| model.to_owned())
+}
+
+fn is_embedding(path: &str) -> bool {
+    path.ends_with("embeddings") || path.ends_with(":embedContent") || path.ends_with(":batchEmbedContents")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_segments_are_refused_however_they_are_written() {
+        for path in [
+            "openai/deployments/mine/../../x",
+            "openai/deployments/mine/%2e%2e/x",
+            "openai/deployments/mine/%2E%2e/x",
+            "openai/deployments/mine/.%2e/x",
+            "openai/deployments/mine/%252e%252e/x",
+            "./v1/messages",
+            "v1/models/.",
+            "v1/..%2fmodels",
+            "v1/%2F..",
+            "v1\\..\\x",
+        ] {
+            assert!(confined(path).is_err(), "{path}");
+        }
+    }
+
+    #[test]
+    fn ordinary_paths_pass() {
+        for path in [
+            "v1/messages",
+            "openai/deployments/gpt-4o/chat/completions",
+            "v1beta/models/gemini-2.0-flash:generateContent",
+            "v1/files/file-abc123/content",
+            "v1/models/ft:gpt-4o-mini:acme::abc",
+            "v1/some...name",
+        ] {
+            assert!(confined(path).is_ok(), "{path}");
+        }
+    }
+
+    #[test]
+    fn googles_model_is_read_from_the_path() {
+        assert_eq!(
+            model_in_path("v1beta/models/gemini-2.0-flash:generateContent").as_deref(),
+            Some("gemini-2.0-flash")
+        );
+        assert_eq!(model_in_path("v1/messages"), None);
+    }
+}

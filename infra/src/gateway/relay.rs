@@ -1,0 +1,197 @@
+//! A provider's answer on its way back to the caller, and the record of the call it made.
+//!
+//! The answer is passed on chunk by chunk as the caller reads it (SSE included), polled by the
+//! caller's own connection: no task or queue in between, and the provider is read no faster
+//! than the caller takes it. Two clocks run while it flows: the provider may stay quiet
+//! between chunks for at most the stream idle timeout, and the whole call must end by its
+//! deadline. When either runs out, the provider's connection is closed and a streamed answer
+//! ends with an SSE `error` event both official SDKs raise. The first MiB is kept aside to
+//! read the provider's usage figures from once the answer has ended, timed out, or the caller
+//! has gone away.
+
+use std::future::Future as _;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, SubsecRound, Utc};
+use futures::{Stream, StreamExt as _};
+use tokio::time::{Instant, Sleep};
+
+use crate::keyrings::Actor;
+use crate::usage::UsageRecorder;
+use keyledger_domain::pricing::PriceTable;
+use keyledger_domain::usage::{KeySource, ModelCallRecorded, UsageFigures};
+use keyledger_domain::{OrgId, ProviderId};
+
+/// How much of an answer is kept to read its usage figures from (the answer itself streams on).
+const USAGE_CAPTURE: usize = 1024 * 1024;
+
+/// The body of an answer, as the API streams it to the caller.
+pub type AnswerBody = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
+
+/// What is needed to record a call once its answer has passed through.
+#[derive(Debug)]
+pub(crate) struct Recording {
+    pub(crate) usage: Arc<UsageRecorder>,
+    pub(crate) prices: Arc<PriceTable>,
+    pub(crate) org: OrgId,
+    pub(crate) attempt_id: String,
+    pub(crate) provider: ProviderId,
+    pub(crate) actor: Actor,
+    pub(crate) source: KeySource,
+    /// BYOK: (key id, version) of the key the call went out with.
+    pub(crate) byok: Option<(u32, u32)>,
+    /// The model the call was sent for: recorded when the provider's answer does not say.
+    pub(crate) model: Option<String>,
+    /// When the call counts as made (its month); `None`: when its answer ended.
+    pub(crate) at: Option<DateTime<Utc>>,
+}
+
+/// When a relayed answer must have ended, and how long its provider may stay quiet.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Clocks {
+    pub(crate) deadline: Instant,
+    pub(crate) idle: Duration,
+}
+
+/// The provider's answer as the caller's response body.
+pub(crate) struct Relay {
+    upstream: Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>,
+    captured: Vec<u8>,
+    /// Taken when the call is recorded, so it is recorded once.
+    recording: Option<Recording>,
+    idle: Duration,
+    quiet_until: Pin<Box<Sleep>>,
+    deadline: Pin<Box<Sleep>>,
+    /// The answer is a server-sent-event stream: a timeout ends it with an `error` event.
+    event_stream: bool,
+    /// The last chunk ended an event (`\n\n`), so an `error` event can follow as it is.
+    at_event_boundary: bool,
+    ended: bool,
+}
+
+impl Relay {
+    /// Relays `upstream`'s body under `clocks`; records the call when it ends if `recording`
+    /// is given.
+    pub(crate) fn new(
+        upstream: reqwest::Response,
+        recording: Option<Recording>,
+        clocks: Clocks,
+    ) -> Self {
+        let event_stream = upstream
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        Self {
+            upstream: Box::pin(upstream.bytes_stream()),
+            captured: Vec::new(),
+            recording,
+            idle: clocks.idle,
+            quiet_until: Box::pin(tokio::time::sleep(clocks.idle)),
+            deadline: Box::pin(tokio::time::sleep_until(clocks.deadline)),
+            event_stream,
+            at_event_boundary: true,
+            ended: false,
+        }
+    }
+
+    /// Records the call from what was captured; the caller has its answer and does not wait.
+    fn finish(&mut self) {
+        self.ended = true;
+        // The provider's connection closes now, not when the caller's does.
+        self.upstream = Box::pin(futures::stream::empty());
+        if let Some(recording) = self.recording.take() {
+            record(recording, &std::mem::take(&mut self.captured));
+        }
+    }
+
+    /// Ends a stream whose provider ran out of time: an `error` event for a streamed answer,
+    /// a broken body otherwise (there is no way to say more once the head went out).
+    fn time_out(&mut self, why: &str) -> Poll<Option<Result<Bytes, std::io::Error>>> {
+        let event_stream = self.event_stream;
+        let separator = if self.at_event_boundary { "" } else { "\n\n" };
+        tracing::warn!(reason = why, "a provider's answer ran out of time");
+        self.finish();
+        if !event_stream {
+            return Poll::Ready(Some(Err(std::io::Error::other(why.to_owned()))));
+        }
+        let error = serde_json::json!({
+            "type": "error",
+            "error": {"type": "provider_timeout", "code": "provider_timeout", "message": why},
+        });
+        Poll::Ready(Some(Ok(Bytes::from(format!("{separator}event: error\ndata: {error}\n\n")))))
+    }
+}
+
+impl Stream for Relay {
+    type Item = Result<Bytes, std::io::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        match self.upstream.poll_next_unpin(cx) {
+            Poll::Ready(Some(Ok(bytes))) => {
+                if self.recording.is_some() {
+                    let room = USAGE_CAPTURE.saturating_sub(self.captured.len());
+                    self.captured.extend_from_slice(&bytes[..bytes.len().min(room)]);
+                }
+                if !bytes.is_empty() {
+                    self.at_event_boundary = bytes.ends_with(b"\n\n");
+                }
+                let idle = self.idle;
+                self.quiet_until.as_mut().reset(Instant::now() + idle);
+                return Poll::Ready(Some(Ok(bytes)));
+            }
+            Poll::Ready(Some(Err(_))) => {
+                self.finish();
+                return Poll::Ready(Some(Err(std::io::Error::other(
+                    "the provider's answer broke off",
+                ))));
+            }
+            Poll::Ready(None) => {
+                self.finish();
+                return Poll::Ready(None);
+            }
+            Poll::Pending => {}
+        }
+        if self.deadline.as_mut().poll(cx).is_ready() {
+            return self.time_out("the call reached its time limit before the provider finished");
+        }
+        if self.quiet_until.as_mut().poll(cx).is_ready() {
+            let why = format!("the provider sent nothing for {} s", self.idle.as_secs());
+            return self.time_out(&why);
+        }
+        Poll::Pending
+    }
+}
+
+/// A caller that goes away mid-answer still made the call: it is recorded with what came.
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+fn record(r: Recording, answer: &[u8]) {
+    let figures = UsageFigures::from_body(answer).unwrap_or_default();
+    let model = figures.model.or(r.model).unwrap_or_else(|| "unknown".to_owned());
+    let call = ModelCallRecorded {
+        org: r.org.to_string(),
+        request_id: r.attempt_id,
+        provider: r.provider,
+        cost_usd: r.prices.cost(r.provider, &model, figures.input_tokens, figures.output_tokens),
+        model,
+        input_tokens: figures.input_tokens,
+        output_tokens: figures.output_tokens,
+        key_source: r.source,
+        key_version: r.byok.map(|(_, version)| version),
+        at: r.at.unwrap_or_else(|| Utc::now().trunc_subsecs(6)),
+    };
+    // The call was made: it is recorded whatever the limits say now, and nobody waits for it.
+    r.usage.record_answered(&r.org, call, &r.actor);
+}
