@@ -144,6 +144,15 @@ impl TestApp {
         }
     }
 
+    /// Serves the router on a loopback port, for clients that speak HTTP (SDKs); its base URL.
+    pub async fn serve(&self) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let router = self.router.clone();
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        format!("http://{addr}")
+    }
+
     /// A token for `sub` acting as `role` on `org`.
     #[must_use]
     pub fn token(&self, org: &str, role: Role, sub: &str) -> String {

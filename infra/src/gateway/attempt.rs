@@ -121,23 +121,34 @@ impl Gateway {
         let Chosen { key, source, byok, endpoint, reservation } = chosen;
         // Whatever follows, the call was not made: a platform call's place goes back.
         give_back(reservation).await;
+        let deliver = |body: Bytes| {
+            Ok(Tried::Answered(Answer {
+                status,
+                headers: returned_headers(&head, false),
+                key_source: source,
+                provider: t.provider,
+                body: Box::pin(futures::stream::once(async move { Ok(body) })),
+            }))
+        };
         match judge(status.as_u16(), &body, t.bare, source) {
-            Verdict::KeyRefused(outcome) => {
-                let refused = Refused { key, endpoint, byok, seen: outcome };
-                Err(self.refused(&t, refused).await)
+            Verdict::KeyRefused(seen) => {
+                let provider = t.provider;
+                match self.confirm_refusal(&t, Refused { key, endpoint, byok }).await {
+                    Some(outcome) => Err(GatewayError::KeyRejected { provider, outcome, confirmed: true }),
+                    None if t.may_move_on => {
+                        Err(GatewayError::KeyRejected { provider, outcome: seen, confirmed: false })
+                    }
+                    // The key itself is fine: the provider refused this request (a path the
+                    // key may not use), and says why in its own answer.
+                    None => deliver(body),
+                }
             }
             Verdict::MoveOn(failure @ Failure::PlatformKeyRefused(_)) => {
                 tracing::error!(provider = %t.provider, %status, "the provider refuses the platform's key");
                 Ok(Tried::Failed(failure))
             }
             Verdict::MoveOn(failure) if t.may_move_on => Ok(Tried::Failed(failure)),
-            Verdict::MoveOn(_) | Verdict::Deliver => Ok(Tried::Answered(Answer {
-                status,
-                headers: returned_headers(&head, false),
-                key_source: source,
-                provider: t.provider,
-                body: Box::pin(futures::stream::once(async move { Ok(body) })),
-            })),
+            Verdict::MoveOn(_) | Verdict::Deliver => deliver(body),
         }
     }
 
@@ -176,16 +187,14 @@ impl Gateway {
         }
     }
 
-    /// The provider refused the organization's own key on a call. The call stops with
-    /// `byok_key_rejected`; the refusal is recorded against the key only when keyledger's own
-    /// check (the provider's models listing) confirms it, so a caller cannot mark a good key
-    /// invalid by calling a path the provider refuses. The check and its record run to their
-    /// end even if the caller goes away.
-    async fn refused(&self, t: &Try<'_>, refused: Refused) -> GatewayError {
-        let (provider, seen) = (t.provider, refused.seen);
-        let Some((key_id, version)) = refused.byok else {
-            return GatewayError::KeyRejected { provider, outcome: seen, confirmed: false };
-        };
+    /// The provider refused the organization's own key on a call. Keyledger checks the key
+    /// itself (the provider's models listing); only a refusal that check confirms is recorded
+    /// against the key, so a caller cannot mark a good key invalid by calling a path the
+    /// provider refuses. The check and its record run to their end even if the caller goes
+    /// away. The confirmed outcome, or `None` when the key passed the check.
+    async fn confirm_refusal(&self, t: &Try<'_>, refused: Refused) -> Option<VerificationOutcome> {
+        let provider = t.provider;
+        let (key_id, version) = refused.byok?;
         let (keyrings, org, actor) =
             (std::sync::Arc::clone(&self.keyrings), t.org.clone(), t.actor.clone());
         let (key, endpoint) = (refused.key, refused.endpoint);
@@ -202,10 +211,7 @@ impl Gateway {
             }
             Some(outcome)
         });
-        match check.await {
-            Ok(Some(outcome)) => GatewayError::KeyRejected { provider, outcome, confirmed: true },
-            Ok(None) | Err(_) => GatewayError::KeyRejected { provider, outcome: seen, confirmed: false },
-        }
+        check.await.ok().flatten()
     }
 }
 
@@ -214,8 +220,6 @@ struct Refused {
     key: Option<keyledger_domain::ApiKey>,
     endpoint: Option<String>,
     byok: Option<(u32, u32)>,
-    /// What the provider's answer said of the key.
-    seen: VerificationOutcome,
 }
 
 async fn give_back(reservation: Option<Reservation>) {

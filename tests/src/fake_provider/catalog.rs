@@ -62,6 +62,8 @@ pub(super) enum Route {
     Embeddings { deployment: Option<String> },
     /// Ollama's native chat, Aleph Alpha's completions: answered OpenAI-shaped enough.
     Native,
+    /// OpenAI's organization admin API, which a project key may not use.
+    Admin,
     Unknown,
 }
 
@@ -80,6 +82,9 @@ pub(super) fn route(provider: ProviderId, method: &str, path: &str) -> Route {
     };
     if get && (path == listing || (provider == P::Ollama && path == "/v1/models")) {
         return Route::Models;
+    }
+    if provider == P::Openai && path.starts_with("/v1/organization/") {
+        return Route::Admin;
     }
     if get || method != "POST" {
         return Route::Unknown;
@@ -133,6 +138,8 @@ pub(super) enum Problem<'a> {
     MissingField(&'static str),
     NoSuchPath,
     Failing(u16),
+    /// A valid key without the scope a path needs.
+    MissingScope,
 }
 
 /// The status and body `provider` answers `problem` with.
@@ -150,6 +157,7 @@ pub(super) fn error(provider: ProviderId, problem: Problem<'_>) -> (u16, Value) 
                 E::UnknownModel(model) => (404, "not_found_error", format!("model: {model}")),
                 E::MissingField(field) => (400, "invalid_request_error", format!("{field}: Field required")),
                 E::NoSuchPath => (404, "not_found_error", "Not found".to_owned()),
+                E::MissingScope => (403, "permission_error", "Your API key does not have permission to use the specified resource.".to_owned()),
                 E::Failing(429) => (429, "rate_limit_error", "Number of requests has exceeded your rate limit".to_owned()),
                 E::Failing(status) => (status, "overloaded_error", "Overloaded".to_owned()),
             };
@@ -161,6 +169,7 @@ pub(super) fn error(provider: ProviderId, problem: Problem<'_>) -> (u16, Value) 
                 E::UnknownModel(model) => (404, "NOT_FOUND", format!("models/{model} is not found for API version v1beta, or is not supported for generateContent."), None),
                 E::MissingField(field) => (400, "INVALID_ARGUMENT", format!("* GenerateContentRequest.{field}: contents is not specified"), None),
                 E::NoSuchPath => (404, "NOT_FOUND", "Method not found.".to_owned(), None),
+                E::MissingScope => (403, "PERMISSION_DENIED", "Method doesn't allow unregistered callers.".to_owned(), None),
                 E::Failing(429) => (429, "RESOURCE_EXHAUSTED", "Resource has been exhausted (e.g. check quota).".to_owned(), None),
                 E::Failing(status) => (status, "UNAVAILABLE", "The model is overloaded. Please try again later.".to_owned(), None),
             };
@@ -190,6 +199,7 @@ pub(super) fn error(provider: ProviderId, problem: Problem<'_>) -> (u16, Value) 
             openai(401, format!("Incorrect API key provided: {start}****{tail}. You can find your API key at https://platform.openai.com/account/api-keys."), "invalid_request_error", json!("invalid_api_key"))
         }
         (_, E::BadKey { .. }) => openai(401, "Invalid API Key".to_owned(), "invalid_request_error", json!("invalid_api_key")),
+        (_, E::MissingScope) => openai(401, "You have insufficient permissions for this operation. Missing scopes: api.management.read.".to_owned(), "invalid_request_error", Value::Null),
         (_, E::UnknownModel(model)) => openai(404, format!("The model `{model}` does not exist or you do not have access to it."), "invalid_request_error", json!("model_not_found")),
         (_, E::MissingField(field)) => openai(400, format!("Missing required parameter: '{field}'."), "invalid_request_error", json!("missing_required_parameter")),
         (_, E::NoSuchPath) => openai(404, "Invalid URL".to_owned(), "invalid_request_error", Value::Null),

@@ -207,6 +207,7 @@ fn served(provider: ProviderId, method: &Method, path: &str, request: &Value) ->
     match catalog::route(provider, method.as_str(), path) {
         Route::Models => Ok(Answer::Json(answers::listing(provider, path))),
         Route::Unknown => fail(Problem::NoSuchPath),
+        Route::Admin => fail(Problem::MissingScope),
         Route::Chat { deployment } => {
             let Some(model) = model_of(&deployment) else { return fail(Problem::MissingField("model")) };
             if !request["messages"].is_array() {
