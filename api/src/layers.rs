@@ -82,7 +82,9 @@ pub(crate) async fn openai_errors(request: Request, next: Next) -> Response {
     );
     let body = serde_json::to_vec(&problem).unwrap_or_else(|_| bytes.to_vec());
     parts.headers.remove(header::CONTENT_LENGTH);
-    parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+    parts
+        .headers
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
     Response::from_parts(parts, Body::from(body))
 }
 

@@ -32,7 +32,12 @@ impl Metrics {
     /// The Prometheus text exposition of everything counted, with the model `calls` answered
     /// and `recorded` so far and `gauges` read just now.
     #[must_use]
-    pub fn render(&self, calls: &CallCounts, recorded: u64, gauges: &[(&str, &str, f64)]) -> String {
+    pub fn render(
+        &self,
+        calls: &CallCounts,
+        recorded: u64,
+        gauges: &[(&str, &str, f64)],
+    ) -> String {
         let mut out = String::new();
         header(&mut out, "keyledger_http_requests_total", "HTTP requests answered.", "counter");
         if let Ok(requests) = self.requests.lock() {

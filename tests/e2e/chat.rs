@@ -56,7 +56,9 @@ fn last_call(app: &TestApp) -> (ProviderId, String) {
     (call.provider, call.body["model"].as_str().unwrap_or_default().to_owned())
 }
 
-on_both_backends!(a_bare_model_name_goes_to_the_provider_that_serves_it_whatever_the_order_says_first);
+on_both_backends!(
+    a_bare_model_name_goes_to_the_provider_that_serves_it_whatever_the_order_says_first
+);
 
 async fn a_bare_model_name_goes_to_the_provider_that_serves_it_whatever_the_order_says_first(
     backend: Backend,
@@ -80,7 +82,12 @@ async fn a_bare_model_name_goes_to_the_provider_that_serves_it_whatever_the_orde
     let calls = crate::gateway::recorded_calls(&app, 2).await;
     let mut served: Vec<(String, String)> = calls
         .iter()
-        .map(|c| (c["provider"].as_str().unwrap_or_default().to_owned(), c["model"].as_str().unwrap_or_default().to_owned()))
+        .map(|c| {
+            (
+                c["provider"].as_str().unwrap_or_default().to_owned(),
+                c["model"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
         .collect();
     served.sort();
     assert_eq!(
@@ -191,11 +198,15 @@ async fn a_models_chain_moves_past_unreachable_failing_and_throttled_providers_i
     );
     let anthropic = app.provider.model_calls().pop().expect("anthropic was called");
     assert!(
-        anthropic.headers["authorization"].to_str().unwrap_or_default().starts_with("Bearer sk-ant-"),
+        anthropic.headers["authorization"]
+            .to_str()
+            .unwrap_or_default()
+            .starts_with("Bearer sk-ant-"),
         "the OpenAI-compatible endpoint takes a bearer key"
     );
 
-    let nowhere = chat(&app, json!({"provider": "openai", "model": "gpt-4o", "messages": hi()})).await;
+    let nowhere =
+        chat(&app, json!({"provider": "openai", "model": "gpt-4o", "messages": hi()})).await;
     assert_eq!(nowhere.status, StatusCode::BAD_GATEWAY);
     assert_eq!(nowhere.code(), "provider_unreachable");
     app.finish().await;

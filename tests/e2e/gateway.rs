@@ -128,13 +128,7 @@ async fn without_a_byok_key_the_platform_key_is_used_and_without_either_none(bac
     let platform = keys::openai();
     let app = TestApp::start_with(backend, &[("KEYLEDGER_PLATFORM_KEY_OPENAI", &platform)]).await;
     app.provider.accept(&platform);
-    let answer = call(
-        &app,
-        "openai",
-        "v1/chat/completions",
-        chat_body("gpt-4o-mini"),
-    )
-    .await;
+    let answer = call(&app, "openai", "v1/chat/completions", chat_body("gpt-4o-mini")).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.everything());
     assert_eq!(answer.headers["x-keyledger-key-source"], "platform");
     let seen = app.provider.seen().pop().expect("called");
@@ -150,7 +144,8 @@ async fn without_a_byok_key_the_platform_key_is_used_and_without_either_none(bac
         !keyledger_tests::captured().contains(&platform[10..]),
         "the platform key is in the log"
     );
-    let none = call(&app, "mistral", "v1/chat/completions", chat_body("mistral-small-latest")).await;
+    let none =
+        call(&app, "mistral", "v1/chat/completions", chat_body("mistral-small-latest")).await;
     assert_eq!(none.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(none.code(), "no_key_available");
     app.finish().await;
@@ -211,7 +206,10 @@ async fn a_streamed_answer_flows_chunk_by_chunk_and_its_usage_is_recorded(backen
         .body(Body::from(json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "Hi"}]}).to_string()))
         .expect("request");
     let response = app.router.clone().oneshot(request).await.expect("router");
-    assert!(response.headers()["content-type"].to_str().unwrap_or_default().starts_with("text/event-stream"));
+    assert!(response.headers()["content-type"]
+        .to_str()
+        .unwrap_or_default()
+        .starts_with("text/event-stream"));
     let mut body = response.into_body();
     // The provider holds the rest until it is told: if keyledger waited for the whole answer,
     // this first chunk would never come.
@@ -253,13 +251,7 @@ async fn fifty_concurrent_platform_key_calls_never_exceed_the_quota(backend: Bac
         .map(|_| {
             let app = std::sync::Arc::clone(&app);
             tokio::spawn(async move {
-                call(
-                    &app,
-                    "openai",
-                    "v1/chat/completions",
-                    chat_body("gpt-4o-mini"),
-                )
-                .await
+                call(&app, "openai", "v1/chat/completions", chat_body("gpt-4o-mini")).await
             })
         })
         .collect();
@@ -299,10 +291,7 @@ async fn once_a_rotation_or_removal_returns_no_replica_calls_with_the_old_key(ba
         json!({"provider": "anthropic", "key": first}),
     )
     .await;
-    assert_eq!(
-        call(&other, "anthropic", "v1/messages", claude()).await.status,
-        StatusCode::OK
-    );
+    assert_eq!(call(&other, "anthropic", "v1/messages", claude()).await.status, StatusCode::OK);
     assert_eq!(app.provider.seen().pop().expect("called")["x-api-key"], first.as_str());
 
     let rotated =
@@ -421,7 +410,14 @@ async fn every_provider_gets_the_key_where_it_expects_it_and_nothing_of_the_call
     // (provider, its key, the path called, its body, where the key must arrive, with what prefix)
     let cases = [
         ("anthropic", keys::anthropic(), "v1/messages", claude(), "x-api-key", ""),
-        ("openai", keys::openai(), "v1/chat/completions", chat_body("gpt-4o"), "authorization", "Bearer "),
+        (
+            "openai",
+            keys::openai(),
+            "v1/chat/completions",
+            chat_body("gpt-4o"),
+            "authorization",
+            "Bearer ",
+        ),
         (
             "google",
             keys::google(),
@@ -430,7 +426,14 @@ async fn every_provider_gets_the_key_where_it_expects_it_and_nothing_of_the_call
             "x-goog-api-key",
             "",
         ),
-        ("mistral", canary(), "v1/chat/completions", chat_body("mistral-small-latest"), "authorization", "Bearer "),
+        (
+            "mistral",
+            canary(),
+            "v1/chat/completions",
+            chat_body("mistral-small-latest"),
+            "authorization",
+            "Bearer ",
+        ),
         (
             "groq",
             format!("gsk_{}", canary()),
@@ -455,7 +458,14 @@ async fn every_provider_gets_the_key_where_it_expects_it_and_nothing_of_the_call
             "authorization",
             "Bearer ",
         ),
-        ("ollama", format!("local-{}", canary()), "api/chat", chat_body("llama3.2"), "authorization", "Bearer "),
+        (
+            "ollama",
+            format!("local-{}", canary()),
+            "api/chat",
+            chat_body("llama3.2"),
+            "authorization",
+            "Bearer ",
+        ),
         (
             "lmstudio",
             format!("local-{}", canary()),

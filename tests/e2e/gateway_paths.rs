@@ -59,7 +59,8 @@ async fn a_get_goes_through_with_its_query_and_is_not_a_model_call(backend: Back
         assert_eq!(app.provider.calls().pop().expect("sent").method, method.as_str());
     }
     // Only model calls are metered.
-    let usage = app.get("/v1/orgs/acme/usage/calls", &app.token("acme", Role::Auditor, "carol")).await;
+    let usage =
+        app.get("/v1/orgs/acme/usage/calls", &app.token("acme", Role::Auditor, "carol")).await;
     assert_eq!(usage.json()["calls"], json!([]));
     app.finish().await;
 }
@@ -121,7 +122,10 @@ async fn a_refused_path_alone_does_not_mark_a_good_key_invalid(backend: Backend)
         let answer = raw(&app, Method::GET, "openai/v1/organization/users").await;
         assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{}", answer.everything());
         assert!(
-            answer.json()["error"]["message"].as_str().unwrap_or_default().contains("Missing scopes"),
+            answer.json()["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("Missing scopes"),
             "the provider's own reason goes back"
         );
     }

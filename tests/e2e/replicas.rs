@@ -34,10 +34,7 @@ async fn replicas_that_trust_their_caches_never_call_with_a_replaced_key() {
     trusting(&other).await;
     for round in 0..5 {
         // The other replica holds the current key in its cache...
-        assert_eq!(
-            call(&other, "anthropic", "v1/messages", claude()).await.status,
-            StatusCode::OK
-        );
+        assert_eq!(call(&other, "anthropic", "v1/messages", claude()).await.status, StatusCode::OK);
         assert_eq!(app.provider.seen().pop().expect("called")["x-api-key"], key.as_str());
         // ...and the rotation returns only once it has let go of it.
         key = keys::anthropic();
@@ -52,10 +49,7 @@ async fn replicas_that_trust_their_caches_never_call_with_a_replaced_key() {
         );
     }
     app.delete("/v1/orgs/acme/keys/anthropic", &owner).await;
-    assert_eq!(
-        call(&other, "anthropic", "v1/messages", claude()).await.code(),
-        "no_key_available"
-    );
+    assert_eq!(call(&other, "anthropic", "v1/messages", claude()).await.code(), "no_key_available");
     assert!(other.state.keyrings.trusts_its_cache(), "the calls above were served from the cache");
     drop(other);
     app.finish().await;

@@ -22,7 +22,11 @@ async fn with_keys(backend: Backend, extra: &[(&str, &str)]) -> TestApp {
     for (provider, key) in [("openai", keys::openai()), ("anthropic", keys::anthropic())] {
         app.provider.accept(&key);
         let stored = app
-            .post("/v1/orgs/acme/keys", &app.owner("acme"), json!({"provider": provider, "key": key}))
+            .post(
+                "/v1/orgs/acme/keys",
+                &app.owner("acme"),
+                json!({"provider": provider, "key": key}),
+            )
             .await;
         assert_eq!(stored.status, StatusCode::CREATED);
     }
@@ -74,7 +78,8 @@ async fn a_stalled_stream_ends_with_an_error_event_and_records_what_came(backend
     assert!(text.contains("event: message_start"), "what came first came through: {text}");
     assert!(text.ends_with("\n\n"), "the stream ends on a whole event: {text}");
     let error = text.rsplit("event: error\ndata: ").next().expect("an error event");
-    let error: serde_json::Value = serde_json::from_str(error.trim()).expect("the event's data is JSON");
+    let error: serde_json::Value =
+        serde_json::from_str(error.trim()).expect("the event's data is JSON");
     assert_eq!(error["type"], "error");
     assert_eq!(error["error"]["type"], "provider_timeout");
     assert!(error["error"]["message"].as_str().unwrap_or_default().contains("sent nothing"));
@@ -87,7 +92,10 @@ async fn a_stalled_stream_ends_with_an_error_event_and_records_what_came(backend
     }
     assert_eq!(app.provider.cancelled(), 1, "the stalled provider's stream was dropped");
     let calls = recorded_calls(&app, 1).await;
-    assert_eq!((calls[0]["input_tokens"].clone(), calls[0]["provider"].clone()), (json!(25), json!("anthropic")));
+    assert_eq!(
+        (calls[0]["input_tokens"].clone(), calls[0]["provider"].clone()),
+        (json!(25), json!("anthropic"))
+    );
     app.finish().await;
 }
 
@@ -101,14 +109,20 @@ async fn a_provider_that_does_not_answer_in_time_is_a_problem_json_504(backend: 
     assert_eq!(gateway.code(), "provider_timeout");
     assert_eq!(gateway.headers["content-type"], "application/problem+json");
     let unified = app
-        .post("/v1/orgs/acme/chat/completions", &app.token("acme", Role::Service, "w"), chat_body("gpt-4o"))
+        .post(
+            "/v1/orgs/acme/chat/completions",
+            &app.token("acme", Role::Service, "w"),
+            chat_body("gpt-4o"),
+        )
         .await;
     assert_eq!(unified.status, StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(unified.json()["error"]["code"], "provider_timeout");
     app.finish().await;
 }
 
-on_both_backends!(a_caller_that_goes_away_mid_stream_closes_the_provider_and_is_billed_for_what_came);
+on_both_backends!(
+    a_caller_that_goes_away_mid_stream_closes_the_provider_and_is_billed_for_what_came
+);
 
 async fn a_caller_that_goes_away_mid_stream_closes_the_provider_and_is_billed_for_what_came(
     backend: Backend,
@@ -149,7 +163,12 @@ async fn no_error_answer_has_an_empty_body(backend: Backend) {
         (Method::PUT, "/v1/orgs/acme/plan", Some(&service), Some(huge)),
         (Method::GET, "/v1/orgs/acme/models", None, None),
         (Method::POST, "/v1/orgs/acme/chat/completions", Some(&service), Some("[]".to_owned())),
-        (Method::POST, "/v1/orgs/acme/embeddings", Some(&service), Some(r#"{"input": "x"}"#.to_owned())),
+        (
+            Method::POST,
+            "/v1/orgs/acme/embeddings",
+            Some(&service),
+            Some(r#"{"input": "x"}"#.to_owned()),
+        ),
         (Method::GET, "/v1/orgs/acme/gateway/openai/v1/../../x", Some(&service), None),
     ];
     for (method, path, token, body) in cases {

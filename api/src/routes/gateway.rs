@@ -41,7 +41,8 @@ pub(crate) async fn forward(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     caller.authorize(&org, Access::RecordUsage)?;
-    let body = body.map_err(|e| ApiError::new(e.status(), "payload_too_large", "the body is too large"))?;
+    let body =
+        body.map_err(|e| ApiError::new(e.status(), "payload_too_large", "the body is too large"))?;
     // The provider's path as the caller wrote it, still encoded: what is checked is what is sent.
     let path = uri.path().splitn(7, '/').nth(6).unwrap_or_default();
     let actor = caller.actor();

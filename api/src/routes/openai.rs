@@ -73,7 +73,8 @@ async fn model_call(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     caller.authorize(org, Access::RecordUsage)?;
-    let body = body.map_err(|e| ApiError::new(e.status(), "payload_too_large", "the body is too large"))?;
+    let body =
+        body.map_err(|e| ApiError::new(e.status(), "payload_too_large", "the body is too large"))?;
     let actor = caller.actor();
     let call = UnifiedCall { org, actor: &actor, surface, headers, body };
     match state.gateway.unified(call).await {
@@ -122,7 +123,12 @@ pub(crate) async fn models(
         .models(&org)
         .await?
         .into_iter()
-        .map(|m| ModelView { id: m.id, object: "model", created: m.created, owned_by: m.owned_by.to_string() })
+        .map(|m| ModelView {
+            id: m.id,
+            object: "model",
+            created: m.created,
+            owned_by: m.owned_by.to_string(),
+        })
         .collect();
     Ok(axum::Json(ModelList { object: "list", data }))
 }

@@ -55,7 +55,9 @@ pub struct ModelFamilies {
 
 impl Default for ModelFamilies {
     fn default() -> Self {
-        Self::from_pairs(BUILT_IN.iter().map(|(prefix, provider)| ((*prefix).to_owned(), *provider)))
+        Self::from_pairs(
+            BUILT_IN.iter().map(|(prefix, provider)| ((*prefix).to_owned(), *provider)),
+        )
     }
 }
 

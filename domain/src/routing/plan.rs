@@ -102,10 +102,8 @@ pub fn route(
     if request.models.is_empty() {
         return Err(RoutingError::NoModel);
     }
-    let not_offered = |provider: ProviderId| RoutingError::NotOffered {
-        provider,
-        surface: surface.name(),
-    };
+    let not_offered =
+        |provider: ProviderId| RoutingError::NotOffered { provider, surface: surface.name() };
     let mut targets: Vec<Target> = Vec::new();
     let mut push = |target: Target| {
         if !targets.iter().any(|t| t.provider == target.provider && t.model == target.model) {
@@ -219,9 +217,13 @@ mod tests {
     #[test]
     fn a_provider_prefix_picks_that_provider_and_is_stripped() {
         let world = World::new();
-        let found =
-            route(&request(&["groq/llama-3.3-70b-versatile"]), Surface::Chat, &ORDER, world.serving())
-                .expect("routable");
+        let found = route(
+            &request(&["groq/llama-3.3-70b-versatile"]),
+            Surface::Chat,
+            &ORDER,
+            world.serving(),
+        )
+        .expect("routable");
         assert_eq!(targets(&found), [(ProviderId::Groq, "llama-3.3-70b-versatile")]);
         assert!(!found[0].bare);
     }
@@ -318,9 +320,13 @@ mod tests {
             world.serving(),
         );
         assert!(matches!(error, Err(RoutingError::NotOffered { .. })));
-        let found =
-            route(&request(&["text-embedding-3-small"]), Surface::Embeddings, &ORDER, world.serving())
-                .expect("routable");
+        let found = route(
+            &request(&["text-embedding-3-small"]),
+            Surface::Embeddings,
+            &ORDER,
+            world.serving(),
+        )
+        .expect("routable");
         assert_eq!(targets(&found), [(ProviderId::Openai, "text-embedding-3-small")]);
     }
 

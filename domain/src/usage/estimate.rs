@@ -84,6 +84,9 @@ mod tests {
     fn embeddings_have_no_output_and_junk_is_estimated_by_size() {
         assert_eq!(CallEstimate::of_request(br#"{"input":"hello"}"#, false).output_tokens, 0);
         let junk = CallEstimate::of_request(b"not json at all", true);
-        assert_eq!(junk, CallEstimate { input_tokens: 5, output_tokens: DEFAULT_MAX_OUTPUT_TOKENS });
+        assert_eq!(
+            junk,
+            CallEstimate { input_tokens: 5, output_tokens: DEFAULT_MAX_OUTPUT_TOKENS }
+        );
     }
 }

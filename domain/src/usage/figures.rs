@@ -59,9 +59,10 @@ impl UsageFigures {
         }
         // Ollama's native API: prompt_eval_count / eval_count; Aleph Alpha's:
         // num_tokens_prompt_total / num_tokens_generated.
-        for (input, output) in
-            [("prompt_eval_count", "eval_count"), ("num_tokens_prompt_total", "num_tokens_generated")]
-        {
+        for (input, output) in [
+            ("prompt_eval_count", "eval_count"),
+            ("num_tokens_prompt_total", "num_tokens_generated"),
+        ] {
             if let (Some(i), Some(o)) = (number(json.get(input)), number(json.get(output))) {
                 (self.input_tokens, self.output_tokens) = (i, o);
                 found = true;

@@ -71,7 +71,8 @@ impl Gateway {
             let model = t.model.as_deref().unwrap_or("*");
             self.prices.cost(t.provider, model, tokens.input_tokens, tokens.output_tokens)
         };
-        let usage = KeyUse { attempt_id: &t.attempt_id, model_call: t.model_call, estimate_usd: estimate };
+        let usage =
+            KeyUse { attempt_id: &t.attempt_id, model_call: t.model_call, estimate_usd: estimate };
         let chosen = self.choose_key(t.org, t.keyring, t.provider, t.actor, usage).await?;
         // Checked when stored, and again now: a name can resolve elsewhere since (DNS rebinding).
         if let Some(endpoint) = &chosen.endpoint {
@@ -134,7 +135,9 @@ impl Gateway {
             Verdict::KeyRefused(seen) => {
                 let provider = t.provider;
                 match self.confirm_refusal(&t, Refused { key, endpoint, byok }).await {
-                    Some(outcome) => Err(GatewayError::KeyRejected { provider, outcome, confirmed: true }),
+                    Some(outcome) => {
+                        Err(GatewayError::KeyRejected { provider, outcome, confirmed: true })
+                    }
                     None if t.may_move_on => {
                         Err(GatewayError::KeyRejected { provider, outcome: seen, confirmed: false })
                     }
@@ -238,4 +241,3 @@ fn returned_headers(headers: &HeaderMap, streamed: bool) -> HeaderMap {
         .map(|(name, value)| (name.clone(), value.clone()))
         .collect()
 }
-

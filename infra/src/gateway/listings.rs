@@ -62,7 +62,11 @@ impl std::fmt::Debug for ModelListings {
 
 impl ModelListings {
     /// The list under `key`, from memory while fresh, else from `fetch`.
-    pub(crate) async fn get(&self, key: ListingKey, fetch: impl Future<Output = Listing>) -> Listing {
+    pub(crate) async fn get(
+        &self,
+        key: ListingKey,
+        fetch: impl Future<Output = Listing>,
+    ) -> Listing {
         let list = {
             let now = Instant::now();
             let mut slots = self.slots.lock().unwrap_or_else(std::sync::PoisonError::into_inner);

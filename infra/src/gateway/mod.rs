@@ -100,7 +100,11 @@ impl Gateway {
     /// The gateway over `keyrings` (keys, plans, the provider client) and `usage` (quota,
     /// records).
     #[must_use]
-    pub fn new(keyrings: Arc<Keyrings>, usage: Arc<UsageRecorder>, settings: GatewaySettings) -> Self {
+    pub fn new(
+        keyrings: Arc<Keyrings>,
+        usage: Arc<UsageRecorder>,
+        settings: GatewaySettings,
+    ) -> Self {
         Self {
             keyrings,
             usage,

@@ -80,11 +80,9 @@ impl Gateway {
             .await?;
         match tried {
             Tried::Answered(answer) => Ok(answer),
-            Tried::Failed(failure) => Err(GatewayError::Unreachable(format!(
-                "{} {}",
-                call.provider,
-                failure.describe()
-            ))),
+            Tried::Failed(failure) => {
+                Err(GatewayError::Unreachable(format!("{} {}", call.provider, failure.describe())))
+            }
         }
     }
 }
@@ -130,7 +128,9 @@ fn model_in_path(path: &str) -> Option<String> {
 }
 
 fn is_embedding(path: &str) -> bool {
-    path.ends_with("embeddings") || path.ends_with(":embedContent") || path.ends_with(":batchEmbedContents")
+    path.ends_with("embeddings")
+        || path.ends_with(":embedContent")
+        || path.ends_with(":batchEmbedContents")
 }
 
 #[cfg(test)]

@@ -140,10 +140,9 @@ impl Gateway {
         let callable =
             callable_providers(&keyring, self.plans(), |p| self.platform_keys.contains_key(&p));
         let defaults = default_models(&keyring, &callable);
-        let listed = futures::future::join_all(
-            callable.iter().map(|p| self.listing(org, &keyring, *p)),
-        )
-        .await;
+        let listed =
+            futures::future::join_all(callable.iter().map(|p| self.listing(org, &keyring, *p)))
+                .await;
         let mut entries = Vec::new();
         for (provider, listing) in listed {
             let mut seen = BTreeSet::new();
@@ -187,7 +186,8 @@ impl Gateway {
                     }
                     let opened = self.keyrings.open_for_call(org, provider, &key).await.ok()?;
                     let providers = self.providers();
-                    let list = providers.list_models(provider, key.endpoint.as_deref(), opened.as_ref());
+                    let list =
+                        providers.list_models(provider, key.endpoint.as_deref(), opened.as_ref());
                     list.await.ok().map(Arc::new)
                 };
                 self.listings.get(cache_key, fetch).await
@@ -197,9 +197,15 @@ impl Gateway {
                     let secret = platform_key?;
                     let key = ApiKey::from_storage(
                         provider,
-                        secrecy::SecretString::from(secrecy::ExposeSecret::expose_secret(secret).to_owned()),
+                        secrecy::SecretString::from(
+                            secrecy::ExposeSecret::expose_secret(secret).to_owned(),
+                        ),
                     );
-                    self.providers().list_models(provider, None, Some(&key)).await.ok().map(Arc::new)
+                    self.providers()
+                        .list_models(provider, None, Some(&key))
+                        .await
+                        .ok()
+                        .map(Arc::new)
                 };
                 self.listings.get(ListingKey::Platform { provider }, fetch).await
             }
@@ -260,8 +266,10 @@ fn describe(failures: &[(ProviderId, Failure)]) -> String {
     if failures.is_empty() {
         return "no provider could take the call".to_owned();
     }
-    let each: Vec<String> =
-        failures.iter().map(|(provider, failure)| format!("{provider} {}", failure.describe())).collect();
+    let each: Vec<String> = failures
+        .iter()
+        .map(|(provider, failure)| format!("{provider} {}", failure.describe()))
+        .collect();
     format!("every provider tried failed: {}", each.join("; "))
 }
 
@@ -288,7 +296,13 @@ mod tests {
     #[test]
     fn malformed_routing_fields_are_refused() {
         assert!(matches!(parsed(json!({"model": 4})), Err(GatewayError::InvalidRequest(_))));
-        assert!(matches!(parsed(json!({"models": "gpt-4o"})), Err(GatewayError::InvalidRequest(_))));
-        assert!(matches!(parsed(json!({"model": "m", "provider": "nope"})), Err(GatewayError::UnknownProvider(_))));
+        assert!(matches!(
+            parsed(json!({"models": "gpt-4o"})),
+            Err(GatewayError::InvalidRequest(_))
+        ));
+        assert!(matches!(
+            parsed(json!({"model": "m", "provider": "nope"})),
+            Err(GatewayError::UnknownProvider(_))
+        ));
     }
 }

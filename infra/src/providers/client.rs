@@ -163,7 +163,10 @@ impl ProviderClient {
         endpoint: Option<&str>,
         key: Option<&ApiKey>,
     ) -> VerificationOutcome {
-        let outcome = match self.small_call(provider, endpoint, key, ProviderSpec::of(provider).verify_path).await {
+        let outcome = match self
+            .small_call(provider, endpoint, key, ProviderSpec::of(provider).verify_path)
+            .await
+        {
             Ok((status, body)) => VerificationOutcome::of_answer(status, &body),
             Err(outcome) => outcome,
         };
@@ -201,8 +204,7 @@ impl ProviderClient {
         path: &str,
     ) -> Result<(u16, Bytes), VerificationOutcome> {
         let base = self.base_url(provider, endpoint).ok_or(VerificationOutcome::Unreachable)?;
-        let request =
-            Self::authorize(self.http.get(format!("{base}{path}")), provider, key);
+        let request = Self::authorize(self.http.get(format!("{base}{path}")), provider, key);
         let answered = tokio::time::timeout(SMALL_CALL_TIMEOUT, async {
             let response = request.send().await?;
             let status = response.status().as_u16();

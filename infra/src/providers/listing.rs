@@ -17,11 +17,7 @@ pub struct ListedModel {
 #[must_use]
 pub fn parse_listing(body: &[u8]) -> Option<Vec<ListedModel>> {
     let json: Value = serde_json::from_slice(body).ok()?;
-    let entries = json
-        .get("data")
-        .or_else(|| json.get("models"))
-        .unwrap_or(&json)
-        .as_array()?;
+    let entries = json.get("data").or_else(|| json.get("models")).unwrap_or(&json).as_array()?;
     let mut models = Vec::with_capacity(entries.len());
     for entry in entries {
         let Some(name) = ["id", "name", "model"]
@@ -53,11 +49,15 @@ mod tests {
     #[test]
     fn every_providers_list_shape_is_read() {
         assert_eq!(
-            ids(r#"{"object":"list","data":[{"id":"gpt-4o","object":"model","created":1715367049,"owned_by":"system"}]}"#),
+            ids(
+                r#"{"object":"list","data":[{"id":"gpt-4o","object":"model","created":1715367049,"owned_by":"system"}]}"#
+            ),
             ["gpt-4o"]
         );
         assert_eq!(
-            ids(r#"{"data":[{"type":"model","id":"claude-sonnet-4","display_name":"Claude Sonnet 4","created_at":"2025-05-14T00:00:00Z"}],"has_more":false}"#),
+            ids(
+                r#"{"data":[{"type":"model","id":"claude-sonnet-4","display_name":"Claude Sonnet 4","created_at":"2025-05-14T00:00:00Z"}],"has_more":false}"#
+            ),
             ["claude-sonnet-4"]
         );
         assert_eq!(
@@ -68,10 +68,10 @@ mod tests {
             ids(r#"{"models":[{"name":"llama3.2:latest","model":"llama3.2:latest"}]}"#),
             ["llama3.2", "llama3.2:latest"]
         );
-        assert_eq!(ids(r#"[{"name":"luminous-base"},{"name":"pharia-1-llm-7b-control"}]"#), [
-            "luminous-base",
-            "pharia-1-llm-7b-control"
-        ]);
+        assert_eq!(
+            ids(r#"[{"name":"luminous-base"},{"name":"pharia-1-llm-7b-control"}]"#),
+            ["luminous-base", "pharia-1-llm-7b-control"]
+        );
     }
 
     #[test]

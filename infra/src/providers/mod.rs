@@ -8,7 +8,7 @@ mod metering;
 mod registry;
 
 pub use client::{read_bounded, Outgoing, ProviderClient, CONNECT_TIMEOUT};
-pub use listing::{parse_listing, ListedModel};
 pub use endpoint::{is_internal, EndpointError, EndpointPolicy};
+pub use listing::{parse_listing, ListedModel};
 pub use metering::asking_for_stream_usage;
 pub use registry::{default_base_url, Auth, ProviderSpec};

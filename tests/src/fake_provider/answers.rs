@@ -31,7 +31,9 @@ pub(super) fn listing(provider: ProviderId, path: &str) -> Value {
         ProviderId::Ollama if path == "/api/tags" => json!({
             "models": names.iter().map(|m| json!({"name": m, "model": m, "size": 2_019_393_189_u64})).collect::<Vec<_>>(),
         }),
-        ProviderId::AlephAlpha => json!(names.iter().map(|m| json!({"name": m, "description": m})).collect::<Vec<_>>()),
+        ProviderId::AlephAlpha => {
+            json!(names.iter().map(|m| json!({"name": m, "description": m})).collect::<Vec<_>>())
+        }
         _ => json!({
             "object": "list",
             "data": names.iter().map(|m| json!({"id": m, "object": "model", "created": CREATED, "owned_by": provider.as_str()})).collect::<Vec<_>>(),
@@ -75,7 +77,10 @@ pub(super) fn chat(provider: ProviderId, model: &str, stream: bool, usage_asked:
     }
     last.push_str("data: [DONE]\n\n");
     Answer::Events(vec![
-        format!(": keep-alive\n\n{}", chat_chunk(model, json!({"role": "assistant", "content": "Hel"}), Value::Null)),
+        format!(
+            ": keep-alive\n\n{}",
+            chat_chunk(model, json!({"role": "assistant", "content": "Hel"}), Value::Null)
+        ),
         chat_chunk(model, json!({"content": "lo"}), Value::Null),
         last,
     ])
@@ -120,16 +125,21 @@ pub(super) fn messages(model: &str, stream: bool) -> Answer {
 /// Google's generateContent answer (4 prompt, 8 candidate tokens), or its `alt=sse` stream.
 #[must_use]
 pub(super) fn generate(model: &str, stream: bool) -> Answer {
-    let part = |text: &str, usage: Value| json!({
-        "candidates": [{"content": {"parts": [{"text": text}], "role": "model"}, "finishReason": "STOP", "index": 0}],
-        "usageMetadata": usage, "modelVersion": model,
-    });
+    let part = |text: &str, usage: Value| {
+        json!({
+            "candidates": [{"content": {"parts": [{"text": text}], "role": "model"}, "finishReason": "STOP", "index": 0}],
+            "usageMetadata": usage, "modelVersion": model,
+        })
+    };
     let usage = json!({"promptTokenCount": 4, "candidatesTokenCount": 8, "totalTokenCount": 12});
     if !stream {
         return Answer::Json(part("Hello", usage));
     }
     Answer::Events(vec![
-        format!("data: {}\r\n\r\n", part("Hel", json!({"promptTokenCount": 4, "totalTokenCount": 4}))),
+        format!(
+            "data: {}\r\n\r\n",
+            part("Hel", json!({"promptTokenCount": 4, "totalTokenCount": 4}))
+        ),
         format!("data: {}\r\n\r\n", part("lo", usage)),
     ])
 }

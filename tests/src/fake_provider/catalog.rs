@@ -9,10 +9,23 @@ use serde_json::{json, Value};
 pub fn models(provider: ProviderId) -> &'static [&'static str] {
     use ProviderId as P;
     match provider {
-        P::Anthropic => &["claude-3-5-haiku-latest", "claude-3-5-sonnet-latest", "claude-haiku-4", "claude-sonnet-4"],
-        P::Openai => &["gpt-4o", "gpt-4o-mini", "o3-mini", "text-embedding-3-small", "text-embedding-3-large"],
+        P::Anthropic => &[
+            "claude-3-5-haiku-latest",
+            "claude-3-5-sonnet-latest",
+            "claude-haiku-4",
+            "claude-sonnet-4",
+        ],
+        P::Openai => &[
+            "gpt-4o",
+            "gpt-4o-mini",
+            "o3-mini",
+            "text-embedding-3-small",
+            "text-embedding-3-large",
+        ],
         P::Google => &["gemini-1.5-flash", "gemini-2.0-flash", "text-embedding-004"],
-        P::Mistral => &["mistral-small-latest", "mistral-large-latest", "codestral-latest", "mistral-embed"],
+        P::Mistral => {
+            &["mistral-small-latest", "mistral-large-latest", "codestral-latest", "mistral-embed"]
+        }
         P::Groq => &["llama-3.3-70b-versatile", "llama-3.1-8b-instant", "gemma2-9b-it"],
         P::AzureOpenai => &["gpt-4o", "gpt4o", "mine", "text-embedding-3-small"],
         P::AlephAlpha => &["luminous-base", "pharia-1-llm-7b-control"],
@@ -55,11 +68,18 @@ pub(super) enum Route {
     /// Anthropic's native Messages API.
     Messages,
     /// Google's native generateContent, with the model from the path.
-    Generate { model: String, stream: bool },
+    Generate {
+        model: String,
+        stream: bool,
+    },
     /// An OpenAI-shaped chat completions endpoint (Azure's deployments name the model).
-    Chat { deployment: Option<String> },
+    Chat {
+        deployment: Option<String>,
+    },
     /// An OpenAI-shaped embeddings endpoint.
-    Embeddings { deployment: Option<String> },
+    Embeddings {
+        deployment: Option<String>,
+    },
     /// Ollama's native chat, Aleph Alpha's completions: answered OpenAI-shaped enough.
     Native,
     /// OpenAI's organization admin API, which a project key may not use.
@@ -89,7 +109,9 @@ pub(super) fn route(provider: ProviderId, method: &str, path: &str) -> Route {
     if get || method != "POST" {
         return Route::Unknown;
     }
-    if let Some(rest) = path.strip_prefix("/openai/deployments/").filter(|_| provider == P::AzureOpenai) {
+    if let Some(rest) =
+        path.strip_prefix("/openai/deployments/").filter(|_| provider == P::AzureOpenai)
+    {
         let (deployment, tail) = rest.split_once('/').unwrap_or((rest, ""));
         let deployment = Some(deployment.to_owned());
         return match tail {
@@ -101,8 +123,12 @@ pub(super) fn route(provider: ProviderId, method: &str, path: &str) -> Route {
     if provider == P::Google {
         if let Some(rest) = path.strip_prefix("/v1beta/models/") {
             return match rest.split_once(':') {
-                Some((model, "generateContent")) => Route::Generate { model: model.to_owned(), stream: false },
-                Some((model, "streamGenerateContent")) => Route::Generate { model: model.to_owned(), stream: true },
+                Some((model, "generateContent")) => {
+                    Route::Generate { model: model.to_owned(), stream: false }
+                }
+                Some((model, "streamGenerateContent")) => {
+                    Route::Generate { model: model.to_owned(), stream: true }
+                }
                 _ => Route::Unknown,
             };
         }
@@ -133,7 +159,9 @@ pub(super) fn route(provider: ProviderId, method: &str, path: &str) -> Route {
 /// What went wrong, for a provider to say in its own words.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Problem<'a> {
-    BadKey { presented: &'a str },
+    BadKey {
+        presented: &'a str,
+    },
     UnknownModel(&'a str),
     MissingField(&'static str),
     NoSuchPath,
@@ -145,8 +173,8 @@ pub(super) enum Problem<'a> {
 /// The status and body `provider` answers `problem` with.
 #[must_use]
 pub(super) fn error(provider: ProviderId, problem: Problem<'_>) -> (u16, Value) {
-    use ProviderId as P;
     use Problem as E;
+    use ProviderId as P;
     let openai = |status: u16, message: String, kind: &str, code: Value| {
         (status, json!({"error": {"message": message, "type": kind, "param": null, "code": code}}))
     };

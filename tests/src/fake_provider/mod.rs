@@ -24,8 +24,8 @@ use axum::Router;
 use keyledger_domain::ProviderId;
 use serde_json::{json, Value};
 
-pub use catalog::{models, serves};
 use answers::Answer;
+pub use catalog::{models, serves};
 use catalog::{Problem, Route};
 
 /// A request a fake provider received.
@@ -148,7 +148,13 @@ fn json_response(status: u16, body: &Value) -> Response {
     (status, [("content-type", "application/json")], body.to_string()).into_response()
 }
 
-async fn answer(inner: Arc<Inner>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn answer(
+    inner: Arc<Inner>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     if let Some(command) = uri.path().strip_prefix("/__admin/") {
         return admin(&inner, command, &body);
     }
@@ -186,7 +192,8 @@ async fn answer(inner: Arc<Inner>, method: Method, uri: Uri, headers: HeaderMap,
             .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).to_owned())
             .unwrap_or_default();
         if !inner.accepted.lock().expect("lock").contains(&presented) {
-            let (status, body) = catalog::error(provider, Problem::BadKey { presented: &presented });
+            let (status, body) =
+                catalog::error(provider, Problem::BadKey { presented: &presented });
             return json_response(status, &body);
         }
     }
@@ -198,7 +205,12 @@ async fn answer(inner: Arc<Inner>, method: Method, uri: Uri, headers: HeaderMap,
 }
 
 /// The answer to an accepted call, or the provider's error.
-fn served(provider: ProviderId, method: &Method, path: &str, request: &Value) -> Result<Answer, (u16, Value)> {
+fn served(
+    provider: ProviderId,
+    method: &Method,
+    path: &str,
+    request: &Value,
+) -> Result<Answer, (u16, Value)> {
     let fail = |problem| Err(catalog::error(provider, problem));
     let model_of = |deployment: &Option<String>| {
         deployment.clone().or_else(|| request["model"].as_str().map(str::to_owned))
@@ -209,7 +221,9 @@ fn served(provider: ProviderId, method: &Method, path: &str, request: &Value) ->
         Route::Unknown => fail(Problem::NoSuchPath),
         Route::Admin => fail(Problem::MissingScope),
         Route::Chat { deployment } => {
-            let Some(model) = model_of(&deployment) else { return fail(Problem::MissingField("model")) };
+            let Some(model) = model_of(&deployment) else {
+                return fail(Problem::MissingField("model"));
+            };
             if !request["messages"].is_array() {
                 return fail(Problem::MissingField("messages"));
             }
@@ -220,7 +234,9 @@ fn served(provider: ProviderId, method: &Method, path: &str, request: &Value) ->
             Ok(answers::chat(provider, &model, stream, asked))
         }
         Route::Messages => {
-            let Some(model) = request["model"].as_str() else { return fail(Problem::MissingField("model")) };
+            let Some(model) = request["model"].as_str() else {
+                return fail(Problem::MissingField("model"));
+            };
             for field in ["max_tokens", "messages"] {
                 if request[field].is_null() {
                     return fail(Problem::MissingField(field));
@@ -241,7 +257,9 @@ fn served(provider: ProviderId, method: &Method, path: &str, request: &Value) ->
             Ok(answers::generate(&model, stream))
         }
         Route::Embeddings { deployment } => {
-            let Some(model) = model_of(&deployment) else { return fail(Problem::MissingField("model")) };
+            let Some(model) = model_of(&deployment) else {
+                return fail(Problem::MissingField("model"));
+            };
             if request["input"].is_null() {
                 return fail(Problem::MissingField("input"));
             }
@@ -252,7 +270,9 @@ fn served(provider: ProviderId, method: &Method, path: &str, request: &Value) ->
             Ok(Answer::Json(answers::embeddings(&model, inputs)))
         }
         Route::Native => {
-            let Some(model) = request["model"].as_str() else { return fail(Problem::MissingField("model")) };
+            let Some(model) = request["model"].as_str() else {
+                return fail(Problem::MissingField("model"));
+            };
             if !serves(provider, model) {
                 return fail(Problem::UnknownModel(model));
             }
