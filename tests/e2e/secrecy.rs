@@ -88,6 +88,20 @@ async fn no_plaintext_key_is_in_any_table_response_header_or_log_line(backend: B
     ] {
         responses.push(app.send(Method::POST, &path, Some(&service), Some(body)).await);
     }
+    // The unified surface and the other gateway methods: routed, listed, refused, failed.
+    let hi = json!([{"role": "user", "content": "Hi"}]);
+    for (method, path, body) in [
+        (Method::POST, "/v1/orgs/acme/chat/completions", Some(json!({"model": "claude-3-5-haiku-latest", "messages": hi}))),
+        (Method::POST, "/v1/orgs/acme/chat/completions", Some(json!({"model": "mystery-model", "messages": hi}))),
+        (Method::POST, "/v1/orgs/acme/embeddings", Some(json!({"model": "text-embedding-3-small", "input": "x"}))),
+        (Method::GET, "/v1/orgs/acme/models", None),
+        (Method::GET, "/v1/orgs/acme/gateway/openai/v1/models?limit=1", None),
+        (Method::GET, "/v1/orgs/acme/gateway/anthropic/v1/models", None),
+    ] {
+        responses.push(app.send(method, path, Some(&service), body).await);
+    }
+    let unified: Vec<u16> = responses[14..20].iter().map(|r| r.status.as_u16()).collect();
+    assert_eq!(unified, [200, 400, 502, 200, 502, 200], "the calls went where they should");
     responses.push(app.get("/v1/orgs/acme/usage/calls", &owner).await);
     responses.push(app.get("/v1/orgs/acme/audit", &owner).await);
     responses.push(app.get("/v1/orgs/acme/events", &owner).await);
