@@ -1,7 +1,7 @@
 //! Gateway benchmark, side by side in one run against one fake provider on loopback: the
-//! latency keyledger adds to a model call (p50/p99 against calling the fake directly), gateway
-//! calls per second, key resolutions per second, and usage recordings per second. Writes a
-//! markdown table to `bench/results/gateway.md`.
+//! latency keyledger adds to a model call routed by its model name (p50/p99 against calling the
+//! fake directly), routed and pass-through gateway calls per second, key resolutions per second,
+//! and usage recordings per second. Writes a markdown table to `bench/results/gateway.md`.
 //!
 //! `cargo run --release -p keyledger-bench --bin gateway -- --seconds 10`
 
@@ -42,12 +42,16 @@ struct Args {
 const ORGS: usize = 50;
 const ANSWER: &str = r#"{"object":"chat.completion","model":"gpt-4o-mini","choices":[{"message":{"role":"assistant","content":"ok"}}],"usage":{"prompt_tokens":12,"completion_tokens":3}}"#;
 
+/// What the fake lists for any GET: Anthropic's models, which the routing consults.
+const LISTING: &str = r#"{"data":[{"type":"model","id":"claude-3-5-haiku-latest"},{"type":"model","id":"claude-sonnet-4"}]}"#;
+
 #[derive(Debug)]
 struct Outcome {
     backend: &'static str,
     direct: (Duration, Duration),
-    gateway: (Duration, Duration),
-    gateway_rate: f64,
+    routed: (Duration, Duration),
+    routed_rate: f64,
+    pass_through_rate: f64,
     resolutions: f64,
     recordings: f64,
 }
@@ -68,8 +72,9 @@ async fn main() {
 }
 
 async fn fake_provider() -> String {
-    let app =
-        axum::Router::new().fallback(|| async { ([("content-type", "application/json")], ANSWER) });
+    let json = [("content-type", "application/json")];
+    let app = axum::Router::new()
+        .fallback(axum::routing::post(move || async move { (json, ANSWER) }).get(move || async move { (json, LISTING) }));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move { axum::serve(keyledger_api::app::no_delay(listener), app).await });
@@ -83,6 +88,7 @@ async fn run(backend: &'static str, url: &str, fake: &str, args: &Args) -> Outco
         ("KEYLEDGER_JWT_SECRET", "bench".to_owned()),
         ("KEYLEDGER_LISTEN", "127.0.0.1:0".to_owned()),
         ("KEYLEDGER_PROVIDER_OPENAI_BASE_URL", fake.to_owned()),
+        ("KEYLEDGER_PROVIDER_ANTHROPIC_BASE_URL", fake.to_owned()),
     ]);
     let config = Config::from_lookup(|name| env.get(name).cloned()).expect("config");
     let state = keyledger_api::build_state(config).await.expect("state");
@@ -92,7 +98,9 @@ async fn run(backend: &'static str, url: &str, fake: &str, args: &Args) -> Outco
     let router = keyledger_api::router(state.clone());
     tokio::spawn(async move { axum::serve(keyledger_api::app::no_delay(listener), router).await });
 
-    // Every organization on pro with its own OpenAI key.
+    // Every organization on pro with its own Anthropic and OpenAI keys, Anthropic first: a call
+    // for `gpt-4o-mini` is routed past Anthropic (its cached model list lacks the name) to
+    // OpenAI (whose family it is).
     let client = reqwest::Client::new();
     let admin = state
         .tokens
@@ -115,15 +123,27 @@ async fn run(backend: &'static str, url: &str, fake: &str, args: &Args) -> Outco
             .send()
             .await
             .expect("plan");
-        let key = format!("sk-proj-bench{org:04}{}", "k".repeat(40));
-        let stored = client
-            .post(format!("{base}/v1/orgs/org{org}/keys"))
+        for (provider, key) in [
+            ("openai", format!("sk-proj-bench{org:04}{}", "k".repeat(40))),
+            ("anthropic", format!("sk-ant-api03-bench{org:04}{}", "k".repeat(40))),
+        ] {
+            let stored = client
+                .post(format!("{base}/v1/orgs/org{org}/keys"))
+                .bearer_auth(&owner)
+                .json(&json!({"provider": provider, "key": key}))
+                .send()
+                .await
+                .expect("store");
+            assert!(stored.status().is_success());
+        }
+        let ordered = client
+            .put(format!("{base}/v1/orgs/org{org}/provider-order"))
             .bearer_auth(&owner)
-            .json(&json!({"provider": "openai", "key": key}))
+            .json(&json!({"providers": ["anthropic", "openai"]}))
             .send()
             .await
-            .expect("store");
-        assert!(stored.status().is_success());
+            .expect("order");
+        assert!(ordered.status().is_success());
     }
     let service = state
         .tokens
@@ -136,62 +156,31 @@ async fn run(backend: &'static str, url: &str, fake: &str, args: &Args) -> Outco
     let direct_url = format!("{fake}/v1/chat/completions");
     let direct =
         |_| client.post(&direct_url).header("content-type", "application/json").body(body.clone());
-    let gateway = |n| {
+    let routed = |n| {
         client
-            .post(format!("{base}/v1/orgs/org{}/gateway/openai/v1/chat/completions", n % ORGS))
+            .post(format!("{base}/v1/orgs/org{}/chat/completions", n % ORGS))
             .bearer_auth(&service)
             .header("content-type", "application/json")
             .body(body.clone())
     };
-    // Warm: connections open, each organization's Keyring loaded once (a cold load is a
-    // start-up cost, not what a call adds).
+    // Warm: connections open, each organization's Keyring loaded and Anthropic's model list
+    // fetched once (a cold load is a start-up cost, not what a call adds).
     latencies(ORGS, direct).await;
-    latencies(ORGS, gateway).await;
+    latencies(ORGS, routed).await;
     let direct = latencies(args.calls, direct).await;
-    let gateway = latencies(args.calls, gateway).await;
-
-    eprintln!("[{backend}] gateway throughput: {} callers for {}s", args.concurrency, args.seconds);
+    let routed = latencies(args.calls, routed).await;
     assert!(state.usage.settle(Duration::from_secs(30)).await, "latency calls unrecorded");
-    let recorded_before = state.usage.recorded_total();
-    let started = Instant::now();
-    let done = Arc::new(AtomicU64::new(0));
-    let deadline = started + Duration::from_secs(args.seconds);
-    let workers: Vec<_> = (0..args.concurrency)
-        .map(|w| {
-            let (client, base, service, body, done) =
-                (client.clone(), base.clone(), service.clone(), body.clone(), done.clone());
-            tokio::spawn(async move {
-                let mut n = w;
-                while Instant::now() < deadline {
-                    let response = client
-                        .post(format!(
-                            "{base}/v1/orgs/org{}/gateway/openai/v1/chat/completions",
-                            n % ORGS
-                        ))
-                        .bearer_auth(&service)
-                        .header("content-type", "application/json")
-                        .body(body.clone())
-                        .send()
-                        .await
-                        .expect("call");
-                    assert!(response.status().is_success());
-                    response.bytes().await.expect("answer");
-                    done.fetch_add(1, Ordering::Relaxed);
-                    // Each caller walks over the organizations rather than hammering one.
-                    n += 7;
-                }
-            })
-        })
-        .collect();
-    for worker in workers {
-        worker.await.expect("worker");
-    }
-    // A call counts once its usage record is committed too: the writer must keep up, not
-    // leave a backlog behind the measured window.
-    assert!(state.usage.settle(Duration::from_secs(60)).await, "gateway calls unrecorded");
-    let calls = done.load(Ordering::Relaxed);
-    assert_eq!(state.usage.recorded_total() - recorded_before, calls, "every call recorded");
-    let gateway_rate = calls as f64 / started.elapsed().as_secs_f64();
+
+    eprintln!("[{backend}] routed throughput: {} callers for {}s", args.concurrency, args.seconds);
+    let routed_rate = throughput(&state, &client, &service, &body, args, |base, org| {
+        format!("{base}/v1/orgs/org{org}/chat/completions")
+    }, &base)
+    .await;
+    eprintln!("[{backend}] pass-through throughput: {} callers for {}s", args.concurrency, args.seconds);
+    let pass_through_rate = throughput(&state, &client, &service, &body, args, |base, org| {
+        format!("{base}/v1/orgs/org{org}/gateway/openai/v1/chat/completions")
+    }, &base)
+    .await;
 
     eprintln!("[{backend}] resolutions and recordings for {}s each", args.seconds);
     let shared = state.clone();
@@ -242,7 +231,61 @@ async fn run(backend: &'static str, url: &str, fake: &str, args: &Args) -> Outco
     })
     .await;
 
-    Outcome { backend, direct, gateway, gateway_rate, resolutions, recordings }
+    Outcome { backend, direct, routed, routed_rate, pass_through_rate, resolutions, recordings }
+}
+
+/// Model calls per second through `url` (of the base URL and an organization number), by
+/// `args.concurrency` callers for `args.seconds`. A call counts once its usage record is
+/// committed too: the writer must keep up, not leave a backlog behind the measured window.
+async fn throughput(
+    state: &keyledger_api::AppState,
+    client: &reqwest::Client,
+    service: &str,
+    body: &str,
+    args: &Args,
+    url: fn(&str, usize) -> String,
+    base: &str,
+) -> f64 {
+    let recorded_before = state.usage.recorded_total();
+    let started = Instant::now();
+    let done = Arc::new(AtomicU64::new(0));
+    let deadline = started + Duration::from_secs(args.seconds);
+    let workers: Vec<_> = (0..args.concurrency)
+        .map(|w| {
+            let (client, base, service, body, done) = (
+                client.clone(),
+                base.to_owned(),
+                service.to_owned(),
+                body.to_owned(),
+                done.clone(),
+            );
+            tokio::spawn(async move {
+                let mut n = w;
+                while Instant::now() < deadline {
+                    let response = client
+                        .post(url(&base, n % ORGS))
+                        .bearer_auth(&service)
+                        .header("content-type", "application/json")
+                        .body(body.clone())
+                        .send()
+                        .await
+                        .expect("call");
+                    assert!(response.status().is_success(), "{}", response.status());
+                    response.bytes().await.expect("answer");
+                    done.fetch_add(1, Ordering::Relaxed);
+                    // Each caller walks over the organizations rather than hammering one.
+                    n += 7;
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.await.expect("worker");
+    }
+    assert!(state.usage.settle(Duration::from_secs(60)).await, "gateway calls unrecorded");
+    let calls = done.load(Ordering::Relaxed);
+    assert_eq!(state.usage.recorded_total() - recorded_before, calls, "every call recorded");
+    calls as f64 / started.elapsed().as_secs_f64()
 }
 
 /// p50 and p99 of `count` sequential requests.
@@ -296,25 +339,26 @@ fn report(outcomes: &[Outcome], args: &Args) -> String {
         args.seconds, args.calls, args.concurrency
     ));
     out.push_str(&format!("Run: {} on this 2-core machine, keyledger, the fake provider and the load in one process.\n\n", Utc::now().format("%Y-%m-%d %H:%M UTC")));
-    out.push_str("| backend | direct p50 (ms) | direct p99 (ms) | gateway p50 (ms) | gateway p99 (ms) | added p50 (ms) | added p99 (ms) | gateway calls/s | resolutions/s | usage recordings/s |\n");
-    out.push_str("|---|---|---|---|---|---|---|---|---|---|\n");
+    out.push_str("| backend | direct p50 (ms) | direct p99 (ms) | routed p50 (ms) | routed p99 (ms) | added p50 (ms) | added p99 (ms) | routed calls/s | pass-through calls/s | resolutions/s | usage recordings/s |\n");
+    out.push_str("|---|---|---|---|---|---|---|---|---|---|---|\n");
     for o in outcomes {
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {:.0} | {:.0} | {:.0} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} |\n",
             o.backend,
             ms(o.direct.0),
             ms(o.direct.1),
-            ms(o.gateway.0),
-            ms(o.gateway.1),
-            ms(o.gateway.0.saturating_sub(o.direct.0)),
-            ms(o.gateway.1.saturating_sub(o.direct.1)),
-            o.gateway_rate,
+            ms(o.routed.0),
+            ms(o.routed.1),
+            ms(o.routed.0.saturating_sub(o.direct.0)),
+            ms(o.routed.1.saturating_sub(o.direct.1)),
+            o.routed_rate,
+            o.pass_through_rate,
             o.resolutions,
             o.recordings,
         ));
     }
     out.push_str(&format!(
-        "\nEach call: BYOK resolution (the organization's Keyring from this replica's cache, vouched for by the Keyring watch on PostgreSQL and checked against the log's head on SQLite; the key opened for that call only), forwarding, the answer streamed back, usage recorded (the caller does not wait for the record; gateway calls/s counts until every call's record is committed). Usage recordings/s: `UsageRecorder::record`, each caller waiting for its commit, as `POST /usage` does. {ORGS} organizations on pro with an OpenAI key; usage recordings spread over 500 organizations.\n"
+        "\nA routed call: `POST /v1/orgs/{{org}}/chat/completions` for the bare model `gpt-4o-mini`, routed by the domain's rules past Anthropic (first in the organization's order; its model list, fetched once and cached, lacks the name) to OpenAI (whose family it is); then BYOK resolution (the organization's Keyring from this replica's cache, vouched for by the Keyring watch on PostgreSQL and checked against the log's head on SQLite; the key opened for that call only), forwarding, the answer streamed back, usage recorded. A pass-through call: `POST …/gateway/openai/v1/chat/completions`, the same without routing. The caller does not wait for the usage record; calls/s counts until every call's record is committed. Usage recordings/s: `UsageRecorder::record`, each caller waiting for its commit, as `POST /usage` does. {ORGS} organizations on pro with Anthropic and OpenAI keys; usage recordings spread over 500 organizations.\n"
     ));
     out
 }
