@@ -31,21 +31,10 @@ fn hi() -> serde_json::Value {
 /// order `order`.
 pub(crate) async fn with_keys(backend: Backend, extra: &[(&str, &str)], order: &[&str]) -> TestApp {
     let app = TestApp::start_with(backend, extra).await;
-    app.set_plan("acme", "pro").await;
-    let owner = app.owner("acme");
-    for (provider, key) in [
-        ("openai", keys::openai()),
-        ("groq", format!("gsk_{}", "g".repeat(52))),
-        ("mistral", "m".repeat(32)),
-        ("anthropic", keys::anthropic()),
-    ] {
-        app.provider.accept(&key);
-        let stored =
-            app.post("/v1/orgs/acme/keys", &owner, json!({"provider": provider, "key": key})).await;
-        assert_eq!(stored.status, StatusCode::CREATED, "{provider}");
-    }
-    let ordered =
-        app.put("/v1/orgs/acme/provider-order", &owner, json!({"providers": order})).await;
+    keys::store_accepted(&app, &["openai", "groq", "mistral", "anthropic"]).await;
+    let ordered = app
+        .put("/v1/orgs/acme/provider-order", &app.owner("acme"), json!({"providers": order}))
+        .await;
     assert_eq!(ordered.status, StatusCode::OK, "{}", ordered.everything());
     app
 }

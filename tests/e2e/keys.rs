@@ -29,3 +29,36 @@ pub(crate) fn google() -> String {
 pub(crate) fn last4(key: &str) -> &str {
     &key[key.len() - 4..]
 }
+
+/// A fresh key of `provider`'s shape, for the providers the tests store keys for.
+pub(crate) fn of(provider: &str) -> String {
+    match provider {
+        "anthropic" => anthropic(),
+        "openai" => openai(),
+        "google" => google(),
+        "groq" => format!("gsk_CANARY{}", Uuid::new_v4().simple()),
+        _ => Uuid::new_v4().simple().to_string(),
+    }
+}
+
+/// Puts `acme` on `pro` and stores a key the fake providers accept for each of `providers`.
+pub(crate) async fn store_accepted(app: &keyledger_tests::TestApp, providers: &[&str]) {
+    app.set_plan("acme", "pro").await;
+    for provider in providers {
+        let key = of(provider);
+        app.provider.accept(&key);
+        let stored = app
+            .post(
+                "/v1/orgs/acme/keys",
+                &app.owner("acme"),
+                serde_json::json!({"provider": provider, "key": key}),
+            )
+            .await;
+        assert_eq!(
+            stored.status,
+            axum::http::StatusCode::CREATED,
+            "{provider}: {}",
+            stored.everything()
+        );
+    }
+}

@@ -160,13 +160,14 @@ async fn a_rebuild_from_position_zero_gives_the_same_rows(backend: Backend) {
     let before = view_rows(&app).await;
     assert!(before.iter().any(|r| r.starts_with("view_keys")), "the views have rows");
 
-    let read = app.state.projector.rebuild(None).await.expect("rebuild");
-    assert_eq!(
-        read as i64,
-        app.count("select count(*) from events").await,
-        "the rebuild read the whole log"
-    );
+    // Rows the log does not say: only a rebuild that really replays the log puts them right.
+    // (The running projector may replay part of the log itself once the rebuild has emptied
+    // the tables; either way, the rows that result must be the log's.)
+    app.execute_sql("update view_keys set description = 'tampered'").await;
+    app.execute_sql("delete from usage_calls").await;
+    app.state.projector.rebuild(None).await.expect("rebuild");
     assert_eq!(view_rows(&app).await, before, "a rebuild gives the same rows");
+    app.execute_sql("update audit_log set summary = 'tampered'").await;
     app.state.projector.rebuild(Some("audit")).await.expect("rebuild one");
     assert_eq!(view_rows(&app).await, before, "and so does rebuilding one projection");
     assert!(app.state.projector.rebuild(Some("nope")).await.is_err());

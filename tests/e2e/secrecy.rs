@@ -91,9 +91,21 @@ async fn no_plaintext_key_is_in_any_table_response_header_or_log_line(backend: B
     // The unified surface and the other gateway methods: routed, listed, refused, failed.
     let hi = json!([{"role": "user", "content": "Hi"}]);
     for (method, path, body) in [
-        (Method::POST, "/v1/orgs/acme/chat/completions", Some(json!({"model": "claude-3-5-haiku-latest", "messages": hi}))),
-        (Method::POST, "/v1/orgs/acme/chat/completions", Some(json!({"model": "mystery-model", "messages": hi}))),
-        (Method::POST, "/v1/orgs/acme/embeddings", Some(json!({"model": "text-embedding-3-small", "input": "x"}))),
+        (
+            Method::POST,
+            "/v1/orgs/acme/chat/completions",
+            Some(json!({"model": "claude-3-5-haiku-latest", "messages": hi})),
+        ),
+        (
+            Method::POST,
+            "/v1/orgs/acme/chat/completions",
+            Some(json!({"model": "mystery-model", "messages": hi})),
+        ),
+        (
+            Method::POST,
+            "/v1/orgs/acme/embeddings",
+            Some(json!({"model": "text-embedding-3-small", "input": "x"})),
+        ),
         (Method::GET, "/v1/orgs/acme/models", None),
         (Method::GET, "/v1/orgs/acme/gateway/openai/v1/models?limit=1", None),
         (Method::GET, "/v1/orgs/acme/gateway/anthropic/v1/models", None),

@@ -18,18 +18,7 @@ use keyledger_tests::{on_both_backends, Backend, TestApp};
 
 async fn with_keys(backend: Backend, extra: &[(&str, &str)]) -> TestApp {
     let app = TestApp::start_with(backend, extra).await;
-    app.set_plan("acme", "pro").await;
-    for (provider, key) in [("openai", keys::openai()), ("anthropic", keys::anthropic())] {
-        app.provider.accept(&key);
-        let stored = app
-            .post(
-                "/v1/orgs/acme/keys",
-                &app.owner("acme"),
-                json!({"provider": provider, "key": key}),
-            )
-            .await;
-        assert_eq!(stored.status, StatusCode::CREATED);
-    }
+    keys::store_accepted(&app, &["openai", "anthropic"]).await;
     app
 }
 

@@ -73,8 +73,10 @@ async fn main() {
 
 async fn fake_provider() -> String {
     let json = [("content-type", "application/json")];
-    let app = axum::Router::new()
-        .fallback(axum::routing::post(move || async move { (json, ANSWER) }).get(move || async move { (json, LISTING) }));
+    let app = axum::Router::new().fallback(
+        axum::routing::post(move || async move { (json, ANSWER) })
+            .get(move || async move { (json, LISTING) }),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move { axum::serve(keyledger_api::app::no_delay(listener), app).await });
@@ -172,14 +174,29 @@ async fn run(backend: &'static str, url: &str, fake: &str, args: &Args) -> Outco
     assert!(state.usage.settle(Duration::from_secs(30)).await, "latency calls unrecorded");
 
     eprintln!("[{backend}] routed throughput: {} callers for {}s", args.concurrency, args.seconds);
-    let routed_rate = throughput(&state, &client, &service, &body, args, |base, org| {
-        format!("{base}/v1/orgs/org{org}/chat/completions")
-    }, &base)
+    let routed_rate = throughput(
+        &state,
+        &client,
+        &service,
+        &body,
+        args,
+        |base, org| format!("{base}/v1/orgs/org{org}/chat/completions"),
+        &base,
+    )
     .await;
-    eprintln!("[{backend}] pass-through throughput: {} callers for {}s", args.concurrency, args.seconds);
-    let pass_through_rate = throughput(&state, &client, &service, &body, args, |base, org| {
-        format!("{base}/v1/orgs/org{org}/gateway/openai/v1/chat/completions")
-    }, &base)
+    eprintln!(
+        "[{backend}] pass-through throughput: {} callers for {}s",
+        args.concurrency, args.seconds
+    );
+    let pass_through_rate = throughput(
+        &state,
+        &client,
+        &service,
+        &body,
+        args,
+        |base, org| format!("{base}/v1/orgs/org{org}/gateway/openai/v1/chat/completions"),
+        &base,
+    )
     .await;
 
     eprintln!("[{backend}] resolutions and recordings for {}s each", args.seconds);
