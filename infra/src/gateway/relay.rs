@@ -63,9 +63,12 @@ pub(crate) struct Relay {
     captured: Vec<u8>,
     /// Taken when the call is recorded, so it is recorded once.
     recording: Option<Recording>,
-    idle: Duration,
-    quiet_until: Pin<Box<Sleep>>,
-    deadline: Pin<Box<Sleep>>,
+    clocks: Clocks,
+    /// When the provider last sent something.
+    heard_at: Instant,
+    /// Set the first time the provider keeps the caller waiting: one timer, for whichever
+    /// limit comes first (most answers arrive whole and never need one).
+    alarm: Option<Pin<Box<Sleep>>>,
     /// The answer is a server-sent-event stream: a timeout ends it with an `error` event.
     event_stream: bool,
     /// The last chunk ended an event (`\n\n`), so an `error` event can follow as it is.
@@ -90,9 +93,9 @@ impl Relay {
             upstream: Box::pin(upstream.bytes_stream()),
             captured: Vec::new(),
             recording,
-            idle: clocks.idle,
-            quiet_until: Box::pin(tokio::time::sleep(clocks.idle)),
-            deadline: Box::pin(tokio::time::sleep_until(clocks.deadline)),
+            clocks,
+            heard_at: Instant::now(),
+            alarm: None,
             event_stream,
             at_event_boundary: true,
             ended: false,
@@ -143,8 +146,7 @@ impl Stream for Relay {
                 if !bytes.is_empty() {
                     self.at_event_boundary = bytes.ends_with(b"\n\n");
                 }
-                let idle = self.idle;
-                self.quiet_until.as_mut().reset(Instant::now() + idle);
+                self.heard_at = Instant::now();
                 return Poll::Ready(Some(Ok(bytes)));
             }
             Poll::Ready(Some(Err(_))) => {
@@ -159,14 +161,25 @@ impl Stream for Relay {
             }
             Poll::Pending => {}
         }
-        if self.deadline.as_mut().poll(cx).is_ready() {
+        // Nothing new: the alarm wakes this stream when the first of its limits runs out.
+        let wake_at = (self.heard_at + self.clocks.idle).min(self.clocks.deadline);
+        let alarm = match &mut self.alarm {
+            Some(alarm) => {
+                if alarm.deadline() != wake_at {
+                    alarm.as_mut().reset(wake_at);
+                }
+                alarm
+            }
+            empty => empty.insert(Box::pin(tokio::time::sleep_until(wake_at))),
+        };
+        if alarm.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        if Instant::now() >= self.clocks.deadline {
             return self.time_out("the call reached its time limit before the provider finished");
         }
-        if self.quiet_until.as_mut().poll(cx).is_ready() {
-            let why = format!("the provider sent nothing for {} s", self.idle.as_secs());
-            return self.time_out(&why);
-        }
-        Poll::Pending
+        let why = format!("the provider sent nothing for {:?}", self.clocks.idle);
+        self.time_out(&why)
     }
 }
 
