@@ -151,7 +151,10 @@ impl Config {
         let defaults = ModelCallTimeouts::default();
         let duration = |name: &str, default: Duration| match var(name) {
             Some(text) => parse_duration(&text).ok_or_else(|| {
-                invalid(name, "a duration such as 600, 600s, 10m or 500ms, above zero")
+                invalid(
+                    name,
+                    "a duration such as 600, 600s, 10m or 500ms, above zero and at most 24h",
+                )
             }),
             None => Ok(default),
         };
@@ -193,7 +196,11 @@ impl Config {
     }
 }
 
-/// A duration in seconds (`600`), or with a unit (`500ms`, `90s`, `10m`, `1h`); never zero.
+/// The longest a model-call limit may be set to.
+const LONGEST_LIMIT: Duration = Duration::from_secs(24 * 3600);
+
+/// A duration in seconds (`600`), or with a unit (`500ms`, `90s`, `10m`, `1h`); above zero
+/// and at most a day.
 fn parse_duration(text: &str) -> Option<Duration> {
     let text = text.trim();
     let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
@@ -206,7 +213,7 @@ fn parse_duration(text: &str) -> Option<Duration> {
         "h" => Duration::from_secs(number.checked_mul(3600)?),
         _ => return None,
     };
-    (!duration.is_zero()).then_some(duration)
+    (!duration.is_zero() && duration <= LONGEST_LIMIT).then_some(duration)
 }
 
 /// `NAME`, else the contents of the file `NAME_FILE` names.
@@ -321,7 +328,7 @@ mod tests {
         assert_eq!(set.model_call_timeouts.stream_idle, Duration::from_millis(500));
         let set = with("KEYLEDGER_MODEL_CALL_TIMEOUT", "15m").expect("valid");
         assert_eq!(set.model_call_timeouts.call, Duration::from_secs(900));
-        for bad in ["0", "soon", "10 years", "-5"] {
+        for bad in ["0", "soon", "10 years", "-5", "25h", "18446744073709551615s"] {
             let err = with("KEYLEDGER_MODEL_CALL_TIMEOUT", bad).expect_err(bad);
             assert!(err.to_string().starts_with("KEYLEDGER_MODEL_CALL_TIMEOUT"), "{err}");
         }

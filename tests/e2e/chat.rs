@@ -103,6 +103,9 @@ async fn a_provider_prefix_picks_the_provider_and_is_not_sent_to_it(backend: Bac
     assert_eq!(unknown.status, StatusCode::NOT_FOUND, "{}", unknown.everything());
     assert_eq!(unknown.json()["error"]["code"], "model_not_found");
     assert_eq!(unknown.headers["x-keyledger-key-source"], "byok");
+    let forced =
+        chat(&app, json!({"provider": "openai", "model": "gpt-9-turbo", "messages": hi()})).await;
+    assert_eq!(forced.status, StatusCode::NOT_FOUND, "a forced provider's word goes back too");
     app.finish().await;
 }
 

@@ -92,3 +92,24 @@ async fn a_platform_call_to_an_unpriced_model_costs_its_providers_price(backend:
     assert!((cost - 0.0001).abs() < 1e-9, "{cost}");
     app.finish().await;
 }
+
+on_both_backends!(a_platform_call_whose_answer_reports_no_usage_is_recorded_at_its_estimate);
+
+/// Google's OpenAI-compatible stream reports no usage: the call still counts against the cap.
+async fn a_platform_call_whose_answer_reports_no_usage_is_recorded_at_its_estimate(
+    backend: Backend,
+) {
+    let platform = keys::google();
+    let app = TestApp::start_with(backend, &[("KEYLEDGER_PLATFORM_KEY_GOOGLE", &platform)]).await;
+    app.provider.accept(&platform);
+    let service = app.token("acme", keyledger_api::Role::Service, "worker");
+    let body = json!({"model": "google/gemini-2.0-flash", "max_tokens": 10, "stream": true, "messages": [{"role": "user", "content": "Hi"}]});
+    let answer = app.post("/v1/orgs/acme/chat/completions", &service, body).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.everything());
+    assert!(!String::from_utf8_lossy(&answer.body).contains("usage"), "the stream reports none");
+    let recorded = recorded_calls(&app, 1).await;
+    assert_eq!(recorded[0]["output_tokens"], 10, "the call's own limit, as estimated");
+    assert!(recorded[0]["input_tokens"].as_u64().unwrap_or_default() > 0);
+    assert!(recorded[0]["cost_usd"].as_f64().unwrap_or_default() > 0.0, "not free");
+    app.finish().await;
+}

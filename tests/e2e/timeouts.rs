@@ -88,6 +88,30 @@ async fn a_stalled_stream_ends_with_an_error_event_and_records_what_came(backend
     app.finish().await;
 }
 
+on_both_backends!(a_slow_reader_cannot_stretch_a_call_past_its_time_limit);
+
+/// The provider sends everything at once; the caller reads the rest only after the call's
+/// time is up, and gets the error event instead.
+async fn a_slow_reader_cannot_stretch_a_call_past_its_time_limit(backend: Backend) {
+    let app = with_keys(backend, &[("KEYLEDGER_MODEL_CALL_TIMEOUT", "1s")]).await;
+    let mut body = claude();
+    body["stream"] = json!(true);
+    let request = Request::post("/v1/orgs/acme/gateway/anthropic/v1/messages")
+        .header("authorization", format!("Bearer {}", app.token("acme", Role::Service, "worker")))
+        .body(Body::from(body.to_string()))
+        .expect("request");
+    let response = app.router.clone().oneshot(request).await.expect("router");
+    let mut body = response.into_body();
+    let first = body.frame().await.expect("a frame").expect("data");
+    assert!(String::from_utf8_lossy(first.data_ref().expect("bytes")).contains("message_start"));
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let rest = body.collect().await.expect("the rest").to_bytes();
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(rest.contains("event: error") && rest.contains("time limit"), "{rest}");
+    assert!(!rest.contains("message_stop"), "nothing past the limit: {rest}");
+    app.finish().await;
+}
+
 on_both_backends!(a_provider_that_does_not_answer_in_time_is_a_problem_json_504);
 
 async fn a_provider_that_does_not_answer_in_time_is_a_problem_json_504(backend: Backend) {

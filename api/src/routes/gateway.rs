@@ -65,7 +65,7 @@ pub(crate) async fn forward(
 /// A model call's failure as the caller hears it. A refusal recorded against the key is in
 /// the views (the audit trail, the key's last verification) before the caller hears of it.
 pub(crate) async fn failed(state: &AppState, org: &OrgId, error: GatewayError) -> ApiError {
-    if matches!(error, GatewayError::KeyRejected { confirmed: true, .. }) {
+    if matches!(&error, GatewayError::KeyRejected { check, .. } if check.is_refusal()) {
         state.settle(org).await;
     }
     error.into()

@@ -96,11 +96,6 @@ impl ModelFamilies {
         let lower = model.to_ascii_lowercase();
         self.prefixes.iter().find(|(prefix, _)| lower.starts_with(prefix.as_str())).map(|(_, p)| *p)
     }
-
-    /// Every family, longest prefix first: for documentation and the API.
-    pub fn entries(&self) -> impl Iterator<Item = (&str, ProviderId)> {
-        self.prefixes.iter().map(|(prefix, provider)| (prefix.as_str(), *provider))
-    }
 }
 
 #[cfg(test)]

@@ -75,7 +75,9 @@ pub enum RoutingError {
 }
 
 impl Surface {
-    fn name(self) -> &'static str {
+    /// What the surface is called, for messages.
+    #[must_use]
+    pub fn name(self) -> &'static str {
         match self {
             Self::Chat => "chat completions",
             Self::Embeddings => "embeddings",
@@ -123,7 +125,8 @@ pub fn route(
                 if !provider.offers(surface) {
                     return Err(not_offered(provider));
                 }
-                push(Target { provider, model: model.name.clone(), bare: model.is_bare() });
+                // The caller placed the model at this provider: its "not found" is the answer.
+                push(Target { provider, model: model.name.clone(), bare: false });
             }
             (None, None) => {
                 for provider in callable.iter().copied().filter(|p| p.offers(surface)) {
@@ -297,6 +300,13 @@ mod tests {
         };
         let found = route(&forced, Surface::Chat, &ORDER, world.serving()).expect("routable");
         assert_eq!(targets(&found), [(ProviderId::Anthropic, "claude-haiku-4")]);
+        let bare_but_placed = RouteRequest {
+            forced: Some(ProviderId::Openai),
+            models: vec![ModelRef::parse("gpt-9").expect("valid")],
+        };
+        let found =
+            route(&bare_but_placed, Surface::Chat, &ORDER, world.serving()).expect("routable");
+        assert!(!found[0].bare, "the provider's own answer about it goes back");
         let mismatch = RouteRequest {
             forced: Some(ProviderId::Anthropic),
             models: vec![ModelRef::parse("openai/gpt-4o").expect("valid")],

@@ -7,7 +7,7 @@ mod ledger;
 #[cfg(test)]
 mod tests;
 
-pub use estimate::{CallEstimate, DEFAULT_MAX_OUTPUT_TOKENS};
+pub use estimate::{CallEstimate, BINARY_PAYLOAD_TOKENS, DEFAULT_MAX_OUTPUT_TOKENS};
 pub use figures::UsageFigures;
 pub use ledger::{
     KeySource, ModelCallRecorded, PlatformCallReleased, PlatformCallReserved, RecordModelCall,

@@ -51,6 +51,13 @@ pub(crate) struct Try<'a> {
     pub(crate) deadline: Instant,
 }
 
+impl Try<'_> {
+    /// The most the call is expected to use.
+    fn estimate(&self) -> CallEstimate {
+        CallEstimate::of_request(&self.body, self.expects_output)
+    }
+}
+
 /// How one provider took a call.
 pub(crate) enum Tried {
     /// It answered: this goes back to the caller.
@@ -67,7 +74,7 @@ impl Gateway {
     /// may do) or must stop (a refused BYOK key, time out, storage).
     pub(crate) async fn try_at(&self, t: Try<'_>) -> Result<Tried, GatewayError> {
         let estimate = || {
-            let tokens = CallEstimate::of_request(&t.body, t.expects_output);
+            let tokens = t.estimate();
             let model = t.model.as_deref().unwrap_or("*");
             self.prices.cost(t.provider, model, tokens.input_tokens, tokens.output_tokens)
         };
@@ -132,19 +139,15 @@ impl Gateway {
             }))
         };
         match judge(status.as_u16(), &body, t.bare, source) {
-            Verdict::KeyRefused(seen) => {
+            Verdict::KeyRefused(refused) => {
                 let provider = t.provider;
-                match self.confirm_refusal(&t, Refused { key, endpoint, byok }).await {
-                    Some(outcome) => {
-                        Err(GatewayError::KeyRejected { provider, outcome, confirmed: true })
-                    }
-                    None if t.may_move_on => {
-                        Err(GatewayError::KeyRejected { provider, outcome: seen, confirmed: false })
-                    }
-                    // The key itself is fine: the provider refused this request (a path the
-                    // key may not use), and says why in its own answer.
-                    None => deliver(body),
+                let check = self.confirm_refusal(&t, Refused { key, endpoint, byok }).await;
+                if check.is_refusal() || t.may_move_on {
+                    return Err(GatewayError::KeyRejected { provider, refused, check });
                 }
+                // The key itself is not refused: the provider refused this request (a path the
+                // key may not use), and says why in its own answer.
+                deliver(body)
             }
             Verdict::MoveOn(failure @ Failure::PlatformKeyRefused(_)) => {
                 tracing::error!(provider = %t.provider, %status, "the provider refuses the platform's key");
@@ -175,6 +178,7 @@ impl Gateway {
             model: t.model.clone(),
             // A platform call belongs to the month whose quota it took a place in.
             at: chosen.reservation.as_ref().and_then(Reservation::at),
+            estimate: chosen.reservation.is_some().then(|| t.estimate()),
         });
         // The call was made: its record takes the reserved place over.
         if let Some(reservation) = chosen.reservation {
@@ -190,14 +194,16 @@ impl Gateway {
         }
     }
 
-    /// The provider refused the organization's own key on a call. Keyledger checks the key
+    /// The provider refused the organization's own key on a call. keyledger checks the key
     /// itself (the provider's models listing); only a refusal that check confirms is recorded
     /// against the key, so a caller cannot mark a good key invalid by calling a path the
     /// provider refuses. The check and its record run to their end even if the caller goes
-    /// away. The confirmed outcome, or `None` when the key passed the check.
-    async fn confirm_refusal(&self, t: &Try<'_>, refused: Refused) -> Option<VerificationOutcome> {
+    /// away. What the check said.
+    async fn confirm_refusal(&self, t: &Try<'_>, refused: Refused) -> VerificationOutcome {
         let provider = t.provider;
-        let (key_id, version) = refused.byok?;
+        let Some((key_id, version)) = refused.byok else {
+            return VerificationOutcome::ProviderError;
+        };
         let (keyrings, org, actor) =
             (std::sync::Arc::clone(&self.keyrings), t.org.clone(), t.actor.clone());
         let (key, endpoint) = (refused.key, refused.endpoint);
@@ -205,16 +211,16 @@ impl Gateway {
             let providers = &keyrings.deps().providers;
             let outcome = providers.verify(provider, endpoint.as_deref(), key.as_ref()).await;
             drop(key);
-            if !outcome.is_refusal() {
-                return None;
+            if outcome.is_refusal() {
+                let command =
+                    KeyringCommand::RecordVerification { provider, key_id, version, outcome };
+                if let Err(error) = keyrings.execute(&org, command, &actor).await {
+                    tracing::warn!(%error, "could not record the refused key");
+                }
             }
-            let command = KeyringCommand::RecordVerification { provider, key_id, version, outcome };
-            if let Err(error) = keyrings.execute(&org, command, &actor).await {
-                tracing::warn!(%error, "could not record the refused key");
-            }
-            Some(outcome)
+            outcome
         });
-        check.await.ok().flatten()
+        check.await.unwrap_or(VerificationOutcome::ProviderError)
     }
 }
 

@@ -27,11 +27,10 @@ pub enum GatewayError {
     /// The platform's key is over the plan's monthly quota or cost cap.
     #[error(transparent)]
     Limit(UsageError),
-    /// The provider refused the organization's own key; the call stops there.
-    #[error("{provider} refused the organization's own key ({}); {}", outcome.as_str(),
-        if *confirmed { "keyledger's own check confirmed it and recorded the refusal" }
-        else { "the key itself passed keyledger's own check, so nothing was recorded against it" })]
-    KeyRejected { provider: ProviderId, outcome: VerificationOutcome, confirmed: bool },
+    /// The provider refused the organization's own key; the call stops there. `check` is what
+    /// keyledger's own check of the key said: a refusal there was recorded against the key.
+    #[error("{provider} refused the organization's own key ({}); {}", refused.as_str(), check_said(*check))]
+    KeyRejected { provider: ProviderId, refused: VerificationOutcome, check: VerificationOutcome },
     /// Every provider tried failed: unreachable, failing, throttling, or not serving the model.
     #[error("{0}")]
     Unreachable(String),
@@ -44,6 +43,17 @@ pub enum GatewayError {
     /// The usage ledger could not be written.
     #[error(transparent)]
     Usage(RecordError),
+}
+
+fn check_said(check: VerificationOutcome) -> String {
+    if check.is_refusal() {
+        format!("keyledger's own check confirmed it ({}) and recorded the refusal", check.as_str())
+    } else {
+        format!(
+            "keyledger's own check of the key answered {}, so nothing was recorded against it",
+            check.as_str()
+        )
+    }
 }
 
 impl From<RecordError> for GatewayError {

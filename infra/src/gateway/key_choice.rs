@@ -5,11 +5,10 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, SubsecRound, Utc};
-use secrecy::{ExposeSecret, SecretString};
 
 use super::{Gateway, GatewayError};
 use crate::keyrings::Actor;
-use crate::usage::UsageRecorder;
+use crate::usage::{RecordError, UsageRecorder};
 use keyledger_domain::resolution::{resolve, Resolution};
 use keyledger_domain::usage::{KeySource, ReleasePlatformCall, ReservePlatformCall};
 use keyledger_domain::{ApiKey, Keyring, OrgId, ProviderId};
@@ -47,8 +46,8 @@ impl Gateway {
         actor: &Actor,
         usage: KeyUse<'_, E>,
     ) -> Result<Chosen, GatewayError> {
-        let platform_key = self.platform_keys.get(&provider);
-        match resolve(keyring, self.plans(), provider, platform_key.is_some()) {
+        let has_platform_key = self.platform_keys.contains_key(&provider);
+        match resolve(keyring, self.plans(), provider, has_platform_key) {
             Resolution::Byok(key) => Ok(Chosen {
                 key: self.keyrings.open_for_call(org, provider, &key).await?,
                 source: KeySource::Byok,
@@ -72,7 +71,9 @@ impl Gateway {
                     limits,
                     estimated_cost_usd: (usage.estimate_usd)(),
                 };
-                self.usage.reserve(org, reserve, actor).await?;
+                // Armed before the place is asked for: a caller that goes away while it is
+                // being committed still gives it back (giving back a place never held changes
+                // nothing).
                 let reservation = Reservation(Some(Release {
                     usage: Arc::clone(&self.usage),
                     org: org.clone(),
@@ -80,9 +81,16 @@ impl Gateway {
                     request_id: usage.attempt_id.to_owned(),
                     at,
                 }));
-                let secret = platform_key.map(|s| SecretString::from(s.expose_secret().to_owned()));
+                match self.usage.reserve(org, reserve, actor).await {
+                    Ok(()) => {}
+                    Err(refused @ RecordError::Refused(_)) => {
+                        reservation.disarm();
+                        return Err(refused.into());
+                    }
+                    Err(error) => return Err(error.into()),
+                }
                 Ok(Chosen {
-                    key: secret.map(|secret| ApiKey::from_storage(provider, secret)),
+                    key: self.platform_key(provider),
                     source: KeySource::Platform,
                     byok: None,
                     endpoint: None,
@@ -111,16 +119,25 @@ impl Reservation {
     }
 
     /// The call was made: its record takes the place over.
-    pub(crate) fn keep(mut self) {
+    pub(crate) fn keep(self) {
+        self.disarm();
+    }
+
+    /// Nothing to give back (the place was never held, or is taken over).
+    fn disarm(mut self) {
         self.0 = None;
     }
 
-    /// The call was not made: the place goes back before the caller moves on.
+    /// The call was not made: the place goes back before the caller moves on. Should the
+    /// caller go away meanwhile, the guard is still armed and its drop gives the place back.
     pub(crate) async fn give_back(mut self) {
-        if let Some(release) = self.0.take() {
+        if let Some(release) = &self.0 {
             let command = release.command();
-            if let Err(error) = release.usage.release(&release.org, command, &release.actor).await {
-                tracing::warn!(%error, "could not give back a reserved quota place");
+            match release.usage.release(&release.org, command, &release.actor).await {
+                Ok(()) => self.0 = None,
+                Err(error) => {
+                    tracing::warn!(%error, "could not give back a reserved quota place; trying again")
+                }
             }
         }
     }

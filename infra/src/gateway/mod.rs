@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use reqwest::header::HeaderMap;
 use reqwest::StatusCode;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 pub use counts::CallCounts;
 pub use error::GatewayError;
@@ -33,7 +33,7 @@ use crate::usage::UsageRecorder;
 use keyledger_domain::pricing::PriceTable;
 use keyledger_domain::routing::ModelFamilies;
 use keyledger_domain::usage::KeySource;
-use keyledger_domain::{PlanCatalogue, ProviderId};
+use keyledger_domain::{ApiKey, PlanCatalogue, ProviderId};
 
 /// How long model calls may take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,6 +122,12 @@ impl Gateway {
     #[must_use]
     pub fn counts(&self) -> &CallCounts {
         &self.counts
+    }
+
+    /// The platform's key for `provider`, as a call carries it.
+    fn platform_key(&self, provider: ProviderId) -> Option<ApiKey> {
+        let secret = self.platform_keys.get(&provider)?;
+        Some(ApiKey::from_storage(provider, SecretString::from(secret.expose_secret().to_owned())))
     }
 
     fn plans(&self) -> &PlanCatalogue {

@@ -93,7 +93,8 @@ impl Gateway {
 fn confined(path: &str) -> Result<(), GatewayError> {
     for segment in path.split('/') {
         let mut decoded = segment.to_owned();
-        // Decoding until nothing changes catches `%2e%2e` and `%252e%252e` alike.
+        // Decoding until nothing changes (four rounds at most) catches `%2e%2e` and
+        // `%252e%252e` alike.
         for _ in 0..4 {
             let next = percent_decode_str(&decoded).decode_utf8_lossy().into_owned();
             if next == decoded {

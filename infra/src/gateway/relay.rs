@@ -23,7 +23,7 @@ use tokio::time::{Instant, Sleep};
 use crate::keyrings::Actor;
 use crate::usage::UsageRecorder;
 use keyledger_domain::pricing::PriceTable;
-use keyledger_domain::usage::{KeySource, ModelCallRecorded, UsageFigures};
+use keyledger_domain::usage::{CallEstimate, KeySource, ModelCallRecorded, UsageFigures};
 use keyledger_domain::{OrgId, ProviderId};
 
 /// How much of an answer is kept to read its usage figures from (the answer itself streams on).
@@ -48,6 +48,9 @@ pub(crate) struct Recording {
     pub(crate) model: Option<String>,
     /// When the call counts as made (its month); `None`: when its answer ended.
     pub(crate) at: Option<DateTime<Utc>>,
+    /// A platform call's estimate, recorded if the answer reports no usage (a stream cut
+    /// before its usage chunk), so the cost cap still counts the call.
+    pub(crate) estimate: Option<CallEstimate>,
 }
 
 /// When a relayed answer must have ended, and how long its provider may stay quiet.
@@ -138,6 +141,12 @@ impl Stream for Relay {
             return Poll::Ready(None);
         }
         match self.upstream.poll_next_unpin(cx) {
+            // A caller that reads slowly from a fast provider never sees it quiet: the call's
+            // time limit is checked on every chunk too.
+            Poll::Ready(Some(Ok(_))) if Instant::now() >= self.clocks.deadline => {
+                return self
+                    .time_out("the call reached its time limit before the provider finished");
+            }
             Poll::Ready(Some(Ok(bytes))) => {
                 if self.recording.is_some() {
                     let room = USAGE_CAPTURE.saturating_sub(self.captured.len());
@@ -191,7 +200,18 @@ impl Drop for Relay {
 }
 
 fn record(r: Recording, answer: &[u8]) {
-    let figures = UsageFigures::from_body(answer).unwrap_or_default();
+    let figures = match (UsageFigures::from_body(answer), r.estimate) {
+        (Some(figures), _) => figures,
+        (None, Some(estimate)) => {
+            tracing::warn!(provider = %r.provider, "the answer reported no usage: its estimate is recorded");
+            UsageFigures {
+                model: None,
+                input_tokens: estimate.input_tokens,
+                output_tokens: estimate.output_tokens,
+            }
+        }
+        (None, None) => UsageFigures::default(),
+    };
     let model = figures.model.or(r.model).unwrap_or_else(|| "unknown".to_owned());
     let call = ModelCallRecorded {
         org: r.org.to_string(),

@@ -20,7 +20,7 @@ use keyledger_domain::resolution::{callable_providers, resolve, Resolution};
 use keyledger_domain::routing::{
     route, unlisted, Failure, ModelRef, RouteRequest, RoutingError, Serving, Surface,
 };
-use keyledger_domain::{ApiKey, Keyring, OrgId, ProviderId};
+use keyledger_domain::{Keyring, OrgId, ProviderId};
 
 /// A call on the OpenAI-shaped surface.
 #[derive(Debug)]
@@ -57,9 +57,7 @@ impl Gateway {
             .map_err(|_| GatewayError::InvalidRequest("the body is not a JSON object".into()))?;
         let request = route_request(&mut body)?;
         let keyring = self.keyrings.current(call.org).await?;
-        let callable =
-            callable_providers(&keyring, self.plans(), |p| self.platform_keys.contains_key(&p));
-        let defaults = default_models(&keyring, &callable);
+        let (callable, defaults) = self.callable(&keyring);
         let mut listings = BTreeMap::new();
         let serving =
             Serving { families: &self.families, default_models: &defaults, listings: &listings };
@@ -80,9 +78,14 @@ impl Gateway {
         let mut failures: Vec<(ProviderId, Failure)> = Vec::new();
         let mut declined = None;
         for target in targets {
-            let Some(path) = ProviderSpec::of(target.provider).path_for(call.surface) else {
-                continue;
-            };
+            // `route` sends a surface only to providers that offer it, and the registry has a
+            // path for every surface a provider offers.
+            let path = ProviderSpec::of(target.provider).path_for(call.surface).ok_or(
+                RoutingError::NotOffered {
+                    provider: target.provider,
+                    surface: call.surface.name(),
+                },
+            )?;
             body.insert("model".to_owned(), Value::String(target.model.clone()));
             let sent = serde_json::to_vec(&body)
                 .map_err(|e| GatewayError::InvalidRequest(e.to_string()))?;
@@ -117,11 +120,12 @@ impl Gateway {
                 Err(error) => return Err(error),
             }
         }
-        Err(match (failures.is_empty(), declined) {
-            (true, Some(declined)) => declined,
-            _ if !failures.is_empty()
-                && failures.iter().all(|(_, f)| *f == Failure::ModelNotFound) =>
-            {
+        // No key or no quota says more than "not found" elsewhere; a provider that failed says
+        // more than either.
+        let only_unknown = failures.iter().all(|(_, f)| *f == Failure::ModelNotFound);
+        Err(match declined {
+            Some(declined) if only_unknown => declined,
+            None if !failures.is_empty() && only_unknown => {
                 let model = request.models.first().map(|m| m.name.clone()).unwrap_or_default();
                 GatewayError::Routing(RoutingError::NotRoutable { model })
             }
@@ -137,9 +141,7 @@ impl Gateway {
     /// [`GatewayError::Keyring`] when the organization's Keyring cannot be read.
     pub async fn models(&self, org: &OrgId) -> Result<Vec<ModelEntry>, GatewayError> {
         let keyring = self.keyrings.current(org).await?;
-        let callable =
-            callable_providers(&keyring, self.plans(), |p| self.platform_keys.contains_key(&p));
-        let defaults = default_models(&keyring, &callable);
+        let (callable, defaults) = self.callable(&keyring);
         let listed =
             futures::future::join_all(callable.iter().map(|p| self.listing(org, &keyring, *p)))
                 .await;
@@ -163,6 +165,15 @@ impl Gateway {
         Ok(entries)
     }
 
+    /// The providers the organization can call now, in the order calls try them, and the
+    /// default model of each one's own key.
+    fn callable(&self, keyring: &Keyring) -> (Vec<ProviderId>, BTreeMap<ProviderId, String>) {
+        let callable =
+            callable_providers(keyring, self.plans(), |p| self.platform_keys.contains_key(&p));
+        let defaults = default_models(keyring, &callable);
+        (callable, defaults)
+    }
+
     /// `provider`'s model list as the key a call would use sees it (cached; see
     /// [`super::listings`]); `None` without a key or a list.
     async fn listing(
@@ -171,8 +182,8 @@ impl Gateway {
         keyring: &Keyring,
         provider: ProviderId,
     ) -> (ProviderId, Listing) {
-        let platform_key = self.platform_keys.get(&provider);
-        let listing = match resolve(keyring, self.plans(), provider, platform_key.is_some()) {
+        let has_platform_key = self.platform_keys.contains_key(&provider);
+        let listing = match resolve(keyring, self.plans(), provider, has_platform_key) {
             Resolution::Byok(key) => {
                 let cache_key = ListingKey::Byok {
                     org: org.to_string(),
@@ -194,18 +205,9 @@ impl Gateway {
             }
             Resolution::Platform(_) => {
                 let fetch = async {
-                    let secret = platform_key?;
-                    let key = ApiKey::from_storage(
-                        provider,
-                        secrecy::SecretString::from(
-                            secrecy::ExposeSecret::expose_secret(secret).to_owned(),
-                        ),
-                    );
-                    self.providers()
-                        .list_models(provider, None, Some(&key))
-                        .await
-                        .ok()
-                        .map(Arc::new)
+                    let key = self.platform_key(provider)?;
+                    let list = self.providers().list_models(provider, None, Some(&key));
+                    list.await.ok().map(Arc::new)
                 };
                 self.listings.get(ListingKey::Platform { provider }, fetch).await
             }

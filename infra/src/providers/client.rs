@@ -37,7 +37,7 @@ pub struct ProviderClient {
 }
 
 /// A provider has this long to accept a connection; past it, the call moves on.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Verifying a key or listing models is a small call: it gets this long in all.
 const SMALL_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// More of an error or listing body than this is not read.

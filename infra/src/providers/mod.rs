@@ -7,7 +7,7 @@ mod listing;
 mod metering;
 mod registry;
 
-pub use client::{read_bounded, Outgoing, ProviderClient, CONNECT_TIMEOUT};
+pub use client::{read_bounded, Outgoing, ProviderClient};
 pub use endpoint::{is_internal, EndpointError, EndpointPolicy};
 pub use listing::{parse_listing, ListedModel};
 pub use metering::asking_for_stream_usage;
