@@ -29,6 +29,28 @@ impl PriceTable {
         Self { prices }
     }
 
+    /// The most a million tokens may be priced at: no model costs near it, and with the token
+    /// bound no single call's cost comes near what the views can sum.
+    pub const MAX_PRICE_PER_MILLION_USD: f64 = 1_000_000.0;
+
+    /// Checks that every price is a number from 0 to [`Self::MAX_PRICE_PER_MILLION_USD`].
+    ///
+    /// # Errors
+    /// The first entry that is not, by name.
+    pub fn check(&self) -> Result<(), String> {
+        for (entry, price) in &self.prices {
+            for value in [price.input_per_million_usd, price.output_per_million_usd] {
+                if !(0.0..=Self::MAX_PRICE_PER_MILLION_USD).contains(&value) {
+                    return Err(format!(
+                        "{entry}: a price is a number from 0 to {} USD per million tokens",
+                        Self::MAX_PRICE_PER_MILLION_USD
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// This table with `other`'s entries added over it: an operator's prices file adds to the
     /// built-in list prices and replaces the entries it names, so every provider keeps a `*`
     /// entry unless the file sets it.
@@ -105,6 +127,20 @@ mod tests {
         let other = table.cost(ProviderId::Openai, "gpt-5-something", 1_000_000, 0);
         assert!((other - 2.50).abs() < 1e-9);
         assert!(table.cost(ProviderId::Ollama, "llama3", 5_000, 5_000).abs() < 1e-12);
+    }
+
+    #[test]
+    fn prices_out_of_range_are_refused() {
+        let price = |input| {
+            PriceTable::new(BTreeMap::from([(
+                "openai/x".to_owned(),
+                Price { input_per_million_usd: input, output_per_million_usd: 1.0 },
+            )]))
+        };
+        assert!(price(2.5).check().is_ok());
+        for bad in [-1.0, f64::NAN, f64::INFINITY, 1e9] {
+            assert!(price(bad).check().is_err(), "{bad}");
+        }
     }
 
     #[test]

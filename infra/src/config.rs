@@ -134,9 +134,12 @@ impl Config {
             None => PlanCatalogue::default(),
         };
         let prices = match var("KEYLEDGER_PRICES_FILE") {
-            Some(path) => PriceTable::default().extended(
-                load_table(Path::new(&path)).map_err(|e| invalid("KEYLEDGER_PRICES_FILE", e))?,
-            ),
+            Some(path) => {
+                let own: PriceTable = load_table(Path::new(&path))
+                    .map_err(|e| invalid("KEYLEDGER_PRICES_FILE", e))?;
+                own.check().map_err(|e| invalid("KEYLEDGER_PRICES_FILE", e))?;
+                PriceTable::default().extended(own)
+            }
             None => PriceTable::default(),
         };
         let model_families = match var("KEYLEDGER_MODEL_FAMILIES_FILE") {

@@ -84,6 +84,12 @@ impl Pool {
 }
 
 impl Tx {
+    /// Whether this is a PostgreSQL transaction.
+    #[must_use]
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, Self::Postgres(_))
+    }
+
     /// Runs a statement and returns the number of rows it changed.
     ///
     /// # Errors

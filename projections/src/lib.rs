@@ -13,4 +13,4 @@ pub mod views;
 pub use db::{Arg, Pool, Tx};
 pub use log::{Cursor, EventLog, LoggedEvent};
 pub use projection::{Projection, ProjectionError};
-pub use projector::Projector;
+pub use projector::{Lag, Projector};

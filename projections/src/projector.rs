@@ -2,6 +2,13 @@
 //! the projections it advances are written in one transaction, so a crash loses nothing and
 //! doubles nothing. On PostgreSQL each projection runs under an advisory lock, so with several
 //! replicas it runs in exactly one of them, and another takes over when that one dies.
+//!
+//! **A projection never stalls on an event.** Its batch is retried until it applies, so one
+//! event it cannot apply would stop that view for every organization. Every projection must
+//! therefore apply every event the log can hold, including events written before today's
+//! bounds: no arithmetic that can overflow (sums saturate; counts that do not fit a bigint
+//! are kept at its largest), no constraint a legal event can break, and an event it has no use
+//! for skipped, not refused. `/readyz` names a projection that falls behind anyway.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +25,15 @@ const BATCH: i64 = 10_000;
 /// How often an idle projector looks for new events when nothing woke it (on PostgreSQL a
 /// notification normally does, on SQLite a local nudge).
 const POLL: Duration = Duration::from_millis(100);
+
+/// How far the views trail the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lag {
+    /// Events the projection furthest behind has yet to apply (counted up to a bound).
+    pub events: i64,
+    /// That projection, if any is behind.
+    pub projection: Option<&'static str>,
+}
 
 /// Runs projections over the log.
 #[derive(Debug)]
@@ -295,28 +311,35 @@ impl Projector {
         Ok(read)
     }
 
-    /// How many events the projection furthest behind has yet to apply, counted up to `bound`.
-    /// Events of types a projection does not consume are not its lag (it steps over them
-    /// whenever it next wakes).
+    /// How many events the projection furthest behind has yet to apply, counted up to `bound`,
+    /// and its name. Events of types a projection does not consume are not its lag (it steps
+    /// over them whenever it next wakes).
     ///
     /// # Errors
     /// The database's error.
-    pub async fn lag(&self, bound: i64) -> Result<i64, ProjectionError> {
+    pub async fn lag(&self, bound: i64) -> Result<Lag, ProjectionError> {
         let checkpoints = self.checkpoints().await?;
         // Projections of one pipeline stand at one checkpoint over the same types: ask once.
-        let mut asked: Vec<(Cursor, &[&'static str])> = Vec::new();
-        let mut furthest = 0;
+        let mut asked: Vec<(Cursor, &[&'static str], i64)> = Vec::new();
+        let mut furthest = Lag { events: 0, projection: None };
         for projection in self.projections.iter() {
             let Some((_, at)) = checkpoints.iter().find(|(name, _)| name == projection.name())
             else {
                 continue;
             };
-            let question = (*at, projection.consumes());
-            if asked.contains(&question) {
-                continue;
+            let consumes = projection.consumes();
+            let known = asked.iter().find(|(a, c, _)| a == at && *c == consumes).map(|q| q.2);
+            let behind = match known {
+                Some(behind) => behind,
+                None => {
+                    let behind = self.behind(*at, consumes, bound).await?;
+                    asked.push((*at, consumes, behind));
+                    behind
+                }
+            };
+            if behind > furthest.events {
+                furthest = Lag { events: behind, projection: Some(projection.name()) };
             }
-            asked.push(question);
-            furthest = furthest.max(self.behind(*at, projection.consumes(), bound).await?);
         }
         Ok(furthest)
     }

@@ -121,13 +121,24 @@ pub async fn usage(
     } else {
         format!("group by {0} order by {0}", chosen.join(", "))
     };
+    // Sums stop at the largest bigint rather than fail: a read never errs on what the log
+    // holds (PostgreSQL sums bigints as numeric; SQLite's total() is a float that cannot
+    // overflow, exact below 2^53).
+    let sum = |column: &str| {
+        if pool.is_postgres() {
+            format!("cast(least(coalesce(sum({column}), 0), {}) as bigint) as {column}", i64::MAX)
+        } else {
+            format!("cast(min(total({column}), {}) as integer) as {column}", i64::MAX)
+        }
+    };
     let sql = format!(
-        "select {}, cast(coalesce(sum(calls), 0) as bigint) as calls, \
-         cast(coalesce(sum(input_tokens), 0) as bigint) as input_tokens, \
-         cast(coalesce(sum(output_tokens), 0) as bigint) as output_tokens, \
-         cast(coalesce(sum(cost_micros), 0) as bigint) as cost_micros \
+        "select {}, {}, {}, {}, {} \
          from usage_daily where org_id = $1 and day >= $2 and day <= $3 {group}",
-        select.join(", ")
+        select.join(", "),
+        sum("calls"),
+        sum("input_tokens"),
+        sum("output_tokens"),
+        sum("cost_micros"),
     );
     pool.fetch_all(
         &sql,

@@ -19,3 +19,4 @@ mod snapshots;
 mod timeouts;
 mod unified;
 mod usage;
+mod usage_bounds;

@@ -42,6 +42,7 @@ fn call(org: &str, n: u32, source: KeySource, day: u32) -> RecordModelCall {
         key_source: source,
         key_version: (source == KeySource::Byok).then_some(1),
         at: Utc.with_ymd_and_hms(2026, 11, day, 12, 0, 0).single().expect("instant"),
+        capped: false,
     };
     RecordModelCall { call, limits: None }
 }

@@ -346,6 +346,11 @@ impl TestApp {
         }
     }
 
+    /// Stops this instance's projector (its views fall behind from now on).
+    pub fn stop_projecting(&self) {
+        let _ = self.stop_projector.send(true);
+    }
+
     /// Drops the test's database.
     pub async fn finish(self) {
         let _ = self.stop_projector.send(true);

@@ -28,15 +28,17 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body));
     }
     match state.projector.lag(READY_LAG).await {
-        Ok(lag) if lag < READY_LAG => (
+        Ok(lag) if lag.events < READY_LAG => (
             StatusCode::OK,
-            axum::Json(json!({"status": "ready", "store": store, "projection_lag": lag})),
+            axum::Json(json!({"status": "ready", "store": store, "projection_lag": lag.events})),
         ),
         Ok(lag) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(
-                json!({"status": "not_ready", "store": store, "projection_lag": lag, "reason": "views are catching up"}),
-            ),
+            axum::Json(json!({
+                "status": "not_ready", "store": store, "projection_lag": lag.events,
+                "projection": lag.projection,
+                "reason": format!("the {} view is {} or more events behind the log", lag.projection.unwrap_or("?"), lag.events),
+            })),
         ),
         Err(_) => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -51,7 +53,7 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
 pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let lag = state.projector.lag(READY_LAG).await.map_or(-1.0, |lag| lag as f64);
+    let lag = state.projector.lag(READY_LAG).await.map_or(-1.0, |lag| lag.events as f64);
     let trusted = if state.keyrings.trusts_its_cache() { 1.0 } else { 0.0 };
     let text = state.metrics.render(
         &state.gateway.counts().snapshot(),

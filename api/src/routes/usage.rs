@@ -12,7 +12,10 @@ use crate::error::{ApiError, Problem};
 use crate::extract::{parse_provider, Json, OrgParam};
 use crate::state::AppState;
 use keyledger_domain::resolution::{resolve, Resolution};
-use keyledger_domain::usage::{KeySource, ModelCallRecorded, RecordModelCall, UsageError};
+use keyledger_domain::usage::{
+    check_reported_at, KeySource, ModelCallRecorded, RecordModelCall, UsageError,
+    MAX_TOKENS_PER_CALL,
+};
 use keyledger_infra::{RecordError, Recorded};
 use keyledger_projections::queries::{self, CallRow, USAGE_DIMENSIONS};
 
@@ -234,6 +237,18 @@ pub(crate) async fn record_usage(
             return Err(ApiError::invalid_request(format!("{field} is 1 to 200 characters")));
         }
     }
+    for (field, tokens) in
+        [("input_tokens", body.input_tokens), ("output_tokens", body.output_tokens)]
+    {
+        if tokens > MAX_TOKENS_PER_CALL {
+            return Err(ApiError::invalid_request(format!(
+                "{field} is at most {MAX_TOKENS_PER_CALL} for one call"
+            )));
+        }
+    }
+    let now = Utc::now();
+    let at = body.at.unwrap_or(now).trunc_subsecs(6);
+    check_reported_at(at, now).map_err(|e| ApiError::invalid_request(e.to_string()))?;
     let keyring = state.keyrings.load(&org).await?;
     let plans = &state.keyrings.deps().plans;
     let (key_source, key_version, limits) = match resolve(&keyring, plans, provider, true) {
@@ -252,7 +267,8 @@ pub(crate) async fn record_usage(
         output_tokens: body.output_tokens,
         key_source,
         key_version,
-        at: body.at.unwrap_or_else(Utc::now).trunc_subsecs(6),
+        at,
+        capped: false,
     };
     match state.usage.record(&org, RecordModelCall { call, limits }, &caller.actor()).await {
         Ok(Recorded::New { call, .. }) => Ok((StatusCode::CREATED, axum::Json((&call).into()))),

@@ -233,6 +233,7 @@ async fn run(backend: &'static str, url: &str, fake: &str, args: &Args) -> Outco
                 key_source: KeySource::Byok,
                 key_version: Some(1),
                 at: Utc::now(),
+                capped: false,
             };
             let actor = Actor {
                 sub: "bench".to_owned(),

@@ -171,6 +171,7 @@ async fn seed(db: &Database, total: usize) {
                 key_source: if n % 3 == 0 { KeySource::Byok } else { KeySource::Platform },
                 key_version: None,
                 at: at + chrono::Duration::hours((n % 400) as i64),
+                capped: false,
             });
             ("UsageLedger", format!("{org}/2026-11"), serde_json::to_value(call).expect("json"))
         };
@@ -303,6 +304,7 @@ async fn measure_lag(
                     key_source: KeySource::Byok,
                     key_version: Some(1),
                     at: Utc::now(),
+                    capped: false,
                 },
                 limits: None,
             };

@@ -9,6 +9,9 @@ pub struct UsageFigures {
     pub model: Option<String>,
     pub input_tokens: u64,
     pub output_tokens: u64,
+    /// The provider reported more than [`super::MAX_TOKENS_PER_CALL`]; the figures are capped
+    /// there. The call was made: it is recorded, never refused after the fact.
+    pub capped: bool,
 }
 
 impl UsageFigures {
@@ -17,19 +20,29 @@ impl UsageFigures {
     #[must_use]
     pub fn from_body(body: &[u8]) -> Option<Self> {
         let text = std::str::from_utf8(body).ok()?;
-        if let Ok(json) = serde_json::from_str::<Value>(text) {
-            let mut figures = Self::default();
-            return figures.absorb(&json).then_some(figures);
-        }
         let mut figures = Self::default();
-        let mut found = false;
-        for line in text.lines() {
-            let Some(data) = line.strip_prefix("data:").map(str::trim) else { continue };
-            if let Ok(json) = serde_json::from_str::<Value>(data) {
-                found |= figures.absorb(&json);
+        let found = match serde_json::from_str::<Value>(text) {
+            Ok(json) => figures.absorb(&json),
+            Err(_) => {
+                let mut found = false;
+                for line in text.lines() {
+                    let Some(data) = line.strip_prefix("data:").map(str::trim) else { continue };
+                    if let Ok(json) = serde_json::from_str::<Value>(data) {
+                        found |= figures.absorb(&json);
+                    }
+                }
+                found
             }
-        }
-        found.then_some(figures)
+        };
+        found.then(|| figures.within_bounds())
+    }
+
+    /// The figures capped at [`super::MAX_TOKENS_PER_CALL`], flagged if they were over.
+    #[must_use]
+    pub fn within_bounds(self) -> Self {
+        let (input_tokens, input_capped) = super::capped(self.input_tokens);
+        let (output_tokens, output_capped) = super::capped(self.output_tokens);
+        Self { input_tokens, output_tokens, capped: input_capped || output_capped, ..self }
     }
 
     /// Takes what `json` says; whether it said anything about usage.
@@ -95,7 +108,16 @@ mod tests {
             model: Some(model.to_owned()),
             input_tokens: input,
             output_tokens: output,
+            capped: false,
         })
+    }
+
+    #[test]
+    fn a_provider_reporting_beyond_the_bound_is_capped_and_flagged() {
+        let body =
+            br#"{"model":"m","usage":{"prompt_tokens":5000000000000000000,"completion_tokens":7}}"#;
+        let read = UsageFigures::from_body(body).expect("figures");
+        assert_eq!((read.input_tokens, read.output_tokens, read.capped), (1_000_000_000, 7, true));
     }
 
     #[test]

@@ -105,6 +105,9 @@ pub struct ModelCallRecorded {
     pub key_source: KeySource,
     pub key_version: Option<u32>,
     pub at: DateTime<Utc>,
+    /// The provider reported more tokens than a call can use; the figures are capped.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub capped: bool,
 }
 
 /// An event of the UsageLedger.

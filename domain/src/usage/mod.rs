@@ -1,12 +1,14 @@
 //! The UsageLedger aggregate: one per organization and month, recording model calls apart
 //! from the Keyring so a busy organization's calls never contend with its key commands.
 
+mod bounds;
 mod estimate;
 mod figures;
 mod ledger;
 #[cfg(test)]
 mod tests;
 
+pub use bounds::{capped, check_reported_at, ReportedAtError, CLOCK_SKEW, MAX_TOKENS_PER_CALL};
 pub use estimate::{CallEstimate, BINARY_PAYLOAD_TOKENS, DEFAULT_MAX_OUTPUT_TOKENS};
 pub use figures::UsageFigures;
 pub use ledger::{

@@ -19,6 +19,7 @@ fn made(source: KeySource) -> ModelCallRecorded {
         key_source: source,
         key_version: None,
         at: DateTime::from_timestamp(1_767_225_600, 0).expect("instant"),
+        capped: false,
     }
 }
 

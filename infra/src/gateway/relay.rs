@@ -208,10 +208,15 @@ fn record(r: Recording, answer: &[u8]) {
                 model: None,
                 input_tokens: estimate.input_tokens,
                 output_tokens: estimate.output_tokens,
+                capped: false,
             }
+            .within_bounds()
         }
         (None, None) => UsageFigures::default(),
     };
+    if figures.capped {
+        tracing::warn!(provider = %r.provider, "the provider reported more tokens than a call can use: recorded capped");
+    }
     let model = figures.model.or(r.model).unwrap_or_else(|| "unknown".to_owned());
     let call = ModelCallRecorded {
         org: r.org.to_string(),
@@ -224,6 +229,7 @@ fn record(r: Recording, answer: &[u8]) {
         key_source: r.source,
         key_version: r.byok.map(|(_, version)| version),
         at: r.at.unwrap_or_else(|| Utc::now().trunc_subsecs(6)),
+        capped: figures.capped,
     };
     // The call was made: it is recorded whatever the limits say now, and nobody waits for it.
     r.usage.record_answered(&r.org, call, &r.actor);

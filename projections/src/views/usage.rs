@@ -23,10 +23,30 @@ struct Totals {
     cost_micros: i64,
 }
 
-/// Dollars to micro-dollars, rounded.
+/// Dollars to micro-dollars, rounded; a cost that is no number counts as none (a float cast
+/// saturates, so no cost can overflow here).
 #[must_use]
 pub(crate) fn micros(usd: f64) -> i64 {
-    (usd * 1_000_000.0).round() as i64
+    if usd.is_finite() {
+        (usd * 1_000_000.0).round() as i64
+    } else {
+        0
+    }
+}
+
+/// A token count as the views keep it: every event the log holds fits, the largest ones
+/// saturated (counts are bounded at the edge, but older events were not).
+fn tokens(count: u64) -> i64 {
+    i64::try_from(count).unwrap_or(i64::MAX)
+}
+
+impl Totals {
+    fn add(&mut self, input: i64, output: i64, cost: i64) {
+        self.calls = self.calls.saturating_add(1);
+        self.input_tokens = self.input_tokens.saturating_add(input);
+        self.output_tokens = self.output_tokens.saturating_add(output);
+        self.cost_micros = self.cost_micros.saturating_add(cost);
+    }
 }
 
 const ROWS_PER_STATEMENT: usize = 500;
@@ -64,7 +84,7 @@ impl Projection for UsageCockpit {
         let mut calls: Vec<Vec<Arg>> = Vec::new();
         for event in events {
             let Fact::Usage(UsageEvent::ModelCallRecorded(call)) = &event.fact else { continue };
-            let (input, output) = (call.input_tokens as i64, call.output_tokens as i64);
+            let (input, output) = (tokens(call.input_tokens), tokens(call.output_tokens));
             let cost = micros(call.cost_usd);
             let key = (
                 call.org.clone(),
@@ -73,11 +93,7 @@ impl Projection for UsageCockpit {
                 call.at.format("%Y-%m-%d").to_string(),
                 call.key_source.as_str().to_owned(),
             );
-            let totals = daily.entry(key).or_default();
-            totals.calls += 1;
-            totals.input_tokens += input;
-            totals.output_tokens += output;
-            totals.cost_micros += cost;
+            daily.entry(key).or_default().add(input, output, cost);
             calls.push(vec![
                 Arg::Text(call.org.clone()),
                 Arg::Int(event.cursor.position),
@@ -108,14 +124,21 @@ impl Projection for UsageCockpit {
                 ]
             })
             .collect();
+        // Running sums stop at the largest bigint rather than fail: a projection never stalls
+        // on an event (see the projector's rule).
+        let add = |column: &str| {
+            if tx.is_postgres() {
+                format!("{column} = least(usage_daily.{column}::numeric + excluded.{column}, {})::bigint", i64::MAX)
+            } else {
+                format!("{column} = min(usage_daily.{column} + excluded.{column}, {})", i64::MAX)
+            }
+        };
+        let update = ["calls", "input_tokens", "output_tokens", "cost_micros"].map(add).join(", ");
         for chunk in daily.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
                 "insert into usage_daily (org_id, provider, model, day, key_source, calls, input_tokens, \
                  output_tokens, cost_micros) values {} on conflict (org_id, provider, model, day, key_source) \
-                 do update set calls = usage_daily.calls + excluded.calls, \
-                 input_tokens = usage_daily.input_tokens + excluded.input_tokens, \
-                 output_tokens = usage_daily.output_tokens + excluded.output_tokens, \
-                 cost_micros = usage_daily.cost_micros + excluded.cost_micros",
+                 do update set {update}",
                 values_placeholders(chunk.len(), 9)
             );
             tx.execute(&sql, &chunk.concat()).await?;
