@@ -101,7 +101,11 @@ pub async fn build_state(mut config: Config) -> Result<AppState, StartError> {
         keyrings,
         usage,
         db,
-        tokens: Arc::new(TokenKeys::new(&config.jwt_secret)),
+        tokens: Arc::new(TokenKeys::with_claims(
+            &config.jwt_secret,
+            config.jwt_issuer.clone(),
+            config.jwt_audience.clone(),
+        )),
         endpoints,
         log: EventLog::new(views.clone()),
         views,

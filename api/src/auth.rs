@@ -84,12 +84,33 @@ pub struct Claims {
     pub role: Role,
     pub org: String,
     pub exp: u64,
+    /// Not valid before (Unix seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+    /// Issued at (Unix seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
 }
+
+/// The longest a token may live: one that expires later is refused, and `keyledger token`
+/// issues none longer.
+pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(30 * 86_400);
+
+/// Seconds of clock difference tolerated on `exp` and `nbf`.
+const LEEWAY: u64 = 5;
 
 /// Signs and checks tokens with the HS256 secret.
 pub struct TokenKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
+    /// `KEYLEDGER_JWT_ISSUER`: put in every token issued here, and required of every token.
+    issuer: Option<String>,
+    /// `KEYLEDGER_JWT_AUDIENCE`: likewise.
+    audience: Option<String>,
 }
 
 impl std::fmt::Debug for TokenKeys {
@@ -99,13 +120,26 @@ impl std::fmt::Debug for TokenKeys {
 }
 
 impl TokenKeys {
-    /// Keys from the UTF-8 bytes of the secret.
+    /// Keys from the UTF-8 bytes of the secret, with no issuer or audience required.
     #[must_use]
     pub fn new(secret: &SecretString) -> Self {
+        Self::with_claims(secret, None, None)
+    }
+
+    /// Keys from the UTF-8 bytes of the secret; tokens must name `issuer` and `audience` where
+    /// these are set.
+    #[must_use]
+    pub fn with_claims(
+        secret: &SecretString,
+        issuer: Option<String>,
+        audience: Option<String>,
+    ) -> Self {
         let bytes = secret.expose_secret().as_bytes();
         Self {
             encoding: EncodingKey::from_secret(bytes),
             decoding: DecodingKey::from_secret(bytes),
+            issuer,
+            audience,
         }
     }
 
@@ -121,8 +155,16 @@ impl TokenKeys {
         ttl: Duration,
     ) -> Result<String, jsonwebtoken::errors::Error> {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-        let claims =
-            Claims { sub: sub.to_owned(), role, org: org.to_owned(), exp: (now + ttl).as_secs() };
+        let claims = Claims {
+            sub: sub.to_owned(),
+            role,
+            org: org.to_owned(),
+            exp: (now + ttl.min(MAX_TOKEN_LIFETIME)).as_secs(),
+            nbf: None,
+            iat: Some(now.as_secs()),
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+        };
         self.sign(&claims)
     }
 
@@ -135,17 +177,44 @@ impl TokenKeys {
     }
 
     fn verify(&self, token: &str) -> Result<Claims, ApiError> {
+        use jsonwebtoken::errors::ErrorKind;
         let mut validation = Validation::new(Algorithm::HS256);
-        validation.set_required_spec_claims(&["exp", "sub"]);
-        validation.leeway = 5;
-        decode::<Claims>(token, &self.decoding, &validation).map(|data| data.claims).map_err(|e| {
-            match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
-                    ApiError::unauthenticated("the token has expired")
-                }
-                _ => ApiError::unauthenticated("the token is not valid"),
+        let mut required = vec!["exp", "sub"];
+        validation.validate_nbf = true;
+        validation.leeway = LEEWAY;
+        match &self.issuer {
+            Some(issuer) => {
+                validation.set_issuer(&[issuer]);
+                required.push("iss");
             }
-        })
+            None => validation.iss = None,
+        }
+        match &self.audience {
+            Some(audience) => {
+                validation.set_audience(&[audience]);
+                required.push("aud");
+            }
+            None => validation.validate_aud = false,
+        }
+        validation.set_required_spec_claims(&required);
+        let claims = decode::<Claims>(token, &self.decoding, &validation)
+            .map(|data| data.claims)
+            .map_err(|e| match e.kind() {
+            ErrorKind::ExpiredSignature => ApiError::unauthenticated("the token has expired"),
+            ErrorKind::ImmatureSignature => ApiError::unauthenticated("the token is not valid yet"),
+            ErrorKind::InvalidIssuer => {
+                ApiError::unauthenticated("the token is from another issuer")
+            }
+            ErrorKind::InvalidAudience => {
+                ApiError::unauthenticated("the token is for another audience")
+            }
+            _ => ApiError::unauthenticated("the token is not valid"),
+        })?;
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        if claims.exp > (now + MAX_TOKEN_LIFETIME).as_secs() + LEEWAY {
+            return Err(ApiError::unauthenticated("the token lives longer than 30 days"));
+        }
+        Ok(claims)
     }
 }
 

@@ -76,7 +76,14 @@ fn parse_ttl(text: &str) -> Result<Duration, String> {
         "d" => 86_400,
         _ => return Err(format!("{text:?}: use s, m, h or d")),
     };
-    Ok(Duration::from_secs(number * seconds))
+    let ttl = number
+        .checked_mul(seconds)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("{text:?} is too long"))?;
+    if ttl > keyledger_api::auth::MAX_TOKEN_LIFETIME || ttl.is_zero() {
+        return Err(format!("{text:?}: a token lives from 1s to 30d"));
+    }
+    Ok(ttl)
 }
 
 #[tokio::main]
@@ -140,7 +147,12 @@ async fn run(command: Command, config: Config) -> Result<(), Box<dyn std::error:
             if org != "*" {
                 keyledger_domain::OrgId::parse(&org)?;
             }
-            println!("{}", TokenKeys::new(&config.jwt_secret).issue(&org, role, &sub, ttl)?);
+            let keys = TokenKeys::with_claims(
+                &config.jwt_secret,
+                config.jwt_issuer.clone(),
+                config.jwt_audience.clone(),
+            );
+            println!("{}", keys.issue(&org, role, &sub, ttl)?);
             Ok(())
         }
     }

@@ -68,6 +68,12 @@ async fn dev_mode_serves_the_embedded_default_and_stops_gracefully_on_sigterm() 
     assert_eq!(status.status(), 200, "a token from `keyledger token` is accepted by `serve`");
     let body: serde_json::Value = status.json().await.expect("json");
     assert_eq!(body["plan"], "starter");
+    let too_long = keyledger(&dir)
+        .args(["token", "--org", "acme", "--role", "owner", "--sub", "alice", "--ttl", "31d"])
+        .output()
+        .expect("keyledger token");
+    assert!(!too_long.status.success(), "no token lives longer than 30 days");
+    assert!(String::from_utf8_lossy(&too_long.stderr).contains("30d"));
 
     let pid = server.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());

@@ -31,6 +31,10 @@ pub struct Config {
     pub master_keys: MasterKeyRing,
     /// HS256 secret of bearer tokens.
     pub jwt_secret: SecretString,
+    /// `KEYLEDGER_JWT_ISSUER`: the `iss` every token must carry, when set.
+    pub jwt_issuer: Option<String>,
+    /// `KEYLEDGER_JWT_AUDIENCE`: the `aud` every token must carry, when set.
+    pub jwt_audience: Option<String>,
     /// `KEYLEDGER_PROVIDER_<ID>_BASE_URL` overrides.
     pub provider_base_urls: BTreeMap<ProviderId, String>,
     /// The plan catalogue (`KEYLEDGER_PLANS_FILE` or the built-in one).
@@ -61,6 +65,9 @@ pub enum ConfigError {
     DataDir { path: PathBuf, source: std::io::Error },
 }
 
+/// The shortest JWT secret production accepts: a guessable secret forges every role.
+const MIN_PRODUCTION_SECRET: usize = 32;
+
 fn invalid(variable: &str, reason: impl ToString) -> ConfigError {
     ConfigError::Invalid { variable: variable.to_owned(), reason: reason.to_string() }
 }
@@ -80,7 +87,12 @@ impl Config {
     /// [`ConfigError`] naming the variable that is missing or wrong.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let var = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
-        let production = var("KEYLEDGER_ENV").is_some_and(|v| v == "production");
+        let production =
+            match var("KEYLEDGER_ENV").map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+                None | Some("development") => false,
+                Some("production") => true,
+                Some(_) => return Err(invalid("KEYLEDGER_ENV", "use development or production")),
+            };
         let data_dir =
             PathBuf::from(var("KEYLEDGER_DATA_DIR").unwrap_or_else(|| ".keyledger".to_owned()));
         let listen = var("KEYLEDGER_LISTEN").unwrap_or_else(|| "127.0.0.1:8080".to_owned());
@@ -117,6 +129,13 @@ impl Config {
                 text
             }
         };
+
+        if production && jwt_secret.len() < MIN_PRODUCTION_SECRET {
+            return Err(invalid(
+                "KEYLEDGER_JWT_SECRET",
+                format!("at least {MIN_PRODUCTION_SECRET} bytes in production (openssl rand -base64 32)"),
+            ));
+        }
 
         let mut provider_base_urls = BTreeMap::new();
         for provider in ProviderId::ALL {
@@ -187,6 +206,8 @@ impl Config {
             data_dir,
             master_keys,
             jwt_secret: SecretString::from(jwt_secret),
+            jwt_issuer: var("KEYLEDGER_JWT_ISSUER"),
+            jwt_audience: var("KEYLEDGER_JWT_AUDIENCE"),
             provider_base_urls,
             plans,
             prices,
@@ -335,6 +356,28 @@ mod tests {
             let err = with("KEYLEDGER_MODEL_CALL_TIMEOUT", bad).expect_err(bad);
             assert!(err.to_string().starts_with("KEYLEDGER_MODEL_CALL_TIMEOUT"), "{err}");
         }
+    }
+
+    #[test]
+    fn production_refuses_a_short_jwt_secret_and_the_mode_is_read_strictly() {
+        let master = MasterKeyRing::generate_encoded();
+        let short = config(&[
+            ("KEYLEDGER_ENV", "production"),
+            ("KEYLEDGER_MASTER_KEY", &master),
+            ("KEYLEDGER_JWT_SECRET", "x"),
+        ]);
+        assert!(short.expect_err("refused").to_string().starts_with("KEYLEDGER_JWT_SECRET"));
+        let long = "s".repeat(32);
+        for mode in ["production", "Production", " PRODUCTION "] {
+            let set = config(&[
+                ("KEYLEDGER_ENV", mode),
+                ("KEYLEDGER_MASTER_KEY", &master),
+                ("KEYLEDGER_JWT_SECRET", &long),
+            ]);
+            assert!(set.expect("valid").production, "{mode:?} means production");
+        }
+        let unknown = config(&[("KEYLEDGER_ENV", "prod"), ("KEYLEDGER_MASTER_KEY", &master)]);
+        assert!(unknown.expect_err("refused").to_string().starts_with("KEYLEDGER_ENV"));
     }
 
     #[test]

@@ -109,6 +109,45 @@ async fn missing_bad_and_expired_tokens_are_unauthenticated(backend: Backend) {
     app.finish().await;
 }
 
+on_both_backends!(tokens_not_yet_valid_too_long_lived_or_from_elsewhere_are_refused);
+
+async fn tokens_not_yet_valid_too_long_lived_or_from_elsewhere_are_refused(backend: Backend) {
+    let app = TestApp::start_with(
+        backend,
+        &[("KEYLEDGER_JWT_ISSUER", "https://idp.example"), ("KEYLEDGER_JWT_AUDIENCE", "keyledger")],
+    )
+    .await;
+    let now = chrono::Utc::now().timestamp();
+    let base = json!({"sub": "alice", "role": "owner", "org": "acme", "exp": now + 600, "iss": "https://idp.example", "aud": "keyledger"});
+    let with = |field: &str, value: serde_json::Value| {
+        let mut claims = base.clone();
+        claims[field] = value;
+        signed(&app, &claims)
+    };
+    assert_eq!(app.get("/v1/orgs/acme", &with("sub", json!("alice"))).await.status, StatusCode::OK);
+    assert_eq!(
+        app.get("/v1/orgs/acme", &app.owner("acme")).await.status,
+        StatusCode::OK,
+        "issued here: iss and aud set"
+    );
+    for (token, says) in [
+        (with("nbf", json!(now + 600)), "not valid yet"),
+        (with("exp", json!(now + 31 * 86_400)), "longer than 30 days"),
+        (with("iss", json!("https://evil.example")), "another issuer"),
+        (with("aud", json!("someone-else")), "another audience"),
+        (with("iss", serde_json::Value::Null), "not valid"),
+    ] {
+        let refused = app.get("/v1/orgs/acme", &token).await;
+        assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{says}");
+        assert!(
+            refused.json()["detail"].as_str().unwrap_or_default().contains(says),
+            "{}",
+            refused.everything()
+        );
+    }
+    app.finish().await;
+}
+
 fn signed(app: &TestApp, claims: &serde_json::Value) -> String {
     let claims: keyledger_api::auth::Claims =
         serde_json::from_value(claims.clone()).expect("claims");
