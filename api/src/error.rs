@@ -110,9 +110,9 @@ impl From<KeyringError> for ApiError {
             E::KeyExists(_) => (StatusCode::CONFLICT, "key_exists"),
             E::KeyNotFound(_) => (StatusCode::NOT_FOUND, "key_not_found"),
             E::SameKey => (StatusCode::CONFLICT, "same_key"),
-            E::KeyRequired(_) | E::KeyOfAnotherProvider(_) => {
-                (StatusCode::UNPROCESSABLE_ENTITY, "invalid_key_format")
-            }
+            // A body without its key is malformed, not a key of the wrong shape.
+            E::KeyRequired(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+            E::KeyOfAnotherProvider(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_key_format"),
             E::EndpointRequired(_) | E::EndpointNotAccepted(_) => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request")
             }

@@ -25,14 +25,16 @@ pub enum KeyFormatError {
     Empty,
     #[error("the key contains whitespace")]
     Whitespace,
-    #[error("the key contains characters a {0} key never has")]
+    #[error("the key is longer than {max} characters")]
+    TooLong { max: usize },
+    #[error("the key contains characters {} never has", .0.a_key())]
     Characters(ProviderId),
-    #[error("a {provider} key starts with {expected}")]
+    #[error("{} starts with {expected}", provider.a_key())]
     Prefix { provider: ProviderId, expected: &'static str },
-    #[error("a {provider} key is {expected}")]
+    #[error("{} is {expected}", provider.a_key())]
     Length { provider: ProviderId, expected: &'static str },
-    #[error("a {provider} key is required")]
-    Missing { provider: ProviderId },
+    #[error("this looks like {}, not {}", other.a_key(), provider.a_key())]
+    OtherProvider { provider: ProviderId, other: ProviderId },
 }
 
 const MAX_KEY_LEN: usize = 1024;
@@ -89,7 +91,10 @@ fn check_format(provider: ProviderId, key: &str) -> Result<(), KeyFormatError> {
     if key.chars().any(char::is_whitespace) {
         return Err(E::Whitespace);
     }
-    if key.len() > MAX_KEY_LEN || !key.chars().all(|c| c.is_ascii_graphic()) {
+    if key.len() > MAX_KEY_LEN {
+        return Err(E::TooLong { max: MAX_KEY_LEN });
+    }
+    if !key.chars().all(|c| c.is_ascii_graphic()) {
         return Err(E::Characters(provider));
     }
     let token_chars =
@@ -108,7 +113,7 @@ fn check_format(provider: ProviderId, key: &str) -> Result<(), KeyFormatError> {
         }
         P::Openai => {
             if key.starts_with("sk-ant-") {
-                return Err(prefix("sk- (this looks like an Anthropic key)"));
+                return Err(E::OtherProvider { provider, other: P::Anthropic });
             }
             let body = key.strip_prefix("sk-").ok_or(prefix("sk-"))?;
             require(token_chars(body), E::Characters(provider))?;
@@ -193,7 +198,28 @@ mod tests {
         let err = parse(ProviderId::Google, "AIzashort").err();
         assert!(matches!(err, Some(KeyFormatError::Length { .. })));
         let err = parse(ProviderId::Openai, &format!("sk-ant-{}", "a".repeat(80))).err();
-        assert!(matches!(err, Some(KeyFormatError::Prefix { .. })));
+        assert!(matches!(err, Some(KeyFormatError::OtherProvider { .. })));
+    }
+
+    #[test]
+    fn each_message_says_what_is_wrong_with_that_key() {
+        let message = |provider, raw: &str| parse(provider, raw).err().map(|e| e.to_string());
+        assert_eq!(
+            message(ProviderId::Anthropic, "sk-proj-abc"),
+            Some("an Anthropic key starts with sk-ant-".to_owned())
+        );
+        assert_eq!(
+            message(ProviderId::Openai, &format!("sk-ant-api03-{}", "a".repeat(80))),
+            Some("this looks like an Anthropic key, not an OpenAI key".to_owned())
+        );
+        assert_eq!(
+            message(ProviderId::Openai, &format!("sk-{}", "a".repeat(2000))),
+            Some("the key is longer than 1024 characters".to_owned())
+        );
+        assert_eq!(
+            message(ProviderId::Google, "AIza!!"),
+            Some("the key contains characters a Google key never has".to_owned())
+        );
     }
 
     #[test]

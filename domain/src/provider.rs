@@ -60,6 +60,39 @@ impl ProviderId {
         }
     }
 
+    /// The provider's name as people write it (`OpenAI`, `LM Studio`).
+    #[must_use]
+    pub const fn display_name(self) -> &'static str {
+        match self {
+            Self::Anthropic => "Anthropic",
+            Self::Openai => "OpenAI",
+            Self::Google => "Google",
+            Self::Mistral => "Mistral",
+            Self::Groq => "Groq",
+            Self::AzureOpenai => "Azure OpenAI",
+            Self::AlephAlpha => "Aleph Alpha",
+            Self::Ollama => "Ollama",
+            Self::Lmstudio => "LM Studio",
+            Self::Vllm => "vLLM",
+        }
+    }
+
+    /// "an OpenAI key", "a Groq key": for messages about a key of this provider.
+    #[must_use]
+    pub fn a_key(self) -> String {
+        // By how the name sounds: "an LM Studio key", "a vLLM key".
+        let article = match self {
+            Self::Anthropic
+            | Self::Openai
+            | Self::AzureOpenai
+            | Self::AlephAlpha
+            | Self::Ollama
+            | Self::Lmstudio => "an",
+            Self::Google | Self::Mistral | Self::Groq | Self::Vllm => "a",
+        };
+        format!("{article} {} key", self.display_name())
+    }
+
     /// Whether a stored key must say where the provider lives (`endpoint`).
     #[must_use]
     pub const fn needs_endpoint(self) -> bool {
@@ -122,6 +155,15 @@ mod tests {
             assert_eq!(p.as_str().parse::<ProviderId>(), Ok(p));
             assert_eq!(serde_json::to_value(p).ok(), Some(serde_json::json!(p.as_str())));
         }
+    }
+
+    #[test]
+    fn a_key_of_each_provider_reads_right() {
+        assert_eq!(ProviderId::Openai.a_key(), "an OpenAI key");
+        assert_eq!(ProviderId::Anthropic.a_key(), "an Anthropic key");
+        assert_eq!(ProviderId::Groq.a_key(), "a Groq key");
+        assert_eq!(ProviderId::Vllm.a_key(), "a vLLM key");
+        assert_eq!(ProviderId::Lmstudio.a_key(), "an LM Studio key");
     }
 
     #[test]

@@ -91,6 +91,13 @@ async fn bad_input_is_refused_with_its_code_and_writes_nothing(backend: Backend)
             "invalid_request",
         ),
         (
+            "missing key",
+            "/v1/orgs/acme/keys",
+            json!({"provider": "anthropic"}).to_string(),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
             "wrong type",
             "/v1/orgs/acme/keys",
             json!({"provider": "anthropic", "key": key, "verify": "yes"}).to_string(),
@@ -104,6 +111,21 @@ async fn bad_input_is_refused_with_its_code_and_writes_nothing(backend: Backend)
         assert_eq!(response.code(), code, "{what}");
         assert_eq!(response.headers["content-type"], "application/problem+json", "{what}");
         assert!(!response.everything().contains(&key[12..]), "{what} echoed the key");
+    }
+    // Each refusal says what is wrong with that input.
+    for (body, says) in [
+        (json!({"provider": "anthropic"}), "send \"key\": an Anthropic key is required"),
+        (
+            json!({"provider": "openai", "key": key}),
+            "this looks like an Anthropic key, not an OpenAI key",
+        ),
+        (
+            json!({"provider": "openai", "key": format!("sk-{}", "a".repeat(2000))}),
+            "the key is longer than 1024 characters",
+        ),
+    ] {
+        let refused = app.post("/v1/orgs/acme/keys", &owner, body).await;
+        assert_eq!(refused.json()["detail"], says, "{}", refused.everything());
     }
     let unknown_provider = app.put("/v1/orgs/acme/keys/openia", &owner, json!({"key": key})).await;
     assert_eq!(unknown_provider.code(), "unknown_provider");

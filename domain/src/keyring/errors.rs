@@ -19,9 +19,9 @@ pub enum KeyringError {
     KeyNotFound(ProviderId),
     #[error("the new key is the key that is already active")]
     SameKey,
-    #[error("a {0} key is required")]
+    #[error("send \"key\": {} is required", .0.a_key())]
     KeyRequired(ProviderId),
-    #[error("the key was not checked as a {0} key")]
+    #[error("the key was not checked as {}", .0.a_key())]
     KeyOfAnotherProvider(ProviderId),
     #[error("{0} needs an endpoint (its base URL)")]
     EndpointRequired(ProviderId),
