@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use secrecy::SecretString;
+use zeroize::Zeroizing;
 
 use crate::crypto::{MasterKeyError, MasterKeyRing};
 use crate::gateway::ModelCallTimeouts;
@@ -114,7 +115,7 @@ impl Config {
         };
         let master_keys = MasterKeyRing::parse(&master_text)
             .map_err(|e: MasterKeyError| invalid("KEYLEDGER_MASTER_KEY", e))?;
-        drop(zeroize::Zeroizing::new(master_text));
+        drop(Zeroizing::new(master_text));
 
         let jwt_secret = match secret(&var, "KEYLEDGER_JWT_SECRET")? {
             Some(text) => text,
@@ -245,13 +246,14 @@ fn secret(
     var: &impl Fn(&str) -> Option<String>,
     name: &str,
 ) -> Result<Option<String>, ConfigError> {
-    if let Some(value) = var(name) {
+    // The untrimmed copies are wiped; the trimmed one goes into a secret type.
+    if let Some(value) = var(name).map(Zeroizing::new) {
         return Ok(Some(value.trim().to_owned()));
     }
     let file_var = format!("{name}_FILE");
     match var(&file_var) {
         Some(path) => std::fs::read_to_string(&path)
-            .map(|text| Some(text.trim().to_owned()))
+            .map(|text| Some(Zeroizing::new(text).trim().to_owned()))
             .map_err(|e| invalid(&file_var, format!("cannot read {path}: {e}"))),
         None => Ok(None),
     }

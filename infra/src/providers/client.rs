@@ -81,8 +81,13 @@ fn put_key(headers: &mut HeaderMap, auth: Auth, key: Option<&ApiKey>) {
         }
     }
     let Some(key) = key else { return };
+    // The header's text is a copy of the key: wiped as soon as the header holds it. (The
+    // header value itself lives until the request is sent; it is marked sensitive.)
     let (name, value) = match auth {
-        Auth::Bearer => (AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {}", key.expose()))),
+        Auth::Bearer => {
+            let bearer = zeroize::Zeroizing::new(format!("Bearer {}", key.expose()));
+            (AUTHORIZATION, HeaderValue::from_str(&bearer))
+        }
         Auth::Header { name, .. } => {
             (HeaderName::from_static(name), HeaderValue::from_str(key.expose()))
         }
