@@ -54,10 +54,28 @@ impl AppState {
     pub async fn settle(&self, org: &OrgId) {
         let keyring = <keyledger_domain::Keyring as cqrs_es::Aggregate>::TYPE;
         self.projector.nudge_for(keyring);
-        match self.log.latest_cursor(keyring, org.as_str()).await {
+        let cursor = self.log.latest_cursor(keyring, org.as_str()).await;
+        self.wait_for_views(cursor, keyring).await;
+    }
+
+    /// Waits until the views include event `sequence` of usage ledger `ledger_id`, so a
+    /// recorded call is in every usage read that follows.
+    pub async fn settle_usage(&self, ledger_id: &str, sequence: usize) {
+        let ledger = <keyledger_domain::usage::UsageLedger as cqrs_es::Aggregate>::TYPE;
+        let sequence = i64::try_from(sequence).unwrap_or(i64::MAX);
+        let cursor = self.log.cursor_of(ledger, ledger_id, sequence).await;
+        self.wait_for_views(cursor, ledger).await;
+    }
+
+    async fn wait_for_views(
+        &self,
+        cursor: Result<Option<keyledger_projections::Cursor>, sqlx::Error>,
+        aggregate_type: &str,
+    ) {
+        match cursor {
             Ok(Some(cursor)) => {
-                if !self.projector.wait_until(cursor, keyring, SETTLE_TIMEOUT).await {
-                    tracing::warn!(org = %org, "views did not catch up in time; answering anyway");
+                if !self.projector.wait_until(cursor, aggregate_type, SETTLE_TIMEOUT).await {
+                    tracing::warn!("views did not catch up in time; answering anyway");
                 }
             }
             Ok(None) => {}

@@ -173,3 +173,21 @@ async fn two_replicas_recording_at_once_never_exceed_the_quota_between_them(back
         Err(_) => panic!("tasks still hold the app"),
     }
 }
+
+on_both_backends!(a_recorded_call_is_in_every_usage_read_that_follows);
+
+async fn a_recorded_call_is_in_every_usage_read_that_follows(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let service = app.token("*", Role::Service, "worker");
+    let reader = app.token("*", Role::PlatformAdmin, "analyst");
+    for n in 0..20 {
+        let org = format!("ryw{n}");
+        let recorded = app.post(&format!("/v1/orgs/{org}/usage"), &service, call("req")).await;
+        assert_eq!(recorded.status, StatusCode::CREATED);
+        let totals = app.get(&format!("/v1/orgs/{org}/usage"), &reader).await.json();
+        assert_eq!(totals["totals"]["calls"], 1, "{org}: the totals show the call at once");
+        let calls = app.get(&format!("/v1/orgs/{org}/usage/calls"), &reader).await.json();
+        assert_eq!(calls["calls"].as_array().map(Vec::len), Some(1), "{org}: so does the list");
+    }
+    app.finish().await;
+}

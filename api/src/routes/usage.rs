@@ -271,7 +271,11 @@ pub(crate) async fn record_usage(
         capped: false,
     };
     match state.usage.record(&org, RecordModelCall { call, limits }, &caller.actor()).await {
-        Ok(Recorded::New { call, .. }) => Ok((StatusCode::CREATED, axum::Json((&call).into()))),
+        Ok(Recorded::New { call, ledger_id, sequence }) => {
+            // The caller's next read of its usage shows this call (read-your-writes).
+            state.settle_usage(&ledger_id, sequence).await;
+            Ok((StatusCode::CREATED, axum::Json((&call).into())))
+        }
         Ok(Recorded::Duplicate(first)) => Ok((StatusCode::OK, axum::Json((&first).into()))),
         Err(RecordError::Refused(refusal)) => {
             let code = match refusal {
