@@ -156,6 +156,7 @@ pub fn router(state: AppState) -> Router {
         )
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(axum::middleware::from_fn(layers::sane_request_id))
 }
 
 /// Model calls: no request time limit (they have their own, see `ModelCallTimeouts`), prompt-

@@ -116,7 +116,7 @@ impl From<KeyringError> for ApiError {
             E::EndpointRequired(_) | E::EndpointNotAccepted(_) => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request")
             }
-            E::DuplicateProvider(_) | E::DetailTooLong { .. } => {
+            E::DuplicateProvider(_) | E::DetailTooLong { .. } | E::ControlCharacters { .. } => {
                 (StatusCode::BAD_REQUEST, "invalid_request")
             }
             E::UnknownPlan(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unknown_plan"),

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 
+use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
@@ -24,7 +25,33 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
+        let is_json = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                let mime = v.split(';').next().unwrap_or_default().trim();
+                mime == "application/json" || mime.ends_with("+json")
+            });
+        if !is_json {
+            return Err(ApiError::invalid_request("send the body as application/json"));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    "the body is over 64 KiB",
+                )
+            } else {
+                ApiError::invalid_request("the body could not be read")
+            }
+        })?;
+        // serde would read a struct from an array by position: a body is an object or nothing.
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(ApiError::invalid_request("the body must be a JSON object"));
+        }
+        match axum::Json::<T>::from_bytes(&bytes) {
             Ok(axum::Json(value)) => Ok(Self(value)),
             Err(rejection) => Err(json_error(&rejection)),
         }
@@ -32,24 +59,17 @@ where
 }
 
 fn json_error(rejection: &JsonRejection) -> ApiError {
-    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        return ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            "the body is over 64 KiB",
-        );
-    }
-    // serde's message names the field or position, never echoes a value of a secret field
-    // beyond its type; keep only that first line.
     let detail = match rejection {
         JsonRejection::JsonDataError(e) => format!("the body does not fit: {}", source_message(e)),
         JsonRejection::JsonSyntaxError(_) => "the body is not valid JSON".to_owned(),
-        JsonRejection::MissingJsonContentType(_) => "send the body as application/json".to_owned(),
         _ => "the body could not be read".to_owned(),
     };
     ApiError::invalid_request(detail)
 }
 
+/// serde's own account of what does not fit, with whatever the caller sent taken out: only
+/// names from the schema (the fields it expects, the field it missed) are kept. A value or an
+/// unknown field name could be a key pasted in the wrong place.
 fn source_message(error: &dyn std::error::Error) -> String {
     let mut message = error.to_string();
     let mut source = error.source();
@@ -57,11 +77,38 @@ fn source_message(error: &dyn std::error::Error) -> String {
         message = inner.to_string();
         source = inner.source();
     }
-    // serde_json's "invalid value: string \"…\"" would quote what was sent.
-    match message.find(": string \"") {
-        Some(at) => format!("{} (value not shown)", &message[..at]),
-        None => message,
+    without_input(&message)
+}
+
+fn without_input(message: &str) -> String {
+    // "unknown field `x`, expected one of `a`, `b`": the list is the schema's. The path before
+    // an unknown field's message ends in that field's name, so it goes too.
+    for (unknown, keep_path) in [("unknown field `", false), ("unknown variant `", true)] {
+        if let Some(at) = message.find(unknown) {
+            let what = &unknown[..unknown.len() - 2];
+            let expected = message[at..].find(", expected").map_or("", |e| &message[at + e..]);
+            let path = if keep_path { &message[..at] } else { "" };
+            return format!("{path}an {what}{expected}");
+        }
     }
+    if message.contains("missing field `") {
+        return message.to_owned();
+    }
+    // "invalid type: string \"…\", expected a boolean": the value goes, the rest stays.
+    let mut kept = String::with_capacity(message.len());
+    let mut quote: Option<char> = None;
+    for c in message.chars() {
+        match (quote, c) {
+            (None, '`' | '"') => {
+                quote = Some(c);
+                kept.push_str("(value not shown)");
+            }
+            (Some(open), c) if c == open => quote = None,
+            (Some(_), _) => {}
+            (None, c) => kept.push(c),
+        }
+    }
+    kept
 }
 
 /// The `{org}` path parameter, parsed.
@@ -110,5 +157,26 @@ impl<S: Send + Sync> FromRequestParts<S> for KeyParams {
         let org = org_of(&params)?;
         let provider = parse_provider(params.get("provider").map_or("", String::as_str))?;
         Ok(Self(org, provider))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_input;
+
+    #[test]
+    fn what_the_caller_sent_is_never_repeated() {
+        let unknown =
+            "sk-ant-api03-secret: unknown field `sk-ant-api03-secret`, expected one of `provider`, `key`";
+        assert_eq!(without_input(unknown), "an unknown field, expected one of `provider`, `key`");
+        let value =
+            "verify: invalid type: string \"sk-secret\", expected a boolean at line 1 column 9";
+        assert_eq!(
+            without_input(value),
+            "verify: invalid type: string (value not shown), expected a boolean at line 1 column 9"
+        );
+        let number = "invalid value: integer `123456789`, expected u32";
+        assert_eq!(without_input(number), "invalid value: integer (value not shown), expected u32");
+        assert_eq!(without_input("missing field `key`"), "missing field `key`");
     }
 }

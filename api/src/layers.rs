@@ -18,6 +18,27 @@ pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Error bodies are small; more than this is not rewritten.
 const PROBLEM_LIMIT: usize = 64 * 1024;
 
+/// The longest request id a caller may choose.
+const MAX_REQUEST_ID: usize = 128;
+
+/// Drops a caller's `x-request-id` that is longer than 128 characters or holds anything but
+/// letters, digits and `._:-`, so that a fresh one is made instead: the id goes into every
+/// event's metadata and every log line of the request.
+pub(crate) async fn sane_request_id(mut request: Request, next: Next) -> Response {
+    let acceptable = |id: &HeaderValue| {
+        let id = id.as_bytes();
+        !id.is_empty()
+            && id.len() <= MAX_REQUEST_ID
+            && id
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+    };
+    if request.headers().get("x-request-id").is_some_and(|id| !acceptable(id)) {
+        request.headers_mut().remove("x-request-id");
+    }
+    next.run(request).await
+}
+
 /// Ends a request that takes longer than [`REQUEST_TIMEOUT`] with a problem+json 503. Model
 /// calls are not under it: they have their own limits (`ModelCallTimeouts`).
 pub(crate) async fn time_limit(request: Request, next: Next) -> Response {

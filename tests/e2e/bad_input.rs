@@ -177,3 +177,89 @@ async fn operations_endpoints_answer(backend: Backend) {
     assert!(missing.headers.contains_key("x-request-id"));
     app.finish().await;
 }
+
+on_both_backends!(nothing_the_caller_sent_comes_back_in_an_error);
+
+async fn nothing_the_caller_sent_comes_back_in_an_error(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    app.set_plan("acme", "pro").await;
+    let owner = app.owner("acme");
+    let key = crate::keys::anthropic();
+    let pasted = format!(r#"{{"provider": "anthropic", "{key}": true}}"#);
+    let number = r#"{"provider": "anthropic", "key": 987654321987654321}"#.to_owned();
+    let provider = format!(r#"{{"provider": "{key}", "key": "x"}}"#);
+    for (what, body, code) in [
+        ("a key as a field name", pasted, "invalid_request"),
+        ("a number for the key", number, "invalid_request"),
+        ("a key as the provider", provider, "unknown_provider"),
+    ] {
+        let refused =
+            app.send_raw(Method::POST, "/v1/orgs/acme/keys", Some(&owner), Some(&body)).await;
+        assert_eq!(refused.code(), code, "{what}: {}", refused.everything());
+        for echoed in [&key[7..], "987654321987654321"] {
+            assert!(
+                !refused.everything().contains(echoed),
+                "{what}: echoed {}",
+                refused.everything()
+            );
+        }
+    }
+    // A body is an object: an array's items would be read as fields by position.
+    let array = json!(["anthropic", key]).to_string();
+    let refused =
+        app.send_raw(Method::POST, "/v1/orgs/acme/keys", Some(&owner), Some(&array)).await;
+    assert_eq!(refused.code(), "invalid_request");
+    assert_eq!(refused.json()["detail"], "the body must be a JSON object");
+    assert_eq!(
+        app.get("/v1/orgs/acme/keys", &owner).await.json()["keys"],
+        json!([]),
+        "nothing stored"
+    );
+    // Control characters would rewrite a log line or a terminal.
+    let stored = app
+        .post(
+            "/v1/orgs/acme/keys",
+            &owner,
+            json!({"provider": "anthropic", "key": key, "description": "prod\u{1b}[2J\rfake"}),
+        )
+        .await;
+    assert_eq!(stored.code(), "invalid_request");
+    assert_eq!(stored.json()["detail"], "description contains control characters");
+    app.finish().await;
+}
+
+on_both_backends!(an_unfit_request_id_is_replaced_before_it_reaches_the_log_or_an_event);
+
+async fn an_unfit_request_id_is_replaced_before_it_reaches_the_log_or_an_event(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let admin = app.platform_admin();
+    for (id, kept, plan) in [
+        ("x".repeat(30_000), false, "pro"),
+        ("bad id {with} spaces".to_owned(), false, "business"),
+        ("req-42.a_b:c".to_owned(), true, "growth"),
+    ] {
+        let request = axum::http::Request::put("/v1/orgs/acme/plan")
+            .header("authorization", format!("Bearer {admin}"))
+            .header("content-type", "application/json")
+            .header(
+                "x-request-id",
+                axum::http::HeaderValue::from_bytes(id.as_bytes()).expect("header"),
+            )
+            .body(axum::body::Body::from(json!({"plan": plan}).to_string()))
+            .expect("request");
+        let response =
+            tower::ServiceExt::oneshot(app.router.clone(), request).await.expect("router");
+        assert_eq!(response.status(), StatusCode::OK);
+        let answered = response.headers()["x-request-id"].to_str().unwrap_or_default().to_owned();
+        assert_eq!(answered == id, kept, "{}", &id[..id.len().min(20)]);
+        assert!(answered.len() <= 128);
+    }
+    let events = app.get("/v1/orgs/acme/events", &admin).await;
+    let text = String::from_utf8_lossy(&events.body).into_owned();
+    assert!(
+        !text.contains(&"x".repeat(200)) && text.contains("req-42.a_b:c"),
+        "{}",
+        &text[..text.len().min(500)]
+    );
+    app.finish().await;
+}

@@ -267,6 +267,10 @@ fn check_endpoint(provider: ProviderId, endpoint: Option<&str>) -> Result<(), Ke
 fn check_detail(field: &'static str, value: Option<&str>, max: usize) -> Result<(), KeyringError> {
     match value {
         Some(text) if text.chars().count() > max => Err(KeyringError::DetailTooLong { field, max }),
+        // Control characters would rewrite what a log line or a terminal shows.
+        Some(text) if text.chars().any(char::is_control) => {
+            Err(KeyringError::ControlCharacters { field })
+        }
         _ => Ok(()),
     }
 }

@@ -31,7 +31,9 @@ pub enum KeyringError {
     DuplicateProvider(ProviderId),
     #[error("{field} is longer than {max} characters")]
     DetailTooLong { field: &'static str, max: usize },
-    #[error("plan '{0}' is not in the catalogue")]
+    #[error("{field} contains control characters")]
+    ControlCharacters { field: &'static str },
+    #[error("that plan is not in the catalogue")]
     UnknownPlan(PlanId),
     #[error("the provider did not accept the key ({})", .0.as_str())]
     VerificationFailed(VerificationOutcome),

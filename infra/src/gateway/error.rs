@@ -16,8 +16,8 @@ pub enum GatewayError {
     #[error("{0}")]
     InvalidRequest(String),
     /// The request names a provider the registry does not know.
-    #[error("unknown provider '{0}'")]
-    UnknownProvider(String),
+    #[error(transparent)]
+    UnknownProvider(#[from] keyledger_domain::UnknownProvider),
     /// No route: no model, no provider serving it, or a provider without that endpoint.
     #[error(transparent)]
     Routing(#[from] RoutingError),

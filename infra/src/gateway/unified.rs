@@ -222,9 +222,7 @@ impl Gateway {
 fn route_request(body: &mut Map<String, Value>) -> Result<RouteRequest, GatewayError> {
     let invalid = |detail: &str| GatewayError::InvalidRequest(detail.to_owned());
     let forced = match body.remove("provider") {
-        Some(Value::String(id)) => {
-            Some(id.parse::<ProviderId>().map_err(|e| GatewayError::UnknownProvider(e.0))?)
-        }
+        Some(Value::String(id)) => Some(id.parse::<ProviderId>()?),
         Some(Value::Null) | None => None,
         Some(_) => return Err(invalid("\"provider\" is a provider id")),
     };
