@@ -54,6 +54,9 @@ impl Database {
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
                 .foreign_keys(true)
+                // Deleted rows are overwritten with zeros, not just unlinked: destroyed key
+                // material must not stay readable in the file.
+                .pragma("secure_delete", "on")
                 // Writers queue on the database lock instead of failing at once.
                 .busy_timeout(Duration::from_secs(10));
             let pool = SqlitePoolOptions::new()

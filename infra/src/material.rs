@@ -1,6 +1,10 @@
 //! The key-material table: sealed key versions, kept outside the event log and destroyed
 //! when a rotation or removal makes them obsolete.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
 use uuid::Uuid;
 
 use crate::crypto::{Binding, SealedKey};
@@ -11,6 +15,17 @@ use keyledger_domain::keyring::MaterialId;
 #[derive(Debug, Clone)]
 pub struct MaterialStore {
     db: Database,
+    scrub: Arc<Scrub>,
+}
+
+/// A deleted row's bytes stay in the database's files until something overwrites them: on
+/// SQLite in the write-ahead log (secure_delete zeroes the page itself), on PostgreSQL as a
+/// dead tuple. After material is destroyed, one background task at a time scrubs them out:
+/// SQLite checkpoints and truncates its log, PostgreSQL vacuums the table.
+#[derive(Debug, Default)]
+struct Scrub {
+    pending: AtomicBool,
+    running: AtomicBool,
 }
 
 /// A storage failure, described without secrets.
@@ -24,7 +39,7 @@ impl MaterialStore {
     /// The store in `db`.
     #[must_use]
     pub fn new(db: Database) -> Self {
-        Self { db }
+        Self { db, scrub: Arc::default() }
     }
 
     /// Keeps `sealed` under a new id.
@@ -105,7 +120,42 @@ impl MaterialStore {
                 }
             };
         }
+        if destroyed > 0 {
+            self.scrub_soon();
+        }
         Ok(destroyed)
+    }
+
+    /// Asks for the files to be scrubbed of destroyed rows; returns at once.
+    fn scrub_soon(&self) {
+        self.scrub.pending.store(true, Ordering::Release);
+        if self.scrub.running.swap(true, Ordering::AcqRel) {
+            return; // The running scrub sees the request.
+        }
+        let (db, scrub) = (self.db.clone(), Arc::clone(&self.scrub));
+        tokio::spawn(async move {
+            loop {
+                while scrub.pending.swap(false, Ordering::AcqRel) {
+                    scrub_files(&db).await;
+                }
+                scrub.running.store(false, Ordering::Release);
+                // A request between the last look and stepping down is not left waiting.
+                if !scrub.pending.load(Ordering::Acquire)
+                    || scrub.running.swap(true, Ordering::AcqRel)
+                {
+                    break;
+                }
+            }
+        });
+    }
+
+    /// Waits until no scrub is pending or running (tests; a stopping process).
+    pub async fn scrubbed(&self) {
+        while self.scrub.pending.load(Ordering::Acquire)
+            || self.scrub.running.load(Ordering::Acquire)
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Destroys material that committed events already released but that a crash left behind
@@ -140,6 +190,38 @@ impl MaterialStore {
                 .rows_affected()
             }
         };
+        if result > 0 {
+            self.scrub_soon();
+        }
         Ok(result)
+    }
+}
+
+/// Overwrites what the database's files keep of deleted rows.
+async fn scrub_files(db: &Database) {
+    match db {
+        Database::Postgres(pool) => {
+            if let Err(error) = sqlx::query("vacuum key_material").execute(pool).await {
+                tracing::warn!(%error, "could not vacuum destroyed key material");
+            }
+        }
+        Database::Sqlite(pool) => {
+            // TRUNCATE copies the log into the main file (where secure_delete zeroed the rows)
+            // and empties it; readers still inside an older snapshot make it wait, then retry.
+            for _ in 0..50 {
+                match sqlx::query_as::<_, (i64, i64, i64)>("pragma wal_checkpoint(truncate)")
+                    .fetch_one(pool)
+                    .await
+                {
+                    Ok((0, _, _)) => return,
+                    Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                    Err(error) => {
+                        tracing::warn!(%error, "could not checkpoint after destroying key material");
+                        return;
+                    }
+                }
+            }
+            tracing::warn!("the log still holds destroyed key material: readers kept it busy");
+        }
     }
 }

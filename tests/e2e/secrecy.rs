@@ -276,3 +276,63 @@ async fn copy_material(app: &TestApp, from: uuid::Uuid, to: uuid::Uuid) {
         .await;
     assert_eq!(changed, 1);
 }
+
+on_both_backends!(destroyed_material_leaves_no_trace_in_the_database_files);
+
+/// After a rotation and a removal, the sealed bytes of both old versions are gone from the
+/// database's files (SQLite: main file and write-ahead log), not merely unlinked.
+async fn destroyed_material_leaves_no_trace_in_the_database_files(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    app.set_plan("acme", "pro").await;
+    let owner = app.owner("acme");
+    app.post(
+        "/v1/orgs/acme/keys",
+        &owner,
+        json!({"provider": "anthropic", "key": keys::anthropic()}),
+    )
+    .await;
+    let mut sealed = material_bytes(&app).await;
+    app.put("/v1/orgs/acme/keys/anthropic", &owner, json!({"key": keys::anthropic()})).await;
+    sealed.extend(material_bytes(&app).await);
+    assert_eq!(sealed.len(), 4, "two versions' wrapped data key and ciphertext");
+    app.delete("/v1/orgs/acme/keys/anthropic", &owner).await;
+    app.state.keyrings.deps().material.scrubbed().await;
+    match backend {
+        Backend::Sqlite => {
+            let files = app.database_files();
+            for bytes in &sealed {
+                assert!(
+                    !files.windows(bytes.len()).any(|w| w == bytes.as_slice()),
+                    "destroyed key material is still in the database files"
+                );
+            }
+        }
+        Backend::Postgres => {
+            // Dead tuples are vacuumed away (what PostgreSQL's own WAL and backups keep is
+            // stated in docs/operations.md).
+            let mut vacuumed = 0;
+            for _ in 0..100 {
+                vacuumed = app
+                    .count("select coalesce(vacuum_count, 0) from pg_stat_user_tables where relname = 'key_material'")
+                    .await;
+                if vacuumed > 0 {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            assert!(vacuumed > 0, "the material table was vacuumed after shredding");
+        }
+    }
+    app.finish().await;
+}
+
+/// The sealed bytes of every stored key version (wrapped data key, ciphertext).
+async fn material_bytes(app: &TestApp) -> Vec<Vec<u8>> {
+    let sql = "select wrapped_dek, ciphertext from key_material";
+    let rows: Vec<(Vec<u8>, Vec<u8>)> = match &app.state.db {
+        keyledger_infra::Database::Postgres(pool) => sqlx::query_as(sql).fetch_all(pool).await,
+        keyledger_infra::Database::Sqlite(pool) => sqlx::query_as(sql).fetch_all(pool).await,
+    }
+    .expect("material");
+    rows.into_iter().flat_map(|(dek, ciphertext)| [dek, ciphertext]).collect()
+}

@@ -275,6 +275,18 @@ impl TestApp {
         }
     }
 
+    /// The bytes of every file of the SQLite database (main file, write-ahead log, index), as
+    /// they are on disk now.
+    #[must_use]
+    pub fn database_files(&self) -> Vec<u8> {
+        let dir = self.sqlite_dir.as_ref().expect("a SQLite instance");
+        let mut bytes = Vec::new();
+        for entry in std::fs::read_dir(dir).expect("dir") {
+            bytes.extend(std::fs::read(entry.expect("entry").path()).unwrap_or_default());
+        }
+        bytes
+    }
+
     /// Every row of `table`, each as one text value.
     pub async fn rows_as_text(&self, table: &str) -> Vec<String> {
         match &self.state.db {
