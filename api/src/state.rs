@@ -45,9 +45,44 @@ impl AppState {
         command: KeyringCommand,
         caller: &Caller,
     ) -> Result<Committed, ApiError> {
-        let committed = self.keyrings.execute(org, command, &caller.actor()).await?;
-        self.settle(org).await;
-        Ok(committed)
+        let (state, org, actor) = (self.clone(), org.clone(), caller.actor());
+        self.run_to_the_end(async move {
+            let committed = state.keyrings.execute(&org, command, &actor).await?;
+            state.settle(&org).await;
+            Ok(committed)
+        })
+        .await
+    }
+
+    /// Checks `provider`'s key of `org` with its provider and records the outcome, running to
+    /// its end as [`AppState::execute`] does.
+    ///
+    /// # Errors
+    /// The command's refusal or failure.
+    pub async fn verify_key(
+        &self,
+        org: &OrgId,
+        provider: keyledger_domain::ProviderId,
+        caller: &Caller,
+    ) -> Result<keyledger_domain::Verification, ApiError> {
+        let (state, org, actor) = (self.clone(), org.clone(), caller.actor());
+        self.run_to_the_end(async move {
+            let verification = state.keyrings.verify_key(&org, provider, &actor).await?;
+            state.settle(&org).await;
+            Ok(verification)
+        })
+        .await
+    }
+
+    /// Runs an accepted command as a task of its own: a caller that goes away (its connection
+    /// closed, its request timed out) drops only the waiting, never the command half-way, so
+    /// what it committed is always shredded, acknowledged and projected.
+    async fn run_to_the_end<T: Send + 'static>(
+        &self,
+        command: impl std::future::Future<Output = Result<T, ApiError>> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        use tracing::Instrument as _;
+        tokio::spawn(command.in_current_span()).await.map_err(|e| ApiError::internal(&e))?
     }
 
     /// Waits until the views include `org`'s latest Keyring event.

@@ -70,3 +70,45 @@ async fn concurrent_rotations_never_both_win_the_same_version(backend: Backend) 
         Err(_) => panic!("tasks still hold the app"),
     }
 }
+
+on_both_backends!(a_rotation_whose_caller_goes_away_still_runs_to_its_end);
+
+/// The caller hangs up while the provider checks the new key: the rotation still commits, the
+/// old version is still shredded, and the views still show it.
+async fn a_rotation_whose_caller_goes_away_still_runs_to_its_end(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    app.set_plan("acme", "pro").await;
+    let owner = app.owner("acme");
+    app.post(
+        "/v1/orgs/acme/keys",
+        &owner,
+        json!({"provider": "anthropic", "key": keys::anthropic()}),
+    )
+    .await;
+    let rotated = keys::anthropic();
+    app.provider.accept(&rotated);
+    app.provider
+        .delay(keyledger_domain::ProviderId::Anthropic, std::time::Duration::from_millis(800));
+    let request = axum::http::Request::put("/v1/orgs/acme/keys/anthropic")
+        .header("authorization", format!("Bearer {owner}"))
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(json!({"key": rotated, "verify": true}).to_string()))
+        .expect("request");
+    let hung_up = tokio::time::timeout(
+        std::time::Duration::from_millis(200),
+        tower::ServiceExt::oneshot(app.router.clone(), request),
+    )
+    .await;
+    assert!(hung_up.is_err(), "the caller left before the answer");
+    let mut version = serde_json::Value::Null;
+    for _ in 0..100 {
+        version = app.get("/v1/orgs/acme/keys/anthropic", &owner).await.json()["version"].clone();
+        if version == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(version, 2, "the rotation committed and the views show it");
+    assert_eq!(app.count("select count(*) from key_material").await, 1, "version 1 was shredded");
+    app.finish().await;
+}

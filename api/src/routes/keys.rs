@@ -231,7 +231,6 @@ pub(crate) async fn verify_key(
     KeyParams(org, provider): KeyParams,
 ) -> Result<axum::Json<VerificationView>, ApiError> {
     caller.authorize(&org, Access::ManageKeys)?;
-    let verification = state.keyrings.verify_key(&org, provider, &caller.actor()).await?;
-    state.settle(&org).await;
+    let verification = state.verify_key(&org, provider, &caller).await?;
     Ok(axum::Json(VerificationView::from(&verification)))
 }
