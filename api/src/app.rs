@@ -65,7 +65,8 @@ pub async fn build_state(mut config: Config) -> Result<AppState, StartError> {
         tracing::warn!(count = swept, "destroyed key material a previous run left behind");
     }
     let prices = Arc::new(config.prices.clone());
-    let providers = ProviderClient::new(config.provider_base_urls.clone())
+    let endpoints = EndpointPolicy { allow_private: config.allow_private_endpoints };
+    let providers = ProviderClient::new(config.provider_base_urls.clone(), endpoints)
         .map_err(|e| StartError::Http(e.to_string()))?;
     let deps = Arc::new(ServiceDeps {
         envelope: Envelope::new(config.master_keys),
@@ -85,12 +86,10 @@ pub async fn build_state(mut config: Config) -> Result<AppState, StartError> {
         let projector = Arc::clone(&projector);
         move || projector.nudge_for(<UsageLedger as cqrs_es::Aggregate>::TYPE)
     }));
-    let endpoints = EndpointPolicy { allow_private: config.allow_private_endpoints };
     let gateway = Gateway::new(
         Arc::clone(&keyrings),
         Arc::clone(&usage),
         GatewaySettings {
-            endpoints,
             prices: Arc::clone(&prices),
             platform_keys: std::mem::take(&mut config.platform_keys),
             families: config.model_families,

@@ -6,6 +6,7 @@ mod bad_input;
 mod chat;
 mod concurrency;
 mod cost_cap;
+mod endpoints;
 mod gateway;
 mod gateway_paths;
 mod global_order;

@@ -10,7 +10,7 @@ use super::key_choice::{Chosen, KeyUse, Reservation};
 use super::relay::{Clocks, Recording, Relay};
 use super::{Answer, Gateway, GatewayError};
 use crate::keyrings::Actor;
-use crate::providers::{read_bounded, Outgoing};
+use crate::providers::{read_bounded, Outgoing, SendError};
 use keyledger_domain::routing::{judge, Failure, Verdict};
 use keyledger_domain::usage::CallEstimate;
 use keyledger_domain::{Keyring, KeyringCommand, OrgId, ProviderId, VerificationOutcome};
@@ -81,14 +81,6 @@ impl Gateway {
         let usage =
             KeyUse { attempt_id: &t.attempt_id, model_call: t.model_call, estimate_usd: estimate };
         let chosen = self.choose_key(t.org, t.keyring, t.provider, t.actor, usage).await?;
-        // Checked when stored, and again now: a name can resolve elsewhere since (DNS rebinding).
-        if let Some(endpoint) = &chosen.endpoint {
-            if let Err(reason) = self.endpoints.check(endpoint).await {
-                tracing::warn!(provider = %t.provider, %reason, "a stored endpoint is refused");
-                give_back(chosen.reservation).await;
-                return Ok(Tried::Failed(Failure::EndpointRefused));
-            }
-        }
         let sent = tokio::time::timeout_at(
             t.deadline,
             self.providers().forward(Outgoing {
@@ -105,7 +97,14 @@ impl Gateway {
         .await;
         let upstream = match sent {
             Ok(Ok(upstream)) => upstream,
-            Ok(Err(_)) => {
+            // Checked when stored, and again where the call connects: a name can resolve
+            // elsewhere since (DNS rebinding).
+            Ok(Err(SendError::Refused(reason))) => {
+                tracing::warn!(provider = %t.provider, %reason, "a stored endpoint is refused");
+                give_back(chosen.reservation).await;
+                return Ok(Tried::Failed(Failure::EndpointRefused));
+            }
+            Ok(Err(SendError::Transport(_))) => {
                 give_back(chosen.reservation).await;
                 return Ok(Tried::Failed(Failure::Unreachable));
             }

@@ -28,7 +28,7 @@ pub use relay::AnswerBody;
 pub use unified::{ModelEntry, UnifiedCall};
 
 use crate::keyrings::Keyrings;
-use crate::providers::{EndpointPolicy, ProviderClient};
+use crate::providers::ProviderClient;
 use crate::usage::UsageRecorder;
 use keyledger_domain::pricing::PriceTable;
 use keyledger_domain::routing::ModelFamilies;
@@ -53,7 +53,6 @@ impl Default for ModelCallTimeouts {
 /// What the gateway is configured with.
 #[derive(Debug)]
 pub struct GatewaySettings {
-    pub endpoints: EndpointPolicy,
     pub prices: Arc<PriceTable>,
     /// The platform's own keys, by provider.
     pub platform_keys: BTreeMap<ProviderId, SecretString>,
@@ -87,7 +86,6 @@ impl std::fmt::Debug for Answer {
 pub struct Gateway {
     keyrings: Arc<Keyrings>,
     usage: Arc<UsageRecorder>,
-    endpoints: EndpointPolicy,
     prices: Arc<PriceTable>,
     platform_keys: BTreeMap<ProviderId, SecretString>,
     families: ModelFamilies,
@@ -108,7 +106,6 @@ impl Gateway {
         Self {
             keyrings,
             usage,
-            endpoints: settings.endpoints,
             prices: settings.prices,
             platform_keys: settings.platform_keys,
             families: settings.families,

@@ -192,9 +192,6 @@ impl Gateway {
                     version: key.version,
                 };
                 let fetch = async {
-                    if let Some(endpoint) = &key.endpoint {
-                        self.endpoints.check(endpoint).await.ok()?;
-                    }
                     let opened = self.keyrings.open_for_call(org, provider, &key).await.ok()?;
                     let providers = self.providers();
                     let list =

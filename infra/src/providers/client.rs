@@ -1,6 +1,7 @@
 //! The HTTP client that presents a key to its provider.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -8,8 +9,10 @@ use futures::StreamExt as _;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION};
 use reqwest::{Method, RequestBuilder};
 
+use super::endpoint::{EndpointError, EndpointPolicy};
 use super::listing::{parse_listing, ListedModel};
 use super::registry::{default_base_url, Auth, ProviderSpec};
+use super::resolver::{GuardedResolver, Reach};
 use keyledger_domain::{ApiKey, ProviderId, VerificationOutcome};
 
 /// A caller's request on its way to a provider.
@@ -29,11 +32,37 @@ pub struct Outgoing<'a> {
 }
 
 /// Calls providers with a key. Never follows redirects: a redirect would carry the key to
-/// wherever the provider (or an attacker in its place) points.
+/// wherever the provider (or an attacker in its place) points. Calls to an organization's
+/// own endpoint go through a client whose resolver connects only to addresses the endpoint
+/// policy allows (see [`super::resolver`]); the operator's base URLs are trusted.
 #[derive(Debug, Clone)]
 pub struct ProviderClient {
-    http: reqwest::Client,
+    trusted: reqwest::Client,
+    /// One client per reach, for organizations' endpoints.
+    guarded: [(Reach, reqwest::Client); 3],
     base_urls: BTreeMap<ProviderId, String>,
+    policy: EndpointPolicy,
+}
+
+/// Why a call did not get an answer.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// Nothing was sent: the endpoint is one this server does not send keys to.
+    #[error(transparent)]
+    Refused(#[from] EndpointError),
+    /// The provider could not be reached, or the exchange broke.
+    #[error(transparent)]
+    Transport(reqwest::Error),
+}
+
+impl From<reqwest::Error> for SendError {
+    fn from(error: reqwest::Error) -> Self {
+        if super::resolver::was_refused(&error) {
+            Self::Refused(EndpointError::PrivateAddress)
+        } else {
+            Self::Transport(error)
+        }
+    }
 }
 
 /// A provider has this long to accept a connection; past it, the call moves on.
@@ -99,17 +128,41 @@ fn put_key(headers: &mut HeaderMap, auth: Auth, key: Option<&ApiKey>) {
 }
 
 impl ProviderClient {
-    /// A client using `overrides` (from `KEYLEDGER_PROVIDER_<ID>_BASE_URL`) over the public URLs.
+    /// A client using `overrides` (from `KEYLEDGER_PROVIDER_<ID>_BASE_URL`) over the public
+    /// URLs, and sending keys to organizations' endpoints only where `policy` allows.
     ///
     /// # Errors
     /// When the TLS backend cannot be set up.
-    pub fn new(overrides: BTreeMap<ProviderId, String>) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(CONNECT_TIMEOUT)
-            .user_agent(concat!("keyledger/", env!("CARGO_PKG_VERSION")))
-            .build()?;
-        Ok(Self { http, base_urls: overrides })
+    pub fn new(
+        overrides: BTreeMap<ProviderId, String>,
+        policy: EndpointPolicy,
+    ) -> Result<Self, reqwest::Error> {
+        let builder = || {
+            reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .connect_timeout(CONNECT_TIMEOUT)
+                .user_agent(concat!("keyledger/", env!("CARGO_PKG_VERSION")))
+        };
+        let guarded = |reach| {
+            builder().dns_resolver(Arc::new(GuardedResolver(reach))).build().map(|c| (reach, c))
+        };
+        Ok(Self {
+            trusted: builder().build()?,
+            guarded: [guarded(Reach::Public)?, guarded(Reach::Internal)?, guarded(Reach::Any)?],
+            base_urls: overrides,
+            policy,
+        })
+    }
+
+    /// The client for a call to `endpoint` (an organization's), or the trusted one.
+    fn http(&self, endpoint: Option<&str>) -> Result<&reqwest::Client, EndpointError> {
+        let Some(endpoint) = endpoint else { return Ok(&self.trusted) };
+        let reach = self.policy.reach_of(endpoint)?;
+        self.guarded
+            .iter()
+            .find(|(r, _)| *r == reach)
+            .map(|(_, client)| client)
+            .ok_or(EndpointError::NotAUrl)
     }
 
     /// Where requests for `provider` go: the organization's stored endpoint, else the
@@ -140,8 +193,9 @@ impl ProviderClient {
     /// body streams on. The caller bounds how long that may take.
     ///
     /// # Errors
-    /// The transport error when the provider cannot be reached.
-    pub async fn forward(&self, out: Outgoing<'_>) -> Result<reqwest::Response, reqwest::Error> {
+    /// [`SendError`]: the endpoint refused before anything is sent, or the transport error.
+    pub async fn forward(&self, out: Outgoing<'_>) -> Result<reqwest::Response, SendError> {
+        let http = self.http(out.endpoint)?;
         let base = self.base_url(out.provider, out.endpoint).unwrap_or_default();
         let mut headers = forwardable(out.headers);
         let spec = ProviderSpec::of(out.provider);
@@ -152,12 +206,12 @@ impl ProviderClient {
         );
         let body = super::asking_for_stream_usage(out.provider, out.path_and_query, &out.body)
             .unwrap_or(out.body);
-        self.http
+        Ok(http
             .request(out.method, format!("{base}{}", out.path_and_query))
             .headers(headers)
             .body(body)
             .send()
-            .await
+            .await?)
     }
 
     /// Makes the provider's cheapest authenticated call with `key` and says what it answered.
@@ -209,7 +263,9 @@ impl ProviderClient {
         path: &str,
     ) -> Result<(u16, Bytes), VerificationOutcome> {
         let base = self.base_url(provider, endpoint).ok_or(VerificationOutcome::Unreachable)?;
-        let request = Self::authorize(self.http.get(format!("{base}{path}")), provider, key);
+        // An endpoint this server does not send keys to is not asked: nothing goes out.
+        let http = self.http(endpoint).map_err(|_| VerificationOutcome::Unreachable)?;
+        let request = Self::authorize(http.get(format!("{base}{path}")), provider, key);
         let answered = tokio::time::timeout(SMALL_CALL_TIMEOUT, async {
             let response = request.send().await?;
             let status = response.status().as_u16();

@@ -8,6 +8,9 @@ use std::net::IpAddr;
 
 use url::Url;
 
+use super::addresses::is_internal;
+use super::resolver::Reach;
+
 /// The operator's rule for user-supplied endpoints.
 #[derive(Debug, Clone, Copy)]
 pub struct EndpointPolicy {
@@ -32,6 +35,41 @@ pub enum EndpointError {
 }
 
 impl EndpointPolicy {
+    /// Which addresses a call to an endpoint of `scheme` may reach; `None` where no call may
+    /// go (plain http to a server that allows no private endpoints).
+    pub(crate) fn reach(self, scheme: &str) -> Option<Reach> {
+        match (scheme, self.allow_private) {
+            ("https", false) => Some(Reach::Public),
+            ("https", true) => Some(Reach::Any),
+            ("http", true) => Some(Reach::Internal),
+            _ => None,
+        }
+    }
+
+    /// Checks, right before a call, the endpoint it goes to: an IP literal is never resolved,
+    /// so its address is judged here; a name is judged by the resolver as it connects.
+    ///
+    /// # Errors
+    /// [`EndpointError`] when no call may go there.
+    pub(crate) fn reach_of(self, endpoint: &str) -> Result<Reach, EndpointError> {
+        let url = Url::parse(endpoint).map_err(|_| EndpointError::NotAUrl)?;
+        let reach = self.reach(url.scheme()).ok_or(EndpointError::PlainHttp)?;
+        let literal = match url.host() {
+            Some(url::Host::Ipv4(v4)) => Some(IpAddr::V4(v4)),
+            Some(url::Host::Ipv6(v6)) => Some(IpAddr::V6(v6)),
+            Some(url::Host::Domain(_)) => None,
+            None => return Err(EndpointError::NotAUrl),
+        };
+        match literal {
+            Some(ip) if !reach.allows(ip) => Err(if is_internal(ip) {
+                EndpointError::PrivateAddress
+            } else {
+                EndpointError::PlainHttp
+            }),
+            _ => Ok(reach),
+        }
+    }
+
     /// Checks `endpoint` and returns it normalized (no trailing slash).
     ///
     /// # Errors
@@ -72,30 +110,6 @@ impl EndpointPolicy {
     }
 }
 
-/// Whether `ip` is not a public internet address.
-#[must_use]
-pub fn is_internal(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_documentation()
-                // 100.64.0.0/10, carrier-grade NAT
-                || (v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64)
-        }
-        IpAddr::V6(v6) => {
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_unique_local()
-                || v6.is_unicast_link_local()
-                || v6.to_ipv4_mapped().is_some_and(|v4| is_internal(IpAddr::V4(v4)))
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,6 +138,45 @@ mod tests {
             policy.check("http://127.0.0.1:11434/").await,
             Ok("http://127.0.0.1:11434".to_owned())
         );
+    }
+
+    #[tokio::test]
+    async fn addresses_an_ipv4_address_hides_in_are_judged_by_it() {
+        let policy = EndpointPolicy { allow_private: false };
+        for endpoint in [
+            "https://[::ffff:127.0.0.1]",
+            "https://[::ffff:a9fe:a9fe]",
+            "https://[64:ff9b::7f00:1]",
+            "https://[2002:7f00:1::1]",
+            "https://[fec0::1]",
+            "https://[ff02::1]",
+            "https://0.0.0.0",
+            "https://198.18.0.1",
+            "https://240.0.0.1",
+            "https://192.0.0.1",
+        ] {
+            assert_eq!(
+                policy.check(endpoint).await,
+                Err(EndpointError::PrivateAddress),
+                "{endpoint}"
+            );
+            assert!(policy.reach_of(endpoint).is_err(), "{endpoint} at call time");
+        }
+    }
+
+    #[test]
+    fn a_call_may_reach_only_what_the_scheme_and_the_operator_allow() {
+        let strict = EndpointPolicy { allow_private: false };
+        assert_eq!(strict.reach_of("https://example.com"), Ok(Reach::Public));
+        assert_eq!(strict.reach_of("http://example.com"), Err(EndpointError::PlainHttp));
+        let open = EndpointPolicy { allow_private: true };
+        assert_eq!(open.reach_of("http://10.0.0.1:11434"), Ok(Reach::Internal));
+        assert_eq!(
+            open.reach_of("http://8.8.8.8"),
+            Err(EndpointError::PlainHttp),
+            "no key in clear over the internet"
+        );
+        assert_eq!(open.reach_of("https://10.0.0.1"), Ok(Reach::Any));
     }
 
     #[tokio::test]
