@@ -208,6 +208,7 @@ fn bounded_routes() -> Router<AppState> {
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi_json))
         .route("/docs", get(ops::docs))
+        .route("/docs/redoc.standalone.js", get(ops::docs_renderer))
         .merge(models)
         .layer(axum::middleware::from_fn(layers::time_limit))
 }

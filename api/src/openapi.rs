@@ -1,11 +1,50 @@
 //! The OpenAPI document, generated from the handlers' annotations.
 
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi};
+use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 
 use crate::error::Problem;
 use crate::routes::{audit, gateway, keys, openai, ops, orgs, usage};
 use crate::views::{KeyList, MaskedKey, OrgStatus, ProviderOrder, VerificationView};
+
+/// The `{org}` path parameter, as the API takes it.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // Read by the OpenAPI document only.
+pub struct OrgPath {
+    /// The organization's id.
+    #[param(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", example = "acme")]
+    org: String,
+}
+
+/// The `{org}` and `{provider}` path parameters.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // Read by the OpenAPI document only.
+pub struct KeyPath {
+    /// The organization's id.
+    #[param(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", example = "acme")]
+    org: String,
+    /// A registry provider.
+    provider: ProviderName,
+}
+
+/// The registry's provider ids.
+#[derive(Debug, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)] // Read by the OpenAPI document only.
+pub enum ProviderName {
+    Anthropic,
+    Openai,
+    Google,
+    Mistral,
+    Groq,
+    AzureOpenai,
+    AlephAlpha,
+    Ollama,
+    Lmstudio,
+    Vllm,
+}
 
 /// keyledger's HTTP API.
 #[derive(Debug, OpenApi)]
@@ -19,7 +58,7 @@ use crate::views::{KeyList, MaskedKey, OrgStatus, ProviderOrder, VerificationVie
         gateway::forward, openai::chat_completions, openai::embeddings, openai::models, ops::healthz, ops::readyz, ops::metrics,
     ),
     components(schemas(
-        Problem, MaskedKey, VerificationView, OrgStatus, KeyList, ProviderOrder,
+        Problem, ProviderName, MaskedKey, VerificationView, OrgStatus, KeyList, ProviderOrder,
         keys::StoreKeyRequest, keys::RotateKeyRequest, keys::UpdateKeyRequest,
         orgs::PlanRequest, orgs::ByokAccessRequest, orgs::ProviderOrderRequest,
         audit::AuditPage, audit::AuditVerification, usage::UsageReport, usage::CallList, usage::CallView, usage::RecordUsageRequest, usage::UsageRecorded,
@@ -41,5 +80,55 @@ impl Modify for BearerAuth {
                 HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build(),
             ),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn document() -> serde_json::Value {
+        serde_json::from_str(&ApiDoc::openapi().to_json().expect("json")).expect("a document")
+    }
+
+    #[test]
+    fn query_parameters_are_in_the_query_and_optional() {
+        let doc = document();
+        for name in ["as_of", "after", "limit", "from", "to", "group_by"] {
+            let mut found = 0;
+            for (path, methods) in doc["paths"].as_object().expect("paths") {
+                for (_, operation) in methods.as_object().expect("methods") {
+                    for param in operation["parameters"].as_array().into_iter().flatten() {
+                        if param["name"] == name {
+                            found += 1;
+                            assert_eq!(param["in"], "query", "{path} {name}");
+                            assert_ne!(param["required"], true, "{path} {name}");
+                        }
+                    }
+                }
+            }
+            assert!(found > 0, "{name} is documented");
+        }
+    }
+
+    #[test]
+    fn path_parameters_say_what_they_accept() {
+        let doc = document();
+        let key = &doc["paths"]["/v1/orgs/{org}/keys/{provider}"]["get"]["parameters"];
+        let params = key.as_array().expect("parameters");
+        let org = params.iter().find(|p| p["name"] == "org").expect("org");
+        assert_eq!(org["schema"]["pattern"], r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$");
+        let provider = params.iter().find(|p| p["name"] == "provider").expect("provider");
+        let reference = provider["schema"]["$ref"].as_str().expect("a reference");
+        let name = reference.rsplit('/').next().expect("a name");
+        let ids: Vec<String> = doc["components"]["schemas"][name]["enum"]
+            .as_array()
+            .expect("an enum")
+            .iter()
+            .map(|v| v.as_str().unwrap_or_default().to_owned())
+            .collect();
+        let registry: Vec<String> =
+            keyledger_domain::ProviderId::ALL.iter().map(|p| p.as_str().to_owned()).collect();
+        assert_eq!(ids, registry, "the document's providers are the registry's");
     }
 }

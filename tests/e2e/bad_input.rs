@@ -171,6 +171,13 @@ async fn operations_endpoints_answer(backend: Backend) {
         "{text}"
     );
     assert!(text.contains("# TYPE keyledger_projection_lag_events gauge"), "{text}");
+    // The rendering loads nothing from elsewhere: it works offline.
+    let docs = app.send(Method::GET, "/docs", None, None).await;
+    let page = String::from_utf8_lossy(&docs.body).into_owned();
+    assert!(!page.contains("https://") && page.contains("/docs/redoc.standalone.js"), "{page}");
+    let renderer = app.send(Method::GET, "/docs/redoc.standalone.js", None, None).await;
+    assert_eq!(renderer.status, StatusCode::OK);
+    assert!(renderer.body.len() > 100_000, "the renderer itself");
     let missing = app.send(Method::GET, "/v2/nothing", None, None).await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
     assert_eq!(missing.headers["content-type"], "application/problem+json");

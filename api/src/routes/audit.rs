@@ -12,12 +12,14 @@ use utoipa::{IntoParams, ToSchema};
 use crate::auth::{Access, Caller};
 use crate::error::{ApiError, Problem};
 use crate::extract::OrgParam;
+use crate::openapi::OrgPath;
 use crate::state::AppState;
 use keyledger_projections::audit::{self, AuditEntry, ChainReport};
 use keyledger_projections::EventLog;
 
 /// Query of `GET …/audit`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     /// Entries after this sequence number.
@@ -52,6 +54,7 @@ impl From<ChainReport> for AuditVerification {
 
 /// Query of `GET …/events`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct EventsQuery {
     /// Events after this global position (0 or absent: from the start).
@@ -68,7 +71,7 @@ fn query<T>(
 
 /// The organization's audit trail, oldest first, a page at a time.
 #[utoipa::path(get, path = "/v1/orgs/{org}/audit", tag = "audit",
-    params(("org" = String, Path), AuditQuery),
+    params(OrgPath, AuditQuery),
     responses((status = 200, body = AuditPage), (status = "4XX", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub(crate) async fn audit_page(
@@ -92,7 +95,7 @@ pub(crate) async fn audit_page(
 
 /// Checks the organization's audit trail: the hash chain, and the trail against the log.
 #[utoipa::path(get, path = "/v1/orgs/{org}/audit/verify", tag = "audit",
-    params(("org" = String, Path)),
+    params(OrgPath),
     responses((status = 200, body = AuditVerification), (status = "4XX", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub(crate) async fn audit_verify(
@@ -111,7 +114,7 @@ const EVENTS_PAGE: i64 = 1_000;
 /// The organization's raw event history as NDJSON, one event a line, with global positions.
 /// Events hold masks, fingerprints and material references, never key material.
 #[utoipa::path(get, path = "/v1/orgs/{org}/events", tag = "audit",
-    params(("org" = String, Path), EventsQuery),
+    params(OrgPath, EventsQuery),
     responses((status = 200, content_type = "application/x-ndjson", description = "one event a line"),
               (status = "4XX", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]

@@ -10,6 +10,7 @@ use axum::response::Response;
 use crate::auth::{Access, Caller};
 use crate::error::{ApiError, Problem};
 use crate::extract::KeyParams;
+use crate::openapi::KeyPath;
 use crate::state::AppState;
 use keyledger_domain::OrgId;
 use keyledger_infra::gateway::{Answer, PassThrough};
@@ -19,7 +20,7 @@ use keyledger_infra::GatewayError;
 /// request, query string included, to the provider's `path` with the resolved key; the
 /// provider's answer, whatever it is, goes back as it is.
 #[utoipa::path(method(get, post, put, patch, delete), path = "/v1/orgs/{org}/gateway/{provider}/{path}", tag = "gateway",
-    params(("org" = String, Path), ("provider" = String, Path, description = "a registry provider id"),
+    params(KeyPath,
            ("path" = String, Path, description = "the provider's own path, e.g. v1/messages; GET, PUT, PATCH and DELETE pass too, with the organization's own key")),
     request_body(content = serde_json::Value, description = "the provider's own request body"),
     responses((status = 200, description = "the provider's answer, streamed as it comes, with x-keyledger-key-source: byok|platform"),

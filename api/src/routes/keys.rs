@@ -11,6 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::auth::{Access, Caller};
 use crate::error::{ApiError, Problem};
 use crate::extract::{parse_provider, Json, KeyParams, OrgParam};
+use crate::openapi::{KeyPath, OrgPath};
 use crate::read;
 use crate::state::AppState;
 use crate::views::{KeyList, MaskedKey, VerificationView};
@@ -67,6 +68,7 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<Strin
 
 /// Query of `GET /v1/orgs/{org}/keys`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Rebuild the keys as they were at this instant (RFC 3339) from the log.
@@ -89,7 +91,7 @@ fn masked(state: &keyledger_domain::Keyring, provider: ProviderId) -> Result<Mas
 
 /// Store a key for a provider.
 #[utoipa::path(post, path = "/v1/orgs/{org}/keys", tag = "keys",
-    params(("org" = String, Path, description = "Organization id")),
+    params(OrgPath),
     request_body = StoreKeyRequest,
     responses((status = 201, body = MaskedKey), (status = "4XX", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
@@ -124,7 +126,7 @@ pub(crate) async fn store_key(
 
 /// List the organization's keys, masked; `as_of` gives them as they were at that instant.
 #[utoipa::path(get, path = "/v1/orgs/{org}/keys", tag = "keys",
-    params(("org" = String, Path, description = "Organization id"), ListQuery),
+    params(OrgPath, ListQuery),
     responses((status = 200, body = KeyList), (status = "4XX", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub(crate) async fn list_keys(
@@ -149,7 +151,7 @@ pub(crate) async fn list_keys(
 
 /// One key, masked.
 #[utoipa::path(get, path = "/v1/orgs/{org}/keys/{provider}", tag = "keys",
-    params(("org" = String, Path), ("provider" = String, Path)),
+    params(KeyPath),
     responses((status = 200, body = MaskedKey), (status = "4XX", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub(crate) async fn get_key(
@@ -163,7 +165,7 @@ pub(crate) async fn get_key(
 
 /// Rotate a key: the new key is version + 1 and in effect at once; the old one is destroyed.
 #[utoipa::path(put, path = "/v1/orgs/{org}/keys/{provider}", tag = "keys",
-    params(("org" = String, Path), ("provider" = String, Path)),
+    params(KeyPath),
     request_body = RotateKeyRequest,
     responses((status = 200, body = MaskedKey), (status = "4XX", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
@@ -183,7 +185,7 @@ pub(crate) async fn rotate_key(
 
 /// Change a key's description or default model.
 #[utoipa::path(patch, path = "/v1/orgs/{org}/keys/{provider}", tag = "keys",
-    params(("org" = String, Path), ("provider" = String, Path)),
+    params(KeyPath),
     request_body = UpdateKeyRequest,
     responses((status = 200, body = MaskedKey), (status = "4XX", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
@@ -205,7 +207,7 @@ pub(crate) async fn update_key(
 
 /// Remove a key; calls fall back to the platform's key. Its material is destroyed.
 #[utoipa::path(delete, path = "/v1/orgs/{org}/keys/{provider}", tag = "keys",
-    params(("org" = String, Path), ("provider" = String, Path)),
+    params(KeyPath),
     responses((status = 204), (status = "4XX", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 #[tracing::instrument(skip_all, fields(org = %org, provider = %provider))]
@@ -221,7 +223,7 @@ pub(crate) async fn remove_key(
 
 /// Check the stored key with its provider ("test connection") and record the outcome.
 #[utoipa::path(post, path = "/v1/orgs/{org}/keys/{provider}/verify", tag = "keys",
-    params(("org" = String, Path), ("provider" = String, Path)),
+    params(KeyPath),
     responses((status = 200, body = VerificationView), (status = "4XX", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 #[tracing::instrument(skip_all, fields(org = %org, provider = %provider))]

@@ -13,6 +13,7 @@ use utoipa::ToSchema;
 use crate::auth::{Access, Caller};
 use crate::error::{ApiError, Problem};
 use crate::extract::OrgParam;
+use crate::openapi::OrgPath;
 use crate::routes::gateway::{answered, failed};
 use crate::state::AppState;
 use keyledger_domain::routing::Surface;
@@ -22,7 +23,7 @@ use keyledger_infra::gateway::UnifiedCall;
 /// `POST /v1/orgs/{org}/chat/completions`: an OpenAI chat completions body, routed by its
 /// `model` (`provider/model`, or a bare name), its `models` fallback chain, or its `provider`.
 #[utoipa::path(post, path = "/v1/orgs/{org}/chat/completions", tag = "model calls",
-    params(("org" = String, Path)),
+    params(OrgPath),
     request_body(content = serde_json::Value, description = "an OpenAI chat completions body; \"model\" may be \"provider/model\", \"models\" a fallback list, \"provider\" forces one provider"),
     responses((status = 200, description = "the serving provider's OpenAI-shaped answer (streamed with \"stream\": true), with x-keyledger-key-source"),
               (status = 400, body = Problem, content_type = "application/problem+json", description = "invalid_request or model_not_routable; errors also carry an OpenAI-style \"error\" object"),
@@ -46,7 +47,7 @@ pub(crate) async fn chat_completions(
 /// `POST /v1/orgs/{org}/embeddings`: an OpenAI embeddings body, routed like chat completions
 /// to the providers that offer embeddings.
 #[utoipa::path(post, path = "/v1/orgs/{org}/embeddings", tag = "model calls",
-    params(("org" = String, Path)),
+    params(OrgPath),
     request_body(content = serde_json::Value, description = "an OpenAI embeddings body; \"model\" may be \"provider/model\""),
     responses((status = 200, description = "the serving provider's OpenAI-shaped embeddings, with x-keyledger-key-source"),
               (status = 400, body = Problem, content_type = "application/problem+json", description = "invalid_request or model_not_routable"),
@@ -107,7 +108,7 @@ pub struct ModelView {
 /// `GET /v1/orgs/{org}/models`: every model the organization can call now, from each provider
 /// it holds a key for (its own, or the platform's within plan), in the order calls try them.
 #[utoipa::path(get, path = "/v1/orgs/{org}/models", tag = "model calls",
-    params(("org" = String, Path)),
+    params(OrgPath),
     responses((status = 200, body = ModelList),
               (status = "4XX", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]

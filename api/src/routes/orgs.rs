@@ -7,6 +7,7 @@ use utoipa::ToSchema;
 use crate::auth::{Access, Caller};
 use crate::error::{ApiError, Problem};
 use crate::extract::{parse_provider, Json, OrgParam};
+use crate::openapi::OrgPath;
 use crate::read;
 use crate::state::AppState;
 use crate::views::{OrgStatus, ProviderOrder};
@@ -37,7 +38,7 @@ pub struct ProviderOrderRequest {
 
 /// The organization's plan, BYOK state, masked keys and provider order.
 #[utoipa::path(get, path = "/v1/orgs/{org}", tag = "orgs",
-    params(("org" = String, Path)),
+    params(OrgPath),
     responses((status = 200, body = OrgStatus), (status = "4XX", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub(crate) async fn org_status(
@@ -52,7 +53,7 @@ pub(crate) async fn org_status(
 /// Set the organization's plan (platform admin); keys the new plan does not allow are
 /// suspended, keys it allows again are reinstated.
 #[utoipa::path(put, path = "/v1/orgs/{org}/plan", tag = "orgs",
-    params(("org" = String, Path)),
+    params(OrgPath),
     request_body = PlanRequest,
     responses((status = 200, body = OrgStatus), (status = "4XX", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
@@ -71,7 +72,7 @@ pub(crate) async fn set_plan(
 
 /// Grant or withdraw the organization's BYOK access (platform admin).
 #[utoipa::path(put, path = "/v1/orgs/{org}/byok-access", tag = "orgs",
-    params(("org" = String, Path)),
+    params(OrgPath),
     request_body = ByokAccessRequest,
     responses((status = 200, body = OrgStatus), (status = "4XX", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
@@ -90,7 +91,7 @@ pub(crate) async fn set_byok_access(
 
 /// The organization's provider order.
 #[utoipa::path(get, path = "/v1/orgs/{org}/provider-order", tag = "orgs",
-    params(("org" = String, Path)),
+    params(OrgPath),
     responses((status = 200, body = ProviderOrder), (status = "4XX", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub(crate) async fn get_provider_order(
@@ -104,7 +105,7 @@ pub(crate) async fn get_provider_order(
 
 /// Set the order in which providers are tried (plans with provider order).
 #[utoipa::path(put, path = "/v1/orgs/{org}/provider-order", tag = "orgs",
-    params(("org" = String, Path)),
+    params(OrgPath),
     request_body = ProviderOrderRequest,
     responses((status = 200, body = ProviderOrder), (status = "4XX", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]

@@ -10,6 +10,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::auth::{Access, Caller};
 use crate::error::{ApiError, Problem};
 use crate::extract::{parse_provider, Json, OrgParam};
+use crate::openapi::OrgPath;
 use crate::state::AppState;
 use keyledger_domain::resolution::{resolve, Resolution};
 use keyledger_domain::usage::{
@@ -21,6 +22,7 @@ use keyledger_projections::queries::{self, CallRow, USAGE_DIMENSIONS};
 
 /// Query of `GET …/usage`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct UsageQuery {
     /// First day, `YYYY-MM-DD` (default: the first of this month).
@@ -42,6 +44,7 @@ pub struct UsageReport {
 
 /// Query of `GET …/usage/calls`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct CallsQuery {
     /// At most this many calls (1 to 1000, default 50).
@@ -83,7 +86,7 @@ fn day(text: Option<String>, default: NaiveDate, name: &str) -> Result<String, A
 
 /// Calls, tokens and cost, grouped by provider, model, day and key source.
 #[utoipa::path(get, path = "/v1/orgs/{org}/usage", tag = "usage",
-    params(("org" = String, Path), UsageQuery),
+    params(OrgPath, UsageQuery),
     responses((status = 200, body = UsageReport), (status = "4XX", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub(crate) async fn usage(
@@ -147,7 +150,7 @@ pub(crate) async fn usage(
 
 /// The organization's most recent model calls, newest first.
 #[utoipa::path(get, path = "/v1/orgs/{org}/usage/calls", tag = "usage",
-    params(("org" = String, Path), CallsQuery),
+    params(OrgPath, CallsQuery),
     responses((status = 200, body = CallList), (status = "4XX", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub(crate) async fn recent_calls(
@@ -217,7 +220,7 @@ impl From<&ModelCallRecorded> for UsageRecorded {
 /// key if it has an active one for the provider, else by the platform's under the plan's
 /// monthly quota and cost cap. Idempotent on `request_id`.
 #[utoipa::path(post, path = "/v1/orgs/{org}/usage", tag = "usage",
-    params(("org" = String, Path)),
+    params(OrgPath),
     request_body = RecordUsageRequest,
     responses((status = 201, body = UsageRecorded), (status = 200, body = UsageRecorded, description = "the request id was recorded before"),
               (status = 429, body = Problem, content_type = "application/problem+json"),
