@@ -382,6 +382,15 @@ mod tests {
         assert!(unknown.expect_err("refused").to_string().starts_with("KEYLEDGER_ENV"));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_duration_text_is_read_or_refused(text in "[0-9a-z ]{0,24}") {
+            if let Some(duration) = parse_duration(&text) {
+                proptest::prop_assert!(!duration.is_zero() && duration <= LONGEST_LIMIT);
+            }
+        }
+    }
+
     #[test]
     fn production_refuses_to_start_without_a_master_key() {
         let err = config(&[("KEYLEDGER_ENV", "production"), ("KEYLEDGER_JWT_SECRET", "x")]).err();

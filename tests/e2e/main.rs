@@ -7,6 +7,7 @@ mod chat;
 mod concurrency;
 mod cost_cap;
 mod endpoints;
+mod fuzz;
 mod gateway;
 mod gateway_paths;
 mod global_order;

@@ -170,6 +170,47 @@ mod tests {
         }
     }
 
+    /// Paths a caller could send, dot segments and encodings included.
+    fn paths() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let part = prop_oneof![
+            Just("."),
+            Just(".."),
+            Just("%2e"),
+            Just("%2E%2e"),
+            Just(".%2e"),
+            Just("%252e%252e"),
+            Just("%2f"),
+            Just("%5c"),
+            Just("v1"),
+            Just("a"),
+            Just(""),
+        ];
+        prop_oneof![
+            proptest::collection::vec(part, 0..8).prop_map(|parts| parts.join("/")),
+            "[a-z0-9./%2eEfF5cC-]{0,40}".prop_map(|s| s),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2048))]
+
+        /// Whatever path passes stays under the provider's base path once a URL parser (the
+        /// HTTP client's) has normalized it.
+        #[test]
+        fn a_path_that_passes_never_leaves_the_base_path(path in paths()) {
+            if confined(&path).is_ok() {
+                let url = url::Url::parse(&format!("https://provider.example/base/deployments/mine/{path}"));
+                if let Ok(url) = url {
+                    proptest::prop_assert!(
+                        url.path().starts_with("/base/deployments/mine/"),
+                        "{} reached {}", path, url.path()
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn googles_model_is_read_from_the_path() {
         assert_eq!(

@@ -179,6 +179,16 @@ mod tests {
         assert_eq!(open.reach_of("https://10.0.0.1"), Ok(Reach::Any));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_endpoint_text_is_judged_without_panicking(raw in "(https?://)?[\\[\\]a-z0-9.:@/%?#-]{0,60}", open: bool) {
+            let policy = EndpointPolicy { allow_private: open };
+            if let Ok(reach) = policy.reach_of(&raw) {
+                proptest::prop_assert!(open || reach == Reach::Public);
+            }
+        }
+    }
+
     #[tokio::test]
     async fn malformed_endpoints_are_refused() {
         let policy = EndpointPolicy { allow_private: true };

@@ -74,6 +74,13 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_answer_is_read_without_panicking(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+            let _ = parse_listing(&body);
+        }
+    }
+
     #[test]
     fn what_is_no_list_says_so() {
         assert_eq!(parse_listing(b"<html>"), None);
