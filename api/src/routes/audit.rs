@@ -23,8 +23,10 @@ use keyledger_projections::EventLog;
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     /// Entries after this sequence number.
+    #[param(minimum = 0)]
     after: Option<i64>,
     /// At most this many entries (1 to 1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
 }
 
@@ -58,7 +60,16 @@ impl From<ChainReport> for AuditVerification {
 #[serde(deny_unknown_fields)]
 pub struct EventsQuery {
     /// Events after this global position (0 or absent: from the start).
+    #[param(minimum = 0)]
     after: Option<i64>,
+}
+
+/// `after` as given (0 when absent); a negative one is refused, as the document says.
+fn not_negative(after: Option<i64>) -> Result<i64, ApiError> {
+    match after {
+        Some(after) if after < 0 => Err(ApiError::invalid_request("after is 0 or more")),
+        after => Ok(after.unwrap_or(0)),
+    }
 }
 
 fn query<T>(
@@ -86,7 +97,8 @@ pub(crate) async fn audit_page(
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::invalid_request("limit is 1 to 1000"));
     }
-    let entries = audit::page(&state.views, org.as_str(), params.after.unwrap_or(0), limit)
+    let after = not_negative(params.after)?;
+    let entries = audit::page(&state.views, org.as_str(), after, limit)
         .await
         .map_err(|e| ApiError::internal(&e))?;
     let next = (entries.len() as i64 == limit).then(|| entries.last().map(|e| e.seq)).flatten();
@@ -125,7 +137,7 @@ pub(crate) async fn events(
     params: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     caller.authorize(&org, Access::ReadAudit)?;
-    let after = query(params)?.after.unwrap_or(0).max(0);
+    let after = not_negative(query(params)?.after)?;
     let log: EventLog = state.log.clone();
     let org = org.to_string();
     // Page through the log as the client reads, never holding the whole history.

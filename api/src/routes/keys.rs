@@ -11,6 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::auth::{Access, Caller};
 use crate::error::{ApiError, Problem};
 use crate::extract::{parse_provider, Json, KeyParams, OrgParam};
+use crate::openapi::ProviderName;
 use crate::openapi::{KeyPath, OrgPath};
 use crate::read;
 use crate::state::AppState;
@@ -22,12 +23,15 @@ use keyledger_domain::{ApiKey, KeyringCommand, KeyringError, ProviderId};
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StoreKeyRequest {
-    #[schema(example = "anthropic")]
+    #[schema(value_type = ProviderName, example = "anthropic")]
     provider: String,
-    /// The API key; write-only, never returned. Optional for ollama, lmstudio and vllm.
-    #[schema(value_type = Option<String>, write_only)]
+    /// The API key; write-only, never returned. Optional for ollama, lmstudio and vllm. Its
+    /// shape is the provider's (prefix, length, characters): see docs/providers.md.
+    #[schema(value_type = Option<String>, write_only, min_length = 1, max_length = 1024, pattern = r"^\S+$")]
     key: Option<SecretString>,
+    #[schema(max_length = 500, pattern = r"^[^\x00-\x1F\x7F-\x9F]*$")]
     description: Option<String>,
+    #[schema(max_length = 200, pattern = r"^[^\x00-\x1F\x7F-\x9F]*$")]
     default_model: Option<String>,
     /// Base URL, for azure_openai, ollama, lmstudio and vllm.
     endpoint: Option<String>,
@@ -43,7 +47,8 @@ pub struct StoreKeyRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RotateKeyRequest {
-    #[schema(value_type = String, write_only)]
+    /// The new key, of the provider's shape.
+    #[schema(value_type = String, write_only, min_length = 1, max_length = 1024, pattern = r"^\S+$")]
     key: SecretString,
     #[serde(default)]
     verify: bool,
@@ -54,10 +59,10 @@ pub struct RotateKeyRequest {
 #[serde(deny_unknown_fields)]
 pub struct UpdateKeyRequest {
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 500, pattern = r"^[^\x00-\x1F\x7F-\x9F]*$")]
     description: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 200, pattern = r"^[^\x00-\x1F\x7F-\x9F]*$")]
     default_model: Option<Option<String>>,
 }
 
@@ -72,6 +77,7 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<Strin
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Rebuild the keys as they were at this instant (RFC 3339) from the log.
+    #[param(value_type = Option<chrono::DateTime<chrono::Utc>>)]
     as_of: Option<String>,
 }
 

@@ -32,8 +32,17 @@ pub struct ByokAccessRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderOrderRequest {
-    #[schema(example = json!(["ollama", "anthropic"]))]
+    #[schema(schema_with = provider_list, example = json!(["ollama", "anthropic"]))]
     providers: Vec<String>,
+}
+
+/// Registry providers, each at most once.
+fn provider_list() -> utoipa::openapi::schema::Array {
+    utoipa::openapi::schema::ArrayBuilder::new()
+        .items(utoipa::openapi::Ref::from_schema_name("ProviderName"))
+        .unique_items(true)
+        .max_items(Some(keyledger_domain::ProviderId::ALL.len()))
+        .build()
 }
 
 /// The organization's plan, BYOK state, masked keys and provider order.

@@ -11,6 +11,7 @@ use crate::auth::{Access, Caller};
 use crate::error::{ApiError, Problem};
 use crate::extract::{parse_provider, Json, OrgParam};
 use crate::openapi::OrgPath;
+use crate::openapi::ProviderName;
 use crate::state::AppState;
 use keyledger_domain::resolution::{resolve, Resolution};
 use keyledger_domain::usage::{
@@ -26,10 +27,13 @@ use keyledger_projections::queries::{self, CallRow, USAGE_DIMENSIONS};
 #[serde(deny_unknown_fields)]
 pub struct UsageQuery {
     /// First day, `YYYY-MM-DD` (default: the first of this month).
+    #[param(value_type = Option<chrono::NaiveDate>)]
     from: Option<String>,
     /// Last day, inclusive (default: today).
+    #[param(value_type = Option<chrono::NaiveDate>)]
     to: Option<String>,
     /// Comma-separated subset of provider, model, day, key_source (default: all four).
+    #[param(pattern = r"^(provider|model|day|key_source)(,(provider|model|day|key_source))*$")]
     group_by: Option<String>,
 }
 
@@ -48,6 +52,7 @@ pub struct UsageReport {
 #[serde(deny_unknown_fields)]
 pub struct CallsQuery {
     /// At most this many calls (1 to 1000, default 50).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
 }
 
@@ -103,12 +108,12 @@ pub(crate) async fn usage(
     let (from, to) = (day(params.from, first, "from")?, day(params.to, today, "to")?);
     let group_by: Vec<&str> = match params.group_by.as_deref() {
         None => USAGE_DIMENSIONS.to_vec(),
-        Some(list) => list.split(',').map(str::trim).filter(|d| !d.is_empty()).collect(),
+        Some(list) => list.split(',').collect(),
     };
-    if let Some(unknown) = group_by.iter().find(|d| !USAGE_DIMENSIONS.contains(d)) {
-        return Err(ApiError::invalid_request(format!(
-            "cannot group by {unknown:?}; use provider, model, day, key_source"
-        )));
+    if group_by.iter().any(|d| !USAGE_DIMENSIONS.contains(d)) {
+        return Err(ApiError::invalid_request(
+            "cannot group by that; use provider, model, day, key_source",
+        ));
     }
     let rows = queries::usage(&state.views, org.as_str(), &from, &to, &group_by)
         .await
@@ -191,15 +196,32 @@ fn call_view(c: CallRow) -> CallView {
 #[serde(deny_unknown_fields)]
 pub struct RecordUsageRequest {
     /// The caller's id of the call; sending it again records nothing new.
+    #[schema(min_length = 1, max_length = 200)]
     request_id: String,
-    #[schema(example = "openai")]
+    #[schema(value_type = ProviderName, example = "openai")]
     provider: String,
-    #[schema(example = "gpt-4o-mini")]
+    #[schema(example = "gpt-4o-mini", min_length = 1, max_length = 200)]
     model: String,
+    #[serde(deserialize_with = "whole_number")]
+    #[schema(value_type = u64, minimum = 0, maximum = 1_000_000_000)]
     input_tokens: u64,
+    #[serde(deserialize_with = "whole_number")]
+    #[schema(value_type = u64, minimum = 0, maximum = 1_000_000_000)]
     output_tokens: u64,
     /// When the call was made (default: now).
     at: Option<chrono::DateTime<Utc>>,
+}
+
+/// A count as JSON may write it: `12`, or `12.0` (JSON Schema counts both as integers).
+fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let number = serde_json::Number::deserialize(d)?;
+    if let Some(n) = number.as_u64() {
+        return Ok(n);
+    }
+    match number.as_f64() {
+        Some(f) if f >= 0.0 && f.fract() == 0.0 && f <= u64::MAX as f64 => Ok(f as u64),
+        _ => Err(serde::de::Error::custom("a whole number of 0 or more")),
+    }
 }
 
 /// What a recorded call cost and whose key paid.
