@@ -82,7 +82,7 @@ pub async fn build_state(mut config: Config) -> Result<AppState, StartError> {
     projector.ensure_checkpoints().await.map_err(|e| StartError::Projections(e.to_string()))?;
     let keyrings = Arc::new(Keyrings::new(&db, deps));
     // On SQLite nothing else tells the usage cockpit's pipeline of a commit.
-    let usage = Arc::new(UsageRecorder::new(&db, {
+    let usage = Arc::new(UsageRecorder::new(&db, config.usage_queue, {
         let projector = Arc::clone(&projector);
         move || projector.nudge_for(<UsageLedger as cqrs_es::Aggregate>::TYPE)
     }));
@@ -94,6 +94,7 @@ pub async fn build_state(mut config: Config) -> Result<AppState, StartError> {
             platform_keys: std::mem::take(&mut config.platform_keys),
             families: config.model_families,
             timeouts: config.model_call_timeouts,
+            durability: config.usage_durability,
         },
     );
     Ok(AppState {

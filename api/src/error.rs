@@ -169,6 +169,7 @@ impl From<GatewayError> for ApiError {
             E::KeyRejected { .. } => (StatusCode::BAD_GATEWAY, "byok_key_rejected"),
             E::Unreachable(_) => (StatusCode::BAD_GATEWAY, "provider_unreachable"),
             E::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "provider_timeout"),
+            E::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             E::Keyring(_) | E::Usage(_) => return Self::internal(&error),
         };
         Self::new(status, code, error.to_string())

@@ -12,7 +12,7 @@ use secrecy::SecretString;
 use zeroize::Zeroizing;
 
 use crate::crypto::{MasterKeyError, MasterKeyRing};
-use crate::gateway::ModelCallTimeouts;
+use crate::gateway::{Durability, ModelCallTimeouts};
 use keyledger_domain::pricing::PriceTable;
 use keyledger_domain::routing::ModelFamilies;
 use keyledger_domain::{PlanCatalogue, ProviderId};
@@ -51,6 +51,10 @@ pub struct Config {
     pub model_call_timeouts: ModelCallTimeouts,
     /// The built-in model families plus `KEYLEDGER_MODEL_FAMILIES_FILE`'s.
     pub model_families: ModelFamilies,
+    /// `KEYLEDGER_USAGE_QUEUE`: the most model calls in flight or waiting to be recorded.
+    pub usage_queue: u64,
+    /// `KEYLEDGER_USAGE_DURABILITY`: `async` (default) or `sync`.
+    pub usage_durability: Durability,
     /// Secrets dev mode generated or loaded from the data dir, to warn about loudly.
     pub dev_secrets: Vec<PathBuf>,
 }
@@ -65,6 +69,10 @@ pub enum ConfigError {
     #[error("{path}: {source}")]
     DataDir { path: PathBuf, source: std::io::Error },
 }
+
+/// Model calls in flight or waiting to be recorded, at most, unless configured: what a crash
+/// can lose in `async` durability is bounded by it.
+pub const DEFAULT_USAGE_QUEUE: u64 = 10_000;
 
 /// The shortest JWT secret production accepts: a guessable secret forges every role.
 const MIN_PRODUCTION_SECRET: usize = 32;
@@ -181,6 +189,22 @@ impl Config {
             }),
             None => Ok(default),
         };
+        let usage_queue = match var("KEYLEDGER_USAGE_QUEUE") {
+            Some(text) => {
+                text.trim().parse::<u64>().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                    invalid("KEYLEDGER_USAGE_QUEUE", "a number of calls, 1 or more")
+                })?
+            }
+            None => DEFAULT_USAGE_QUEUE,
+        };
+        let usage_durability = match var("KEYLEDGER_USAGE_DURABILITY")
+            .map(|v| v.trim().to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("async") => Durability::Async,
+            Some("sync") => Durability::Sync,
+            Some(_) => return Err(invalid("KEYLEDGER_USAGE_DURABILITY", "use async or sync")),
+        };
         let model_call_timeouts = ModelCallTimeouts {
             call: duration("KEYLEDGER_MODEL_CALL_TIMEOUT", defaults.call)?,
             stream_idle: duration("KEYLEDGER_STREAM_IDLE_TIMEOUT", defaults.stream_idle)?,
@@ -216,6 +240,8 @@ impl Config {
             allow_private_endpoints,
             model_call_timeouts,
             model_families,
+            usage_queue,
+            usage_durability,
             dev_secrets,
         })
     }

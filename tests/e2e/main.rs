@@ -21,4 +21,5 @@ mod snapshots;
 mod timeouts;
 mod unified;
 mod usage;
+mod usage_backlog;
 mod usage_bounds;

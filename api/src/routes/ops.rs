@@ -65,6 +65,11 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
                 lag,
             ),
             (
+                "keyledger_usage_backlog",
+                "Model calls in flight or waiting to be recorded, and releases waiting to be written.",
+                state.usage.backlog() as f64,
+            ),
+            (
                 "keyledger_keyring_cache_trusted",
                 "1 while model calls here use cached Keyrings without asking the log.",
                 trusted,

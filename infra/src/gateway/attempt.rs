@@ -7,10 +7,11 @@ use reqwest::Method;
 use tokio::time::Instant;
 
 use super::key_choice::{Chosen, KeyUse, Reservation};
-use super::relay::{Clocks, Recording, Relay};
+use super::relay::{Clocks, Durability, Recording, Relay};
 use super::{Answer, Gateway, GatewayError};
 use crate::keyrings::Actor;
 use crate::providers::{read_bounded, Outgoing, SendError};
+use crate::usage::Slot;
 use keyledger_domain::routing::{judge, Failure, Verdict};
 use keyledger_domain::usage::CallEstimate;
 use keyledger_domain::{Keyring, KeyringCommand, OrgId, ProviderId, VerificationOutcome};
@@ -73,6 +74,8 @@ impl Gateway {
     /// [`GatewayError`] when the call cannot be made there (no key, no quota: another provider
     /// may do) or must stop (a refused BYOK key, time out, storage).
     pub(crate) async fn try_at(&self, t: Try<'_>) -> Result<Tried, GatewayError> {
+        // Room in the usage backlog first: a call that could not be recorded is not made.
+        let slot = if t.model_call { Some(self.usage.admit()?) } else { None };
         let estimate = || {
             let tokens = t.estimate();
             let model = t.model.as_deref().unwrap_or("*");
@@ -116,7 +119,7 @@ impl Gateway {
         let status = upstream.status();
         self.counts.answered(t.provider, chosen.source, status.as_u16());
         if status.is_success() || status.is_redirection() {
-            return Ok(Tried::Answered(self.relayed(&t, chosen, upstream)));
+            return Ok(Tried::Answered(self.relayed(&t, chosen, upstream, slot)));
         }
         let head = upstream.headers().clone();
         let Ok(body) =
@@ -162,10 +165,19 @@ impl Gateway {
     }
 
     /// A successful answer on its way back, to be recorded once it has passed through.
-    fn relayed(&self, t: &Try<'_>, chosen: Chosen, upstream: reqwest::Response) -> Answer {
+    fn relayed(
+        &self,
+        t: &Try<'_>,
+        chosen: Chosen,
+        upstream: reqwest::Response,
+        slot: Option<Slot>,
+    ) -> Answer {
         let status = upstream.status();
-        let headers = returned_headers(upstream.headers(), true);
-        let recording = t.model_call.then(|| Recording {
+        // A record committed before the answer's end needs an end the client waits for: the
+        // provider's length would let it finish with the last byte.
+        let sync = self.durability == Durability::Sync && slot.is_some();
+        let headers = returned_headers(upstream.headers(), !sync);
+        let recording = slot.map(|slot| Recording {
             usage: std::sync::Arc::clone(&self.usage),
             prices: std::sync::Arc::clone(&self.prices),
             org: t.org.clone(),
@@ -178,6 +190,8 @@ impl Gateway {
             // A platform call belongs to the month whose quota it took a place in.
             at: chosen.reservation.as_ref().and_then(Reservation::at),
             estimate: chosen.reservation.is_some().then(|| t.estimate()),
+            slot,
+            durability: self.durability,
         });
         // The call was made: its record takes the reserved place over.
         if let Some(reservation) = chosen.reservation {
@@ -236,13 +250,13 @@ async fn give_back(reservation: Option<Reservation>) {
     }
 }
 
-/// The provider's headers that go back with its answer. A body read ahead and sent whole
-/// loses the provider's length: the server sets its own.
-fn returned_headers(headers: &HeaderMap, streamed: bool) -> HeaderMap {
+/// The provider's headers that go back with its answer; its length only where `keep_length`
+/// (a body read ahead and sent whole gets the server's own).
+fn returned_headers(headers: &HeaderMap, keep_length: bool) -> HeaderMap {
     headers
         .iter()
         .filter(|(name, _)| !NOT_RETURNED.contains(&name.as_str()))
-        .filter(|(name, _)| streamed || *name != reqwest::header::CONTENT_LENGTH)
+        .filter(|(name, _)| keep_length || *name != reqwest::header::CONTENT_LENGTH)
         .map(|(name, value)| (name.clone(), value.clone()))
         .collect()
 }

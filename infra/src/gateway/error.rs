@@ -43,6 +43,9 @@ pub enum GatewayError {
     /// The usage ledger could not be written.
     #[error(transparent)]
     Usage(RecordError),
+    /// Too many calls are in flight or waiting to be recorded: this one is not made.
+    #[error(transparent)]
+    Overloaded(#[from] crate::usage::Overloaded),
 }
 
 fn check_said(check: VerificationOutcome) -> String {

@@ -24,7 +24,7 @@ use secrecy::{ExposeSecret, SecretString};
 pub use counts::CallCounts;
 pub use error::GatewayError;
 pub use pass_through::PassThrough;
-pub use relay::AnswerBody;
+pub use relay::{AnswerBody, Durability};
 pub use unified::{ModelEntry, UnifiedCall};
 
 use crate::keyrings::Keyrings;
@@ -58,6 +58,8 @@ pub struct GatewaySettings {
     pub platform_keys: BTreeMap<ProviderId, SecretString>,
     pub families: ModelFamilies,
     pub timeouts: ModelCallTimeouts,
+    /// When an answered call's record is committed (`KEYLEDGER_USAGE_DURABILITY`).
+    pub durability: Durability,
 }
 
 /// A provider's answer to a model call, on its way back to the caller.
@@ -90,6 +92,7 @@ pub struct Gateway {
     platform_keys: BTreeMap<ProviderId, SecretString>,
     families: ModelFamilies,
     timeouts: ModelCallTimeouts,
+    durability: Durability,
     listings: listings::ModelListings,
     counts: CallCounts,
 }
@@ -110,6 +113,7 @@ impl Gateway {
             platform_keys: settings.platform_keys,
             families: settings.families,
             timeouts: settings.timeouts,
+            durability: settings.durability,
             listings: listings::ModelListings::default(),
             counts: CallCounts::default(),
         }

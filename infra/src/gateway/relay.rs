@@ -21,9 +21,11 @@ use futures::{Stream, StreamExt as _};
 use tokio::time::{Instant, Sleep};
 
 use crate::keyrings::Actor;
-use crate::usage::UsageRecorder;
+use crate::usage::{Slot, UsageRecorder};
 use keyledger_domain::pricing::PriceTable;
-use keyledger_domain::usage::{CallEstimate, KeySource, ModelCallRecorded, UsageFigures};
+use keyledger_domain::usage::{
+    CallEstimate, KeySource, ModelCallRecorded, RecordModelCall, UsageFigures,
+};
 use keyledger_domain::{OrgId, ProviderId};
 
 /// How much of an answer is kept to read its usage figures from (the answer itself streams on).
@@ -51,6 +53,20 @@ pub(crate) struct Recording {
     /// A platform call's estimate, recorded if the answer reports no usage (a stream cut
     /// before its usage chunk), so the cost cap still counts the call.
     pub(crate) estimate: Option<CallEstimate>,
+    /// The call's place in the usage backlog, freed once its record is committed.
+    pub(crate) slot: Slot,
+    pub(crate) durability: Durability,
+}
+
+/// When an answered call's record is committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// After the answer has gone back, with the records of calls answered around it (a crash
+    /// can lose what is still queued: at most the usage backlog's bound).
+    Async,
+    /// Before the answer's end reaches the caller: a call whose answer the caller received
+    /// whole is recorded, whatever happens to the process next.
+    Sync,
 }
 
 /// When a relayed answer must have ended, and how long its provider may stay quiet.
@@ -77,6 +93,8 @@ pub(crate) struct Relay {
     /// The last chunk ended an event (`\n\n`), so an `error` event can follow as it is.
     at_event_boundary: bool,
     ended: bool,
+    /// Durability::Sync: the record being committed before the answer ends.
+    committing: Option<Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
 }
 
 impl Relay {
@@ -102,6 +120,7 @@ impl Relay {
             event_stream,
             at_event_boundary: true,
             ended: false,
+            committing: None,
         }
     }
 
@@ -111,7 +130,29 @@ impl Relay {
         // The provider's connection closes now, not when the caller's does.
         self.upstream = Box::pin(futures::stream::empty());
         if let Some(recording) = self.recording.take() {
-            record(recording, &std::mem::take(&mut self.captured));
+            let (recorded, r) = recorded(recording, &std::mem::take(&mut self.captured));
+            r.usage.record_answered(r.slot, &r.org, recorded, &r.actor);
+        }
+    }
+
+    /// The answer ended whole: recorded as its durability says, the commit (Sync) left to be
+    /// awaited before the caller hears the end.
+    fn complete(&mut self) {
+        match self.recording.as_ref().map(|r| r.durability) {
+            Some(Durability::Sync) => {
+                self.ended = true;
+                self.upstream = Box::pin(futures::stream::empty());
+                let Some(recording) = self.recording.take() else { return };
+                let (call, r) = recorded(recording, &std::mem::take(&mut self.captured));
+                self.committing = Some(Box::pin(async move {
+                    let command = RecordModelCall { call, limits: None };
+                    if let Err(error) = r.usage.record(&r.org, command, &r.actor).await {
+                        tracing::error!(%error, "could not record an answered call");
+                    }
+                    drop(r.slot);
+                }));
+            }
+            _ => self.finish(),
         }
     }
 
@@ -137,6 +178,12 @@ impl Stream for Relay {
     type Item = Result<Bytes, std::io::Error>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if let Some(commit) = self.committing.as_mut() {
+            if commit.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            self.committing = None;
+        }
         if self.ended {
             return Poll::Ready(None);
         }
@@ -165,8 +212,8 @@ impl Stream for Relay {
                 ))));
             }
             Poll::Ready(None) => {
-                self.finish();
-                return Poll::Ready(None);
+                self.complete();
+                return self.poll_next(cx);
             }
             Poll::Pending => {}
         }
@@ -199,7 +246,8 @@ impl Drop for Relay {
     }
 }
 
-fn record(r: Recording, answer: &[u8]) {
+/// The record of a call from the answer it got, and what recording it needs.
+fn recorded(r: Recording, answer: &[u8]) -> (ModelCallRecorded, Recording) {
     let figures = match (UsageFigures::from_body(answer), r.estimate) {
         (Some(figures), _) => figures,
         (None, Some(estimate)) => {
@@ -217,10 +265,11 @@ fn record(r: Recording, answer: &[u8]) {
     if figures.capped {
         tracing::warn!(provider = %r.provider, "the provider reported more tokens than a call can use: recorded capped");
     }
-    let model = figures.model.or(r.model).unwrap_or_else(|| "unknown".to_owned());
+    let model = figures.model.or_else(|| r.model.clone()).unwrap_or_else(|| "unknown".to_owned());
+    // The call was made: it is recorded whatever the limits say now.
     let call = ModelCallRecorded {
         org: r.org.to_string(),
-        request_id: r.attempt_id,
+        request_id: r.attempt_id.clone(),
         provider: r.provider,
         cost_usd: r.prices.cost(r.provider, &model, figures.input_tokens, figures.output_tokens),
         model,
@@ -231,6 +280,5 @@ fn record(r: Recording, answer: &[u8]) {
         at: r.at.unwrap_or_else(|| Utc::now().trunc_subsecs(6)),
         capped: figures.capped,
     };
-    // The call was made: it is recorded whatever the limits say now, and nobody waits for it.
-    r.usage.record_answered(&r.org, call, &r.actor);
+    (call, r)
 }

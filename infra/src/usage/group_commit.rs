@@ -56,6 +56,25 @@ impl Unsettled {
         unsettled.fetch_add(1, Ordering::AcqRel);
         Self(Arc::clone(unsettled))
     }
+
+    /// One more if fewer than `bound` are unsettled; `None` when the bound is reached.
+    pub(super) fn within(unsettled: &Arc<AtomicU64>, bound: u64) -> Option<Self> {
+        let mut current = unsettled.load(Ordering::Acquire);
+        loop {
+            if current >= bound {
+                return None;
+            }
+            match unsettled.compare_exchange_weak(
+                current,
+                current + 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Some(Self(Arc::clone(unsettled))),
+                Err(now) => current = now,
+            }
+        }
+    }
 }
 
 impl Drop for Unsettled {

@@ -5,4 +5,4 @@ mod group_commit;
 mod ledgers;
 mod recorder;
 
-pub use recorder::{RecordError, Recorded, UsageRecorder};
+pub use recorder::{Overloaded, RecordError, Recorded, Slot, UsageRecorder};

@@ -39,7 +39,19 @@ pub enum Recorded {
 pub struct UsageRecorder {
     ledgers: Arc<Ledgers>,
     queue: mpsc::Sender<Queued>,
+    /// The most model calls in flight or waiting to be recorded (`KEYLEDGER_USAGE_QUEUE`).
+    bound: u64,
 }
+
+/// A model call's place among those in flight or waiting to be recorded: taken before the
+/// call goes out, held until its record is committed (or the call is not made).
+#[derive(Debug)]
+pub struct Slot(Unsettled);
+
+/// The usage backlog is full: the call is not made, so no record can be lost.
+#[derive(Debug, thiserror::Error)]
+#[error("too many model calls are in flight or waiting to be recorded ({0}); retry shortly")]
+pub struct Overloaded(pub u64);
 
 impl UsageRecorder {
     /// Ledgers kept in `db`, with their writer started on the current tokio runtime; it stops
@@ -49,13 +61,30 @@ impl UsageRecorder {
     /// # Panics
     /// Outside a tokio runtime.
     #[must_use]
-    pub fn new(db: &Database, committed: impl Fn() + Send + Sync + 'static) -> Self {
+    pub fn new(db: &Database, bound: u64, committed: impl Fn() + Send + Sync + 'static) -> Self {
         let ledgers = Arc::new(Ledgers::new(db));
         // Room for a few batches: past that, waiting callers wait for the writer (back-pressure),
-        // and commands nobody waits for queue in tasks of their own.
+        // and commands nobody waits for (each holding a slot, so at most `bound` of them) queue
+        // in tasks of their own.
         let (queue, queued) = mpsc::channel(4 * MAX_BATCH);
         tokio::spawn(group_commit::run(Arc::clone(&ledgers), queued, Box::new(committed)));
-        Self { ledgers, queue }
+        Self { ledgers, queue, bound: bound.max(1) }
+    }
+
+    /// A slot for a model call about to go out.
+    ///
+    /// # Errors
+    /// [`Overloaded`] when `bound` calls are in flight or waiting to be recorded.
+    pub fn admit(&self) -> Result<Slot, Overloaded> {
+        Unsettled::within(&self.ledgers.unsettled, self.bound)
+            .map(Slot)
+            .ok_or(Overloaded(self.bound))
+    }
+
+    /// Model calls in flight or waiting to be recorded, and releases waiting to be written.
+    #[must_use]
+    pub fn backlog(&self) -> u64 {
+        self.ledgers.unsettled.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// `org`'s ledger for the month of `at`, as stored.
@@ -146,16 +175,13 @@ impl UsageRecorder {
         answer.await.map_err(|_| stopped())?
     }
 
-    /// Records `call`, a call already made and answered, without waiting for it: it shares a
-    /// commit with the calls recorded within the next few milliseconds. A failure is logged.
-    pub fn record_answered(&self, org: &OrgId, call: ModelCallRecorded, actor: &Actor) {
+    /// Records `call`, a call already made and answered under `slot`, without waiting for it:
+    /// it shares a commit with the calls recorded within the next few milliseconds, and frees
+    /// the slot once committed. A failure is logged.
+    pub fn record_answered(&self, slot: Slot, org: &OrgId, call: ModelCallRecorded, actor: &Actor) {
         let (ledger, at) = (ledger_id(org, call.at), call.at);
-        self.unwaited(
-            ledger,
-            UsageCommand::Record(RecordModelCall { call, limits: None }),
-            actor,
-            at,
-        );
+        let command = UsageCommand::Record(RecordModelCall { call, limits: None });
+        self.enqueue(ledger, command, actor, at, slot.0);
     }
 
     /// [`Self::release`] without waiting for it: for a reservation abandoned where nobody can
@@ -172,7 +198,18 @@ impl UsageRecorder {
         actor: &Actor,
         at: chrono::DateTime<chrono::Utc>,
     ) {
-        let reply = Reply::Unwaited(Unsettled::new(&self.ledgers.unsettled));
+        self.enqueue(ledger, command, actor, at, Unsettled::new(&self.ledgers.unsettled));
+    }
+
+    fn enqueue(
+        &self,
+        ledger: String,
+        command: UsageCommand,
+        actor: &Actor,
+        at: chrono::DateTime<chrono::Utc>,
+        unsettled: Unsettled,
+    ) {
+        let reply = Reply::Unwaited(unsettled);
         let queued = Queued { ledger, command, metadata: actor.metadata(at), reply };
         match self.queue.try_send(queued) {
             Ok(()) => {}
