@@ -1,204 +1,14 @@
 //! Real `keyledger` processes on a shared database: crash recovery of the projector, rebuilds,
 //! two replicas sharing the projections, and the audit CLI.
 
-// The harness's fresh-database helper, shared by path: the harness crate depends on this one.
-#[path = "../../tests/src/postgres.rs"]
-#[allow(dead_code, unreachable_pub)]
-mod postgres;
+mod harness;
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use sqlx::{Connection, Row};
 
-const JWT_SECRET: &str = "process-test-secret";
-const MASTER_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
-
-struct Setup {
-    dir: PathBuf,
-    database_url: String,
-}
-
-impl Setup {
-    async fn new(postgres: bool) -> Self {
-        static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("keyledger-proc-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("dir");
-        let database_url = if postgres {
-            postgres::fresh_database().await
-        } else {
-            format!("sqlite://{}", dir.join("keyledger.db").display())
-        };
-        Self { dir, database_url }
-    }
-
-    fn command(&self) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_keyledger"));
-        command
-            .current_dir(&self.dir)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("DATABASE_URL", &self.database_url)
-            .env("KEYLEDGER_MASTER_KEY", MASTER_KEY)
-            .env("KEYLEDGER_JWT_SECRET", JWT_SECRET)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        command
-    }
-
-    async fn serve(&self) -> Server {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("port")
-            .port();
-        let child = self
-            .command()
-            .arg("serve")
-            .env("KEYLEDGER_LISTEN", format!("127.0.0.1:{port}"))
-            .spawn()
-            .expect("serve");
-        let server = Server { child, base: format!("http://127.0.0.1:{port}") };
-        let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(30) {
-            if reqwest::get(format!("{}/healthz", server.base))
-                .await
-                .is_ok_and(|r| r.status().is_success())
-            {
-                return server;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("keyledger serve did not come up");
-    }
-
-    fn token(&self, org: &str, role: &str) -> String {
-        let out = self
-            .command()
-            .args(["token", "--org", org, "--role", role, "--sub", "tester"])
-            .stdout(Stdio::piped())
-            .output()
-            .expect("token");
-        String::from_utf8(out.stdout).expect("utf-8").trim().to_owned()
-    }
-
-    async fn sql(&self) -> Db {
-        if self.database_url.starts_with("postgres") {
-            Db::Postgres(sqlx::PgConnection::connect(&self.database_url).await.expect("connect"))
-        } else {
-            Db::Sqlite(sqlx::SqliteConnection::connect(&self.database_url).await.expect("connect"))
-        }
-    }
-}
-
-enum Db {
-    Postgres(sqlx::PgConnection),
-    Sqlite(sqlx::SqliteConnection),
-}
-
-impl Db {
-    async fn execute(&mut self, sql: &str) {
-        match self {
-            Self::Postgres(c) => sqlx::query(sql).execute(c).await.map(|_| ()),
-            Self::Sqlite(c) => sqlx::query(sql).execute(c).await.map(|_| ()),
-        }
-        .expect("sql");
-    }
-
-    async fn scalar(&mut self, sql: &str) -> i64 {
-        match self {
-            Self::Postgres(c) => sqlx::query_scalar(sql).fetch_one(c).await,
-            Self::Sqlite(c) => sqlx::query_scalar(sql).fetch_one(c).await,
-        }
-        .expect("scalar")
-    }
-
-    /// Every view row as text, sorted: what a rebuild must reproduce.
-    async fn views(&mut self) -> Vec<String> {
-        let mut all = Vec::new();
-        for table in [
-            "view_keys",
-            "view_org_status",
-            "view_provider_order",
-            "audit_log",
-            "usage_daily",
-            "usage_calls",
-        ] {
-            let mut rows: Vec<String> = match self {
-                Self::Postgres(c) => sqlx::query_scalar(&format!("select t::text from {table} t"))
-                    .fetch_all(c)
-                    .await
-                    .expect("rows"),
-                Self::Sqlite(c) => {
-                    let rows = sqlx::query(&format!("select * from {table}"))
-                        .fetch_all(c)
-                        .await
-                        .expect("rows");
-                    rows.iter()
-                        .map(|r| {
-                            (0..r.len())
-                                .map(|i| {
-                                    r.try_get::<i64, _>(i)
-                                        .map(|v| v.to_string())
-                                        .or_else(|_| r.try_get::<String, _>(i))
-                                        .unwrap_or_else(|_| "null".to_owned())
-                                })
-                                .collect::<Vec<_>>()
-                                .join("|")
-                        })
-                        .collect()
-                }
-            };
-            rows.sort();
-            all.extend(rows.into_iter().map(|r| format!("{table}: {r}")));
-        }
-        all
-    }
-
-    /// Whether every projection has applied every event.
-    async fn caught_up(&mut self) -> bool {
-        let end = self.scalar("select coalesce(max(global_position), 0) from events").await;
-        let slowest =
-            self.scalar("select coalesce(min(position), 0) from projection_checkpoints").await;
-        let behind = match self {
-            Self::Postgres(_) => self.scalar(
-                "select count(*) from events e, (select min(transaction_id) t, min(position) p from projection_checkpoints) c \
-                 where (e.transaction_id::text::bigint, e.global_position) > (c.t, c.p)").await,
-            Self::Sqlite(_) => end - slowest,
-        };
-        behind == 0
-    }
-}
-
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Server {
-    fn kill(mut self) {
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().expect("reaped");
-    }
-
-    fn stop(mut self) {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().expect("kill -TERM");
-        assert!(self.child.wait().expect("wait").success());
-    }
-}
-
-/// A test that fails half-way must not leave servers running.
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use harness::{Db, Server, Setup};
 
 /// Writes `count` usage events for `org` straight into the log, in one transaction: they
 /// become visible at once, leaving the projector several batches of work.
@@ -403,4 +213,107 @@ async fn audit_verify_exits_zero_when_intact_and_one_when_tampered() {
     assert_eq!(tampered.status.code(), Some(1));
     let report: Value = serde_json::from_slice(&tampered.stdout).expect("json report");
     assert_eq!(report["first_bad_seq"], 2);
+}
+
+// The fake providers of the end-to-end tests, shared by path as the harness is.
+#[path = "../../tests/src/fake_provider/mod.rs"]
+#[allow(dead_code, unreachable_pub, unused_imports)]
+mod fake_provider;
+
+/// The most model calls in flight or waiting to be recorded in the crash tests.
+const BACKLOG: u64 = 100;
+
+/// Model calls from 32 callers for a while, then `kill -9` with calls in flight. After a
+/// restart, the calls whose answers were received whole and were not recorded are at most the
+/// backlog's bound (`async`), or none (`sync`).
+async fn a_crash_under_load_loses_no_more_usage_than_stated(postgres: bool, durability: &str) {
+    let fake = fake_provider::FakeProvider::start().await;
+    let key = format!("sk-ant-api03-CRASH{}", "k".repeat(40));
+    fake.accept(&key);
+    let setup = Setup::new(postgres).await;
+    let backlog = BACKLOG.to_string();
+    let anthropic = fake.url("anthropic");
+    let env = [
+        ("KEYLEDGER_PROVIDER_ANTHROPIC_BASE_URL", anthropic.as_str()),
+        ("KEYLEDGER_USAGE_QUEUE", backlog.as_str()),
+        ("KEYLEDGER_USAGE_DURABILITY", durability),
+    ];
+    let server = setup.serve_with(&env).await;
+    let client = reqwest::Client::new();
+    let admin = setup.token("*", "platform_admin");
+    let owner = setup.token("acme", "owner");
+    let service = setup.token("acme", "service");
+    let plan = client.put(format!("{}/v1/orgs/acme/plan", server.base)).bearer_auth(&admin);
+    assert!(plan.json(&json!({"plan": "pro"})).send().await.expect("plan").status().is_success());
+    let stored = client.post(format!("{}/v1/orgs/acme/keys", server.base)).bearer_auth(&owner);
+    let stored = stored.json(&json!({"provider": "anthropic", "key": key})).send().await;
+    assert!(stored.expect("store").status().is_success());
+
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let workers: Vec<_> = (0..32)
+        .map(|_| {
+            let (client, base, service, answered) =
+                (client.clone(), server.base.clone(), service.clone(), answered.clone());
+            tokio::spawn(async move {
+                let body = json!({"model": "claude-3-5-haiku-latest", "max_tokens": 16, "messages": [{"role": "user", "content": "Hi"}]});
+                loop {
+                    let sent = client
+                        .post(format!("{base}/v1/orgs/acme/gateway/anthropic/v1/messages"))
+                        .bearer_auth(&service)
+                        .json(&body)
+                        .send()
+                        .await;
+                    let Ok(response) = sent else { return };
+                    let whole = response.status().is_success();
+                    // Received whole: the body read to its end.
+                    if response.bytes().await.is_err() {
+                        return;
+                    }
+                    if whole {
+                        answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    server.kill();
+    for worker in workers {
+        worker.await.expect("worker");
+    }
+    let answered = answered.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(answered > 100, "the load ran: {answered} calls answered");
+
+    let restarted = setup.serve_with(&env).await;
+    let mut db = setup.sql().await;
+    let recorded =
+        db.scalar("select count(*) from events where event_type = 'ModelCallRecorded'").await;
+    let lost = u64::try_from(answered as i64 - recorded).unwrap_or(0);
+    let stated = if durability == "sync" { 0 } else { BACKLOG };
+    eprintln!("{durability}: {answered} calls answered, {recorded} recorded after the crash");
+    assert!(
+        lost <= stated,
+        "{answered} calls answered, {recorded} recorded: {lost} lost, more than the stated {stated}"
+    );
+    restarted.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_crash_under_load_loses_at_most_the_backlog_on_sqlite() {
+    a_crash_under_load_loses_no_more_usage_than_stated(false, "async").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_crash_under_load_loses_at_most_the_backlog_on_postgres() {
+    a_crash_under_load_loses_no_more_usage_than_stated(true, "async").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_crash_under_load_loses_nothing_answered_with_sync_durability_on_sqlite() {
+    a_crash_under_load_loses_no_more_usage_than_stated(false, "sync").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_crash_under_load_loses_nothing_answered_with_sync_durability_on_postgres() {
+    a_crash_under_load_loses_no_more_usage_than_stated(true, "sync").await;
 }
