@@ -11,7 +11,8 @@ use utoipa::ToSchema;
 use keyledger_domain::routing::RoutingError;
 use keyledger_domain::usage::UsageError;
 use keyledger_domain::KeyringError;
-use keyledger_infra::{CommandError, GatewayError};
+use keyledger_infra::db::StorageFailure;
+use keyledger_infra::{CommandError, GatewayError, RecordError};
 
 /// An RFC 9457 problem, as every error is answered.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -67,6 +68,34 @@ impl ApiError {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "an internal error occurred")
     }
 
+    /// The database is unavailable: nothing was done, and the same request may succeed once it
+    /// is back (said in `Retry-After`).
+    #[must_use]
+    pub fn store_unavailable() -> Self {
+        tracing::warn!("the database is unavailable; answered 503");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            "the database is unavailable; nothing was changed, retry shortly",
+        )
+    }
+
+    /// A storage failure: 503 while the database is unavailable, else a failure of ours.
+    #[must_use]
+    pub fn storage(failure: &StorageFailure) -> Self {
+        if failure.unavailable() {
+            Self::store_unavailable()
+        } else {
+            Self::internal(failure)
+        }
+    }
+
+    /// A storage error of any layer, classified by the database error in its sources.
+    #[must_use]
+    pub fn from_store(error: &(dyn std::error::Error + 'static)) -> Self {
+        Self::storage(&StorageFailure::of(error))
+    }
+
     /// The contract code.
     #[must_use]
     pub fn code(&self) -> &str {
@@ -91,6 +120,9 @@ impl IntoResponse for ApiError {
         response
             .headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        if matches!(self.code(), "store_unavailable" | "overloaded") {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()
@@ -126,6 +158,7 @@ impl From<KeyringError> for ApiError {
             E::ProviderUnreachable => (StatusCode::BAD_GATEWAY, "provider_unreachable"),
             E::StaleVerification => (StatusCode::CONFLICT, "conflict"),
             E::Service(_) => return Self::internal(&error),
+            E::ServiceUnavailable(_) => return Self::store_unavailable(),
         };
         Self::new(status, code, error.to_string())
     }
@@ -140,7 +173,17 @@ impl From<CommandError> for ApiError {
                 "conflict",
                 "the organization was changed concurrently; retry",
             ),
-            CommandError::Storage(_) => Self::internal(&error),
+            CommandError::Storage(failure) => Self::storage(&failure),
+        }
+    }
+}
+
+impl From<RecordError> for ApiError {
+    /// A refusal is the caller's to map (its code depends on the route); this is for failures.
+    fn from(error: RecordError) -> Self {
+        match error {
+            RecordError::Storage(failure) => Self::storage(&failure),
+            refused @ RecordError::Refused(_) => Self::internal(&refused),
         }
     }
 }
@@ -170,6 +213,7 @@ impl From<GatewayError> for ApiError {
             E::Unreachable(_) => (StatusCode::BAD_GATEWAY, "provider_unreachable"),
             E::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "provider_timeout"),
             E::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            E::Usage(RecordError::Storage(failure)) => return Self::storage(failure),
             E::Keyring(_) | E::Usage(_) => return Self::internal(&error),
         };
         Self::new(status, code, error.to_string())

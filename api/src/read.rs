@@ -8,7 +8,7 @@ use crate::state::AppState;
 use crate::views::{KeyList, MaskedKey, OrgStatus, ProviderOrder, VerificationView};
 
 fn storage(error: sqlx::Error) -> ApiError {
-    ApiError::internal(&error)
+    ApiError::from_store(&error)
 }
 
 impl From<KeyRow> for MaskedKey {

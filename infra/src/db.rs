@@ -25,6 +25,79 @@ pub enum DatabaseError {
     Migrate(#[source] sqlx::migrate::MigrateError),
 }
 
+/// A storage operation that failed, told without secrets, and whether the database was
+/// unavailable (unreachable, shutting down, out of connections, busy): a failure worth
+/// answering 503 and trying again once the database is back, unlike a statement it refused.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct StorageFailure {
+    unavailable: bool,
+    message: String,
+}
+
+impl StorageFailure {
+    /// A failure that says nothing of the database's availability (a row that does not
+    /// decode, a writer that stopped).
+    #[must_use]
+    pub fn other(message: impl Into<String>) -> Self {
+        Self { unavailable: false, message: message.into() }
+    }
+
+    /// `error`, classified by the first database error in its chain of sources (cqrs-es and
+    /// its repositories box the sqlx error they got).
+    #[must_use]
+    pub fn of(error: &(dyn std::error::Error + 'static)) -> Self {
+        let mut cause = Some(error);
+        let mut unavailable = false;
+        while let Some(error) = cause {
+            if let Some(sqlx) = error.downcast_ref::<sqlx::Error>() {
+                unavailable = is_unavailable(sqlx);
+                break;
+            }
+            cause = error.source();
+        }
+        Self { unavailable, message: error.to_string() }
+    }
+
+    /// Whether the database was unavailable rather than refusing what was asked.
+    #[must_use]
+    pub fn unavailable(&self) -> bool {
+        self.unavailable
+    }
+}
+
+impl From<sqlx::Error> for StorageFailure {
+    fn from(error: sqlx::Error) -> Self {
+        Self::of(&error)
+    }
+}
+
+/// Whether `error` means the database could not serve the statement at all, as opposed to
+/// refusing it: the connection failed or was cut, no connection came within the pool's wait,
+/// or the server is starting, stopping or out of connections (SQLSTATE class 08, 57P01–57P03,
+/// 53300); on SQLite, a database still locked after the busy timeout.
+#[must_use]
+pub fn is_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(database) => {
+            let code = database.code().unwrap_or_default();
+            if database.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                // BUSY and LOCKED; an extended code keeps its primary code in the low byte.
+                matches!(code.parse::<u32>().map(|c| c & 0xff), Ok(5 | 6))
+            } else {
+                code.starts_with("08")
+                    || matches!(code.as_ref(), "57P01" | "57P02" | "57P03" | "53300")
+            }
+        }
+        _ => false,
+    }
+}
+
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 
@@ -42,7 +115,10 @@ impl Database {
                 // each query of a model call. A connection the server dropped fails its next
                 // query instead, and the pool discards it.
                 .test_before_acquire(false)
-                .acquire_timeout(Duration::from_secs(10))
+                // While the server cannot be reached, a request waits this long for a
+                // connection before it is answered 503: long enough for a server restart's
+                // first seconds, short enough that a caller hears the outage rather than hangs.
+                .acquire_timeout(Duration::from_secs(3))
                 .connect_with(options)
                 .await
                 .map_err(DatabaseError::Connect)?;
@@ -99,5 +175,54 @@ impl Database {
             Self::Postgres(_) => "postgres",
             Self::Sqlite(_) => "sqlite",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lost_connection_or_an_empty_pool_is_unavailability_a_bad_row_is_not() {
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert!(is_unavailable(&sqlx::Error::Io(reset)));
+        assert!(is_unavailable(&sqlx::Error::PoolTimedOut));
+        assert!(is_unavailable(&sqlx::Error::PoolClosed));
+        assert!(!is_unavailable(&sqlx::Error::RowNotFound));
+        assert!(!is_unavailable(&sqlx::Error::ColumnNotFound("x".into())));
+    }
+
+    #[test]
+    fn a_failure_is_classified_by_the_database_error_in_its_sources() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("wrapped")]
+        struct Wrapped(#[source] sqlx::Error);
+
+        assert!(StorageFailure::of(&Wrapped(sqlx::Error::PoolTimedOut)).unavailable());
+        assert!(!StorageFailure::of(&Wrapped(sqlx::Error::RowNotFound)).unavailable());
+        let boxed: Box<dyn std::error::Error + Send + Sync> = Box::new(sqlx::Error::PoolTimedOut);
+        assert!(StorageFailure::of(boxed.as_ref()).unavailable());
+        assert!(!StorageFailure::other("a writer stopped").unavailable());
+    }
+
+    #[tokio::test]
+    async fn a_sqlite_database_locked_past_its_busy_timeout_is_unavailability() {
+        let dir = std::env::temp_dir().join(format!("keyledger-busy-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = SqliteConnectOptions::new()
+            .filename(dir.join("busy.db"))
+            .create_if_missing(true)
+            .busy_timeout(Duration::ZERO);
+        let holder = SqlitePoolOptions::new().max_connections(1).connect_with(file.clone()).await;
+        let other = SqlitePoolOptions::new().max_connections(1).connect_with(file).await;
+        let (holder, other) = (holder.expect("holder"), other.expect("other"));
+        sqlx::query("create table t (x integer)").execute(&holder).await.expect("create");
+        let mut locked = holder.begin().await.expect("begin");
+        sqlx::query("insert into t values (1)").execute(&mut *locked).await.expect("insert");
+        let busy = sqlx::query("insert into t values (2)").execute(&other).await;
+        let error = busy.expect_err("the other writer waits no time and fails");
+        assert!(is_unavailable(&error), "{error:?}");
+        drop(locked);
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

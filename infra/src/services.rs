@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
 
 use crate::crypto::{Binding, Envelope};
+use crate::db::StorageFailure;
 use crate::material::MaterialStore;
 use crate::providers::ProviderClient;
 use keyledger_domain::keyring::{Fingerprint, MaterialBinding, MaterialId, ServiceError};
@@ -85,11 +86,19 @@ impl KeyringServices for OrgServices {
             key_id: binding.key_id,
             version: binding.version,
         };
-        let sealed =
-            self.deps.envelope.seal(binding, key).map_err(|e| ServiceError(e.to_string()))?;
+        let sealed = self
+            .deps
+            .envelope
+            .seal(binding, key)
+            .map_err(|e| ServiceError::Failed(e.to_string()))?;
         let id = self.deps.material.insert(binding, &sealed).await.map_err(|e| {
-            tracing::error!(error = %e, "sealing failed");
-            ServiceError("the key could not be stored".to_owned())
+            if StorageFailure::of(&e).unavailable() {
+                tracing::warn!(error = %e, "the key-material store is unavailable");
+                ServiceError::Unavailable("the key-material store is unavailable".to_owned())
+            } else {
+                tracing::error!(error = %e, "sealing failed");
+                ServiceError::Failed("the key could not be stored".to_owned())
+            }
         })?;
         if let Ok(mut ids) = self.sealed.lock() {
             ids.push(id);

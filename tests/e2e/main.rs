@@ -15,6 +15,7 @@ mod keys;
 mod lifecycle;
 mod plans;
 mod projections;
+mod recovery;
 mod replicas;
 mod secrecy;
 mod snapshots;

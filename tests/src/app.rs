@@ -78,6 +78,20 @@ impl TestApp {
 
     /// A fresh instance with extra environment settings.
     pub async fn start_with(backend: Backend, extra: &[(&str, &str)]) -> Self {
+        Self::launch(backend, extra, None).await
+    }
+
+    /// A fresh PostgreSQL instance that reaches its database only through `proxy`, so a test
+    /// can take the database away.
+    pub async fn start_behind(proxy: &crate::StoreProxy, extra: &[(&str, &str)]) -> Self {
+        Self::launch(Backend::Postgres, extra, Some(proxy)).await
+    }
+
+    async fn launch(
+        backend: Backend,
+        extra: &[(&str, &str)],
+        proxy: Option<&crate::StoreProxy>,
+    ) -> Self {
         crate::logs::capture();
         let provider = FakeProvider::start().await;
         let (database_url, sqlite_dir) = match backend {
@@ -90,7 +104,10 @@ impl TestApp {
             }
         };
         let mut env: HashMap<String, String> = HashMap::from([
-            ("DATABASE_URL".to_owned(), database_url.clone()),
+            (
+                "DATABASE_URL".to_owned(),
+                proxy.map_or(database_url.clone(), |p| p.url(&database_url)),
+            ),
             ("KEYLEDGER_MASTER_KEY".to_owned(), MasterKeyRing::generate_encoded().to_string()),
             ("KEYLEDGER_JWT_SECRET".to_owned(), format!("test-secret-{}", uuid::Uuid::new_v4())),
             ("KEYLEDGER_LISTEN".to_owned(), "127.0.0.1:0".to_owned()),

@@ -5,11 +5,13 @@ pub mod app;
 pub mod fake_provider;
 pub mod logs;
 pub mod postgres;
+pub mod store_proxy;
 
 pub use logs::captured;
 
 pub use app::{Backend, TestApp, TestResponse};
 pub use fake_provider::FakeProvider;
+pub use store_proxy::StoreProxy;
 
 /// Runs an async test body against both backends, as two tests named after it.
 #[macro_export]

@@ -100,7 +100,7 @@ pub(crate) async fn audit_page(
     let after = not_negative(params.after)?;
     let entries = audit::page(&state.views, org.as_str(), after, limit)
         .await
-        .map_err(|e| ApiError::internal(&e))?;
+        .map_err(|e| ApiError::from_store(&e))?;
     let next = (entries.len() as i64 == limit).then(|| entries.last().map(|e| e.seq)).flatten();
     Ok(axum::Json(AuditPage { entries, next }))
 }
@@ -117,7 +117,7 @@ pub(crate) async fn audit_verify(
 ) -> Result<axum::Json<AuditVerification>, ApiError> {
     caller.authorize(&org, Access::ReadAudit)?;
     let report =
-        audit::verify(&state.views, org.as_str()).await.map_err(|e| ApiError::internal(&e))?;
+        audit::verify(&state.views, org.as_str()).await.map_err(|e| ApiError::from_store(&e))?;
     Ok(axum::Json(report.into()))
 }
 

@@ -117,7 +117,7 @@ pub(crate) async fn usage(
     }
     let rows = queries::usage(&state.views, org.as_str(), &from, &to, &group_by)
         .await
-        .map_err(|e| ApiError::internal(&e))?;
+        .map_err(|e| ApiError::from_store(&e))?;
     let mut totals = (0, 0, 0, 0);
     let rows: Vec<Value> = rows
         .into_iter()
@@ -173,7 +173,7 @@ pub(crate) async fn recent_calls(
     }
     let calls = queries::recent_calls(&state.views, org.as_str(), limit)
         .await
-        .map_err(|e| ApiError::internal(&e))?;
+        .map_err(|e| ApiError::from_store(&e))?;
     Ok(axum::Json(CallList { calls: calls.into_iter().map(call_view).collect() }))
 }
 
@@ -309,6 +309,6 @@ pub(crate) async fn record_usage(
             };
             Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, code, refusal.to_string()))
         }
-        Err(error @ RecordError::Storage(_)) => Err(ApiError::internal(&error)),
+        Err(error @ RecordError::Storage(_)) => Err(error.into()),
     }
 }

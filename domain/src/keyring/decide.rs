@@ -307,5 +307,9 @@ fn verified(
 }
 
 fn service_error(error: super::services::ServiceError) -> KeyringError {
-    KeyringError::Service(error.0)
+    use super::services::ServiceError as E;
+    match error {
+        E::Failed(failure) => KeyringError::Service(failure),
+        E::Unavailable(failure) => KeyringError::ServiceUnavailable(failure),
+    }
 }

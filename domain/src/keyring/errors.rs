@@ -43,4 +43,6 @@ pub enum KeyringError {
     StaleVerification,
     #[error("{0}")]
     Service(String),
+    #[error("{0}; retry shortly")]
+    ServiceUnavailable(String),
 }

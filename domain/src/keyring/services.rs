@@ -31,8 +31,14 @@ pub struct MaterialBinding {
 
 /// A failure of a service (storage, crypto), described without secrets.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct ServiceError(pub String);
+pub enum ServiceError {
+    /// The service failed at what was asked.
+    #[error("{0}")]
+    Failed(String),
+    /// The service could not be reached: the same command may succeed once it is back.
+    #[error("{0}")]
+    Unavailable(String),
+}
 
 /// The world as one organization's Keyring sees it while deciding a command.
 #[async_trait]

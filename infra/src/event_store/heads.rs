@@ -11,12 +11,12 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 
-use crate::db::Database;
+use crate::db::{Database, StorageFailure};
 
 /// Queries under way at once: a second overlaps the first's round trip.
 const IN_FLIGHT: usize = 2;
 
-type Answer = Result<usize, String>;
+type Answer = Result<usize, StorageFailure>;
 type Question = (String, oneshot::Sender<Answer>);
 
 /// Latest sequences of one aggregate type.
@@ -56,8 +56,8 @@ impl Heads {
     /// query, which asks for everyone waiting at once.
     ///
     /// # Errors
-    /// The database's error, as text.
-    pub async fn latest(&self, id: &str) -> Result<usize, String> {
+    /// The database's error.
+    pub async fn latest(&self, id: &str) -> Result<usize, StorageFailure> {
         loop {
             let waiting = {
                 let mut shared = self.inner.lock();
@@ -103,7 +103,8 @@ impl Leading {
         ids.extend(own.map(str::to_owned));
         ids.sort_unstable();
         ids.dedup();
-        let heads = query(&self.0.db, self.0.aggregate_type, &ids).await.map_err(|e| e.to_string());
+        let heads =
+            query(&self.0.db, self.0.aggregate_type, &ids).await.map_err(StorageFailure::from);
         let answer = |id: &str| match &heads {
             Ok(heads) => Ok(heads.get(id).copied().unwrap_or_default()),
             Err(error) => Err(error.clone()),

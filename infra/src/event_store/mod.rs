@@ -11,3 +11,18 @@ pub use heads::Heads;
 pub use repository::EventRepository;
 pub(crate) use snapshot_store::serialize_event;
 pub use snapshot_store::{SnapshottingStore, SNAPSHOT_EVERY};
+
+use cqrs_es::AggregateError;
+
+use crate::db::StorageFailure;
+
+/// What an aggregate's store failed with, other than the aggregate's own refusal or a
+/// conflict, classified by the database error cqrs-es boxed.
+pub fn storage_failure<E: std::error::Error>(error: &AggregateError<E>) -> StorageFailure {
+    match error {
+        AggregateError::DatabaseConnectionError(cause)
+        | AggregateError::DeserializationError(cause)
+        | AggregateError::UnexpectedError(cause) => StorageFailure::of(cause.as_ref()),
+        other => StorageFailure::other(other.to_string()),
+    }
+}

@@ -145,11 +145,20 @@ impl Relay {
                 let Some(recording) = self.recording.take() else { return };
                 let (call, r) = recorded(recording, &std::mem::take(&mut self.captured));
                 self.committing = Some(Box::pin(async move {
-                    let command = RecordModelCall { call, limits: None };
-                    if let Err(error) = r.usage.record(&r.org, command, &r.actor).await {
-                        tracing::error!(%error, "could not record an answered call");
+                    let command = RecordModelCall { call: call.clone(), limits: None };
+                    match r.usage.record(&r.org, command, &r.actor).await {
+                        Ok(_) => drop(r.slot),
+                        // The record is not dropped for an outage: it waits, in memory, with
+                        // the calls nobody waits for, until the database is back.
+                        Err(error) if error.unavailable() => {
+                            tracing::warn!(%error, "an answered call is held until the database is back");
+                            r.usage.record_answered(r.slot, &r.org, call, &r.actor);
+                        }
+                        Err(error) => {
+                            tracing::error!(%error, "could not record an answered call");
+                            drop(r.slot);
+                        }
                     }
-                    drop(r.slot);
                 }));
             }
             _ => self.finish(),

@@ -3,6 +3,7 @@
 
 use super::store::{CommandError, Keyrings};
 use crate::crypto::{Binding, SealedKey};
+use crate::db::StorageFailure;
 use cqrs_es::EventStore;
 use keyledger_domain::keyring::{KeyState, MaterialId};
 use keyledger_domain::{ApiKey, Keyring, OrgId, ProviderId};
@@ -104,7 +105,7 @@ impl Keyrings {
             .material
             .get(id)
             .await
-            .map_err(|e| CommandError::Storage(e.to_string()))?
+            .map_err(|e| CommandError::Storage(StorageFailure::of(&e)))?
             .ok_or(CommandError::Conflict)
     }
 
@@ -117,6 +118,9 @@ impl Keyrings {
         sealed: &SealedKey,
     ) -> Result<ApiKey, CommandError> {
         let binding = Binding { org, provider, key_id: key.key_id, version: key.version };
-        self.deps().envelope.open(binding, sealed).map_err(|e| CommandError::Storage(e.to_string()))
+        self.deps()
+            .envelope
+            .open(binding, sealed)
+            .map_err(|e| CommandError::Storage(StorageFailure::other(e.to_string())))
     }
 }

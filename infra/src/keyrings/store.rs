@@ -14,8 +14,8 @@ use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventEnvelope, EventS
 
 use super::cache::CallCache;
 use super::watch::{outlast_leases, Watch};
-use crate::db::Database;
-use crate::event_store::{EventRepository, Heads, SnapshottingStore};
+use crate::db::{Database, StorageFailure};
+use crate::event_store::{storage_failure, EventRepository, Heads, SnapshottingStore};
 use crate::services::{OrgServices, ServiceDeps};
 use keyledger_domain::keyring::MaterialId;
 use keyledger_domain::{
@@ -59,7 +59,15 @@ pub enum CommandError {
     #[error("the organization changed concurrently; retry")]
     Conflict,
     #[error("event store: {0}")]
-    Storage(String),
+    Storage(StorageFailure),
+}
+
+impl CommandError {
+    /// Whether the database was unavailable: worth a 503 and a retry, not a refusal.
+    #[must_use]
+    pub fn unavailable(&self) -> bool {
+        matches!(self, Self::Storage(failure) if failure.unavailable())
+    }
 }
 
 impl From<AggregateError<KeyringError>> for CommandError {
@@ -67,7 +75,7 @@ impl From<AggregateError<KeyringError>> for CommandError {
         match error {
             AggregateError::UserError(e) => Self::Rejected(e),
             AggregateError::AggregateConflict => Self::Conflict,
-            other => Self::Storage(other.to_string()),
+            other => Self::Storage(storage_failure(&other)),
         }
     }
 }

@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::ledgers::{Cached, Done, Freshness, Ledgers};
 use super::recorder::{RecordError, Recorded};
+use crate::db::StorageFailure;
 use crate::event_store::{serialize_event, AppendError, Appender, SnapshotUpdate};
 use keyledger_domain::usage::{UsageCommand, UsageLedger};
 
@@ -85,7 +86,14 @@ impl Drop for Unsettled {
 }
 
 impl Queued {
-    fn answer(self, ledgers: &Ledgers, outcome: Result<Done, RecordError>) {
+    /// Tells the command's outcome to whoever waits for it. A command nobody waits for that
+    /// the database was unavailable to take is not given up: it comes back, to be tried again.
+    fn answer(self, ledgers: &Ledgers, outcome: Result<Done, RecordError>) -> Option<Self> {
+        if matches!(self.reply, Reply::Unwaited(_))
+            && matches!(&outcome, Err(error) if error.unavailable())
+        {
+            return Some(self);
+        }
         if let Ok(Done::Recorded(Recorded::New { .. })) = &outcome {
             ledgers.recorded.fetch_add(1, Ordering::Release);
         }
@@ -98,27 +106,67 @@ impl Queued {
             }
             (Reply::Unwaited(_), Ok(_)) => {}
         }
+        None
     }
 }
+
+/// How long the writer pauses before trying again commands the database was unavailable to
+/// take, at first and at most.
+const HELD_PAUSE: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(2));
 
 /// Commits what `queue` brings until every sender is gone, calling `committed` after each
 /// batch. A batch that panics is answered with errors (its callers' replies drop) and the
 /// writer goes on.
+///
+/// While the database is unavailable, the calls already answered are held and tried again,
+/// first in each batch, until it is back: billing data is not dropped for an outage. Their
+/// slots stay taken meanwhile, so the backlog stays within `KEYLEDGER_USAGE_QUEUE` and new
+/// calls are turned away once it is full; commands a caller waits for are answered at once
+/// with the outage.
 pub(super) async fn run(
     ledgers: Arc<Ledgers>,
     mut queue: mpsc::Receiver<Queued>,
     committed: Box<dyn Fn() + Send + Sync>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut held: Vec<Queued> = Vec::new();
+    let mut pause = HELD_PAUSE.0;
     let mut appender = Appender::new(&ledgers.db);
-    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    loop {
+        if held.is_empty() {
+            pause = HELD_PAUSE.0;
+            if queue.recv_many(&mut batch, MAX_BATCH).await == 0 {
+                break;
+            }
+        } else {
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(HELD_PAUSE.1);
+            batch.extend(held.drain(..held.len().min(MAX_BATCH)));
+            while batch.len() < MAX_BATCH {
+                match queue.try_recv() {
+                    Ok(queued) => batch.push(queued),
+                    Err(_) => break,
+                }
+            }
+        }
         let batch =
             AssertUnwindSafe(commit_batch(&ledgers, &mut appender, std::mem::take(&mut batch)));
-        if batch.catch_unwind().await.is_err() {
-            tracing::error!("a usage batch panicked; its callers get an error");
-            ledgers.forget_all();
+        match batch.catch_unwind().await {
+            Ok(again) => {
+                if again.is_empty() && !held.is_empty() {
+                    pause = HELD_PAUSE.0; // the database is back: the rest at once
+                }
+                held.extend(again);
+            }
+            Err(_) => {
+                tracing::error!("a usage batch panicked; its callers get an error");
+                ledgers.forget_all();
+            }
         }
         committed();
+    }
+    if !held.is_empty() {
+        tracing::error!(commands = held.len(), "the usage writer stopped with calls unrecorded");
     }
 }
 
@@ -140,7 +188,14 @@ struct Decided {
     alone: Vec<Queued>,
 }
 
-async fn commit_batch(ledgers: &Ledgers, appender: &mut Appender, mut batch: Vec<Queued>) {
+/// Commits `batch`, answering its commands; returns those nobody waits for that the database
+/// was unavailable to take.
+async fn commit_batch(
+    ledgers: &Ledgers,
+    appender: &mut Appender,
+    mut batch: Vec<Queued>,
+) -> Vec<Queued> {
+    let mut held = Vec::new();
     let mut alone = Vec::new();
     for attempt in 1..=GROUP_ATTEMPTS {
         let mut decided = decide(ledgers, batch).await;
@@ -152,7 +207,7 @@ async fn commit_batch(ledgers: &Ledgers, appender: &mut Appender, mut batch: Vec
                 ledgers.remember(id, state);
             }
             for (queued, outcome) in decided.answers {
-                queued.answer(ledgers, outcome);
+                held.extend(queued.answer(ledgers, outcome));
             }
             batch = Vec::new();
             break;
@@ -165,11 +220,21 @@ async fn commit_batch(ledgers: &Ledgers, appender: &mut Appender, mut batch: Vec
             // A request id recorded before fails every try: each goes on its own.
             Err(AppendError::Conflict) if attempt > 1 => break,
             Err(AppendError::Conflict) => {}
-            Err(AppendError::Storage(error)) if attempt == GROUP_ATTEMPTS => {
-                tracing::error!(%error, commands = batch.len(), "usage batch not written");
-                for queued in batch.drain(..) {
-                    queued.answer(ledgers, Err(RecordError::Storage(error.to_string())));
+            // A database still unavailable on a fresh connection is waited for by the writer's
+            // held commands, with their pause, not by trying this batch again at once.
+            Err(AppendError::Storage(error))
+                if attempt == GROUP_ATTEMPTS
+                    || (attempt > 1 && crate::db::is_unavailable(&error)) =>
+            {
+                let failure = StorageFailure::from(error);
+                if !failure.unavailable() {
+                    tracing::error!(error = %failure, commands = batch.len(), "usage batch not written");
                 }
+                for queued in batch.drain(..) {
+                    let outcome = Err(RecordError::Storage(failure.clone()));
+                    held.extend(queued.answer(ledgers, outcome));
+                }
+                break;
             }
             Err(AppendError::Storage(error)) => {
                 tracing::warn!(%error, attempt, "usage batch not written; trying again");
@@ -180,8 +245,15 @@ async fn commit_batch(ledgers: &Ledgers, appender: &mut Appender, mut batch: Vec
     }
     for queued in batch.into_iter().chain(alone) {
         let done = ledgers.commit_alone(&queued.ledger, &queued.command, &queued.metadata).await;
-        queued.answer(ledgers, done);
+        held.extend(queued.answer(ledgers, done));
     }
+    if !held.is_empty() {
+        tracing::warn!(
+            commands = held.len(),
+            "the database is unavailable; usage records held until it is back"
+        );
+    }
+    held
 }
 
 /// Decides each command in order on its ledger's state in memory, collecting the events.
@@ -249,7 +321,7 @@ fn serialize(
     metadata: &HashMap<String, String>,
 ) -> Result<SerializedEvent, RecordError> {
     serialize_event::<UsageLedger>(ledger, sequence, event, metadata)
-        .map_err(|e| RecordError::Storage(e.to_string()))
+        .map_err(|e| RecordError::Storage(StorageFailure::other(e.to_string())))
 }
 
 /// Snapshots of the ledgers whose events in this batch cross a snapshot boundary, as the

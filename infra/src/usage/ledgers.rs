@@ -8,8 +8,8 @@ use cqrs_es::persist::EventStoreAggregateContext;
 use cqrs_es::{Aggregate, AggregateError, EventStore};
 
 use super::recorder::{RecordError, Recorded};
-use crate::db::Database;
-use crate::event_store::{EventRepository, SnapshottingStore};
+use crate::db::{Database, StorageFailure};
+use crate::event_store::{storage_failure, EventRepository, SnapshottingStore};
 use keyledger_domain::usage::{ModelCallRecorded, UsageCommand, UsageEvent, UsageLedger};
 use keyledger_domain::OrgId;
 
@@ -148,7 +148,7 @@ impl Ledgers {
                 .await
             }
         }
-        .map_err(|e| RecordError::Storage(e.to_string()))?;
+        .map_err(|e| RecordError::Storage(e.into()))?;
         Ok(payload.and_then(|p| match serde_json::from_str::<UsageEvent>(&p) {
             Ok(UsageEvent::ModelCallRecorded(call)) => Some(call),
             _ => None,
@@ -171,13 +171,15 @@ impl Ledgers {
             // only then, rather than before every call.
             if let UsageCommand::Record(record) = command {
                 let org = OrgId::parse(&record.call.org)
-                    .map_err(|e| RecordError::Storage(e.to_string()))?;
+                    .map_err(|e| RecordError::Storage(StorageFailure::other(e.to_string())))?;
                 if let Some(first) = self.find(&org, &record.call.request_id).await? {
                     return Ok(Done::Recorded(Recorded::Duplicate(first)));
                 }
             }
         }
-        Err(RecordError::Storage(format!("gave up after {ATTEMPTS} attempts")))
+        Err(RecordError::Storage(StorageFailure::other(format!(
+            "gave up after {ATTEMPTS} attempts"
+        ))))
     }
 
     /// One attempt at `command`: the committed sequence, or `None` when another writer got in
@@ -210,6 +212,11 @@ impl Ledgers {
         let events = sink.collect().await;
         let to = from + events.len();
         match self.store.commit(events, context, metadata).await {
+            // A database that cannot be reached is no conflict: trying again at once is futile.
+            Err(error) if storage_failure(&error).unavailable() => {
+                self.forget(id);
+                Err(storage(error))
+            }
             Ok(_) => {
                 let snapshot = self.store.next_snapshot(from, to, snapshot).or(snapshot);
                 self.remember(id.to_owned(), Cached { ledger: after, sequence: to, snapshot });
@@ -232,6 +239,6 @@ impl Ledgers {
 pub(super) fn storage(error: AggregateError<keyledger_domain::usage::UsageError>) -> RecordError {
     match error {
         AggregateError::UserError(refusal) => RecordError::Refused(refusal),
-        other => RecordError::Storage(other.to_string()),
+        other => RecordError::Storage(storage_failure(&other)),
     }
 }

@@ -7,7 +7,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::group_commit::{self, Queued, Reply, Unsettled, MAX_BATCH};
 use super::ledgers::{storage, Done, Ledgers};
-use crate::db::Database;
+use crate::db::{Database, StorageFailure};
 use crate::keyrings::Actor;
 use keyledger_domain::usage::{
     ledger_id, ModelCallRecorded, RecordModelCall, ReleasePlatformCall, ReservePlatformCall,
@@ -21,7 +21,15 @@ pub enum RecordError {
     #[error(transparent)]
     Refused(UsageError),
     #[error("usage store: {0}")]
-    Storage(String),
+    Storage(StorageFailure),
+}
+
+impl RecordError {
+    /// Whether the database was unavailable: worth a 503 and a retry, not a refusal.
+    #[must_use]
+    pub fn unavailable(&self) -> bool {
+        matches!(self, Self::Storage(failure) if failure.unavailable())
+    }
 }
 
 /// What recording did.
@@ -126,7 +134,9 @@ impl UsageRecorder {
         let at = call.call.at;
         match self.submit(ledger_id(org, at), UsageCommand::Record(call), actor, at).await? {
             Done::Recorded(recorded) => Ok(recorded),
-            Done::Quota => Err(RecordError::Storage("a record was taken for a reservation".into())),
+            Done::Quota => Err(RecordError::Storage(StorageFailure::other(
+                "a record was taken for a reservation",
+            ))),
         }
     }
 
@@ -168,7 +178,8 @@ impl UsageRecorder {
         at: chrono::DateTime<chrono::Utc>,
     ) -> Result<Done, RecordError> {
         let (reply, answer) = oneshot::channel();
-        let stopped = || RecordError::Storage("the usage writer has stopped".into());
+        let stopped =
+            || RecordError::Storage(StorageFailure::other("the usage writer has stopped"));
         let reply = Reply::Waiting(reply);
         let queued = Queued { ledger, command, metadata: actor.metadata(at), reply };
         self.queue.send(queued).await.map_err(|_| stopped())?;

@@ -60,7 +60,9 @@ impl KeyringServices for FakeWorld {
         _key: &ApiKey,
     ) -> Result<MaterialId, ServiceError> {
         if !self.sealing_works {
-            return Err(ServiceError("the key-material store is unavailable".to_owned()));
+            return Err(ServiceError::Unavailable(
+                "the key-material store is unavailable".to_owned(),
+            ));
         }
         Ok(material(binding.key_id, binding.version))
     }

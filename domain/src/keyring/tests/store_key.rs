@@ -205,11 +205,11 @@ async fn a_refused_check_during_replace_keeps_the_old_key() {
 }
 
 #[tokio::test]
-async fn storing_a_key_that_cannot_be_sealed_is_refused_with_the_service_error() {
+async fn storing_a_key_while_its_store_is_unavailable_is_refused_as_unavailable() {
     given_in(FakeWorld { sealing_works: false, ..world() }, on_plan("pro"))
         .when_async(store(Anthropic))
         .await
-        .then_expect_error(KeyringError::Service(
+        .then_expect_error(KeyringError::ServiceUnavailable(
             "the key-material store is unavailable".to_owned(),
         ));
 }
