@@ -197,6 +197,7 @@ async fn commit_batch(
 ) -> Vec<Queued> {
     let mut held = Vec::new();
     let mut alone = Vec::new();
+    let mut outage = None;
     for attempt in 1..=GROUP_ATTEMPTS {
         let mut decided = decide(ledgers, batch).await;
         alone.append(&mut decided.alone);
@@ -234,6 +235,7 @@ async fn commit_batch(
                     let outcome = Err(RecordError::Storage(failure.clone()));
                     held.extend(queued.answer(ledgers, outcome));
                 }
+                outage = failure.unavailable().then_some(failure);
                 break;
             }
             Err(AppendError::Storage(error)) => {
@@ -244,7 +246,10 @@ async fn commit_batch(
         }
     }
     for queued in batch.into_iter().chain(alone) {
-        let done = ledgers.commit_alone(&queued.ledger, &queued.command, &queued.metadata).await;
+        let done = match &outage {
+            Some(failure) => Err(RecordError::Storage(failure.clone())),
+            None => ledgers.commit_alone(&queued.ledger, &queued.command, &queued.metadata).await,
+        };
         held.extend(queued.answer(ledgers, done));
     }
     if !held.is_empty() {
@@ -261,6 +266,7 @@ async fn decide(ledgers: &Ledgers, batch: Vec<Queued>) -> Decided {
     let mut decided = Decided::default();
     let mut request_ids = HashSet::new();
     let mut loaded = HashSet::new();
+    let mut outage: Option<StorageFailure> = None;
     for queued in batch {
         if let UsageCommand::Record(record) = &queued.command {
             if !request_ids.insert((record.call.org.clone(), record.call.request_id.clone())) {
@@ -268,11 +274,22 @@ async fn decide(ledgers: &Ledgers, batch: Vec<Queued>) -> Decided {
                 continue;
             }
         }
+        // Once the database turned out unavailable, the rest of the batch is not decided:
+        // each ledger to load would wait out the pool again, and the commit would fail anyway.
+        if let Some(failure) = &outage {
+            decided.answers.push((queued, Err(RecordError::Storage(failure.clone()))));
+            continue;
+        }
         match decide_one(ledgers, &queued, &mut decided, &mut loaded).await {
             Err(RecordError::Refused(_)) if !loaded.contains(&queued.ledger) => {
                 decided.alone.push(queued);
             }
-            outcome => decided.answers.push((queued, outcome)),
+            outcome => {
+                if let Err(RecordError::Storage(failure)) = &outcome {
+                    outage = failure.unavailable().then(|| failure.clone());
+                }
+                decided.answers.push((queued, outcome));
+            }
         }
     }
     decided
