@@ -27,8 +27,9 @@ use keyledger_infra::gateway::GatewaySettings;
 use keyledger_infra::material::MaterialStore;
 use keyledger_infra::providers::{EndpointPolicy, ProviderClient};
 use keyledger_infra::services::ServiceDeps;
-use keyledger_infra::{Config, Database, Gateway, Keyrings, UsageRecorder};
-use keyledger_projections::{EventLog, Pool, Projector};
+use keyledger_infra::{Config, Gateway, Keyrings, UsageRecorder};
+use keyledger_projections::{EventLog, Projector};
+use keyledger_store::Database;
 use tokio::sync::watch;
 
 /// Request bodies larger than this are refused with 413.
@@ -40,13 +41,13 @@ pub const GATEWAY_BODY_LIMIT: usize = 8 * 1024 * 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
-    Database(#[from] keyledger_infra::DatabaseError),
+    Database(#[from] keyledger_store::DatabaseError),
     #[error("cannot build the provider HTTP client: {0}")]
-    Http(String),
+    Http(#[source] reqwest::Error),
     #[error("cannot bind {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("cannot set up the projections: {0}")]
-    Projections(String),
+    Projections(#[source] keyledger_projections::ProjectionError),
     #[error("cannot sweep released key material: {0}")]
     Sweep(#[from] keyledger_infra::material::MaterialError),
 }
@@ -67,19 +68,16 @@ pub async fn build_state(mut config: Config) -> Result<AppState, StartError> {
     let prices = Arc::new(config.prices.clone());
     let endpoints = EndpointPolicy { allow_private: config.allow_private_endpoints };
     let providers = ProviderClient::new(config.provider_base_urls.clone(), endpoints)
-        .map_err(|e| StartError::Http(e.to_string()))?;
+        .map_err(StartError::Http)?;
     let deps = Arc::new(ServiceDeps {
         envelope: Envelope::new(config.master_keys),
         material,
         providers,
         plans: config.plans,
     });
-    let views = match &db {
-        Database::Postgres(pool) => Pool::Postgres(pool.clone()),
-        Database::Sqlite(pool) => Pool::Sqlite(pool.clone()),
-    };
+    let views = db.clone();
     let projector = Arc::new(Projector::new(views.clone(), keyledger_projections::views::all()));
-    projector.ensure_checkpoints().await.map_err(|e| StartError::Projections(e.to_string()))?;
+    projector.ensure_checkpoints().await.map_err(StartError::Projections)?;
     let keyrings = Arc::new(Keyrings::new(&db, deps));
     // On SQLite nothing else tells the usage cockpit's pipeline of a commit.
     let usage = Arc::new(UsageRecorder::new(&db, config.usage_queue, {

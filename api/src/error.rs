@@ -11,8 +11,8 @@ use utoipa::ToSchema;
 use keyledger_domain::routing::RoutingError;
 use keyledger_domain::usage::UsageError;
 use keyledger_domain::KeyringError;
-use keyledger_infra::db::StorageFailure;
 use keyledger_infra::{CommandError, GatewayError, RecordError};
+use keyledger_store::StorageFailure;
 
 /// An RFC 9457 problem, as every error is answered.
 #[derive(Debug, Clone, Serialize, ToSchema)]

@@ -13,11 +13,6 @@ pub mod state;
 pub mod telemetry;
 pub mod views;
 
-/// mimalloc rather than the system allocator: a model call allocates and frees many small
-/// buffers across threads, where glibc's malloc spent a tenth of the gateway's time.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 pub use app::{build_state, router, start_serving, Application, StartError};
 pub use auth::{Role, TokenKeys};
 pub use state::AppState;

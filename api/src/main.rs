@@ -6,7 +6,14 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use keyledger_api::{build_state, telemetry, Application, Role, TokenKeys};
-use keyledger_infra::{Config, Database};
+use keyledger_infra::Config;
+use keyledger_store::Database;
+
+/// mimalloc rather than the system allocator: a model call allocates and frees many small
+/// buffers across threads, where glibc's malloc spent a tenth of the gateway's time. (The
+/// binary chooses it; the library leaves the choice to whoever links it.)
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// keyledger keeps organizations' own AI-provider keys: write-only, encrypted, audited.
 #[derive(Debug, Parser)]

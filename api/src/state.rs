@@ -7,8 +7,9 @@ use crate::auth::{Caller, TokenKeys};
 use crate::error::ApiError;
 use keyledger_domain::{KeyringCommand, OrgId};
 use keyledger_infra::providers::EndpointPolicy;
-use keyledger_infra::{Committed, Database, Keyrings, UsageRecorder};
-use keyledger_projections::{EventLog, Pool, Projector};
+use keyledger_infra::{Committed, Keyrings, UsageRecorder};
+use keyledger_projections::{EventLog, Projector};
+use keyledger_store::Database;
 
 /// How long a command waits for the views to show it before answering anyway.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -22,7 +23,7 @@ pub struct AppState {
     pub tokens: Arc<TokenKeys>,
     pub endpoints: EndpointPolicy,
     /// The views, read side.
-    pub views: Pool,
+    pub views: Database,
     pub log: EventLog,
     pub projector: Arc<Projector>,
     /// What model calls cost.

@@ -1,5 +1,5 @@
 //! The pure business rules of keyledger: who may hold which AI-provider key, and what happens
-//! to it. No I/O lives here; what the rules need from the world is a trait in [`keyring::services`].
+//! to it. No I/O lives here; what the rules need from the world is a trait in [`keyring::KeyringServices`].
 
 pub mod api_key;
 pub mod keyring;

@@ -1,10 +1,10 @@
-//! keyledger's adapters: the event store on PostgreSQL or SQLite, migrations, envelope
-//! encryption, the key-material store, provider clients and configuration.
+//! keyledger's adapters: organizations' Keyrings and usage ledgers over the event store (in
+//! `keyledger-store`), envelope encryption, the key-material store, provider clients, the
+//! model-call gateway and configuration.
 
+pub mod actor;
 pub mod config;
 pub mod crypto;
-pub mod db;
-pub mod event_store;
 pub mod gateway;
 pub mod keyrings;
 pub mod material;
@@ -12,8 +12,8 @@ pub mod providers;
 pub mod services;
 pub mod usage;
 
+pub use actor::Actor;
 pub use config::{Config, ConfigError};
-pub use db::{Database, DatabaseError};
 pub use gateway::{Gateway, GatewayError};
-pub use keyrings::{Actor, CommandError, Committed, Keyrings};
+pub use keyrings::{CommandError, Committed, Keyrings};
 pub use usage::{RecordError, Recorded, UsageRecorder};

@@ -8,8 +8,8 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use crate::crypto::{Binding, SealedKey};
-use crate::db::Database;
 use keyledger_domain::keyring::MaterialId;
+use keyledger_store::Database;
 
 /// Sealed key versions by id.
 #[derive(Debug, Clone)]

@@ -7,13 +7,13 @@ use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
 
 use crate::crypto::{Binding, Envelope};
-use crate::db::StorageFailure;
 use crate::material::MaterialStore;
 use crate::providers::ProviderClient;
 use keyledger_domain::keyring::{Fingerprint, MaterialBinding, MaterialId, ServiceError};
 use keyledger_domain::{
     ApiKey, KeyringServices, OrgId, PlanCatalogue, ProviderId, VerificationOutcome,
 };
+use keyledger_store::StorageFailure;
 
 /// The shared parts every organization's services are made of.
 #[derive(Debug)]

@@ -14,11 +14,11 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::db::{Arg, Pool, Tx};
 use crate::log::{EventLog, Fact, LoggedEvent};
 use crate::projection::{Projection, ProjectionError};
 use keyledger_domain::keyring::{RemovalReason, SuspensionReason};
 use keyledger_domain::KeyringEvent as E;
+use keyledger_store::{Arg, Database, Tx};
 
 /// The hash before an organization's first entry.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -226,7 +226,7 @@ const ENTRY_COLUMNS: &str = "seq, at, actor, action, summary, provider, details,
 /// # Errors
 /// The database's error.
 pub async fn page(
-    pool: &Pool,
+    pool: &Database,
     org: &str,
     after: i64,
     limit: i64,
@@ -243,7 +243,7 @@ pub async fn page(
 ///
 /// # Errors
 /// The database's error.
-pub async fn verify(pool: &Pool, org: &str) -> Result<ChainReport, sqlx::Error> {
+pub async fn verify(pool: &Database, org: &str) -> Result<ChainReport, sqlx::Error> {
     let stored: Vec<AuditEntry> = pool
         .fetch_all(
             &format!("select {ENTRY_COLUMNS} from audit_log where org_id = $1 order by seq"),

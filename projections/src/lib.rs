@@ -2,7 +2,6 @@
 //! the projector that keeps them caught up, durable and rebuildable.
 
 pub mod audit;
-pub mod db;
 pub mod log;
 pub mod projection;
 pub mod projector;
@@ -10,7 +9,6 @@ pub mod queries;
 mod replicas;
 pub mod views;
 
-pub use db::{Arg, Pool, Tx};
 pub use log::{Cursor, EventLog, LoggedEvent};
 pub use projection::{Projection, ProjectionError};
 pub use projector::{Lag, Projector};

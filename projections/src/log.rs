@@ -14,9 +14,9 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::db::{Arg, Pool, Tx};
 use keyledger_domain::usage::UsageEvent;
 use keyledger_domain::KeyringEvent;
+use keyledger_store::{Arg, Database, Tx};
 
 /// A point in the global order: everything up to and including it has been read.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, sqlx::FromRow)]
@@ -199,13 +199,13 @@ pub async fn read_after_in(
 /// The global event log.
 #[derive(Debug, Clone)]
 pub struct EventLog {
-    pool: Pool,
+    pool: Database,
 }
 
 impl EventLog {
     /// The log in `pool`'s database.
     #[must_use]
-    pub fn new(pool: Pool) -> Self {
+    pub fn new(pool: Database) -> Self {
         Self { pool }
     }
 

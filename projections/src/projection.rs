@@ -2,8 +2,8 @@
 
 use async_trait::async_trait;
 
-use crate::db::Tx;
 use crate::log::LoggedEvent;
+use keyledger_store::Tx;
 
 /// A read model: a pure fold of events into its tables.
 #[async_trait]

@@ -15,16 +15,18 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::db::{Arg, Pool};
 use crate::log::{Cursor, EventLog, LoggedEvent};
 pub use crate::projection::{Projection, ProjectionError};
 use crate::replicas::{drain_notifications, listen, next_notification, Locks};
+use keyledger_store::{Arg, Database};
 
 /// Events read and applied per transaction.
 const BATCH: i64 = 10_000;
 /// How often an idle projector looks for new events when nothing woke it (on PostgreSQL a
 /// notification normally does, on SQLite a local nudge).
 const POLL: Duration = Duration::from_millis(100);
+/// How long a pipeline that panicked waits before it runs again.
+const RETRY: Duration = Duration::from_secs(1);
 
 /// How far the views trail the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,12 +40,15 @@ pub struct Lag {
 /// Runs projections over the log.
 #[derive(Debug)]
 pub struct Projector {
-    pool: Pool,
+    pool: Database,
     projections: Vec<Arc<dyn Projection>>,
     /// A wake-up channel per aggregate type the projections consume: a pipeline wakes only
     /// for the types it projects.
     nudges: Vec<(&'static str, watch::Sender<u64>)>,
     progress: watch::Sender<u64>,
+    /// Pipelines whose last run panicked (by their projections' names), with the panic's
+    /// message, until they complete a step again: said by `/readyz`.
+    panicked: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -56,13 +61,14 @@ struct Checkpoint {
 impl Projector {
     /// A projector of `projections` over the log in `pool`.
     #[must_use]
-    pub fn new(pool: Pool, projections: Vec<Arc<dyn Projection>>) -> Self {
+    pub fn new(pool: Database, projections: Vec<Arc<dyn Projection>>) -> Self {
         let mut types: Vec<&'static str> =
             projections.iter().flat_map(|p| p.consumes().iter().copied()).collect();
         types.sort_unstable();
         types.dedup();
         let nudges = types.into_iter().map(|t| (t, watch::channel(0).0)).collect();
-        Self { pool, projections, nudges, progress: watch::channel(0).0 }
+        let panicked = std::sync::Mutex::default();
+        Self { pool, projections, nudges, progress: watch::channel(0).0, panicked }
     }
 
     /// The names of its projections.
@@ -181,7 +187,7 @@ impl Projector {
             return Ok(0);
         };
         // Only a full batch says more is waiting (a rebuild, a backlog): worth reading ahead.
-        if let (Pool::Postgres(_), true) = (&self.pool, events.len() as i64 == BATCH) {
+        if let (Database::Postgres(_), true) = (&self.pool, events.len() as i64 == BATCH) {
             let log = EventLog::new(self.pool.clone());
             *ahead = Some(ReadAhead {
                 from: last,
@@ -435,11 +441,48 @@ impl Projector {
         let runs: Vec<_> = self
             .pipelines(&names)
             .into_iter()
-            .map(|group| tokio::spawn(Arc::clone(&self).run_pipeline(group, shutdown.clone())))
+            .map(|group| tokio::spawn(Arc::clone(&self).supervise(group, shutdown.clone())))
             .collect();
-        for run in runs {
-            let _ = run.await;
+        futures::future::join_all(runs).await;
+    }
+
+    /// Runs one pipeline, and runs it again after a pause should it panic: the panic is
+    /// logged and said by [`Projector::panicked`], never lost with the task.
+    async fn supervise(self: Arc<Self>, names: Vec<&'static str>, shutdown: watch::Receiver<bool>) {
+        loop {
+            let run = tokio::spawn(Arc::clone(&self).run_pipeline(names.clone(), shutdown.clone()));
+            match run.await {
+                Ok(()) => return,
+                Err(error) if error.is_panic() => {
+                    let panic = error.into_panic();
+                    let message = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "a panic without a message".to_owned());
+                    tracing::error!(pipeline = ?names, panic = %message, "a projection pipeline panicked; restarting it");
+                    self.panicked_slot().insert(names.join(", "), message);
+                    if *shutdown.borrow() {
+                        return;
+                    }
+                    tokio::time::sleep(RETRY).await;
+                }
+                Err(_) => return, // cancelled with the runtime
+            }
         }
+    }
+
+    /// A pipeline whose last run panicked and that has not completed a step since: its
+    /// projections and the panic's message.
+    #[must_use]
+    pub fn panicked(&self) -> Option<String> {
+        self.panicked_slot().iter().next().map(|(names, message)| format!("{names}: {message}"))
+    }
+
+    fn panicked_slot(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<String, String>> {
+        self.panicked.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     async fn run_pipeline(
@@ -448,6 +491,7 @@ impl Projector {
         mut shutdown: watch::Receiver<bool>,
     ) {
         let mut locks = Locks::default();
+        let pipeline = names.join(", ");
         let mine: Vec<Arc<dyn Projection>> =
             self.projections.iter().filter(|p| names.contains(&p.name())).cloned().collect();
         let consumed: Vec<&'static str> =
@@ -459,8 +503,8 @@ impl Projector {
             .map(|(_, n)| n.subscribe())
             .collect();
         let mut listener = match &self.pool {
-            Pool::Postgres(pool) => listen(pool, &consumed).await,
-            Pool::Sqlite(_) => None,
+            Database::Postgres(pool) => listen(pool, &consumed).await,
+            Database::Sqlite(_) => None,
         };
         let gather = mine.iter().map(|p| p.gather()).min().unwrap_or_default();
         let mut ahead = None;
@@ -469,12 +513,15 @@ impl Projector {
                 return;
             }
             let held = match &self.pool {
-                Pool::Postgres(pool) => locks.acquire(pool, &mine).await,
-                Pool::Sqlite(_) => names.clone(),
+                Database::Postgres(pool) => locks.acquire(pool, &mine).await,
+                Database::Sqlite(_) => names.clone(),
             };
             drain_notifications(&mut listener);
             let read =
                 if held.is_empty() { Ok(0) } else { self.step_ahead(&held, &mut ahead).await };
+            if read.is_ok() {
+                self.panicked_slot().remove(&pipeline);
+            }
             match read {
                 // A full batch: more is waiting. Anything committed while a smaller one was
                 // applied has nudged or notified since, so waiting for that loses nothing.

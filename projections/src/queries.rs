@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::db::{Arg, Pool};
+use keyledger_store::{Arg, Database};
 
 /// A row of the masked-key view.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -32,7 +32,7 @@ pub struct OrgRow {
 ///
 /// # Errors
 /// The database's error.
-pub async fn keys(pool: &Pool, org: &str) -> Result<Vec<KeyRow>, sqlx::Error> {
+pub async fn keys(pool: &Database, org: &str) -> Result<Vec<KeyRow>, sqlx::Error> {
     pool.fetch_all(
         "select provider, masked, hint, version, status, description, default_model, endpoint, \
          created_at, rotated_at, verification_outcome, verified_at from view_keys \
@@ -46,7 +46,7 @@ pub async fn keys(pool: &Pool, org: &str) -> Result<Vec<KeyRow>, sqlx::Error> {
 ///
 /// # Errors
 /// The database's error.
-pub async fn org_status(pool: &Pool, org: &str) -> Result<Option<OrgRow>, sqlx::Error> {
+pub async fn org_status(pool: &Database, org: &str) -> Result<Option<OrgRow>, sqlx::Error> {
     Ok(pool
         .fetch_all(
             "select plan, byok_access from view_org_status where org_id = $1",
@@ -61,7 +61,7 @@ pub async fn org_status(pool: &Pool, org: &str) -> Result<Option<OrgRow>, sqlx::
 ///
 /// # Errors
 /// The database's error.
-pub async fn provider_order(pool: &Pool, org: &str) -> Result<Vec<String>, sqlx::Error> {
+pub async fn provider_order(pool: &Database, org: &str) -> Result<Vec<String>, sqlx::Error> {
     let rows: Vec<(String,)> = pool
         .fetch_all(
             "select providers from view_provider_order where org_id = $1",
@@ -97,7 +97,7 @@ pub const USAGE_DIMENSIONS: [&str; 4] = ["provider", "model", "day", "key_source
 /// # Errors
 /// The database's error.
 pub async fn usage(
-    pool: &Pool,
+    pool: &Database,
     org: &str,
     from: &str,
     to: &str,
@@ -165,7 +165,11 @@ pub struct CallRow {
 ///
 /// # Errors
 /// The database's error.
-pub async fn recent_calls(pool: &Pool, org: &str, limit: i64) -> Result<Vec<CallRow>, sqlx::Error> {
+pub async fn recent_calls(
+    pool: &Database,
+    org: &str,
+    limit: i64,
+) -> Result<Vec<CallRow>, sqlx::Error> {
     pool.fetch_all(
         "select request_id, provider, model, key_source, key_version, input_tokens, output_tokens, cost_micros, at \
          from usage_calls where org_id = $1 order by position desc limit $2",

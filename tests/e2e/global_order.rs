@@ -4,7 +4,8 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use keyledger_projections::{Cursor, EventLog, Pool};
+use keyledger_projections::{Cursor, EventLog};
+use keyledger_store::Database;
 use keyledger_tests::{on_both_backends, Backend, TestApp};
 
 const WRITERS: usize = 8;
@@ -70,11 +71,11 @@ async fn a_catch_up_reader_sees_every_event_once_in_aggregate_order_under_concur
     app.finish().await;
 }
 
-async fn write_one(pool: &Pool, aggregate: &str, sequence: i64, hold: Duration) {
+async fn write_one(pool: &Database, aggregate: &str, sequence: i64, hold: Duration) {
     let insert = "insert into events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
                   values ('OrderTest', $1, $2, 'Happened', '1.0', '{}', '{}')";
     match pool {
-        Pool::Postgres(pool) => {
+        Database::Postgres(pool) => {
             let mut tx = pool.begin().await.expect("begin");
             sqlx::query(&insert.replace("'{}', '{}'", "'{}'::json, '{}'::json"))
                 .bind(aggregate)
@@ -85,7 +86,7 @@ async fn write_one(pool: &Pool, aggregate: &str, sequence: i64, hold: Duration) 
             tokio::time::sleep(hold).await;
             tx.commit().await.expect("commit");
         }
-        Pool::Sqlite(pool) => {
+        Database::Sqlite(pool) => {
             let mut tx = pool.begin().await.expect("begin");
             sqlx::query(insert)
                 .bind(aggregate)

@@ -330,8 +330,8 @@ async fn destroyed_material_leaves_no_trace_in_the_database_files(backend: Backe
 async fn material_bytes(app: &TestApp) -> Vec<Vec<u8>> {
     let sql = "select wrapped_dek, ciphertext from key_material";
     let rows: Vec<(Vec<u8>, Vec<u8>)> = match &app.state.db {
-        keyledger_infra::Database::Postgres(pool) => sqlx::query_as(sql).fetch_all(pool).await,
-        keyledger_infra::Database::Sqlite(pool) => sqlx::query_as(sql).fetch_all(pool).await,
+        keyledger_store::Database::Postgres(pool) => sqlx::query_as(sql).fetch_all(pool).await,
+        keyledger_store::Database::Sqlite(pool) => sqlx::query_as(sql).fetch_all(pool).await,
     }
     .expect("material");
     rows.into_iter().flat_map(|(dek, ciphertext)| [dek, ciphertext]).collect()

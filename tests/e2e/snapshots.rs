@@ -5,7 +5,7 @@ use serde_json::json;
 
 use crate::keys;
 use keyledger_domain::OrgId;
-use keyledger_infra::event_store::SNAPSHOT_EVERY;
+use keyledger_store::event_store::SNAPSHOT_EVERY;
 use keyledger_tests::{on_both_backends, Backend, TestApp};
 
 on_both_backends!(state_loaded_through_snapshots_equals_state_replayed_from_events);

@@ -257,7 +257,7 @@ impl TestApp {
     /// Everything in every table of the database, as text, to search.
     pub async fn dump_database(&self) -> String {
         match &self.state.db {
-            keyledger_infra::Database::Postgres(pool) => {
+            keyledger_store::Database::Postgres(pool) => {
                 let tables: Vec<(String,)> = sqlx::query_as(
                     "select table_name::text from information_schema.tables where table_schema = 'public'",
                 )
@@ -278,7 +278,7 @@ impl TestApp {
                 }
                 dump
             }
-            keyledger_infra::Database::Sqlite(pool) => {
+            keyledger_store::Database::Sqlite(pool) => {
                 // Every byte of the database file and its write-ahead log.
                 sqlx::query("pragma wal_checkpoint(passive)").execute(pool).await.ok();
                 let dir = self.sqlite_dir.as_ref().expect("sqlite dir");
@@ -307,7 +307,7 @@ impl TestApp {
     /// Every row of `table`, each as one text value.
     pub async fn rows_as_text(&self, table: &str) -> Vec<String> {
         match &self.state.db {
-            keyledger_infra::Database::Postgres(pool) => {
+            keyledger_store::Database::Postgres(pool) => {
                 let rows: Vec<(String,)> =
                     sqlx::query_as(&format!("select t::text from {table} t"))
                         .fetch_all(pool)
@@ -315,7 +315,7 @@ impl TestApp {
                         .expect("rows");
                 rows.into_iter().map(|(r,)| r).collect()
             }
-            keyledger_infra::Database::Sqlite(pool) => {
+            keyledger_store::Database::Sqlite(pool) => {
                 use sqlx::{Column, Row, TypeInfo, ValueRef};
                 let rows = sqlx::query(&format!("select * from {table}"))
                     .fetch_all(pool)
@@ -354,10 +354,10 @@ impl TestApp {
     /// Runs `sql` on the database (for tests that tamper with storage).
     pub async fn execute_sql(&self, sql: &str) -> u64 {
         match &self.state.db {
-            keyledger_infra::Database::Postgres(pool) => {
+            keyledger_store::Database::Postgres(pool) => {
                 sqlx::query(sql).execute(pool).await.expect("sql").rows_affected()
             }
-            keyledger_infra::Database::Sqlite(pool) => {
+            keyledger_store::Database::Sqlite(pool) => {
                 sqlx::query(sql).execute(pool).await.expect("sql").rows_affected()
             }
         }
@@ -366,10 +366,10 @@ impl TestApp {
     /// Counts rows of `sql` (a `select count(*) …`).
     pub async fn count(&self, sql: &str) -> i64 {
         match &self.state.db {
-            keyledger_infra::Database::Postgres(pool) => {
+            keyledger_store::Database::Postgres(pool) => {
                 sqlx::query_scalar(sql).fetch_one(pool).await.expect("count")
             }
-            keyledger_infra::Database::Sqlite(pool) => {
+            keyledger_store::Database::Sqlite(pool) => {
                 sqlx::query_scalar(sql).fetch_one(pool).await.expect("count")
             }
         }
@@ -385,7 +385,7 @@ impl TestApp {
         let _ = self.stop_projector.send(true);
         match self.backend {
             Backend::Postgres => {
-                if let keyledger_infra::Database::Postgres(pool) = &self.state.db {
+                if let keyledger_store::Database::Postgres(pool) = &self.state.db {
                     pool.close().await;
                 }
                 crate::postgres::drop_database(&self.database_url).await;

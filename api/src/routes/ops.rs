@@ -27,6 +27,10 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         let body = json!({"status": "not_ready", "store": store, "reason": "store unreachable"});
         return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body));
     }
+    if let Some(panic) = state.projector.panicked() {
+        let body = json!({"status": "not_ready", "store": store, "reason": format!("a projection pipeline panicked ({panic})")});
+        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body));
+    }
     match state.projector.lag(READY_LAG).await {
         Ok(lag) if lag.events < READY_LAG => (
             StatusCode::OK,

@@ -21,6 +21,10 @@ use keyledger_domain::{OrgId, ProviderId};
 use keyledger_infra::crypto::MasterKeyRing;
 use keyledger_infra::{Actor, Config};
 
+/// The allocator the `keyledger` binary runs with, so the figures are the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 struct Args {
     /// Seconds of each throughput phase.

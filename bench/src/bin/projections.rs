@@ -17,8 +17,13 @@ use keyledger_domain::keyring::{KeyRotated, KeyStored, KeyVerificationRecorded, 
 use keyledger_domain::usage::{KeySource, ModelCallRecorded, RecordModelCall, UsageEvent};
 use keyledger_domain::{KeyringEvent, OrgId, PlanId, ProviderId, VerificationOutcome};
 use keyledger_infra::crypto::MasterKeyRing;
-use keyledger_infra::{Actor, Config, Database, Recorded};
+use keyledger_infra::{Actor, Config, Recorded};
 use keyledger_projections::Cursor;
+use keyledger_store::Database;
+
+/// The allocator the `keyledger` binary runs with, so the figures are the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Debug, Parser)]
 struct Args {

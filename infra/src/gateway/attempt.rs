@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use super::key_choice::{Chosen, KeyUse, Reservation};
 use super::relay::{Clocks, Durability, Recording, Relay};
 use super::{Answer, Gateway, GatewayError};
-use crate::keyrings::Actor;
+use crate::actor::Actor;
 use crate::providers::{read_bounded, Outgoing, SendError};
 use crate::usage::Slot;
 use keyledger_domain::routing::{judge, Failure, Verdict};

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use chrono::{DateTime, SubsecRound, Utc};
 
 use super::{Gateway, GatewayError};
-use crate::keyrings::Actor;
+use crate::actor::Actor;
 use crate::usage::{RecordError, UsageRecorder};
 use keyledger_domain::resolution::{resolve, Resolution};
 use keyledger_domain::usage::{KeySource, ReleasePlatformCall, ReservePlatformCall};

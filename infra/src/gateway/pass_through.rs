@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use super::attempt::{Tried, Try};
 use super::{Answer, Gateway, GatewayError};
-use crate::keyrings::Actor;
+use crate::actor::Actor;
 use keyledger_domain::{OrgId, ProviderId};
 
 /// A request for one provider's own API.

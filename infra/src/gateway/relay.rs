@@ -20,7 +20,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use futures::{Stream, StreamExt as _};
 use tokio::time::{Instant, Sleep};
 
-use crate::keyrings::Actor;
+use crate::actor::Actor;
 use crate::usage::{Slot, UsageRecorder};
 use keyledger_domain::pricing::PriceTable;
 use keyledger_domain::usage::{

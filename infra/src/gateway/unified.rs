@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use super::attempt::{Tried, Try};
 use super::listings::{Listing, ListingKey};
 use super::{Answer, Gateway, GatewayError};
-use crate::keyrings::Actor;
+use crate::actor::Actor;
 use crate::providers::ProviderSpec;
 use keyledger_domain::resolution::{callable_providers, resolve, Resolution};
 use keyledger_domain::routing::{

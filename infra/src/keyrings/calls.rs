@@ -3,10 +3,10 @@
 
 use super::store::{CommandError, Keyrings};
 use crate::crypto::{Binding, SealedKey};
-use crate::db::StorageFailure;
 use cqrs_es::EventStore;
 use keyledger_domain::keyring::{KeyState, MaterialId};
 use keyledger_domain::{ApiKey, Keyring, OrgId, ProviderId};
+use keyledger_store::StorageFailure;
 
 impl Keyrings {
     /// Whether model calls here use cached Keyring states without asking the log: a PostgreSQL
@@ -22,7 +22,7 @@ impl Keyrings {
     /// - on a PostgreSQL replica whose watch vouches for its cache, the cached state (the
     ///   watch drops what any replica changes before that change's command returns);
     /// - otherwise the cached state if the log (one index probe, shared with concurrent
-    ///   calls: see [`crate::event_store::Heads`]) shows nothing newer.
+    ///   calls: see [`keyledger_store::event_store::Heads`]) shows nothing newer.
     ///
     /// Anything else is loaded afresh.
     ///

@@ -6,4 +6,4 @@ mod calls;
 mod store;
 mod watch;
 
-pub use store::{Actor, CommandError, Committed, Keyrings};
+pub use store::{CommandError, Committed, Keyrings};

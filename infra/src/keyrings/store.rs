@@ -5,7 +5,6 @@
 //! committed events and new state come back to the caller, every command gets services scoped
 //! to its organization, and sealed material never outlives a command that did not commit.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use chrono::{DateTime, Utc};
@@ -14,35 +13,15 @@ use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventEnvelope, EventS
 
 use super::cache::CallCache;
 use super::watch::{outlast_leases, Watch};
-use crate::db::{Database, StorageFailure};
-use crate::event_store::{storage_failure, EventRepository, Heads, SnapshottingStore};
+use crate::actor::Actor;
 use crate::services::{OrgServices, ServiceDeps};
 use keyledger_domain::keyring::MaterialId;
 use keyledger_domain::{
     Keyring, KeyringCommand, KeyringError, KeyringServices, OrgId, ProviderId, Verification,
     VerificationOutcome,
 };
-
-/// Who asked for a command, recorded as event metadata.
-#[derive(Debug, Clone)]
-pub struct Actor {
-    pub sub: String,
-    pub role: String,
-    pub request_id: String,
-}
-
-impl Actor {
-    /// The metadata every event this actor causes carries: who, in what role, under which
-    /// request, and when.
-    pub(crate) fn metadata(&self, at: DateTime<Utc>) -> HashMap<String, String> {
-        HashMap::from([
-            ("actor".to_owned(), self.sub.clone()),
-            ("role".to_owned(), self.role.clone()),
-            ("request_id".to_owned(), self.request_id.clone()),
-            ("occurred_at".to_owned(), at.to_rfc3339()),
-        ])
-    }
-}
+use keyledger_store::event_store::{storage_failure, EventRepository, Heads, SnapshottingStore};
+use keyledger_store::{Database, StorageFailure};
 
 /// A command that was committed: the events it produced and the state after them.
 #[derive(Debug)]

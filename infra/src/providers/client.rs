@@ -34,7 +34,7 @@ pub struct Outgoing<'a> {
 /// Calls providers with a key. Never follows redirects: a redirect would carry the key to
 /// wherever the provider (or an attacker in its place) points. Calls to an organization's
 /// own endpoint go through a client whose resolver connects only to addresses the endpoint
-/// policy allows (see [`super::resolver`]); the operator's base URLs are trusted.
+/// policy allows (see the `resolver` module); the operator's base URLs are trusted.
 #[derive(Debug, Clone)]
 pub struct ProviderClient {
     trusted: reqwest::Client,

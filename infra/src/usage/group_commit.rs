@@ -21,9 +21,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::ledgers::{Cached, Done, Freshness, Ledgers};
 use super::recorder::{RecordError, Recorded};
-use crate::db::StorageFailure;
-use crate::event_store::{serialize_event, AppendError, Appender, SnapshotUpdate};
 use keyledger_domain::usage::{UsageCommand, UsageLedger};
+use keyledger_store::event_store::{serialize_event, AppendError, Appender, SnapshotUpdate};
+use keyledger_store::StorageFailure;
 
 /// The most commands one transaction takes.
 pub(super) const MAX_BATCH: usize = 512;
@@ -225,7 +225,7 @@ async fn commit_batch(
             // held commands, with their pause, not by trying this batch again at once.
             Err(AppendError::Storage(error))
                 if attempt == GROUP_ATTEMPTS
-                    || (attempt > 1 && crate::db::is_unavailable(&error)) =>
+                    || (attempt > 1 && keyledger_store::is_unavailable(&error)) =>
             {
                 let failure = StorageFailure::from(error);
                 if !failure.unavailable() {

@@ -8,10 +8,10 @@ use cqrs_es::persist::EventStoreAggregateContext;
 use cqrs_es::{Aggregate, AggregateError, EventStore};
 
 use super::recorder::{RecordError, Recorded};
-use crate::db::{Database, StorageFailure};
-use crate::event_store::{storage_failure, EventRepository, SnapshottingStore};
 use keyledger_domain::usage::{ModelCallRecorded, UsageCommand, UsageEvent, UsageLedger};
 use keyledger_domain::OrgId;
+use keyledger_store::event_store::{storage_failure, EventRepository, SnapshottingStore};
+use keyledger_store::{Database, StorageFailure};
 
 /// Attempts before concurrent recorders on one ledger (across replicas) give up.
 const ATTEMPTS: usize = 20;

@@ -7,13 +7,13 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::group_commit::{self, Queued, Reply, Unsettled, MAX_BATCH};
 use super::ledgers::{storage, Done, Ledgers};
-use crate::db::{Database, StorageFailure};
-use crate::keyrings::Actor;
+use crate::actor::Actor;
 use keyledger_domain::usage::{
     ledger_id, ModelCallRecorded, RecordModelCall, ReleasePlatformCall, ReservePlatformCall,
     UsageCommand, UsageError, UsageLedger,
 };
 use keyledger_domain::OrgId;
+use keyledger_store::{Database, StorageFailure};
 
 /// Why a call was not recorded.
 #[derive(Debug, thiserror::Error)]

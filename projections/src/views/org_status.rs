@@ -2,10 +2,10 @@
 
 use async_trait::async_trait;
 
-use crate::db::{Arg, Tx};
 use crate::log::{Fact, LoggedEvent};
 use crate::projection::{Projection, ProjectionError};
 use keyledger_domain::KeyringEvent as E;
+use keyledger_store::{Arg, Tx};
 
 /// `view_org_status`; an organization without a row is on its defaults.
 #[derive(Debug, Clone, Copy)]

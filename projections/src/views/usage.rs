@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 
 use super::values_placeholders;
-use crate::db::{Arg, Tx};
 use crate::log::{Fact, LoggedEvent};
 use crate::projection::{Projection, ProjectionError};
 use keyledger_domain::usage::UsageEvent;
+use keyledger_store::{Arg, Tx};
 
 /// `usage_daily` and `usage_calls`. Costs are kept in micro-dollars so sums are exact.
 #[derive(Debug, Clone, Copy)]

@@ -13,7 +13,7 @@ use serde_json::Value;
 use sqlx::{Connection as _, PgConnection};
 use tokio::time::Instant;
 
-use crate::db::Database;
+use crate::database::Database;
 
 /// A snapshot to write with a batch: the aggregate's state after its last event in the batch.
 #[derive(Debug, Clone)]

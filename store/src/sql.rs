@@ -1,15 +1,11 @@
-//! One transaction type over PostgreSQL or SQLite. Projections write the same SQL to both:
-//! `$N` placeholders, `on conflict … do update`, and column types both understand.
+//! SQL written once for both backends: `$N` placeholders, `on conflict … do update`, and
+//! column types both understand, run in one transaction type; where the dialects differ (bulk
+//! inserts, placeholders SQLite binds faster), it is decided here.
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgPool, Postgres, Sqlite, SqlitePool};
+use sqlx::{Postgres, Sqlite};
 
-/// A connection pool of either backend.
-#[derive(Debug, Clone)]
-pub enum Pool {
-    Postgres(PgPool),
-    Sqlite(SqlitePool),
-}
+use crate::database::Database;
 
 /// An open transaction of either backend.
 #[derive(Debug)]
@@ -48,7 +44,7 @@ macro_rules! bind_args {
     }};
 }
 
-impl Pool {
+impl Database {
     /// Starts a transaction.
     ///
     /// # Errors
@@ -245,7 +241,7 @@ fn anonymous_placeholders(sql: &str, count: usize) -> std::borrow::Cow<'_, str> 
     }
 }
 
-impl Pool {
+impl Database {
     /// Runs a query returning rows of type `T` outside any transaction.
     ///
     /// # Errors

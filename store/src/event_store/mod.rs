@@ -9,12 +9,12 @@ mod snapshot_store;
 pub use append::{AppendError, Appender, SnapshotUpdate};
 pub use heads::Heads;
 pub use repository::EventRepository;
-pub(crate) use snapshot_store::serialize_event;
+pub use snapshot_store::serialize_event;
 pub use snapshot_store::{SnapshottingStore, SNAPSHOT_EVERY};
 
 use cqrs_es::AggregateError;
 
-use crate::db::StorageFailure;
+use crate::database::StorageFailure;
 
 /// What an aggregate's store failed with, other than the aggregate's own refusal or a
 /// conflict, classified by the database error cqrs-es boxed.

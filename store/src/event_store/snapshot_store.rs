@@ -172,7 +172,7 @@ fn serialize<A: Aggregate>(
 }
 
 /// Event `sequence` of aggregate `id` as the events table stores it.
-pub(crate) fn serialize_event<A: Aggregate>(
+pub fn serialize_event<A: Aggregate>(
     id: &str,
     sequence: usize,
     event: &A::Event,

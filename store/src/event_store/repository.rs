@@ -11,7 +11,7 @@ use postgres_es::PostgresEventRepository;
 use serde_json::Value;
 use sqlite_es::SqliteEventRepository;
 
-use crate::db::Database;
+use crate::database::Database;
 
 /// postgres-es or sqlite-es, as the database is.
 pub enum EventRepository {

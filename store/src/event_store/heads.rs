@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 
-use crate::db::{Database, StorageFailure};
+use crate::database::{Database, StorageFailure};
 
 /// Queries under way at once: a second overlaps the first's round trip.
 const IN_FLIGHT: usize = 2;
@@ -51,7 +51,7 @@ impl Heads {
     /// The sequence of aggregate `id`'s latest event (0 if it has none), as committed when
     /// this was called or later.
     ///
-    /// While fewer than [`IN_FLIGHT`] queries are under way the caller queries itself (no
+    /// While fewer than `IN_FLIGHT` queries are under way the caller queries itself (no
     /// hand-over between tasks when the gateway is quiet); otherwise it waits for the next
     /// query, which asks for everyone waiting at once.
     ///

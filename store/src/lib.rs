@@ -1,0 +1,10 @@
+//! keyledger's storage layer, under infra and projections alike: the one database handle
+//! (PostgreSQL or an embedded SQLite file), its migrations, what a storage failure is, the SQL
+//! both dialects share (and where they differ), and the event store cqrs-es runs on.
+
+pub mod database;
+pub mod event_store;
+mod sql;
+
+pub use database::{is_unavailable, Database, DatabaseError, StorageFailure};
+pub use sql::{Arg, Tx};
