@@ -17,7 +17,7 @@ use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::auth::TokenKeys;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::layers;
 use crate::routes::{audit, gateway, keys, openai, ops, orgs, usage};
 use crate::state::AppState;
@@ -213,15 +213,11 @@ fn bounded_routes() -> Router<AppState> {
 }
 
 async fn not_found() -> ApiError {
-    ApiError::new(axum::http::StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+    ApiError::new(ErrorCode::NotFound, "no such endpoint")
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError::new(
-        axum::http::StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        "that method is not allowed here",
-    )
+    ApiError::new(ErrorCode::MethodNotAllowed, "that method is not allowed here")
 }
 
 /// The bound, ready-to-run application.

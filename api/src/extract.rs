@@ -9,7 +9,7 @@ use axum::http::request::Parts;
 use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use keyledger_domain::{OrgId, ProviderId};
 
 /// A JSON body; malformed JSON, a missing or unknown field, or a body over the limit become
@@ -38,11 +38,7 @@ where
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
-                    "the body is over 64 KiB",
-                )
+                ApiError::new(ErrorCode::PayloadTooLarge, "the body is over 64 KiB")
             } else {
                 ApiError::invalid_request("the body could not be read")
             }
@@ -136,9 +132,7 @@ fn org_of(params: &HashMap<String, String>) -> Result<OrgId, ApiError> {
 /// # Errors
 /// `unknown_provider` when the id is not in the registry.
 pub fn parse_provider(raw: &str) -> Result<ProviderId, ApiError> {
-    raw.parse::<ProviderId>().map_err(|e| {
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unknown_provider", e.to_string())
-    })
+    raw.parse::<ProviderId>().map_err(|e| ApiError::new(ErrorCode::UnknownProvider, e.to_string()))
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for OrgParam {

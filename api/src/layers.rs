@@ -10,7 +10,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt as _;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 
 /// What a request that is not a model call may take in all.
 pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -45,8 +45,7 @@ pub(crate) async fn time_limit(request: Request, next: Next) -> Response {
     match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
         Ok(response) => response,
         Err(_) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "request_timeout",
+            ErrorCode::RequestTimeout,
             format!("the request did not complete within {} s", REQUEST_TIMEOUT.as_secs()),
         )
         .into_response(),
@@ -66,8 +65,7 @@ pub(crate) async fn never_empty(request: Request, next: Next) -> Response {
         return response;
     }
     let reason = status.canonical_reason().unwrap_or("error");
-    let code = reason.to_ascii_lowercase().replace([' ', '-'], "_");
-    let mut problem = ApiError::dynamic(status, code, reason.to_owned()).into_response();
+    let mut problem = ApiError::new(ErrorCode::Other(status), reason).into_response();
     for (name, value) in response.headers() {
         if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
             problem.headers_mut().insert(name.clone(), value.clone());

@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, Uri};
 use axum::response::Response;
 
 use crate::auth::{Access, Caller};
-use crate::error::{ApiError, Problem};
+use crate::error::{ApiError, ErrorCode, Problem};
 use crate::extract::KeyParams;
 use crate::openapi::KeyPath;
 use crate::state::AppState;
@@ -42,8 +42,9 @@ pub(crate) async fn forward(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     caller.authorize(&org, Access::RecordUsage)?;
-    let body =
-        body.map_err(|e| ApiError::new(e.status(), "payload_too_large", "the body is too large"))?;
+    let body = body.map_err(|e| {
+        ApiError::with_status(e.status(), ErrorCode::PayloadTooLarge, "the body is too large")
+    })?;
     // The provider's path as the caller wrote it, still encoded: what is checked is what is sent.
     let path = uri.path().splitn(7, '/').nth(6).unwrap_or_default();
     let actor = caller.actor();

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::{Access, Caller};
-use crate::error::{ApiError, Problem};
+use crate::error::{ApiError, ErrorCode, Problem};
 use crate::extract::{parse_provider, Json, KeyParams, OrgParam};
 use crate::openapi::ProviderName;
 use crate::openapi::{KeyPath, OrgPath};
@@ -82,9 +82,8 @@ pub struct ListQuery {
 }
 
 fn parse_key(provider: ProviderId, raw: SecretString) -> Result<ApiKey, ApiError> {
-    ApiKey::parse(provider, raw).map_err(|e| {
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_key_format", e.to_string())
-    })
+    ApiKey::parse(provider, raw)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidKeyFormat, e.to_string()))
 }
 
 fn masked(state: &keyledger_domain::Keyring, provider: ProviderId) -> Result<MaskedKey, ApiError> {
@@ -113,7 +112,11 @@ pub(crate) async fn store_key(
     let key = body.key.map(|raw| parse_key(provider, raw)).transpose()?;
     let endpoint = match body.endpoint {
         Some(endpoint) => Some(state.endpoints.check(&endpoint).await.map_err(|e| {
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", e.to_string())
+            ApiError::with_status(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorCode::InvalidRequest,
+                e.to_string(),
+            )
         })?),
         None => None,
     };

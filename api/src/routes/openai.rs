@@ -11,7 +11,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::auth::{Access, Caller};
-use crate::error::{ApiError, Problem};
+use crate::error::{ApiError, ErrorCode, Problem};
 use crate::extract::OrgParam;
 use crate::openapi::OrgPath;
 use crate::routes::gateway::{answered, failed};
@@ -74,8 +74,9 @@ async fn model_call(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     caller.authorize(org, Access::RecordUsage)?;
-    let body =
-        body.map_err(|e| ApiError::new(e.status(), "payload_too_large", "the body is too large"))?;
+    let body = body.map_err(|e| {
+        ApiError::with_status(e.status(), ErrorCode::PayloadTooLarge, "the body is too large")
+    })?;
     let actor = caller.actor();
     let call = UnifiedCall { org, actor: &actor, surface, headers, body };
     match state.gateway.unified(call).await {

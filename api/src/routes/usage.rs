@@ -15,10 +15,9 @@ use crate::openapi::ProviderName;
 use crate::state::AppState;
 use keyledger_domain::resolution::{resolve, Resolution};
 use keyledger_domain::usage::{
-    check_reported_at, KeySource, ModelCallRecorded, RecordModelCall, UsageError,
-    MAX_TOKENS_PER_CALL,
+    check_reported_at, KeySource, ModelCallRecorded, RecordModelCall, MAX_TOKENS_PER_CALL,
 };
-use keyledger_infra::{RecordError, Recorded};
+use keyledger_infra::Recorded;
 use keyledger_projections::queries::{self, CallRow, USAGE_DIMENSIONS};
 
 /// Query of `GET …/usage`.
@@ -302,13 +301,6 @@ pub(crate) async fn record_usage(
             Ok((StatusCode::CREATED, axum::Json((&call).into())))
         }
         Ok(Recorded::Duplicate(first)) => Ok((StatusCode::OK, axum::Json((&first).into()))),
-        Err(RecordError::Refused(refusal)) => {
-            let code = match refusal {
-                UsageError::QuotaExceeded { .. } => "quota_exceeded",
-                UsageError::CostCapReached { .. } => "cost_cap_reached",
-            };
-            Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, code, refusal.to_string()))
-        }
-        Err(error @ RecordError::Storage(_)) => Err(error.into()),
+        Err(error) => Err(error.into()),
     }
 }

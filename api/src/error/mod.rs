@@ -1,7 +1,7 @@
 //! The one error type at the edge: knows its status and `code`, renders problem+json, and logs
 //! the cause of a 500 instead of showing it.
 
-use std::borrow::Cow;
+mod code;
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -13,6 +13,8 @@ use keyledger_domain::usage::UsageError;
 use keyledger_domain::KeyringError;
 use keyledger_infra::{CommandError, GatewayError, RecordError};
 use keyledger_store::StorageFailure;
+
+pub use code::ErrorCode;
 
 /// An RFC 9457 problem, as every error is answered.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -29,43 +31,44 @@ pub struct Problem {
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
-    code: Cow<'static, str>,
+    code: ErrorCode,
     detail: String,
 }
 
 impl ApiError {
-    /// An error with `status`, contract `code` and a human `detail` (never a secret).
+    /// An error with contract `code`, answered with its status, and a human `detail` (never a
+    /// secret).
     #[must_use]
-    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
-        Self { status, code: Cow::Borrowed(code), detail: detail.into() }
+    pub fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
+        Self { status: code.status(), code, detail: detail.into() }
     }
 
-    /// An error whose code is made at run time (from a status a layer answered).
+    /// An error whose status is not its code's usual one.
     #[must_use]
-    pub(crate) fn dynamic(status: StatusCode, code: String, detail: String) -> Self {
-        Self { status, code: Cow::Owned(code), detail }
+    pub fn with_status(status: StatusCode, code: ErrorCode, detail: impl Into<String>) -> Self {
+        Self { status, code, detail: detail.into() }
     }
 
     #[must_use]
     pub fn unauthenticated(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", detail)
+        Self::new(ErrorCode::Unauthenticated, detail)
     }
 
     #[must_use]
     pub fn forbidden(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "forbidden", detail)
+        Self::new(ErrorCode::Forbidden, detail)
     }
 
     #[must_use]
     pub fn invalid_request(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_request", detail)
+        Self::new(ErrorCode::InvalidRequest, detail)
     }
 
     /// A failure of ours: the cause goes to the log, the client gets a generic message.
     #[must_use]
     pub fn internal(cause: &dyn std::fmt::Display) -> Self {
         tracing::error!(cause = %cause, "internal error");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "an internal error occurred")
+        Self::new(ErrorCode::Internal, "an internal error occurred")
     }
 
     /// The database is unavailable: nothing was done, and the same request may succeed once it
@@ -74,8 +77,7 @@ impl ApiError {
     pub fn store_unavailable() -> Self {
         tracing::warn!("the database is unavailable; answered 503");
         Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "store_unavailable",
+            ErrorCode::StoreUnavailable,
             "the database is unavailable; nothing was changed, retry shortly",
         )
     }
@@ -98,17 +100,18 @@ impl ApiError {
 
     /// The contract code.
     #[must_use]
-    pub fn code(&self) -> &str {
-        &self.code
+    pub fn code(&self) -> ErrorCode {
+        self.code
     }
 
     fn problem(&self) -> Problem {
+        let code = self.code.as_str();
         Problem {
-            type_: format!("urn:keyledger:problem:{}", self.code),
+            type_: format!("urn:keyledger:problem:{code}"),
             title: self.status.canonical_reason().unwrap_or("Error").to_owned(),
             status: self.status.as_u16(),
             detail: self.detail.clone(),
-            code: self.code.to_string(),
+            code: code.into_owned(),
         }
     }
 }
@@ -120,7 +123,7 @@ impl IntoResponse for ApiError {
         response
             .headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
-        if matches!(self.code(), "store_unavailable" | "overloaded") {
+        if self.code.retry_soon() {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         if self.status == StatusCode::UNAUTHORIZED {
@@ -134,33 +137,33 @@ impl IntoResponse for ApiError {
 
 impl From<KeyringError> for ApiError {
     fn from(error: KeyringError) -> Self {
+        use ErrorCode as C;
         use KeyringError as E;
-        let (status, code) = match &error {
-            E::ByokNotAllowed => (StatusCode::FORBIDDEN, "byok_not_allowed"),
-            E::ProviderLimitReached { .. } => (StatusCode::CONFLICT, "provider_limit_reached"),
-            E::ProviderOrderNotAllowed => (StatusCode::FORBIDDEN, "provider_order_not_allowed"),
-            E::KeyExists(_) => (StatusCode::CONFLICT, "key_exists"),
-            E::KeyNotFound(_) => (StatusCode::NOT_FOUND, "key_not_found"),
-            E::SameKey => (StatusCode::CONFLICT, "same_key"),
+        let code = match &error {
+            E::ByokNotAllowed => C::ByokNotAllowed,
+            E::ProviderLimitReached { .. } => C::ProviderLimitReached,
+            E::ProviderOrderNotAllowed => C::ProviderOrderNotAllowed,
+            E::KeyExists(_) => C::KeyExists,
+            E::KeyNotFound(_) => C::KeyNotFound,
+            E::SameKey => C::SameKey,
             // A body without its key is malformed, not a key of the wrong shape.
-            E::KeyRequired(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
-            E::KeyOfAnotherProvider(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_key_format"),
+            E::KeyRequired(_) => C::InvalidRequest,
+            E::KeyOfAnotherProvider(_) => C::InvalidKeyFormat,
             E::EndpointRequired(_) | E::EndpointNotAccepted(_) => {
-                (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request")
+                let status = StatusCode::UNPROCESSABLE_ENTITY;
+                return Self::with_status(status, C::InvalidRequest, error.to_string());
             }
             E::DuplicateProvider(_) | E::DetailTooLong { .. } | E::ControlCharacters { .. } => {
-                (StatusCode::BAD_REQUEST, "invalid_request")
+                C::InvalidRequest
             }
-            E::UnknownPlan(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unknown_plan"),
-            E::VerificationFailed(_) => {
-                (StatusCode::UNPROCESSABLE_ENTITY, "key_verification_failed")
-            }
-            E::ProviderUnreachable => (StatusCode::BAD_GATEWAY, "provider_unreachable"),
-            E::StaleVerification => (StatusCode::CONFLICT, "conflict"),
+            E::UnknownPlan(_) => C::UnknownPlan,
+            E::VerificationFailed(_) => C::KeyVerificationFailed,
+            E::ProviderUnreachable => C::ProviderUnreachable,
+            E::StaleVerification => C::Conflict,
             E::Service(_) => return Self::internal(&error),
             E::ServiceUnavailable(_) => return Self::store_unavailable(),
         };
-        Self::new(status, code, error.to_string())
+        Self::new(code, error.to_string())
     }
 }
 
@@ -168,54 +171,54 @@ impl From<CommandError> for ApiError {
     fn from(error: CommandError) -> Self {
         match error {
             CommandError::Rejected(rejection) => rejection.into(),
-            CommandError::Conflict => Self::new(
-                StatusCode::CONFLICT,
-                "conflict",
-                "the organization was changed concurrently; retry",
-            ),
+            CommandError::Conflict => {
+                Self::new(ErrorCode::Conflict, "the organization was changed concurrently; retry")
+            }
             CommandError::Storage(failure) => Self::storage(&failure),
         }
     }
 }
 
+impl From<UsageError> for ApiError {
+    fn from(refusal: UsageError) -> Self {
+        let code = match refusal {
+            UsageError::QuotaExceeded { .. } => ErrorCode::QuotaExceeded,
+            UsageError::CostCapReached { .. } => ErrorCode::CostCapReached,
+        };
+        Self::new(code, refusal.to_string())
+    }
+}
+
 impl From<RecordError> for ApiError {
-    /// A refusal is the caller's to map (its code depends on the route); this is for failures.
     fn from(error: RecordError) -> Self {
         match error {
+            RecordError::Refused(refusal) => refusal.into(),
             RecordError::Storage(failure) => Self::storage(&failure),
-            refused @ RecordError::Refused(_) => Self::internal(&refused),
         }
     }
 }
 
 impl From<GatewayError> for ApiError {
     fn from(error: GatewayError) -> Self {
+        use ErrorCode as C;
         use GatewayError as E;
         let error = match error {
             E::Keyring(command) => return command.into(),
+            E::Limit(refusal) => return refusal.into(),
+            E::Usage(record) => return record.into(),
             other => other,
         };
-        let (status, code) = match &error {
-            E::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
-            E::UnknownProvider(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unknown_provider"),
-            E::Routing(RoutingError::NotRoutable { .. }) => {
-                (StatusCode::BAD_REQUEST, "model_not_routable")
-            }
-            E::Routing(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
-            E::NoKey { .. } => (StatusCode::SERVICE_UNAVAILABLE, "no_key_available"),
-            E::Limit(UsageError::QuotaExceeded { .. }) => {
-                (StatusCode::TOO_MANY_REQUESTS, "quota_exceeded")
-            }
-            E::Limit(UsageError::CostCapReached { .. }) => {
-                (StatusCode::TOO_MANY_REQUESTS, "cost_cap_reached")
-            }
-            E::KeyRejected { .. } => (StatusCode::BAD_GATEWAY, "byok_key_rejected"),
-            E::Unreachable(_) => (StatusCode::BAD_GATEWAY, "provider_unreachable"),
-            E::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "provider_timeout"),
-            E::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
-            E::Usage(RecordError::Storage(failure)) => return Self::storage(failure),
-            E::Keyring(_) | E::Usage(_) => return Self::internal(&error),
+        let code = match &error {
+            E::Routing(RoutingError::NotRoutable { .. }) => C::ModelNotRoutable,
+            E::InvalidRequest(_) | E::Routing(_) => C::InvalidRequest,
+            E::UnknownProvider(_) => C::UnknownProvider,
+            E::NoKey { .. } => C::NoKeyAvailable,
+            E::KeyRejected { .. } => C::ByokKeyRejected,
+            E::Unreachable(_) => C::ProviderUnreachable,
+            E::Timeout { .. } => C::ProviderTimeout,
+            E::Overloaded(_) => C::Overloaded,
+            E::Keyring(_) | E::Limit(_) | E::Usage(_) => return Self::internal(&error),
         };
-        Self::new(status, code, error.to_string())
+        Self::new(code, error.to_string())
     }
 }
