@@ -205,7 +205,7 @@ fn bounded_routes() -> Router<AppState> {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
-        .route("/openapi.json", get(ops::openapi_json))
+        .route("/openapi.json", get(crate::openapi::openapi_json))
         .route("/docs", get(ops::docs))
         .route("/docs/redoc.standalone.js", get(ops::docs_renderer))
         .merge(models)

@@ -1,8 +1,9 @@
 //! Bearer tokens (HS256 JWT) and what each role may do.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRef, FromRequestParts};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -10,7 +11,6 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
-use crate::state::AppState;
 use keyledger_domain::OrgId;
 use keyledger_infra::Actor;
 
@@ -275,14 +275,16 @@ fn presented_token(headers: &axum::http::HeaderMap) -> Result<&str, ApiError> {
         .ok_or_else(missing)
 }
 
-impl FromRequestParts<AppState> for Caller {
+impl<S> FromRequestParts<S> for Caller
+where
+    Arc<TokenKeys>: FromRef<S>,
+    S: Send + Sync,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let claims = state.tokens.verify(presented_token(&parts.headers)?)?;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let tokens = Arc::<TokenKeys>::from_ref(state);
+        let claims = tokens.verify(presented_token(&parts.headers)?)?;
         let request_id = parts
             .headers
             .get("x-request-id")

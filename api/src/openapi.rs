@@ -83,6 +83,14 @@ impl Modify for BearerAuth {
     }
 }
 
+/// The OpenAPI 3.1 document of this API, generated from the code.
+pub(crate) async fn openapi_json() -> impl axum::response::IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        ApiDoc::openapi().to_pretty_json().unwrap_or_default(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -34,6 +34,13 @@ pub struct AppState {
     pub gateway: Arc<keyledger_infra::Gateway>,
 }
 
+/// What a caller's token is checked with, for the extractor of [`Caller`].
+impl axum::extract::FromRef<AppState> for Arc<TokenKeys> {
+    fn from_ref(state: &AppState) -> Self {
+        Arc::clone(&state.tokens)
+    }
+}
+
 impl AppState {
     /// Runs `command` on `org` for `caller`, then waits until the views show it, so that the
     /// caller's next read sees its own write.

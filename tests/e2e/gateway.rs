@@ -37,6 +37,21 @@ pub(crate) fn claude() -> serde_json::Value {
     json!({"model": "claude-3-5-haiku-latest", "max_tokens": 64, "messages": [{"role": "user", "content": "Hi"}]})
 }
 
+/// A streamed Claude call whose provider holds it after the first chunk (until
+/// `provider.release()`): its body, the first chunk read.
+pub(crate) async fn held_stream(app: &TestApp) -> Body {
+    let mut body = claude();
+    body["stream"] = json!(true);
+    let held = Request::post("/v1/orgs/acme/gateway/anthropic/v1/messages")
+        .header("authorization", format!("Bearer {}", app.token("acme", Role::Service, "worker")))
+        .header("x-test-hold", "1")
+        .body(Body::from(body.to_string()))
+        .expect("request");
+    let mut held = app.router.clone().oneshot(held).await.expect("router").into_body();
+    held.frame().await.expect("the first chunk").expect("data");
+    held
+}
+
 /// An OpenAI chat completions body for `model`.
 pub(crate) fn chat_body(model: &str) -> serde_json::Value {
     json!({"model": model, "messages": [{"role": "user", "content": "Hi"}]})

@@ -7,14 +7,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::http::{Method, Request, StatusCode};
+use axum::http::{Method, StatusCode};
 use http_body_util::BodyExt as _;
 use serde_json::json;
 use tokio::time::Instant;
-use tower::ServiceExt as _;
 
-use crate::gateway::{call, claude};
+use crate::gateway::{call, claude, held_stream};
 use keyledger_api::Role;
 use keyledger_tests::{StoreProxy, TestApp, TestResponse};
 
@@ -85,15 +83,7 @@ async fn away_and_back(durability: &str) {
 
     // A streamed call under way when the database goes: its answer needs no database, its
     // record will have to wait for one.
-    let mut body = claude();
-    body["stream"] = json!(true);
-    let held = Request::post("/v1/orgs/acme/gateway/anthropic/v1/messages")
-        .header("authorization", format!("Bearer {}", app.token("acme", Role::Service, "worker")))
-        .header("x-test-hold", "1")
-        .body(Body::from(body.to_string()))
-        .expect("request");
-    let mut held = app.router.clone().oneshot(held).await.expect("router").into_body();
-    held.frame().await.expect("the first chunk").expect("data");
+    let held = held_stream(&app).await;
 
     proxy.cut();
     app.provider.release();
@@ -101,11 +91,15 @@ async fn away_and_back(durability: &str) {
     tokio::time::sleep(Duration::from_millis(500)).await;
     // (With sync durability the answer's end waited for the commit, which failed: the record
     // went to the writer's held commands rather than being dropped.)
-    assert_eq!(app.state.usage.backlog(), 1, "the answered call's record is held, not dropped");
+    assert_eq!(
+        app.metric("keyledger_usage_backlog").await,
+        1.0,
+        "the answered call's record is held, not dropped"
+    );
 
     // Cached Keyrings are trusted only while this replica hears its own beats.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while app.state.keyrings.trusts_its_cache() {
+    while app.metric("keyledger_keyring_cache_trusted").await != 0.0 {
         assert!(Instant::now() < deadline, "the cache stays trusted with the database away");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -145,7 +139,7 @@ async fn away_and_back(durability: &str) {
     let made = call(&app, "anthropic", "v1/messages", claude()).await;
     assert_eq!(made.status, StatusCode::OK, "{}", made.everything());
 
-    assert!(app.state.usage.settle(Duration::from_secs(15)).await, "the held record is written");
+    assert!(app.usage_settled(Duration::from_secs(15)).await, "the held record is written");
     assert_eq!(recorded_calls(&app, "acme").await, 2, "the held call and the call after");
     assert_eq!(rotations(&app, "acme").await, 1);
     let ready = app.send(Method::GET, "/readyz", None, None).await;
@@ -220,7 +214,7 @@ async fn a_database_restart_under_load_loses_no_acknowledged_command_and_no_answ
     tokio::time::sleep(Duration::from_secs(1)).await;
     proxy.cut();
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let held_while_away = app.state.usage.backlog();
+    let held_while_away = app.metric("keyledger_usage_backlog").await;
     proxy.restore().await;
     restored.store(true, Ordering::Release);
     let recovered = |count: usize| {
@@ -246,7 +240,7 @@ async fn a_database_restart_under_load_loses_no_acknowledged_command_and_no_answ
     for worker in workers {
         worker.await.expect("worker");
     }
-    assert!(app.state.usage.settle(Duration::from_secs(15)).await, "every record is written");
+    assert!(app.usage_settled(Duration::from_secs(15)).await, "every record is written");
 
     let seen = std::mem::take(&mut *seen.lock().expect("seen"));
     for (status, code) in seen.answers.keys() {

@@ -5,13 +5,10 @@
 
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::http::{Method, Request, StatusCode};
+use axum::http::{Method, StatusCode};
 use http_body_util::BodyExt as _;
-use tower::ServiceExt as _;
 
-use crate::gateway::{call, claude};
-use keyledger_api::Role;
+use crate::gateway::{call, claude, held_stream};
 use keyledger_tests::{on_both_backends, Backend, TestApp};
 
 on_both_backends!(a_full_backlog_turns_calls_away_before_they_go_out);
@@ -20,15 +17,7 @@ async fn a_full_backlog_turns_calls_away_before_they_go_out(backend: Backend) {
     let app = TestApp::start_with(backend, &[("KEYLEDGER_USAGE_QUEUE", "1")]).await;
     crate::keys::store_accepted(&app, &["anthropic"]).await;
     // A streamed call the provider holds after its first chunk keeps the one slot.
-    let mut body = claude();
-    body["stream"] = serde_json::json!(true);
-    let held = Request::post("/v1/orgs/acme/gateway/anthropic/v1/messages")
-        .header("authorization", format!("Bearer {}", app.token("acme", Role::Service, "worker")))
-        .header("x-test-hold", "1")
-        .body(Body::from(body.to_string()))
-        .expect("request");
-    let mut held = app.router.clone().oneshot(held).await.expect("router").into_body();
-    held.frame().await.expect("the first chunk").expect("data");
+    let held = held_stream(&app).await;
 
     let before = app.provider.requests();
     let turned_away = call(&app, "anthropic", "v1/messages", claude()).await;

@@ -243,6 +243,28 @@ impl TestApp {
     }
 
     /// Puts `org` on `plan` as the platform admin.
+    /// The value of gauge or counter `name` in `/metrics` (NaN if it is not there).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let metrics = self.send(Method::GET, "/metrics", None, None).await;
+        String::from_utf8_lossy(&metrics.body)
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or(f64::NAN)
+    }
+
+    /// Waits, at most `patience`, until no model call is in flight or waiting to be recorded
+    /// (`keyledger_usage_backlog` is 0); whether it came to that.
+    pub async fn usage_settled(&self, patience: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + patience;
+        while self.metric("keyledger_usage_backlog").await != 0.0 {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+
     pub async fn set_plan(&self, org: &str, plan: &str) {
         let response = self
             .put(

@@ -1,12 +1,11 @@
-//! Operations endpoints: liveness, readiness, metrics, the OpenAPI document and its rendering.
+//! Operations endpoints: liveness, readiness, metrics, and the rendering of the OpenAPI
+//! document (the document itself is served by `crate::openapi`).
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse};
 use serde_json::json;
-use utoipa::OpenApi as _;
 
-use crate::openapi::ApiDoc;
 use crate::state::AppState;
 
 /// The process is up.
@@ -81,14 +80,6 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
         ],
     );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text)
-}
-
-/// The OpenAPI 3.1 document of this API, generated from the code.
-pub(crate) async fn openapi_json() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        ApiDoc::openapi().to_pretty_json().unwrap_or_default(),
-    )
 }
 
 /// A browsable rendering of the OpenAPI document.

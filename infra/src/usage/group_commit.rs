@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,8 +19,9 @@ use cqrs_es::Aggregate;
 use futures::FutureExt as _;
 use tokio::sync::{mpsc, oneshot};
 
+use super::backlog::Unsettled;
 use super::ledgers::{Cached, Done, Freshness, Ledgers};
-use super::recorder::{RecordError, Recorded};
+use super::outcome::{RecordError, Recorded};
 use keyledger_domain::usage::{UsageCommand, UsageLedger};
 use keyledger_store::event_store::{serialize_event, AppendError, Appender, SnapshotUpdate};
 use keyledger_store::StorageFailure;
@@ -45,44 +46,6 @@ pub(super) enum Reply {
     /// Nobody (a call already answered): a failure is logged. The command counts as
     /// unsettled for as long as it exists, however it ends.
     Unwaited(#[allow(dead_code, reason = "held for what its drop does")] Unsettled),
-}
-
-/// One command nobody waits for, counted in `unsettled` until it is dropped: answered,
-/// dropped with a batch that panicked, or never taken by a writer that stopped.
-#[derive(Debug)]
-pub(super) struct Unsettled(Arc<AtomicU64>);
-
-impl Unsettled {
-    pub(super) fn new(unsettled: &Arc<AtomicU64>) -> Self {
-        unsettled.fetch_add(1, Ordering::AcqRel);
-        Self(Arc::clone(unsettled))
-    }
-
-    /// One more if fewer than `bound` are unsettled; `None` when the bound is reached.
-    pub(super) fn within(unsettled: &Arc<AtomicU64>, bound: u64) -> Option<Self> {
-        let mut current = unsettled.load(Ordering::Acquire);
-        loop {
-            if current >= bound {
-                return None;
-            }
-            match unsettled.compare_exchange_weak(
-                current,
-                current + 1,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => return Some(Self(Arc::clone(unsettled))),
-                Err(now) => current = now,
-            }
-        }
-    }
-}
-
-impl Drop for Unsettled {
-    fn drop(&mut self) {
-        // Release: whoever sees the count reach zero also sees what the command committed.
-        self.0.fetch_sub(1, Ordering::Release);
-    }
 }
 
 impl Queued {

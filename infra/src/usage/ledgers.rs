@@ -7,7 +7,7 @@ use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::EventStoreAggregateContext;
 use cqrs_es::{Aggregate, AggregateError, EventStore};
 
-use super::recorder::{RecordError, Recorded};
+use super::outcome::{RecordError, Recorded};
 use keyledger_domain::usage::{ModelCallRecorded, UsageCommand, UsageEvent, UsageLedger};
 use keyledger_domain::OrgId;
 use keyledger_store::event_store::{storage_failure, EventRepository, SnapshottingStore};

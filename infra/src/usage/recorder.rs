@@ -5,41 +5,17 @@ use std::sync::Arc;
 use cqrs_es::EventStore;
 use tokio::sync::{mpsc, oneshot};
 
-use super::group_commit::{self, Queued, Reply, Unsettled, MAX_BATCH};
+use super::backlog::Unsettled;
+use super::group_commit::{self, Queued, Reply, MAX_BATCH};
 use super::ledgers::{storage, Done, Ledgers};
+use super::outcome::{RecordError, Recorded};
 use crate::actor::Actor;
 use keyledger_domain::usage::{
     ledger_id, ModelCallRecorded, RecordModelCall, ReleasePlatformCall, ReservePlatformCall,
-    UsageCommand, UsageError, UsageLedger,
+    UsageCommand, UsageLedger,
 };
 use keyledger_domain::OrgId;
 use keyledger_store::{Database, StorageFailure};
-
-/// Why a call was not recorded.
-#[derive(Debug, thiserror::Error)]
-pub enum RecordError {
-    #[error(transparent)]
-    Refused(UsageError),
-    #[error("usage store: {0}")]
-    Storage(StorageFailure),
-}
-
-impl RecordError {
-    /// Whether the database was unavailable: worth a 503 and a retry, not a refusal.
-    #[must_use]
-    pub fn unavailable(&self) -> bool {
-        matches!(self, Self::Storage(failure) if failure.unavailable())
-    }
-}
-
-/// What recording did.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Recorded {
-    /// Recorded now, as event `sequence` of ledger `ledger_id`.
-    New { call: ModelCallRecorded, ledger_id: String, sequence: usize },
-    /// The request id was recorded before: this is that first call.
-    Duplicate(ModelCallRecorded),
-}
 
 /// All organizations' usage ledgers. Commands from every caller of this process go to one
 /// writer, which commits them in batches (see `group_commit`).

@@ -1,0 +1,145 @@
+//! Bringing projections up to the log on demand: catching up, rebuilding from position zero,
+//! and waiting for a command's events to be shown (read-your-writes).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Projection, ProjectionError, Projector};
+use crate::log::{Cursor, EventLog};
+use keyledger_store::Arg;
+
+impl Projector {
+    /// Applies batches to every projection until the log is exhausted; returns events read.
+    ///
+    /// # Errors
+    /// The database's error.
+    pub async fn catch_up(&self) -> Result<u64, ProjectionError> {
+        let names: Vec<&'static str> = self.names().collect();
+        self.drain(&names).await
+    }
+
+    /// Steps `names` until every event committed so far is applied, the pipelines side by
+    /// side; returns events read (by the busiest pipeline).
+    pub(super) async fn drain(&self, names: &[&'static str]) -> Result<u64, ProjectionError> {
+        let pipelines = self.pipelines(names);
+        let runs = pipelines.iter().map(|group| self.drain_pipeline(group));
+        let mut total = 0;
+        for read in futures::future::join_all(runs).await {
+            total = total.max(read?);
+        }
+        Ok(total)
+    }
+
+    async fn drain_pipeline(&self, names: &[&'static str]) -> Result<u64, ProjectionError> {
+        let log = EventLog::new(self.pool.clone());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let mut total = 0;
+        let mut ahead = None;
+        loop {
+            let read = self.step_ahead(names, &mut ahead).await?;
+            total += read as u64;
+            if read > 0 {
+                continue;
+            }
+            // Nothing to take yet; but committed events may still wait for older transactions
+            // (anywhere on the server) to finish.
+            let behind = self
+                .checkpoints()
+                .await?
+                .into_iter()
+                .filter(|(n, _)| names.contains(&n.as_str()))
+                .map(|(_, c)| c)
+                .min();
+            match behind {
+                Some(cursor)
+                    if log.has_unsettled_after(cursor).await?
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                _ => return Ok(total),
+            }
+        }
+    }
+
+    /// Empties the tables of `name` (or of every projection), puts their checkpoints back to
+    /// the start of the log, and projects the whole log again; returns events read.
+    ///
+    /// # Errors
+    /// [`ProjectionError::Unknown`] for a name that is not a projection; the database's error.
+    pub async fn rebuild(&self, name: Option<&str>) -> Result<u64, ProjectionError> {
+        let chosen: Vec<&Arc<dyn Projection>> = match name {
+            Some(name) => vec![self
+                .projections
+                .iter()
+                .find(|p| p.name() == name)
+                .ok_or_else(|| ProjectionError::Unknown(name.to_owned()))?],
+            None => self.projections.iter().collect(),
+        };
+        self.ensure_checkpoints().await?;
+        let mut tx = self.pool.begin().await?;
+        // Steps of the running projector wait behind this lock. On SQLite it is a write, so the
+        // transaction holds the write lock from its first statement: one that read first could
+        // not write any more once another connection had committed (SQLITE_BUSY_SNAPSHOT).
+        let lock = if self.pool.is_postgres() {
+            "select name from projection_checkpoints where name = $1 for update"
+        } else {
+            "update projection_checkpoints set position = position where name = $1"
+        };
+        for projection in &chosen {
+            tx.execute(lock, &[Arg::Text(projection.name().to_owned())]).await?;
+            for (index, _) in projection.bulk_load_indexes() {
+                tx.execute(&format!("drop index if exists {index}"), &[]).await?;
+            }
+            for table in projection.tables() {
+                // TRUNCATE leaves no dead rows for the rebuild to wade through (and, like
+                // everything here, rolls back with the transaction).
+                let empty = if self.pool.is_postgres() { "truncate table" } else { "delete from" };
+                tx.execute(&format!("{empty} {table}"), &[]).await?;
+            }
+            tx.execute(
+                "update projection_checkpoints set transaction_id = 0, position = 0 where name = $1",
+                &[Arg::Text(projection.name().to_owned())],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        let names: Vec<&'static str> = chosen.iter().map(|p| p.name()).collect();
+        let read = self.drain(&names).await?;
+        self.create_bulk_load_indexes(&chosen).await?;
+        Ok(read)
+    }
+
+    /// Waits until every projection that shows events of `aggregate_type` has passed `target`
+    /// (an event of that type), or `timeout` elapses; whether it did. The others need not
+    /// move: they have nothing of it to show.
+    pub async fn wait_until(
+        &self,
+        target: Cursor,
+        aggregate_type: &str,
+        timeout: Duration,
+    ) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut progress = self.progress.subscribe();
+        let showing = self.consumers_of(aggregate_type);
+        loop {
+            match self.checkpoints().await {
+                Ok(checkpoints)
+                    if checkpoints
+                        .iter()
+                        .filter(|(name, _)| showing.contains(&name.as_str()))
+                        .all(|(_, c)| *c >= target) =>
+                {
+                    return true
+                }
+                _ => {}
+            }
+            self.nudge_for(aggregate_type);
+            tokio::select! {
+                _ = progress.changed() => {}
+                () = tokio::time::sleep(Duration::from_millis(10)) => {}
+                () = tokio::time::sleep_until(deadline) => return false,
+            }
+        }
+    }
+}

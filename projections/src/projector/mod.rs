@@ -1,0 +1,220 @@
+//! The projector: keeps every projection caught up with the log. A batch and the checkpoints of
+//! the projections it advances are written in one transaction, so a crash loses nothing and
+//! doubles nothing. On PostgreSQL each projection runs under an advisory lock, so with several
+//! replicas it runs in exactly one of them, and another takes over when that one dies.
+//!
+//! **A projection never stalls on an event.** Its batch is retried until it applies, so one
+//! event it cannot apply would stop that view for every organization. Every projection must
+//! therefore apply every event the log can hold, including events written before today's
+//! bounds: no arithmetic that can overflow (sums saturate; counts that do not fit a bigint
+//! are kept at its largest), no constraint a legal event can break, and an event it has no use
+//! for skipped, not refused. `/readyz` names a projection that falls behind anyway.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::log::{Cursor, EventLog, LoggedEvent};
+pub use crate::projection::{Projection, ProjectionError};
+use keyledger_store::{Arg, Database};
+
+mod catch_up;
+mod lag;
+mod running;
+
+pub use lag::Lag;
+
+/// Events read and applied per transaction.
+const BATCH: i64 = 10_000;
+/// How often an idle projector looks for new events when nothing woke it (on PostgreSQL a
+/// notification normally does, on SQLite a local nudge).
+const POLL: Duration = Duration::from_millis(100);
+/// How long a pipeline that panicked waits before it runs again.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// Runs projections over the log.
+#[derive(Debug)]
+pub struct Projector {
+    pool: Database,
+    projections: Vec<Arc<dyn Projection>>,
+    /// A wake-up channel per aggregate type the projections consume: a pipeline wakes only
+    /// for the types it projects.
+    nudges: Vec<(&'static str, watch::Sender<u64>)>,
+    progress: watch::Sender<u64>,
+    /// Pipelines whose last run panicked (by their projections' names), with the panic's
+    /// message, until they complete a step again: said by `/readyz`.
+    panicked: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
+}
+
+#[derive(sqlx::FromRow)]
+struct Checkpoint {
+    name: String,
+    txid: i64,
+    position: i64,
+}
+
+impl Projector {
+    /// A projector of `projections` over the log in `pool`.
+    #[must_use]
+    pub fn new(pool: Database, projections: Vec<Arc<dyn Projection>>) -> Self {
+        let mut types: Vec<&'static str> =
+            projections.iter().flat_map(|p| p.consumes().iter().copied()).collect();
+        types.sort_unstable();
+        types.dedup();
+        let nudges = types.into_iter().map(|t| (t, watch::channel(0).0)).collect();
+        let panicked = std::sync::Mutex::default();
+        Self { pool, projections, nudges, progress: watch::channel(0).0, panicked }
+    }
+
+    /// The names of its projections.
+    pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.projections.iter().map(|p| p.name())
+    }
+
+    /// Wakes the pipelines that project events of `aggregate_type`: one was just written.
+    pub fn nudge_for(&self, aggregate_type: &str) {
+        for (_, nudges) in self.nudges.iter().filter(|(t, _)| *t == aggregate_type) {
+            nudges.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+
+    /// Creates missing checkpoints (at the start of the log).
+    ///
+    /// # Errors
+    /// The database's error.
+    pub async fn ensure_checkpoints(&self) -> Result<(), ProjectionError> {
+        // A rebuild that died while loading left its indexes dropped.
+        self.create_bulk_load_indexes(&self.projections.iter().collect::<Vec<_>>()).await?;
+        for name in self.names() {
+            self.pool
+                .execute(
+                    "insert into projection_checkpoints (name, transaction_id, position) values ($1, 0, 0) \
+                     on conflict (name) do nothing",
+                    &[Arg::Text(name.to_owned())],
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn create_bulk_load_indexes(
+        &self,
+        projections: &[&Arc<dyn Projection>],
+    ) -> Result<(), ProjectionError> {
+        for projection in projections {
+            for (_, create) in projection.bulk_load_indexes() {
+                self.pool.execute(create, &[]).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Where each projection stands.
+    ///
+    /// # Errors
+    /// The database's error.
+    pub async fn checkpoints(&self) -> Result<Vec<(String, Cursor)>, ProjectionError> {
+        let rows: Vec<Checkpoint> = self
+            .pool
+            .fetch_all("select name, transaction_id as txid, position from projection_checkpoints order by name", &[])
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.name, Cursor { txid: r.txid, position: r.position }))
+            .collect())
+    }
+
+    /// Applies the next batch to the projections named `names`; returns how many events it read.
+    ///
+    /// # Errors
+    /// The database's error; the batch is then not applied at all.
+    pub async fn step(&self, names: &[&'static str]) -> Result<usize, ProjectionError> {
+        self.step_ahead(names, &mut None).await
+    }
+
+    /// [`Projector::step`], reading the following batch on another connection while this one
+    /// is applied (PostgreSQL; SQLite reads inside the writing transaction). A batch read ahead
+    /// is used only if the checkpoints still stand where it was read from.
+    async fn step_ahead(
+        &self,
+        names: &[&'static str],
+        ahead: &mut Option<ReadAhead>,
+    ) -> Result<usize, ProjectionError> {
+        if names.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.pool.begin_projecting().await?;
+        let in_list = (1..=names.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+        let args: Vec<Arg> = names.iter().map(|n| Arg::Text((*n).to_owned())).collect();
+        // Lock the checkpoints first: concurrent steps (a rebuild, another process on SQLite)
+        // wait here instead of applying a batch twice.
+        let lock = if self.pool.is_postgres() { " for update" } else { "" };
+        if !self.pool.is_postgres() {
+            tx.execute(&format!("update projection_checkpoints set position = position where name in ({in_list})"), &args)
+                .await?;
+        }
+        let checkpoints: Vec<Checkpoint> = tx
+            .fetch_all(
+                &format!("select name, transaction_id as txid, position from projection_checkpoints where name in ({in_list}){lock}"),
+                &args,
+            )
+            .await?;
+        let Some(from) =
+            checkpoints.iter().map(|c| Cursor { txid: c.txid, position: c.position }).min()
+        else {
+            return Ok(0);
+        };
+        let mut types: Vec<&'static str> = self
+            .projections
+            .iter()
+            .filter(|p| names.contains(&p.name()))
+            .flat_map(|p| p.consumes().iter().copied())
+            .collect();
+        types.sort_unstable();
+        types.dedup();
+        let events = match ahead.take() {
+            Some(read) if read.from == from => {
+                read.events.await.map_err(|e| sqlx::Error::Protocol(e.to_string()))??
+            }
+            _ => crate::log::read_after_in(&mut tx, from, BATCH, &types).await?,
+        };
+        let Some(last) = events.last().map(|e| e.cursor) else {
+            return Ok(0);
+        };
+        // Only a full batch says more is waiting (a rebuild, a backlog): worth reading ahead.
+        if let (Database::Postgres(_), true) = (&self.pool, events.len() as i64 == BATCH) {
+            let log = EventLog::new(self.pool.clone());
+            *ahead = Some(ReadAhead {
+                from: last,
+                events: tokio::spawn(async move { log.read_after_of(last, BATCH, &types).await }),
+            });
+        }
+        for checkpoint in &checkpoints {
+            let at = Cursor { txid: checkpoint.txid, position: checkpoint.position };
+            let Some(projection) = self.projections.iter().find(|p| p.name() == checkpoint.name)
+            else {
+                continue;
+            };
+            let newer: Vec<&LoggedEvent> = events.iter().filter(|e| e.cursor > at).collect();
+            if newer.is_empty() {
+                continue;
+            }
+            projection.apply(&mut tx, &newer).await?;
+            tx.execute(
+                "update projection_checkpoints set transaction_id = $1, position = $2, updated_at = $3 where name = $4",
+                &[Arg::Int(last.txid), Arg::Int(last.position), Arg::Time(chrono::Utc::now()), Arg::Text(checkpoint.name.clone())],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        self.progress.send_modify(|n| *n += 1);
+        Ok(events.len())
+    }
+}
+
+/// A batch being read ahead from `from`.
+struct ReadAhead {
+    from: Cursor,
+    events: tokio::task::JoinHandle<Result<Vec<LoggedEvent>, sqlx::Error>>,
+}
