@@ -29,22 +29,22 @@ pub struct KeyPath {
     provider: ProviderName,
 }
 
-/// The registry's provider ids.
-#[derive(Debug, ToSchema)]
-#[serde(rename_all = "snake_case")]
-#[allow(dead_code)] // Read by the OpenAPI document only.
-pub enum ProviderName {
-    Anthropic,
-    Openai,
-    Google,
-    Mistral,
-    Groq,
-    AzureOpenai,
-    AlephAlpha,
-    Ollama,
-    Lmstudio,
-    Vllm,
+/// The registry's provider ids, as the OpenAPI document lists them: taken from the registry
+/// itself, so a provider added there is in the document too.
+#[derive(Debug)]
+pub struct ProviderName;
+
+impl utoipa::PartialSchema for ProviderName {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        let ids = keyledger_domain::ProviderId::ALL.iter().map(|p| p.as_str());
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(ids))
+            .into()
+    }
 }
+
+impl ToSchema for ProviderName {}
 
 /// keyledger's HTTP API.
 #[derive(Debug, OpenApi)]

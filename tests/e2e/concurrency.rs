@@ -13,14 +13,8 @@ on_both_backends!(concurrent_rotations_never_both_win_the_same_version);
 
 async fn concurrent_rotations_never_both_win_the_same_version(backend: Backend) {
     let app = std::sync::Arc::new(TestApp::start(backend).await);
-    app.set_plan("acme", "pro").await;
+    keys::store_accepted(&app, &["anthropic"]).await;
     let owner = app.owner("acme");
-    app.post(
-        "/v1/orgs/acme/keys",
-        &owner,
-        json!({"provider": "anthropic", "key": keys::anthropic()}),
-    )
-    .await;
 
     let rotations: Vec<_> = (0..8)
         .map(|_| {
@@ -77,14 +71,8 @@ on_both_backends!(a_rotation_whose_caller_goes_away_still_runs_to_its_end);
 /// old version is still shredded, and the views still show it.
 async fn a_rotation_whose_caller_goes_away_still_runs_to_its_end(backend: Backend) {
     let app = TestApp::start(backend).await;
-    app.set_plan("acme", "pro").await;
+    keys::store_accepted(&app, &["anthropic"]).await;
     let owner = app.owner("acme");
-    app.post(
-        "/v1/orgs/acme/keys",
-        &owner,
-        json!({"provider": "anthropic", "key": keys::anthropic()}),
-    )
-    .await;
     let rotated = keys::anthropic();
     app.provider.accept(&rotated);
     app.provider

@@ -43,14 +43,23 @@ pub(crate) fn of(provider: &str) -> String {
 
 /// Puts `acme` on `pro` and stores a key the fake providers accept for each of `providers`.
 pub(crate) async fn store_accepted(app: &keyledger_tests::TestApp, providers: &[&str]) {
-    app.set_plan("acme", "pro").await;
+    store_accepted_for(app, "acme", providers).await;
+}
+
+/// [`store_accepted`] for `org`.
+pub(crate) async fn store_accepted_for(
+    app: &keyledger_tests::TestApp,
+    org: &str,
+    providers: &[&str],
+) {
+    app.set_plan(org, "pro").await;
     for provider in providers {
         let key = of(provider);
         app.provider.accept(&key);
         let stored = app
             .post(
-                "/v1/orgs/acme/keys",
-                &app.owner("acme"),
+                &format!("/v1/orgs/{org}/keys"),
+                &app.owner(org),
                 serde_json::json!({"provider": provider, "key": key}),
             )
             .await;

@@ -112,14 +112,8 @@ on_both_backends!(keys_as_of_an_instant_are_rebuilt_from_the_log);
 
 async fn keys_as_of_an_instant_are_rebuilt_from_the_log(backend: Backend) {
     let app = TestApp::start(backend).await;
-    app.set_plan("acme", "pro").await;
+    keys::store_accepted(&app, &["anthropic"]).await;
     let owner = app.owner("acme");
-    app.post(
-        "/v1/orgs/acme/keys",
-        &owner,
-        json!({"provider": "anthropic", "key": keys::anthropic()}),
-    )
-    .await;
     let between = chrono::Utc::now();
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     app.put("/v1/orgs/acme/keys/anthropic", &owner, json!({"key": keys::anthropic()})).await;

@@ -40,20 +40,6 @@ async fn rotate(app: &TestApp, org: &str) -> TestResponse {
     app.put(&format!("/v1/orgs/{org}/keys/anthropic"), &app.owner(org), json!({"key": key})).await
 }
 
-async fn store_for(app: &TestApp, org: &str) {
-    app.set_plan(org, "pro").await;
-    let key = crate::keys::anthropic();
-    app.provider.accept(&key);
-    let stored = app
-        .post(
-            &format!("/v1/orgs/{org}/keys"),
-            &app.owner(org),
-            json!({"provider": "anthropic", "key": key}),
-        )
-        .await;
-    assert_eq!(stored.status, StatusCode::CREATED, "{}", stored.everything());
-}
-
 /// An answer given while the database is away: a 503 problem that says so, and when to retry.
 fn assert_unavailable(what: &str, answer: &TestResponse) {
     assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE, "{what}: {}", answer.everything());
@@ -167,7 +153,7 @@ async fn a_database_restart_under_load_loses_no_acknowledged_command_and_no_answ
     crate::keys::store_accepted(&app, &["anthropic"]).await;
     let orgs = ["beta", "gamma", "delta"];
     for org in orgs {
-        store_for(&app, org).await;
+        crate::keys::store_accepted_for(&app, org, &["anthropic"]).await;
     }
     let stop = Arc::new(AtomicBool::new(false));
     let restored = Arc::new(AtomicBool::new(false));

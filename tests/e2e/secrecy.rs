@@ -283,14 +283,8 @@ on_both_backends!(destroyed_material_leaves_no_trace_in_the_database_files);
 /// database's files (SQLite: main file and write-ahead log), not merely unlinked.
 async fn destroyed_material_leaves_no_trace_in_the_database_files(backend: Backend) {
     let app = TestApp::start(backend).await;
-    app.set_plan("acme", "pro").await;
+    keys::store_accepted(&app, &["anthropic"]).await;
     let owner = app.owner("acme");
-    app.post(
-        "/v1/orgs/acme/keys",
-        &owner,
-        json!({"provider": "anthropic", "key": keys::anthropic()}),
-    )
-    .await;
     let mut sealed = material_bytes(&app).await;
     app.put("/v1/orgs/acme/keys/anthropic", &owner, json!({"key": keys::anthropic()})).await;
     sealed.extend(material_bytes(&app).await);
