@@ -24,11 +24,11 @@ use crate::state::AppState;
 use keyledger_domain::usage::UsageLedger;
 use keyledger_infra::crypto::Envelope;
 use keyledger_infra::gateway::GatewaySettings;
-use keyledger_infra::material::MaterialStore;
 use keyledger_infra::providers::{EndpointPolicy, ProviderClient};
 use keyledger_infra::services::ServiceDeps;
 use keyledger_infra::{Config, Gateway, Keyrings, UsageRecorder};
 use keyledger_projections::{EventLog, Projector};
+use keyledger_store::material::MaterialStore;
 use keyledger_store::Database;
 use tokio::sync::watch;
 
@@ -49,10 +49,11 @@ pub enum StartError {
     #[error("cannot set up the projections: {0}")]
     Projections(#[source] keyledger_projections::ProjectionError),
     #[error("cannot sweep released key material: {0}")]
-    Sweep(#[from] keyledger_infra::material::MaterialError),
+    Sweep(#[from] keyledger_store::material::MaterialError),
 }
 
-/// Opens the database, applies migrations, destroys material a crash left behind, and puts
+/// Opens the database, applies migrations, destroys material an older version left behind,
+/// and puts
 /// the shared state together.
 ///
 /// # Errors
@@ -63,7 +64,10 @@ pub async fn build_state(mut config: Config) -> Result<AppState, StartError> {
     let material = MaterialStore::new(db.clone());
     let swept = material.sweep_released().await?;
     if swept > 0 {
-        tracing::warn!(count = swept, "destroyed key material a previous run left behind");
+        tracing::warn!(
+            count = swept,
+            "destroyed released key material an older version left behind"
+        );
     }
     let prices = Arc::new(config.prices.clone());
     let endpoints = EndpointPolicy { allow_private: config.allow_private_endpoints };

@@ -1,38 +1,14 @@
 //! Reads answered from the views.
 
 use keyledger_domain::{KeyringError, OrgId, ProviderId};
-use keyledger_projections::queries::{self, KeyRow};
+use keyledger_projections::queries;
 
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::views::{KeyList, MaskedKey, OrgStatus, ProviderOrder, VerificationView};
+use crate::views::{KeyList, MaskedKey, OrgStatus, ProviderOrder};
 
 fn storage(error: sqlx::Error) -> ApiError {
     ApiError::from_store(&error)
-}
-
-impl From<KeyRow> for MaskedKey {
-    fn from(row: KeyRow) -> Self {
-        let last_verification = match (row.verification_outcome, row.verified_at) {
-            (Some(outcome), Some(checked_at)) => {
-                Some(VerificationView { ok: outcome == "valid", outcome, checked_at })
-            }
-            _ => None,
-        };
-        Self {
-            provider: row.provider,
-            masked: row.masked,
-            hint: row.hint,
-            version: u32::try_from(row.version).unwrap_or_default(),
-            status: row.status,
-            description: row.description,
-            default_model: row.default_model,
-            endpoint: row.endpoint,
-            created_at: row.created_at,
-            rotated_at: row.rotated_at,
-            last_verification,
-        }
-    }
 }
 
 /// The masked keys of `org`.

@@ -4,7 +4,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use keyledger_domain::{KeyState, KeyStatus, Keyring, OrgId, ProviderId, Verification};
+use keyledger_domain::{KeyState, Keyring, OrgId, ProviderId, Verification};
+use keyledger_projections::queries::KeyRow;
 
 /// A key as shown: masked, never the key.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -69,27 +70,37 @@ impl From<&Verification> for VerificationView {
     }
 }
 
+/// The one mapping of a key to what the API shows: reads of the view, command answers and
+/// point-in-time reads all go through it.
+impl From<KeyRow> for MaskedKey {
+    fn from(row: KeyRow) -> Self {
+        let last_verification = match (row.verification_outcome, row.verified_at) {
+            (Some(outcome), Some(checked_at)) => {
+                Some(VerificationView { ok: outcome == "valid", outcome, checked_at })
+            }
+            _ => None,
+        };
+        Self {
+            provider: row.provider,
+            masked: row.masked,
+            hint: row.hint,
+            version: u32::try_from(row.version).unwrap_or_default(),
+            status: row.status,
+            description: row.description,
+            default_model: row.default_model,
+            endpoint: row.endpoint,
+            created_at: row.created_at,
+            rotated_at: row.rotated_at,
+            last_verification,
+        }
+    }
+}
+
 impl MaskedKey {
-    /// The view of `key`, the key of `provider`.
+    /// The view of `key`, the key of `provider`, mapped as a row of the view is.
     #[must_use]
     pub fn of(provider: ProviderId, key: &KeyState) -> Self {
-        Self {
-            provider: provider.as_str().to_owned(),
-            masked: key.mask.masked.clone(),
-            hint: key.mask.hint.clone(),
-            version: key.version,
-            status: match key.status {
-                KeyStatus::Active => "active",
-                KeyStatus::Suspended => "suspended",
-            }
-            .to_owned(),
-            description: key.description.clone(),
-            default_model: key.default_model.clone(),
-            endpoint: key.endpoint.clone(),
-            created_at: key.created_at,
-            rotated_at: key.rotated_at,
-            last_verification: key.last_verification.as_ref().map(VerificationView::from),
-        }
+        Self::from(KeyRow::of(provider, key))
     }
 }
 

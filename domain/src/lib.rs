@@ -1,5 +1,6 @@
 //! The pure business rules of keyledger: who may hold which AI-provider key, and what happens
-//! to it. No I/O lives here; what the rules need from the world is a trait in [`keyring::KeyringServices`].
+//! to it. No I/O lives here: a command is decided in two pure phases with the world's work
+//! between them (see [`keyring::preparation`]).
 
 pub mod api_key;
 pub mod keyring;
@@ -15,7 +16,7 @@ pub mod verification;
 
 pub use api_key::{ApiKey, KeyFormatError};
 pub use keyring::{
-    KeyState, KeyStatus, Keyring, KeyringCommand, KeyringError, KeyringEvent, KeyringServices,
+    KeyState, KeyStatus, Keyring, KeyringCommand, KeyringContext, KeyringError, KeyringEvent,
 };
 pub use mask::Mask;
 pub use org::{OrgId, OrgIdError};

@@ -1,5 +1,5 @@
 //! keyledger's adapters: organizations' Keyrings and usage ledgers over the event store (in
-//! `keyledger-store`), envelope encryption, the key-material store, provider clients, the
+//! `keyledger-store`), envelope encryption, provider clients, the
 //! model-call gateway and configuration.
 
 pub mod actor;
@@ -7,7 +7,6 @@ pub mod config;
 pub mod crypto;
 pub mod gateway;
 pub mod keyrings;
-pub mod material;
 pub mod providers;
 pub mod services;
 pub mod usage;

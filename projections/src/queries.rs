@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
+use keyledger_domain::{KeyState, ProviderId};
 use keyledger_store::{Arg, Database};
 
 /// A row of the masked-key view.
@@ -19,6 +20,31 @@ pub struct KeyRow {
     pub rotated_at: Option<DateTime<Utc>>,
     pub verification_outcome: Option<String>,
     pub verified_at: Option<DateTime<Utc>>,
+}
+
+impl KeyRow {
+    /// The row the masked-key view holds for `key`, the key of `provider`: what a command's
+    /// answer and a point-in-time read show, so that they say what a read of the view says.
+    #[must_use]
+    pub fn of(provider: ProviderId, key: &KeyState) -> Self {
+        Self {
+            provider: provider.as_str().to_owned(),
+            masked: key.mask.masked.clone(),
+            hint: key.mask.hint.clone(),
+            version: i64::from(key.version),
+            status: key.status.as_str().to_owned(),
+            description: key.description.clone(),
+            default_model: key.default_model.clone(),
+            endpoint: key.endpoint.clone(),
+            created_at: key.created_at,
+            rotated_at: key.rotated_at,
+            verification_outcome: key
+                .last_verification
+                .as_ref()
+                .map(|v| v.outcome.as_str().to_owned()),
+            verified_at: key.last_verification.as_ref().map(|v| v.checked_at),
+        }
+    }
 }
 
 /// An organization's plan and BYOK access.

@@ -4,6 +4,7 @@
 
 pub mod database;
 pub mod event_store;
+pub mod material;
 mod sql;
 
 pub use database::{is_unavailable, Database, DatabaseError, StorageFailure};

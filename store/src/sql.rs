@@ -24,10 +24,13 @@ pub enum Arg {
     Bool(bool),
     Time(DateTime<Utc>),
     OptTime(Option<DateTime<Utc>>),
+    Bytes(Vec<u8>),
+    /// A UUID: PostgreSQL's own type, text on SQLite.
+    Uuid(uuid::Uuid),
 }
 
 macro_rules! bind_args {
-    ($query:expr, $args:expr) => {{
+    ($query:expr, $args:expr, $backend:ident) => {{
         let mut query = $query;
         for arg in $args {
             query = match arg {
@@ -38,10 +41,18 @@ macro_rules! bind_args {
                 Arg::Bool(v) => query.bind(*v),
                 Arg::Time(v) => query.bind(*v),
                 Arg::OptTime(v) => query.bind(*v),
+                Arg::Bytes(v) => query.bind(v.clone()),
+                Arg::Uuid(v) => bind_args!(@uuid $backend, query, v),
             };
         }
         query
     }};
+    (@uuid postgres, $query:expr, $v:expr) => {
+        $query.bind(*$v)
+    };
+    (@uuid sqlite, $query:expr, $v:expr) => {
+        $query.bind($v.to_string())
+    };
 }
 
 impl Database {
@@ -92,12 +103,16 @@ impl Tx {
     /// The database's error.
     pub async fn execute(&mut self, sql: &str, args: &[Arg]) -> Result<u64, sqlx::Error> {
         Ok(match self {
-            Self::Postgres(tx) => {
-                bind_args!(sqlx::query(sql), args).execute(&mut **tx).await?.rows_affected()
-            }
+            Self::Postgres(tx) => bind_args!(sqlx::query(sql), args, postgres)
+                .execute(&mut **tx)
+                .await?
+                .rows_affected(),
             Self::Sqlite(tx) => {
                 let sql = anonymous_placeholders(sql, args.len());
-                bind_args!(sqlx::query(&sql), args).execute(&mut **tx).await?.rows_affected()
+                bind_args!(sqlx::query(&sql), args, sqlite)
+                    .execute(&mut **tx)
+                    .await?
+                    .rows_affected()
             }
         })
     }
@@ -166,10 +181,10 @@ impl Tx {
     {
         match self {
             Self::Postgres(tx) => {
-                bind_args!(sqlx::query_as::<_, T>(sql), args).fetch_all(&mut **tx).await
+                bind_args!(sqlx::query_as::<_, T>(sql), args, postgres).fetch_all(&mut **tx).await
             }
             Self::Sqlite(tx) => {
-                bind_args!(sqlx::query_as::<_, T>(sql), args).fetch_all(&mut **tx).await
+                bind_args!(sqlx::query_as::<_, T>(sql), args, sqlite).fetch_all(&mut **tx).await
             }
         }
     }
@@ -207,6 +222,15 @@ fn csv_field(out: &mut String, arg: &Arg) {
         Arg::Bool(b) => out.push_str(if *b { "t" } else { "f" }),
         Arg::Time(t) | Arg::OptTime(Some(t)) => {
             out.push_str(&t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+        }
+        Arg::Bytes(bytes) => {
+            out.push_str("\\x");
+            for byte in bytes {
+                let _ = write!(out, "{byte:02x}");
+            }
+        }
+        Arg::Uuid(id) => {
+            let _ = write!(out, "{id}");
         }
         Arg::OptText(None) | Arg::OptInt(None) | Arg::OptTime(None) => {}
     }
@@ -255,10 +279,10 @@ impl Database {
     {
         match self {
             Self::Postgres(pool) => {
-                bind_args!(sqlx::query_as::<_, T>(sql), args).fetch_all(pool).await
+                bind_args!(sqlx::query_as::<_, T>(sql), args, postgres).fetch_all(pool).await
             }
             Self::Sqlite(pool) => {
-                bind_args!(sqlx::query_as::<_, T>(sql), args).fetch_all(pool).await
+                bind_args!(sqlx::query_as::<_, T>(sql), args, sqlite).fetch_all(pool).await
             }
         }
     }
@@ -270,10 +294,10 @@ impl Database {
     pub async fn execute(&self, sql: &str, args: &[Arg]) -> Result<u64, sqlx::Error> {
         Ok(match self {
             Self::Postgres(pool) => {
-                bind_args!(sqlx::query(sql), args).execute(pool).await?.rows_affected()
+                bind_args!(sqlx::query(sql), args, postgres).execute(pool).await?.rows_affected()
             }
             Self::Sqlite(pool) => {
-                bind_args!(sqlx::query(sql), args).execute(pool).await?.rows_affected()
+                bind_args!(sqlx::query(sql), args, sqlite).execute(pool).await?.rows_affected()
             }
         })
     }

@@ -13,6 +13,7 @@ mod gateway_paths;
 mod global_order;
 mod keys;
 mod lifecycle;
+mod material_commits;
 mod plans;
 mod projections;
 mod recovery;

@@ -184,7 +184,10 @@ async fn rotated_and_removed_versions_are_shredded(backend: Backend) {
         app.state.keyrings.load(&org).await.expect("state").keys[&ProviderId::Anthropic].clone();
     assert_eq!(second.version, 2);
     let material = &app.state.keyrings.deps().material;
-    assert!(material.get(first_material).await.expect("read").is_none(), "version 1 was destroyed");
+    assert!(
+        material.get(first_material.0).await.expect("read").is_none(),
+        "version 1 was destroyed"
+    );
     assert!(
         app.state.keyrings.open(&org, ProviderId::Anthropic, &first).await.is_err(),
         "version 1 cannot be opened"
@@ -193,7 +196,7 @@ async fn rotated_and_removed_versions_are_shredded(backend: Backend) {
 
     app.delete("/v1/orgs/acme/keys/anthropic", &owner).await;
     assert!(
-        material.get(second.material_id.expect("sealed")).await.expect("read").is_none(),
+        material.get(second.material_id.expect("sealed").0).await.expect("read").is_none(),
         "version 2 was destroyed"
     );
     assert_eq!(app.count("select count(*) from key_material").await, 0);

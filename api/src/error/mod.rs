@@ -160,8 +160,7 @@ impl From<KeyringError> for ApiError {
             E::VerificationFailed(_) => C::KeyVerificationFailed,
             E::ProviderUnreachable => C::ProviderUnreachable,
             E::StaleVerification => C::Conflict,
-            E::Service(_) => return Self::internal(&error),
-            E::ServiceUnavailable(_) => return Self::store_unavailable(),
+            E::Unprepared => return Self::internal(&error),
         };
         Self::new(code, error.to_string())
     }
@@ -175,6 +174,7 @@ impl From<CommandError> for ApiError {
                 Self::new(ErrorCode::Conflict, "the organization was changed concurrently; retry")
             }
             CommandError::Storage(failure) => Self::storage(&failure),
+            CommandError::Crypto(failure) => Self::internal(&failure),
         }
     }
 }

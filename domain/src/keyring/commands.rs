@@ -32,6 +32,18 @@ pub enum KeyringCommand {
     },
 }
 
+impl KeyringCommand {
+    /// The key the command brings, if any: what its preparation's check and seal are about.
+    #[must_use]
+    pub fn key(&self) -> Option<&ApiKey> {
+        match self {
+            Self::StoreKey(store) => store.key.as_ref(),
+            Self::RotateKey(rotate) => Some(&rotate.key),
+            _ => None,
+        }
+    }
+}
+
 /// Store a key for a provider that has none.
 #[derive(Debug)]
 pub struct StoreKey {

@@ -1,4 +1,5 @@
-//! The Keyring's rules: given its state, a command and its services, which events follow.
+//! The Keyring's rules: given its state, a command and what the world did for it, which
+//! events follow.
 
 use super::commands::{KeyringCommand, RotateKey, StoreKey, UpdateKeyDetails};
 use super::entitlement::reconcile;
@@ -7,9 +8,8 @@ use super::events::{
     ByokAccessChanged, KeyDetailsChanged, KeyRemoved, KeyRotated, KeyStored,
     KeyVerificationRecorded, KeyringEvent, PlanChanged, ProviderOrderSet, RemovalReason,
 };
-use super::services::{KeyringServices, MaterialBinding};
+use super::preparation::{KeyringContext, MaterialBinding, Preparation, Prepared, ProviderCheck};
 use super::state::{KeyState, Keyring};
-use crate::api_key::ApiKey;
 use crate::mask::Mask;
 use crate::plan::PlanId;
 use crate::provider::ProviderId;
@@ -21,30 +21,84 @@ const MAX_DEFAULT_MODEL: usize = 200;
 type Decision = Result<Vec<KeyringEvent>, KeyringError>;
 
 impl Keyring {
-    /// Decides `command` without changing the state.
-    pub(crate) async fn decide(
+    /// Phase one: refuses what the state and the command alone refuse, and says what the world
+    /// must do before [`Keyring::decide`] (check the key with its provider, seal it).
+    ///
+    /// # Errors
+    /// [`KeyringError`] when the command is refused.
+    pub fn prepare(
         &self,
-        command: KeyringCommand,
-        services: &dyn KeyringServices,
-    ) -> Decision {
+        command: &KeyringCommand,
+        context: &dyn KeyringContext,
+    ) -> Result<Preparation, KeyringError> {
         match command {
-            KeyringCommand::StoreKey(store) => self.store_key(store, services).await,
-            KeyringCommand::RotateKey(rotate) => self.rotate_key(rotate, services).await,
-            KeyringCommand::UpdateKeyDetails(update) => self.update_details(update, services),
-            KeyringCommand::RemoveKey { provider } => self.remove_key(provider, services),
-            KeyringCommand::RecordVerification { provider, key_id, version, outcome } => {
-                self.record_verification(provider, (key_id, version), outcome, services)
+            KeyringCommand::StoreKey(store) => {
+                self.check_store(store, context)?;
+                Ok(Preparation {
+                    check: store.verify.then(|| ProviderCheck {
+                        provider: store.provider,
+                        endpoint: store.endpoint.clone(),
+                    }),
+                    seal: store.key.as_ref().map(|_| MaterialBinding {
+                        provider: store.provider,
+                        key_id: self.keys_issued + 1,
+                        version: 1,
+                    }),
+                })
             }
-            KeyringCommand::SetProviderOrder { providers } => {
-                self.set_provider_order(providers, services)
+            KeyringCommand::RotateKey(rotate) => {
+                let current = self.check_rotation(rotate, context)?;
+                Ok(Preparation {
+                    check: rotate.verify.then(|| ProviderCheck {
+                        provider: rotate.provider,
+                        endpoint: current.endpoint.clone(),
+                    }),
+                    seal: Some(MaterialBinding {
+                        provider: rotate.provider,
+                        key_id: current.key_id,
+                        version: current.version + 1,
+                    }),
+                })
             }
-            KeyringCommand::ChangePlan { plan } => self.change_plan(plan, services),
-            KeyringCommand::SetByokAccess { enabled } => self.set_byok_access(enabled, services),
+            _ => Ok(Preparation::default()),
         }
     }
 
-    async fn store_key(&self, cmd: StoreKey, services: &dyn KeyringServices) -> Decision {
-        let rules = services.plans().rules(&self.plan).filter(|r| r.byok && self.byok_access);
+    /// Phase two: decides `command` with what the world did for its preparation, without
+    /// changing the state. Everything phase one refused is refused again: the state may have
+    /// moved on in between.
+    ///
+    /// # Errors
+    /// [`KeyringError`] when the command is refused.
+    pub fn decide(
+        &self,
+        command: KeyringCommand,
+        prepared: Prepared,
+        context: &dyn KeyringContext,
+    ) -> Decision {
+        match command {
+            KeyringCommand::StoreKey(store) => self.store_key(store, prepared, context),
+            KeyringCommand::RotateKey(rotate) => self.rotate_key(rotate, prepared, context),
+            KeyringCommand::UpdateKeyDetails(update) => self.update_details(update, context),
+            KeyringCommand::RemoveKey { provider } => self.remove_key(provider, context),
+            KeyringCommand::RecordVerification { provider, key_id, version, outcome } => {
+                self.record_verification(provider, (key_id, version), outcome, context)
+            }
+            KeyringCommand::SetProviderOrder { providers } => {
+                self.set_provider_order(providers, context)
+            }
+            KeyringCommand::ChangePlan { plan } => self.change_plan(plan, context),
+            KeyringCommand::SetByokAccess { enabled } => self.set_byok_access(enabled, context),
+        }
+    }
+
+    /// The refusals of a store; whether it replaces the active keys (a one-provider plan).
+    fn check_store(
+        &self,
+        cmd: &StoreKey,
+        context: &dyn KeyringContext,
+    ) -> Result<bool, KeyringError> {
+        let rules = context.plans().rules(&self.plan).filter(|r| r.byok && self.byok_access);
         let rules = rules.ok_or(KeyringError::ByokNotAllowed)?;
         if self.keys.contains_key(&cmd.provider) {
             return Err(KeyringError::KeyExists(cmd.provider));
@@ -61,14 +115,30 @@ impl Keyring {
         check_endpoint(cmd.provider, cmd.endpoint.as_deref())?;
         check_detail("description", cmd.description.as_deref(), MAX_DESCRIPTION)?;
         check_detail("default_model", cmd.default_model.as_deref(), MAX_DEFAULT_MODEL)?;
+        if rules.allows_providers(self.active_count() + 1) {
+            return Ok(false);
+        }
+        let max = rules.max_providers.unwrap_or(0);
+        if cmd.replace && max == 1 {
+            Ok(true)
+        } else {
+            Err(KeyringError::ProviderLimitReached { max })
+        }
+    }
 
-        let now = services.now();
+    fn store_key(
+        &self,
+        cmd: StoreKey,
+        prepared: Prepared,
+        context: &dyn KeyringContext,
+    ) -> Decision {
+        let replaces = self.check_store(&cmd, context)?;
+        if cmd.verify {
+            judge(prepared.check)?;
+        }
+        let now = context.now();
         let mut events = Vec::new();
-        if !rules.allows_providers(self.active_count() + 1) {
-            let max = rules.max_providers.unwrap_or(0);
-            if !(cmd.replace && max == 1) {
-                return Err(KeyringError::ProviderLimitReached { max });
-            }
+        if replaces {
             events.extend(
                 self.keys
                     .iter()
@@ -76,17 +146,11 @@ impl Keyring {
                     .map(|(provider, key)| removal(*provider, key, RemovalReason::Replaced, now)),
             );
         }
-        if cmd.verify {
-            check_with_provider(services, cmd.provider, cmd.endpoint.as_deref(), cmd.key.as_ref())
-                .await?;
-        }
-
         let key_id = self.keys_issued + 1;
-        let binding = MaterialBinding { provider: cmd.provider, key_id, version: 1 };
         let (material_id, fingerprint, mask) = match &cmd.key {
             Some(key) => (
-                Some(services.seal(binding, key).await.map_err(service_error)?),
-                Some(services.fingerprint(key)),
+                Some(prepared.sealed.ok_or(KeyringError::Unprepared)?),
+                Some(context.fingerprint(key)),
                 key.mask(),
             ),
             None => (None, None, Mask::keyless()),
@@ -110,36 +174,44 @@ impl Keyring {
         Ok(events)
     }
 
-    async fn rotate_key(&self, cmd: RotateKey, services: &dyn KeyringServices) -> Decision {
+    /// The refusals of a rotation; the key it rotates.
+    fn check_rotation(
+        &self,
+        cmd: &RotateKey,
+        context: &dyn KeyringContext,
+    ) -> Result<&KeyState, KeyringError> {
         let current =
             self.active_key(cmd.provider).ok_or(KeyringError::KeyNotFound(cmd.provider))?;
         if cmd.key.provider() != cmd.provider {
             return Err(KeyringError::KeyOfAnotherProvider(cmd.provider));
         }
-        if current.fingerprint.as_ref().is_some_and(|fp| services.is_same_key(&cmd.key, fp)) {
+        if current.fingerprint.as_ref().is_some_and(|fp| context.is_same_key(&cmd.key, fp)) {
             return Err(KeyringError::SameKey);
         }
+        Ok(current)
+    }
+
+    fn rotate_key(
+        &self,
+        cmd: RotateKey,
+        prepared: Prepared,
+        context: &dyn KeyringContext,
+    ) -> Decision {
+        let current = self.check_rotation(&cmd, context)?;
         if cmd.verify {
-            check_with_provider(
-                services,
-                cmd.provider,
-                current.endpoint.as_deref(),
-                Some(&cmd.key),
-            )
-            .await?;
+            judge(prepared.check)?;
         }
+        let material_id = prepared.sealed.ok_or(KeyringError::Unprepared)?;
         let version = current.version + 1;
-        let binding = MaterialBinding { provider: cmd.provider, key_id: current.key_id, version };
-        let material_id = services.seal(binding, &cmd.key).await.map_err(service_error)?;
         let mask = cmd.key.mask();
-        let now = services.now();
+        let now = context.now();
         let mut events = vec![KeyringEvent::KeyRotated(KeyRotated {
             provider: cmd.provider,
             key_id: current.key_id,
             version,
             material_id,
             previous_material_id: current.material_id,
-            fingerprint: services.fingerprint(&cmd.key),
+            fingerprint: context.fingerprint(&cmd.key),
             masked: mask.masked,
             hint: mask.hint,
             at: now,
@@ -156,7 +228,7 @@ impl Keyring {
         Ok(events)
     }
 
-    fn update_details(&self, cmd: UpdateKeyDetails, services: &dyn KeyringServices) -> Decision {
+    fn update_details(&self, cmd: UpdateKeyDetails, context: &dyn KeyringContext) -> Decision {
         let key = self.keys.get(&cmd.provider).ok_or(KeyringError::KeyNotFound(cmd.provider))?;
         let description = cmd.description.unwrap_or_else(|| key.description.clone());
         let default_model = cmd.default_model.unwrap_or_else(|| key.default_model.clone());
@@ -170,13 +242,13 @@ impl Keyring {
             key_id: key.key_id,
             description,
             default_model,
-            at: services.now(),
+            at: context.now(),
         })])
     }
 
-    fn remove_key(&self, provider: ProviderId, services: &dyn KeyringServices) -> Decision {
+    fn remove_key(&self, provider: ProviderId, context: &dyn KeyringContext) -> Decision {
         let key = self.keys.get(&provider).ok_or(KeyringError::KeyNotFound(provider))?;
-        Ok(vec![removal(provider, key, RemovalReason::Removed, services.now())])
+        Ok(vec![removal(provider, key, RemovalReason::Removed, context.now())])
     }
 
     fn record_verification(
@@ -184,22 +256,22 @@ impl Keyring {
         provider: ProviderId,
         (key_id, version): (u32, u32),
         outcome: VerificationOutcome,
-        services: &dyn KeyringServices,
+        context: &dyn KeyringContext,
     ) -> Decision {
         let key = self.keys.get(&provider).ok_or(KeyringError::KeyNotFound(provider))?;
         // A new key starts at version 1 again, so the key id must match too.
         if (key.key_id, key.version) != (key_id, version) {
             return Err(KeyringError::StaleVerification);
         }
-        Ok(vec![verified(provider, key_id, version, outcome, services.now())])
+        Ok(vec![verified(provider, key_id, version, outcome, context.now())])
     }
 
     fn set_provider_order(
         &self,
         providers: Vec<ProviderId>,
-        services: &dyn KeyringServices,
+        context: &dyn KeyringContext,
     ) -> Decision {
-        let allowed = services.plans().rules(&self.plan).is_some_and(|r| r.provider_order);
+        let allowed = context.plans().rules(&self.plan).is_some_and(|r| r.provider_order);
         if !allowed {
             return Err(KeyringError::ProviderOrderNotAllowed);
         }
@@ -211,16 +283,16 @@ impl Keyring {
         if providers == self.provider_order {
             return Ok(Vec::new());
         }
-        Ok(vec![KeyringEvent::ProviderOrderSet(ProviderOrderSet { providers, at: services.now() })])
+        Ok(vec![KeyringEvent::ProviderOrderSet(ProviderOrderSet { providers, at: context.now() })])
     }
 
-    fn change_plan(&self, plan: PlanId, services: &dyn KeyringServices) -> Decision {
+    fn change_plan(&self, plan: PlanId, context: &dyn KeyringContext) -> Decision {
         let rules =
-            services.plans().rules(&plan).ok_or_else(|| KeyringError::UnknownPlan(plan.clone()))?;
+            context.plans().rules(&plan).ok_or_else(|| KeyringError::UnknownPlan(plan.clone()))?;
         if plan == self.plan {
             return Ok(Vec::new());
         }
-        let now = services.now();
+        let now = context.now();
         let mut events = vec![KeyringEvent::PlanChanged(PlanChanged {
             from: self.plan.clone(),
             to: plan,
@@ -230,25 +302,21 @@ impl Keyring {
         Ok(events)
     }
 
-    fn set_byok_access(&self, enabled: bool, services: &dyn KeyringServices) -> Decision {
+    fn set_byok_access(&self, enabled: bool, context: &dyn KeyringContext) -> Decision {
         if enabled == self.byok_access {
             return Ok(Vec::new());
         }
-        let now = services.now();
+        let now = context.now();
         let mut events =
             vec![KeyringEvent::ByokAccessChanged(ByokAccessChanged { enabled, at: now })];
-        events.extend(reconcile(self, services.plans().rules(&self.plan), enabled, now));
+        events.extend(reconcile(self, context.plans().rules(&self.plan), enabled, now));
         Ok(events)
     }
 }
 
-async fn check_with_provider(
-    services: &dyn KeyringServices,
-    provider: ProviderId,
-    endpoint: Option<&str>,
-    key: Option<&ApiKey>,
-) -> Result<(), KeyringError> {
-    match services.verify(provider, endpoint, key).await {
+/// A provider check's answer as the command takes it: only an accepted key goes on.
+fn judge(check: Option<VerificationOutcome>) -> Result<(), KeyringError> {
+    match check.ok_or(KeyringError::Unprepared)? {
         VerificationOutcome::Valid => Ok(()),
         refused if refused.is_refusal() => Err(KeyringError::VerificationFailed(refused)),
         // Not answered, rate limited or broken: the key was not judged either way.
@@ -303,13 +371,5 @@ fn verified(
         KeyringEvent::KeyVerified(recorded)
     } else {
         KeyringEvent::KeyVerificationFailed(recorded)
-    }
-}
-
-fn service_error(error: super::services::ServiceError) -> KeyringError {
-    use super::services::ServiceError as E;
-    match error {
-        E::Failed(failure) => KeyringError::Service(failure),
-        E::Unavailable(failure) => KeyringError::ServiceUnavailable(failure),
     }
 }

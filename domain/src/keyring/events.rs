@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 
-use super::services::{Fingerprint, MaterialId};
+use super::preparation::{Fingerprint, MaterialId};
 use crate::plan::PlanId;
 use crate::provider::ProviderId;
 use crate::verification::VerificationOutcome;

@@ -7,7 +7,7 @@ mod decide;
 mod entitlement;
 mod errors;
 mod events;
-mod services;
+pub mod preparation;
 mod state;
 
 #[cfg(test)]
@@ -20,5 +20,8 @@ pub use events::{
     KeySuspended, KeyVerificationRecorded, KeyringEvent, PlanChanged, ProviderOrderSet,
     RemovalReason, SuspensionReason,
 };
-pub use services::{Fingerprint, KeyringServices, MaterialBinding, MaterialId, ServiceError};
+pub use preparation::{
+    Fingerprint, KeyringContext, MaterialBinding, MaterialId, Preparation, Prepared,
+    PreparedCommand, ProviderCheck,
+};
 pub use state::{KeyState, KeyStatus, Keyring};

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::events::KeyringEvent;
-use super::services::{Fingerprint, MaterialId};
+use super::preparation::{Fingerprint, MaterialId};
 use crate::mask::Mask;
 use crate::plan::PlanId;
 use crate::provider::ProviderId;
@@ -42,6 +42,17 @@ pub enum KeyStatus {
     Active,
     /// Kept sealed, not used, because the plan or BYOK access no longer allows it.
     Suspended,
+}
+
+impl KeyStatus {
+    /// The contract's name of the status.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Suspended => "suspended",
+        }
+    }
 }
 
 /// The current version of one provider's key.

@@ -1,7 +1,5 @@
 //! Sealing and opening one key version.
 
-use std::fmt;
-
 use aes_gcm::aead::{Aead, Payload};
 use aes_gcm::{Aes256Gcm, KeyInit, Nonce};
 use hkdf::Hkdf;
@@ -29,22 +27,7 @@ pub struct Binding<'a> {
     pub version: u32,
 }
 
-/// A sealed key version as it is kept: the data key wrapped under the organization's key, and
-/// the API key under the data key.
-#[derive(Clone, PartialEq, Eq)]
-pub struct SealedKey {
-    pub master_key_id: String,
-    pub dek_nonce: Vec<u8>,
-    pub wrapped_dek: Vec<u8>,
-    pub key_nonce: Vec<u8>,
-    pub ciphertext: Vec<u8>,
-}
-
-impl fmt::Debug for SealedKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SealedKey(master {}, {} bytes)", self.master_key_id, self.ciphertext.len())
-    }
-}
+pub use keyledger_store::material::SealedKey;
 
 /// Why material cannot be sealed or opened. Never contains key material.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

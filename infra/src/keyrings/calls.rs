@@ -103,7 +103,7 @@ impl Keyrings {
     async fn fetch_sealed(&self, id: MaterialId) -> Result<SealedKey, CommandError> {
         self.deps()
             .material
-            .get(id)
+            .get(id.0)
             .await
             .map_err(|e| CommandError::Storage(StorageFailure::of(&e)))?
             .ok_or(CommandError::Conflict)
@@ -118,9 +118,6 @@ impl Keyrings {
         sealed: &SealedKey,
     ) -> Result<ApiKey, CommandError> {
         let binding = Binding { org, provider, key_id: key.key_id, version: key.version };
-        self.deps()
-            .envelope
-            .open(binding, sealed)
-            .map_err(|e| CommandError::Storage(StorageFailure::other(e.to_string())))
+        self.deps().envelope.open(binding, sealed).map_err(CommandError::Crypto)
     }
 }

@@ -1,26 +1,29 @@
-//! Running commands against organizations' Keyrings: load (snapshot + tail), decide, commit,
-//! then shred the material the committed events made obsolete.
+//! Running commands against organizations' Keyrings: load (snapshot + tail), prepare, check and
+//! seal, decide, and commit the events with the material they keep and destroy.
 //!
 //! This is cqrs-es's `CqrsFramework::execute` with what keyledger needs and it lacks: the
-//! committed events and new state come back to the caller, every command gets services scoped
-//! to its organization, and sealed material never outlives a command that did not commit.
+//! world's work between the two pure phases of the rules, the committed events and new state
+//! back to the caller, and key material written and destroyed in the events' transaction.
 
 use std::sync::{Arc, Mutex, OnceLock};
 
 use chrono::{DateTime, Utc};
-use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventEnvelope, EventStore};
+use cqrs_es::{Aggregate, AggregateError, EventEnvelope, EventStore};
 
 use super::cache::CallCache;
 use super::watch::{outlast_leases, Watch};
+use uuid::Uuid;
+
 use crate::actor::Actor;
-use crate::services::{OrgServices, ServiceDeps};
-use keyledger_domain::keyring::MaterialId;
+use crate::crypto::{Binding, CryptoError};
+use crate::services::{OrgContext, ServiceDeps};
+use keyledger_domain::keyring::{MaterialId, Preparation, Prepared};
 use keyledger_domain::{
-    Keyring, KeyringCommand, KeyringError, KeyringServices, OrgId, ProviderId, Verification,
+    Keyring, KeyringCommand, KeyringContext, KeyringError, OrgId, ProviderId, Verification,
     VerificationOutcome,
 };
 use keyledger_store::event_store::{storage_failure, EventRepository, Heads, SnapshottingStore};
+use keyledger_store::material::{MaterialChanges, MaterialRow};
 use keyledger_store::{Database, StorageFailure};
 
 /// A command that was committed: the events it produced and the state after them.
@@ -39,6 +42,10 @@ pub enum CommandError {
     Conflict,
     #[error("event store: {0}")]
     Storage(StorageFailure),
+    /// Key material could not be sealed or opened (a master key left the ring, or it was
+    /// altered).
+    #[error(transparent)]
+    Crypto(CryptoError),
 }
 
 impl CommandError {
@@ -137,7 +144,11 @@ impl Keyrings {
         Ok(keyring)
     }
 
-    /// Decides and commits `command` on `org`'s Keyring.
+    /// Decides and commits `command` on `org`'s Keyring, in the two pure phases of the rules
+    /// with the world's work between them: prepare (refusals, what is needed), check the key
+    /// with its provider and seal it (in memory), decide, then commit the events with the
+    /// material they keep and destroy, in one transaction. A command that does not commit
+    /// leaves nothing behind.
     ///
     /// # Errors
     /// [`CommandError::Rejected`] when the rules refuse it, [`CommandError::Conflict`] when
@@ -150,40 +161,80 @@ impl Keyrings {
         actor: &Actor,
     ) -> Result<Committed, CommandError> {
         let mut context = self.store.load_aggregate(org.as_str()).await?;
-        let org_services = Arc::new(OrgServices::new(org.clone(), Arc::clone(&self.deps)));
-        let services: Arc<dyn KeyringServices> = org_services.clone();
-        let sink = EventSink::default();
-        let decided = context.aggregate().handle(command, &services, &sink).await;
-        let outcome = match decided {
-            Ok(()) => {
-                let state = context.aggregate.clone();
-                let events = sink.collect().await;
-                self.store
-                    .commit(events, context, actor.metadata(org_services.now()))
-                    .await
-                    .map(|events| Committed { state, events })
-                    .map_err(CommandError::from)
-            }
-            Err(rejection) => Err(CommandError::Rejected(rejection)),
+        let rules = OrgContext::new(org.clone(), Arc::clone(&self.deps));
+        let preparation =
+            context.aggregate.prepare(&command, &rules).map_err(CommandError::Rejected)?;
+        let (prepared, kept) = self.carry_out(org, &command, &preparation).await?;
+        let events =
+            context.aggregate.decide(command, prepared, &rules).map_err(CommandError::Rejected)?;
+        let material = MaterialChanges {
+            kept,
+            destroyed: events.iter().filter_map(|e| e.released_material()).map(|id| id.0).collect(),
         };
-        let committed_at = tokio::time::Instant::now();
-        match &outcome {
-            Ok(committed) => {
-                let released: Vec<_> =
-                    committed.events.iter().filter_map(|e| e.payload.released_material()).collect();
-                self.shred(&released).await;
-                // Not done until no replica can still call with what this replaced.
-                let changes_calls =
-                    committed.events.iter().any(|e| e.payload.changes_what_calls_use());
-                match (!changes_calls, self.watch.get(), &self.db) {
-                    (true, _, _) | (_, None, Database::Sqlite(_)) => {}
-                    (false, Some(watch), _) => watch.barrier(committed_at).await,
-                    (false, None, Database::Postgres(_)) => outlast_leases(committed_at).await,
-                }
-            }
-            Err(_) => self.shred(&org_services.sealed()).await,
+        for event in &events {
+            context.aggregate.apply(event.clone());
         }
-        outcome
+        let metadata = actor.metadata(rules.now());
+        let events = self
+            .store
+            .commit_with_material(&self.db, events, &context, &metadata, &material)
+            .await?;
+        let committed_at = tokio::time::Instant::now();
+        if !material.destroyed.is_empty() {
+            let released: Vec<MaterialId> =
+                material.destroyed.iter().copied().map(MaterialId).collect();
+            self.cache().forget_sealed(&released);
+            self.deps.material.destroyed();
+        }
+        // Not done until no replica can still call with what this replaced.
+        if events.iter().any(|e| e.payload.changes_what_calls_use()) {
+            match (self.watch.get(), &self.db) {
+                (Some(watch), _) => watch.barrier(committed_at).await,
+                (None, Database::Postgres(_)) => outlast_leases(committed_at).await,
+                (None, Database::Sqlite(_)) => {}
+            }
+        }
+        Ok(Committed { state: context.aggregate, events })
+    }
+
+    /// Does what `preparation` asks for `command`: asks the provider about its key, seals it.
+    /// Sealing is only encryption here; the sealed key is written with the events or never.
+    async fn carry_out(
+        &self,
+        org: &OrgId,
+        command: &KeyringCommand,
+        preparation: &Preparation,
+    ) -> Result<(Prepared, Vec<MaterialRow>), CommandError> {
+        let mut prepared = Prepared::default();
+        if let Some(check) = &preparation.check {
+            let outcome = self.deps.providers.verify(
+                check.provider,
+                check.endpoint.as_deref(),
+                command.key(),
+            );
+            prepared.check = Some(outcome.await);
+        }
+        let mut kept = Vec::new();
+        if let (Some(binding), Some(key)) = (preparation.seal, command.key()) {
+            let bound = Binding {
+                org,
+                provider: binding.provider,
+                key_id: binding.key_id,
+                version: binding.version,
+            };
+            let sealed = self.deps.envelope.seal(bound, key).map_err(CommandError::Crypto)?;
+            let id = Uuid::new_v4();
+            prepared.sealed = Some(MaterialId(id));
+            kept.push(MaterialRow {
+                id,
+                org: org.as_str().to_owned(),
+                provider: binding.provider.as_str(),
+                key_id: binding.key_id,
+                version: binding.version,
+                sealed,
+            });
+        }
+        Ok((prepared, kept))
     }
 
     /// Checks the stored key of `provider` with its provider and records the outcome.
@@ -242,16 +293,5 @@ impl Keyrings {
 
     pub(super) fn cache(&self) -> std::sync::MutexGuard<'_, CallCache> {
         self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    async fn shred(&self, ids: &[MaterialId]) {
-        if ids.is_empty() {
-            return;
-        }
-        self.cache().forget_sealed(ids);
-        if let Err(error) = self.deps.material.destroy(ids).await {
-            // The event is committed either way; what is left is swept at the next start.
-            tracing::error!(%error, count = ids.len(), "could not destroy obsolete key material");
-        }
     }
 }

@@ -14,6 +14,7 @@ use sqlx::{Connection as _, PgConnection};
 use tokio::time::Instant;
 
 use crate::database::Database;
+use crate::sql::{Arg, Tx};
 
 /// A snapshot to write with a batch: the aggregate's state after its last event in the batch.
 #[derive(Debug, Clone)]
@@ -197,6 +198,55 @@ async fn append_sqlite(
             bind_snapshot(sqlx::query(&upsert), snapshot).execute(&mut *tx).await?;
         }
         tx.commit().await?;
+    }
+    Ok(())
+}
+
+/// Appends one command's events, and its snapshot, inside `tx`: the few events of a command
+/// do not need the batch statements above.
+pub(super) async fn append_in(
+    tx: &mut Tx,
+    events: &[SerializedEvent],
+    snapshot: Option<&SnapshotUpdate>,
+) -> Result<(), sqlx::Error> {
+    // PostgreSQL keeps payloads as json and takes them as text only with a cast; SQLite keeps
+    // the text.
+    let (insert, upsert) = if tx.is_postgres() {
+        (
+            "insert into events \
+             (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+             values ($1, $2, $3, $4, $5, $6::json, $7::json)",
+            upsert_snapshot("$5::json"),
+        )
+    } else {
+        (
+            "insert into events \
+             (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+             values ($1, $2, $3, $4, $5, $6, $7)",
+            upsert_snapshot("$5"),
+        )
+    };
+    for event in events {
+        let row = [
+            Arg::Text(event.aggregate_type.clone()),
+            Arg::Text(event.aggregate_id.clone()),
+            Arg::Int(sequence(event.sequence)),
+            Arg::Text(event.event_type.clone()),
+            Arg::Text(event.event_version.clone()),
+            Arg::Text(event.payload.to_string()),
+            Arg::Text(event.metadata.to_string()),
+        ];
+        tx.execute(insert, &row).await?;
+    }
+    if let Some(snapshot) = snapshot {
+        let row = [
+            Arg::Text(snapshot.aggregate_type.clone()),
+            Arg::Text(snapshot.aggregate_id.clone()),
+            Arg::Int(sequence(snapshot.last_sequence)),
+            Arg::Int(sequence(snapshot.current_snapshot)),
+            Arg::Text(snapshot.payload.to_string()),
+        ];
+        tx.execute(&upsert, &row).await?;
     }
     Ok(())
 }

@@ -13,6 +13,10 @@ use cqrs_es::persist::{
 };
 use cqrs_es::{Aggregate, AggregateError, DomainEvent, EventEnvelope, EventStore};
 
+use super::append::{append_in, AppendError, SnapshotUpdate};
+use crate::database::Database;
+use crate::material::MaterialChanges;
+
 /// How many events may follow a snapshot before the next one is taken.
 pub const SNAPSHOT_EVERY: usize = 50;
 
@@ -128,6 +132,70 @@ where
         context: Self::AC,
         metadata: HashMap<String, String>,
     ) -> Result<Vec<EventEnvelope<A>>, AggregateError<A::Error>> {
+        let staged = self.stage(events, &context, &metadata)?;
+        if !staged.envelopes.is_empty() {
+            let snapshot = staged.snapshot.map(|s| (s.aggregate_id, s.payload, s.current_snapshot));
+            self.repo.persist::<A>(&staged.serialized, snapshot).await?;
+        }
+        Ok(staged.envelopes)
+    }
+}
+
+/// A commit ready to be written: its events as cqrs-es hands them on and as the table keeps
+/// them, and the snapshot it writes, if any.
+struct Staged<A: Aggregate> {
+    envelopes: Vec<EventEnvelope<A>>,
+    serialized: Vec<SerializedEvent>,
+    snapshot: Option<SnapshotUpdate>,
+}
+
+impl<R, A> SnapshottingStore<R, A>
+where
+    R: PersistedEventRepository,
+    A: Aggregate,
+{
+    /// Commits `events` after `context` with the key material that comes and goes with them,
+    /// all in one transaction of `db`: a command that does not commit leaves no material
+    /// behind, and material its events release is gone when they are there.
+    /// `context.aggregate` must be the state after `events`.
+    ///
+    /// # Errors
+    /// [`AggregateError::AggregateConflict`] when another command took these sequences first
+    /// (nothing is written); the database's error otherwise.
+    pub async fn commit_with_material(
+        &self,
+        db: &Database,
+        events: Vec<A::Event>,
+        context: &EventStoreAggregateContext<A>,
+        metadata: &HashMap<String, String>,
+        material: &MaterialChanges,
+    ) -> Result<Vec<EventEnvelope<A>>, AggregateError<A::Error>> {
+        let staged = self.stage(events, context, metadata)?;
+        if staged.envelopes.is_empty() && material.kept.is_empty() && material.destroyed.is_empty()
+        {
+            return Ok(staged.envelopes);
+        }
+        let written = async {
+            let mut tx = db.begin().await?;
+            append_in(&mut tx, &staged.serialized, staged.snapshot.as_ref()).await?;
+            material.write(&mut tx).await?;
+            tx.commit().await
+        };
+        match written.await.map_err(AppendError::from) {
+            Ok(()) => Ok(staged.envelopes),
+            Err(AppendError::Conflict) => Err(AggregateError::AggregateConflict),
+            Err(AppendError::Storage(error)) => {
+                Err(AggregateError::DatabaseConnectionError(Box::new(error)))
+            }
+        }
+    }
+
+    fn stage(
+        &self,
+        events: Vec<A::Event>,
+        context: &EventStoreAggregateContext<A>,
+        metadata: &HashMap<String, String>,
+    ) -> Result<Staged<A>, AggregateError<A::Error>> {
         let first_sequence = context.current_sequence + 1;
         let last_sequence = context.current_sequence + events.len();
         let envelopes: Vec<EventEnvelope<A>> = events
@@ -140,23 +208,29 @@ where
                 metadata: metadata.clone(),
             })
             .collect();
-        if envelopes.is_empty() {
-            return Ok(envelopes);
-        }
         let serialized = envelopes.iter().map(serialize).collect::<Result<Vec<_>, _>>()?;
-        let next =
-            self.next_snapshot(context.current_sequence, last_sequence, context.current_snapshot);
+        let next = (!envelopes.is_empty())
+            .then(|| {
+                self.next_snapshot(
+                    context.current_sequence,
+                    last_sequence,
+                    context.current_snapshot,
+                )
+            })
+            .flatten();
         let snapshot = match next {
-            Some(next) => {
-                // The event sink has already applied these events to `context.aggregate`.
-                let payload = serde_json::to_value(&context.aggregate)
-                    .map_err(|e| AggregateError::UnexpectedError(Box::new(e)))?;
-                Some((context.aggregate_id.clone(), payload, next))
-            }
+            Some(next) => Some(SnapshotUpdate {
+                aggregate_type: A::TYPE.to_owned(),
+                aggregate_id: context.aggregate_id.clone(),
+                last_sequence,
+                current_snapshot: next,
+                // The aggregate after the events: the event sink applied them, or the caller.
+                payload: serde_json::to_value(&context.aggregate)
+                    .map_err(|e| AggregateError::UnexpectedError(Box::new(e)))?,
+            }),
             None => None,
         };
-        self.repo.persist::<A>(&serialized, snapshot).await?;
-        Ok(envelopes)
+        Ok(Staged { envelopes, serialized, snapshot })
     }
 }
 

@@ -1,6 +1,7 @@
 //! Given/when/then: applied events.
 
 use super::*;
+use cqrs_es::Aggregate;
 
 fn after(events: Vec<KeyringEvent>) -> Keyring {
     let mut keyring = Keyring::default();

@@ -1,13 +1,11 @@
 //! Given/when/then tests of the Keyring aggregate: every command's success and each of its
-//! refusals, against a fake world with a fixed clock and deterministic sealing.
+//! refusals. A command runs through both pure phases with a fake world between them, as
+//! `infra` runs it with the real one: a fixed clock, a provider that answers as told, and
+//! deterministic material ids.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use cqrs_es::test::{AggregateTestExecutor, TestFramework};
-use cqrs_es::Aggregate;
 use secrecy::SecretString;
 use uuid::Uuid;
 
@@ -24,11 +22,9 @@ const NOW: DateTime<Utc> = DateTime::from_timestamp(1_767_225_600, 0).expect("a 
 struct FakeWorld {
     plans: PlanCatalogue,
     provider_says: VerificationOutcome,
-    sealing_works: bool,
 }
 
-#[async_trait]
-impl KeyringServices for FakeWorld {
+impl KeyringContext for FakeWorld {
     fn plans(&self) -> &PlanCatalogue {
         &self.plans
     }
@@ -44,46 +40,75 @@ impl KeyringServices for FakeWorld {
     fn is_same_key(&self, key: &ApiKey, fingerprint: &Fingerprint) -> bool {
         self.fingerprint(key) == *fingerprint
     }
+}
 
-    async fn verify(
-        &self,
-        _provider: ProviderId,
-        _endpoint: Option<&str>,
-        _key: Option<&ApiKey>,
-    ) -> VerificationOutcome {
-        self.provider_says
-    }
-
-    async fn seal(
-        &self,
-        binding: MaterialBinding,
-        _key: &ApiKey,
-    ) -> Result<MaterialId, ServiceError> {
-        if !self.sealing_works {
-            return Err(ServiceError::Unavailable(
-                "the key-material store is unavailable".to_owned(),
-            ));
+impl FakeWorld {
+    /// What `infra` does for a preparation: asks the provider, seals the key.
+    fn carry_out(&self, preparation: &Preparation) -> Prepared {
+        Prepared {
+            check: preparation.check.as_ref().map(|_| self.provider_says),
+            sealed: preparation.seal.map(|binding| material(binding.key_id, binding.version)),
         }
-        Ok(material(binding.key_id, binding.version))
     }
 }
 
 fn world() -> FakeWorld {
-    FakeWorld { plans: PlanCatalogue::default(), provider_says: Valid, sealing_works: true }
+    FakeWorld { plans: PlanCatalogue::default(), provider_says: Valid }
 }
 
-fn given(events: Vec<KeyringEvent>) -> AggregateTestExecutor<Keyring> {
+/// A Keyring that has seen `events`, in `world`.
+struct Given {
+    world: FakeWorld,
+    state: Keyring,
+}
+
+/// What a command came to.
+struct Then(Result<Vec<KeyringEvent>, KeyringError>);
+
+impl Given {
+    /// Runs `command` through both phases. Whatever phase one refuses, phase two must refuse
+    /// too (the state may move between them), so a refusal is checked in both.
+    fn when(self, command: KeyringCommand) -> Then {
+        let decided = match self.state.prepare(&command, &self.world) {
+            Ok(preparation) => {
+                let prepared = self.world.carry_out(&preparation);
+                self.state.decide(command, prepared, &self.world)
+            }
+            Err(refusal) => {
+                let decided = self.state.decide(command, Prepared::default(), &self.world);
+                assert_eq!(decided, Err(refusal.clone()), "phase two refuses what one did");
+                Err(refusal)
+            }
+        };
+        Then(decided)
+    }
+}
+
+impl Then {
+    #[track_caller]
+    fn then_expect_events(self, expected: Vec<KeyringEvent>) {
+        assert_eq!(self.0, Ok(expected));
+    }
+
+    #[track_caller]
+    fn then_expect_error(self, expected: KeyringError) {
+        assert_eq!(self.0, Err(expected));
+    }
+}
+
+fn given(events: Vec<KeyringEvent>) -> Given {
     given_in(world(), events)
 }
 
-fn given_in(world: FakeWorld, events: Vec<KeyringEvent>) -> AggregateTestExecutor<Keyring> {
-    TestFramework::<Keyring>::with(Arc::new(world)).given(events)
+fn given_in(world: FakeWorld, events: Vec<KeyringEvent>) -> Given {
+    let mut state = Keyring::default();
+    for event in events {
+        state.apply_event(event);
+    }
+    Given { world, state }
 }
 
-fn given_provider_says(
-    outcome: VerificationOutcome,
-    events: Vec<KeyringEvent>,
-) -> AggregateTestExecutor<Keyring> {
+fn given_provider_says(outcome: VerificationOutcome, events: Vec<KeyringEvent>) -> Given {
     given_in(FakeWorld { provider_says: outcome, ..world() }, events)
 }
 

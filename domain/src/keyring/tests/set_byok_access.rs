@@ -14,19 +14,15 @@ fn withdrawn() -> Vec<KeyringEvent> {
     ]
 }
 
-#[tokio::test]
-async fn withdrawing_byok_access_suspends_every_key() {
-    given(with_two_keys("pro"))
-        .when_async(set_byok_access(false))
-        .await
-        .then_expect_events(withdrawn());
+#[test]
+fn withdrawing_byok_access_suspends_every_key() {
+    given(with_two_keys("pro")).when(set_byok_access(false)).then_expect_events(withdrawn());
 }
 
-#[tokio::test]
-async fn granting_byok_access_again_reinstates_the_keys() {
+#[test]
+fn granting_byok_access_again_reinstates_the_keys() {
     given([with_two_keys("pro"), withdrawn()].concat())
-        .when_async(set_byok_access(true))
-        .await
+        .when(set_byok_access(true))
         .then_expect_events(vec![
             byok_access_changed(true),
             reinstated(Anthropic, 1),
@@ -34,8 +30,8 @@ async fn granting_byok_access_again_reinstates_the_keys() {
         ]);
 }
 
-#[tokio::test]
-async fn granting_byok_access_on_private_reinstates_only_one_key() {
+#[test]
+fn granting_byok_access_on_private_reinstates_only_one_key() {
     let downgraded_then_withdrawn = vec![
         plan_changed("pro", "private"),
         suspended(Openai, 2, SuspensionReason::PlanProviderLimit),
@@ -43,13 +39,12 @@ async fn granting_byok_access_on_private_reinstates_only_one_key() {
         suspended(Anthropic, 1, SuspensionReason::ByokAccessWithdrawn),
     ];
     given([with_two_keys("pro"), downgraded_then_withdrawn].concat())
-        .when_async(set_byok_access(true))
-        .await
+        .when(set_byok_access(true))
         .then_expect_events(vec![byok_access_changed(true), reinstated(Anthropic, 1)]);
 }
 
-#[tokio::test]
-async fn granting_byok_access_on_starter_reinstates_nothing() {
+#[test]
+fn granting_byok_access_on_starter_reinstates_nothing() {
     let history = vec![
         plan_changed("pro", "starter"),
         suspended(Anthropic, 1, SuspensionReason::PlanWithoutByok),
@@ -57,12 +52,11 @@ async fn granting_byok_access_on_starter_reinstates_nothing() {
         byok_access_changed(false),
     ];
     given([with_two_keys("pro"), history].concat())
-        .when_async(set_byok_access(true))
-        .await
+        .when(set_byok_access(true))
         .then_expect_events(vec![byok_access_changed(true)]);
 }
 
-#[tokio::test]
-async fn granting_byok_access_that_is_already_granted_records_nothing() {
-    given(with_two_keys("pro")).when_async(set_byok_access(true)).await.then_expect_events(vec![]);
+#[test]
+fn granting_byok_access_that_is_already_granted_records_nothing() {
+    given(with_two_keys("pro")).when(set_byok_access(true)).then_expect_events(vec![]);
 }

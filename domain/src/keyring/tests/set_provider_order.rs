@@ -2,34 +2,30 @@
 
 use super::*;
 
-#[tokio::test]
-async fn pro_may_set_a_provider_order() {
+#[test]
+fn pro_may_set_a_provider_order() {
     given(on_plan("pro"))
-        .when_async(set_order(&[Ollama, Anthropic]))
-        .await
+        .when(set_order(&[Ollama, Anthropic]))
         .then_expect_events(vec![order_set(&[Ollama, Anthropic])]);
 }
 
-#[tokio::test]
-async fn private_may_not_set_a_provider_order() {
+#[test]
+fn private_may_not_set_a_provider_order() {
     given(on_plan("private"))
-        .when_async(set_order(&[Ollama, Anthropic]))
-        .await
+        .when(set_order(&[Ollama, Anthropic]))
         .then_expect_error(KeyringError::ProviderOrderNotAllowed);
 }
 
-#[tokio::test]
-async fn a_provider_named_twice_in_the_order_is_refused() {
+#[test]
+fn a_provider_named_twice_in_the_order_is_refused() {
     given(on_plan("pro"))
-        .when_async(set_order(&[Anthropic, Openai, Anthropic]))
-        .await
+        .when(set_order(&[Anthropic, Openai, Anthropic]))
         .then_expect_error(KeyringError::DuplicateProvider(Anthropic));
 }
 
-#[tokio::test]
-async fn setting_the_same_order_again_records_nothing() {
+#[test]
+fn setting_the_same_order_again_records_nothing() {
     given(on("pro", vec![order_set(&[Openai, Anthropic])]))
-        .when_async(set_order(&[Openai, Anthropic]))
-        .await
+        .when(set_order(&[Openai, Anthropic]))
         .then_expect_events(vec![]);
 }

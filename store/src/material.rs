@@ -1,5 +1,8 @@
 //! The key-material table: sealed key versions, kept outside the event log and destroyed
-//! when a rotation or removal makes them obsolete.
+//! when a rotation or removal makes them obsolete. Material comes and goes in the transaction
+//! of the events that name it (see [`crate::event_store::commit_with_material`]), so no
+//! command leaves material behind that no event names, or an event naming material that is
+//! not there.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -7,9 +10,80 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use crate::crypto::{Binding, SealedKey};
-use keyledger_domain::keyring::MaterialId;
-use keyledger_store::Database;
+use crate::database::Database;
+use crate::sql::{Arg, Tx};
+
+/// A reference to a sealed key version.
+pub type MaterialId = Uuid;
+
+/// A sealed key version as it is kept: the data key wrapped under the organization's key, and
+/// the API key under the data key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SealedKey {
+    pub master_key_id: String,
+    pub dek_nonce: Vec<u8>,
+    pub wrapped_dek: Vec<u8>,
+    pub key_nonce: Vec<u8>,
+    pub ciphertext: Vec<u8>,
+}
+
+impl std::fmt::Debug for SealedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SealedKey(master {}, {} bytes)", self.master_key_id, self.ciphertext.len())
+    }
+}
+
+/// A sealed key version to keep, with what it is bound to.
+#[derive(Debug, Clone)]
+pub struct MaterialRow {
+    pub id: MaterialId,
+    pub org: String,
+    pub provider: &'static str,
+    pub key_id: u32,
+    pub version: u32,
+    pub sealed: SealedKey,
+}
+
+/// The key material that comes and goes with a command's events.
+#[derive(Debug, Default)]
+pub struct MaterialChanges {
+    /// Sealed by the command.
+    pub kept: Vec<MaterialRow>,
+    /// Released by its events: destroyed as they commit (crypto-shredding).
+    pub destroyed: Vec<MaterialId>,
+}
+
+impl MaterialChanges {
+    /// Writes the changes in `tx`.
+    pub(crate) async fn write(&self, tx: &mut Tx) -> Result<(), sqlx::Error> {
+        for row in &self.kept {
+            let sealed = &row.sealed;
+            tx.execute(
+                "insert into key_material (material_id, org_id, provider, key_id, version, \
+                 master_key_id, dek_nonce, wrapped_dek, key_nonce, ciphertext) \
+                 values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                &[
+                    Arg::Uuid(row.id),
+                    Arg::Text(row.org.clone()),
+                    Arg::Text(row.provider.to_owned()),
+                    Arg::Int(i64::from(row.key_id)),
+                    Arg::Int(i64::from(row.version)),
+                    Arg::Text(sealed.master_key_id.clone()),
+                    Arg::Bytes(sealed.dek_nonce.clone()),
+                    Arg::Bytes(sealed.wrapped_dek.clone()),
+                    Arg::Bytes(sealed.key_nonce.clone()),
+                    Arg::Bytes(sealed.ciphertext.clone()),
+                ],
+            )
+            .await?;
+        }
+        for id in &self.destroyed {
+            tx.execute("delete from key_material where material_id = $1", &[Arg::Uuid(*id)])
+                .await?;
+        }
+        Ok(())
+    }
+}
 
 /// Sealed key versions by id.
 #[derive(Debug, Clone)]
@@ -42,45 +116,6 @@ impl MaterialStore {
         Self { db, scrub: Arc::default() }
     }
 
-    /// Keeps `sealed` under a new id.
-    ///
-    /// # Errors
-    /// [`MaterialError`] when the row cannot be written.
-    pub async fn insert(
-        &self,
-        binding: Binding<'_>,
-        sealed: &SealedKey,
-    ) -> Result<MaterialId, MaterialError> {
-        let id = Uuid::new_v4();
-        let sql = "insert into key_material (material_id, org_id, provider, key_id, version, \
-                   master_key_id, dek_nonce, wrapped_dek, key_nonce, ciphertext) \
-                   values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
-        macro_rules! bind_all {
-            ($query:expr, $id:expr) => {
-                $query
-                    .bind($id)
-                    .bind(binding.org.as_str())
-                    .bind(binding.provider.as_str())
-                    .bind(i64::from(binding.key_id))
-                    .bind(i64::from(binding.version))
-                    .bind(&sealed.master_key_id)
-                    .bind(&sealed.dek_nonce)
-                    .bind(&sealed.wrapped_dek)
-                    .bind(&sealed.key_nonce)
-                    .bind(&sealed.ciphertext)
-            };
-        }
-        match &self.db {
-            Database::Postgres(pool) => {
-                bind_all!(sqlx::query(sql), id).execute(pool).await?;
-            }
-            Database::Sqlite(pool) => {
-                bind_all!(sqlx::query(sql), id.to_string()).execute(pool).await?;
-            }
-        }
-        Ok(MaterialId(id))
-    }
-
     /// The sealed material `id`, if it still exists.
     ///
     /// # Errors
@@ -89,9 +124,9 @@ impl MaterialStore {
         let sql = "select master_key_id, dek_nonce, wrapped_dek, key_nonce, ciphertext \
                    from key_material where material_id = $1";
         let row: Option<Row> = match &self.db {
-            Database::Postgres(pool) => sqlx::query_as(sql).bind(id.0).fetch_optional(pool).await?,
+            Database::Postgres(pool) => sqlx::query_as(sql).bind(id).fetch_optional(pool).await?,
             Database::Sqlite(pool) => {
-                sqlx::query_as(sql).bind(id.0.to_string()).fetch_optional(pool).await?
+                sqlx::query_as(sql).bind(id.to_string()).fetch_optional(pool).await?
             }
         };
         Ok(row.map(|(master_key_id, dek_nonce, wrapped_dek, key_nonce, ciphertext)| SealedKey {
@@ -103,27 +138,10 @@ impl MaterialStore {
         }))
     }
 
-    /// Destroys material (crypto-shredding). Destroying what is already gone is not an error.
-    ///
-    /// # Errors
-    /// [`MaterialError`] when the rows cannot be deleted.
-    pub async fn destroy(&self, ids: &[MaterialId]) -> Result<u64, MaterialError> {
-        let mut destroyed = 0;
-        for id in ids {
-            let sql = "delete from key_material where material_id = $1";
-            destroyed += match &self.db {
-                Database::Postgres(pool) => {
-                    sqlx::query(sql).bind(id.0).execute(pool).await?.rows_affected()
-                }
-                Database::Sqlite(pool) => {
-                    sqlx::query(sql).bind(id.0.to_string()).execute(pool).await?.rows_affected()
-                }
-            };
-        }
-        if destroyed > 0 {
-            self.scrub_soon();
-        }
-        Ok(destroyed)
+    /// Scrubs the database's files of material destroyed by a commit (see [`MaterialChanges`]);
+    /// returns at once.
+    pub fn destroyed(&self) {
+        self.scrub_soon();
     }
 
     /// Asks for the files to be scrubbed of destroyed rows; returns at once.
@@ -158,8 +176,10 @@ impl MaterialStore {
         }
     }
 
-    /// Destroys material that committed events already released but that a crash left behind
-    /// (the process died between committing a rotation or removal and shredding).
+    /// Destroys material that committed events released but that is still there: what a
+    /// version before material was destroyed with its events left when it died between the
+    /// two. Nothing today leaves such rows; a database written by an older version may hold
+    /// them.
     ///
     /// # Errors
     /// [`MaterialError`] when the sweep cannot run.
