@@ -82,7 +82,7 @@ pub async fn build_state(mut config: Config) -> Result<AppState, StartError> {
     let views = db.clone();
     let projector = Arc::new(Projector::new(views.clone(), keyledger_projections::views::all()));
     projector.ensure_checkpoints().await.map_err(StartError::Projections)?;
-    let keyrings = Arc::new(Keyrings::new(&db, deps));
+    let keyrings = Arc::new(Keyrings::new(&db, Arc::clone(&deps)));
     // On SQLite nothing else tells the usage cockpit's pipeline of a commit.
     let usage = Arc::new(UsageRecorder::new(&db, config.usage_queue, {
         let projector = Arc::clone(&projector);
@@ -90,6 +90,7 @@ pub async fn build_state(mut config: Config) -> Result<AppState, StartError> {
     }));
     let gateway = Gateway::new(
         Arc::clone(&keyrings),
+        Arc::clone(&deps),
         Arc::clone(&usage),
         GatewaySettings {
             prices: Arc::clone(&prices),

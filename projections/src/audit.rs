@@ -16,8 +16,9 @@ use sha2::{Digest, Sha256};
 
 use crate::log::{EventLog, Fact, LoggedEvent};
 use crate::projection::{Projection, ProjectionError};
+use cqrs_es::Aggregate;
 use keyledger_domain::keyring::{RemovalReason, SuspensionReason};
-use keyledger_domain::KeyringEvent as E;
+use keyledger_domain::{Keyring, KeyringEvent as E};
 use keyledger_store::{Arg, Database, Tx};
 
 /// The hash before an organization's first entry.
@@ -160,7 +161,7 @@ impl Projection for AuditLog {
     }
 
     fn consumes(&self) -> &'static [&'static str] {
-        &["Keyring"]
+        &[<Keyring as Aggregate>::TYPE]
     }
 
     fn tables(&self) -> &'static [&'static str] {

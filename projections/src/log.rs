@@ -14,8 +14,9 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use keyledger_domain::usage::UsageEvent;
-use keyledger_domain::KeyringEvent;
+use cqrs_es::Aggregate;
+use keyledger_domain::usage::{UsageEvent, UsageLedger};
+use keyledger_domain::{Keyring, KeyringEvent};
 use keyledger_store::{Arg, Database, Tx};
 
 /// A point in the global order: everything up to and including it has been read.
@@ -107,10 +108,10 @@ impl Row {
     fn decode(self) -> LoggedEvent {
         let fact = match self.aggregate_type.as_str() {
             _ if self.payload == "null" => Fact::Unknown,
-            "Keyring" => {
+            t if t == <Keyring as Aggregate>::TYPE => {
                 serde_json::from_str(&self.payload).map(Fact::Keyring).unwrap_or(Fact::Unknown)
             }
-            "UsageLedger" => {
+            t if t == <UsageLedger as Aggregate>::TYPE => {
                 serde_json::from_str(&self.payload).map(Fact::Usage).unwrap_or(Fact::Unknown)
             }
             _ => Fact::Unknown,

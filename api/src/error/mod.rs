@@ -210,11 +210,11 @@ impl From<GatewayError> for ApiError {
         };
         let code = match &error {
             E::Routing(RoutingError::NotRoutable { .. }) => C::ModelNotRoutable,
-            E::InvalidRequest(_) | E::Routing(_) => C::InvalidRequest,
+            E::InvalidRequest(_) | E::ModelName(_) | E::Routing(_) => C::InvalidRequest,
             E::UnknownProvider(_) => C::UnknownProvider,
             E::NoKey { .. } => C::NoKeyAvailable,
             E::KeyRejected { .. } => C::ByokKeyRejected,
-            E::Unreachable(_) => C::ProviderUnreachable,
+            E::Unreachable(_) | E::ProviderFailed { .. } => C::ProviderUnreachable,
             E::Timeout { .. } => C::ProviderTimeout,
             E::Overloaded(_) => C::Overloaded,
             E::Keyring(_) | E::Limit(_) | E::Usage(_) => return Self::internal(&error),

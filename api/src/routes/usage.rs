@@ -13,10 +13,8 @@ use crate::extract::{parse_provider, Json, OrgParam};
 use crate::openapi::OrgPath;
 use crate::openapi::ProviderName;
 use crate::state::AppState;
-use keyledger_domain::resolution::{resolve, Resolution};
-use keyledger_domain::usage::{
-    check_reported_at, KeySource, ModelCallRecorded, RecordModelCall, MAX_TOKENS_PER_CALL,
-};
+use keyledger_domain::usage::{check_reported_at, ModelCallRecorded, MAX_TOKENS_PER_CALL};
+use keyledger_infra::gateway::ReportedCall;
 use keyledger_infra::Recorded;
 use keyledger_projections::queries::{self, CallRow, USAGE_DIMENSIONS};
 
@@ -273,28 +271,15 @@ pub(crate) async fn record_usage(
     let now = Utc::now();
     let at = body.at.unwrap_or(now).trunc_subsecs(6);
     check_reported_at(at, now).map_err(|e| ApiError::invalid_request(e.to_string()))?;
-    let keyring = state.keyrings.load(&org).await?;
-    let plans = &state.keyrings.deps().plans;
-    let (key_source, key_version, limits) = match resolve(&keyring, plans, provider, true) {
-        Resolution::Byok(key) => (KeySource::Byok, Some(key.version), None),
-        Resolution::Platform(limits) => (KeySource::Platform, None, Some(limits)),
-        // A call made elsewhere without the organization's key was made with the platform's.
-        Resolution::NoKey => (KeySource::Platform, None, None),
-    };
-    let call = ModelCallRecorded {
-        org: org.to_string(),
-        request_id: body.request_id,
+    let reported = ReportedCall {
         provider,
-        cost_usd: state.prices.cost(provider, &body.model, body.input_tokens, body.output_tokens),
+        request_id: body.request_id,
         model: body.model,
         input_tokens: body.input_tokens,
         output_tokens: body.output_tokens,
-        key_source,
-        key_version,
         at,
-        capped: false,
     };
-    match state.usage.record(&org, RecordModelCall { call, limits }, &caller.actor()).await {
+    match state.gateway.record_reported(&org, reported, &caller.actor()).await {
         Ok(Recorded::New { call, ledger_id, sequence }) => {
             // The caller's next read of its usage shows this call (read-your-writes).
             state.settle_usage(&ledger_id, sequence).await;

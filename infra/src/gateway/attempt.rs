@@ -217,12 +217,15 @@ impl Gateway {
         let Some((key_id, version)) = refused.byok else {
             return VerificationOutcome::ProviderError;
         };
-        let (keyrings, org, actor) =
-            (std::sync::Arc::clone(&self.keyrings), t.org.clone(), t.actor.clone());
+        let (keyrings, deps, org, actor) = (
+            std::sync::Arc::clone(&self.keyrings),
+            std::sync::Arc::clone(&self.deps),
+            t.org.clone(),
+            t.actor.clone(),
+        );
         let (key, endpoint) = (refused.key, refused.endpoint);
         let check = tokio::spawn(async move {
-            let providers = &keyrings.deps().providers;
-            let outcome = providers.verify(provider, endpoint.as_deref(), key.as_ref()).await;
+            let outcome = deps.providers.verify(provider, endpoint.as_deref(), key.as_ref()).await;
             drop(key);
             if outcome.is_refusal() {
                 let command =

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use keyledger_domain::routing::RoutingError;
+use keyledger_domain::routing::{Failure, RoutingError};
 use keyledger_domain::usage::UsageError;
 use keyledger_domain::{ProviderId, VerificationOutcome};
 
@@ -12,9 +12,12 @@ use crate::usage::RecordError;
 /// A model call that ended without a provider's answer to pass back.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
-    /// The request itself is malformed (body, path).
+    /// The request itself is malformed (body, path): what is wrong with it, in the caller's terms.
     #[error("{0}")]
-    InvalidRequest(String),
+    InvalidRequest(&'static str),
+    /// A model name of the request is empty or too long.
+    #[error("model: {0}")]
+    ModelName(#[from] keyledger_domain::routing::ModelRefError),
     /// The request names a provider the registry does not know.
     #[error(transparent)]
     UnknownProvider(#[from] keyledger_domain::UnknownProvider),
@@ -22,8 +25,8 @@ pub enum GatewayError {
     #[error(transparent)]
     Routing(#[from] RoutingError),
     /// Neither the organization's own key nor the platform's can serve this call.
-    #[error("{reason}")]
-    NoKey { provider: ProviderId, reason: String },
+    #[error("the organization has no active {provider} key{}", why.says())]
+    NoKey { provider: ProviderId, why: NoKey },
     /// The platform's key is over the plan's monthly quota or cost cap.
     #[error(transparent)]
     Limit(UsageError),
@@ -33,7 +36,10 @@ pub enum GatewayError {
     KeyRejected { provider: ProviderId, refused: VerificationOutcome, check: VerificationOutcome },
     /// Every provider tried failed: unreachable, failing, throttling, or not serving the model.
     #[error("{0}")]
-    Unreachable(String),
+    Unreachable(Unanswered),
+    /// The one provider a pass-through call goes to failed.
+    #[error("{provider} {}", failure.describe())]
+    ProviderFailed { provider: ProviderId, failure: Failure },
     /// A provider took the call but did not answer within the call's time.
     #[error("{provider} did not answer within {} s", after.as_secs())]
     Timeout { provider: ProviderId, after: Duration },
@@ -46,6 +52,46 @@ pub enum GatewayError {
     /// Too many calls are in flight or waiting to be recorded: this one is not made.
     #[error(transparent)]
     Overloaded(#[from] crate::usage::Overloaded),
+}
+
+/// Why the platform's key does not stand in for an organization without its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoKey {
+    /// The platform has no key for the provider.
+    PlatformHasNone,
+    /// The platform's key serves model calls (POST) only, and this is not one.
+    PlatformKeyForModelCallsOnly,
+}
+
+impl NoKey {
+    fn says(self) -> &'static str {
+        match self {
+            Self::PlatformHasNone => " and the platform has none",
+            Self::PlatformKeyForModelCallsOnly => {
+                "; the platform's shared key serves model calls (POST) only"
+            }
+        }
+    }
+}
+
+/// The providers a call was tried at, and how each failed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Unanswered(pub Vec<(ProviderId, Failure)>);
+
+impl std::fmt::Display for Unanswered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.as_slice() {
+            [] => f.write_str("no provider could take the call"),
+            each => {
+                f.write_str("every provider tried failed: ")?;
+                for (i, (provider, failure)) in each.iter().enumerate() {
+                    let separator = if i == 0 { "" } else { "; " };
+                    write!(f, "{separator}{provider} {}", failure.describe())?;
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
 fn check_said(check: VerificationOutcome) -> String {

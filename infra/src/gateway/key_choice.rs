@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, SubsecRound, Utc};
 
+use super::error::NoKey;
 use super::{Gateway, GatewayError};
 use crate::actor::Actor;
 use crate::usage::{RecordError, UsageRecorder};
@@ -55,13 +56,9 @@ impl Gateway {
                 endpoint: key.endpoint,
                 reservation: None,
             }),
-            Resolution::Platform(_) if !usage.model_call => Err(GatewayError::NoKey {
-                provider,
-                reason: format!(
-                    "the organization has no active {provider} key; the platform's shared key \
-                     serves model calls (POST) only"
-                ),
-            }),
+            Resolution::Platform(_) if !usage.model_call => {
+                Err(GatewayError::NoKey { provider, why: NoKey::PlatformKeyForModelCallsOnly })
+            }
             Resolution::Platform(limits) => {
                 let at = Utc::now().trunc_subsecs(6);
                 let reserve = ReservePlatformCall {
@@ -97,12 +94,7 @@ impl Gateway {
                     reservation: Some(reservation),
                 })
             }
-            Resolution::NoKey => Err(GatewayError::NoKey {
-                provider,
-                reason: format!(
-                    "the organization has no active {provider} key and the platform has none"
-                ),
-            }),
+            Resolution::NoKey => Err(GatewayError::NoKey { provider, why: NoKey::PlatformHasNone }),
         }
     }
 }

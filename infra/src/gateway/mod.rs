@@ -11,6 +11,7 @@ mod key_choice;
 mod listings;
 mod pass_through;
 mod relay;
+mod reported;
 mod unified;
 
 use std::collections::BTreeMap;
@@ -22,13 +23,15 @@ use reqwest::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
 
 pub use counts::CallCounts;
-pub use error::GatewayError;
+pub use error::{GatewayError, NoKey, Unanswered};
 pub use pass_through::PassThrough;
 pub use relay::{AnswerBody, Durability};
+pub use reported::ReportedCall;
 pub use unified::{ModelEntry, UnifiedCall};
 
 use crate::keyrings::Keyrings;
 use crate::providers::ProviderClient;
+use crate::services::ServiceDeps;
 use crate::usage::UsageRecorder;
 use keyledger_domain::pricing::PriceTable;
 use keyledger_domain::routing::ModelFamilies;
@@ -87,6 +90,8 @@ impl std::fmt::Debug for Answer {
 #[derive(Debug)]
 pub struct Gateway {
     keyrings: Arc<Keyrings>,
+    /// Plans and the provider client, shared with the Keyrings' commands.
+    deps: Arc<ServiceDeps>,
     usage: Arc<UsageRecorder>,
     prices: Arc<PriceTable>,
     platform_keys: BTreeMap<ProviderId, SecretString>,
@@ -98,16 +103,18 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// The gateway over `keyrings` (keys, plans, the provider client) and `usage` (quota,
-    /// records).
+    /// The gateway over `keyrings` (keys), `deps` (plans, the provider client) and `usage`
+    /// (quota, records).
     #[must_use]
     pub fn new(
         keyrings: Arc<Keyrings>,
+        deps: Arc<ServiceDeps>,
         usage: Arc<UsageRecorder>,
         settings: GatewaySettings,
     ) -> Self {
         Self {
             keyrings,
+            deps,
             usage,
             prices: settings.prices,
             platform_keys: settings.platform_keys,
@@ -132,10 +139,10 @@ impl Gateway {
     }
 
     fn plans(&self) -> &PlanCatalogue {
-        &self.keyrings.deps().plans
+        &self.deps.plans
     }
 
     fn providers(&self) -> &ProviderClient {
-        &self.keyrings.deps().providers
+        &self.deps.providers
     }
 }

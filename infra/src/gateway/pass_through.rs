@@ -81,7 +81,7 @@ impl Gateway {
         match tried {
             Tried::Answered(answer) => Ok(answer),
             Tried::Failed(failure) => {
-                Err(GatewayError::Unreachable(format!("{} {}", call.provider, failure.describe())))
+                Err(GatewayError::ProviderFailed { provider: call.provider, failure })
             }
         }
     }
@@ -104,17 +104,17 @@ fn confined(path: &str) -> Result<(), GatewayError> {
         }
         if decoded == "." || decoded == ".." {
             return Err(GatewayError::InvalidRequest(
-                "the provider path may not contain '.' or '..' segments".into(),
+                "the provider path may not contain '.' or '..' segments",
             ));
         }
         if decoded != segment && (decoded.contains('/') || decoded.contains('\\')) {
             return Err(GatewayError::InvalidRequest(
-                "the provider path may not contain encoded slashes".into(),
+                "the provider path may not contain encoded slashes",
             ));
         }
         if segment.contains('\\') {
             return Err(GatewayError::InvalidRequest(
-                "the provider path may not contain backslashes".into(),
+                "the provider path may not contain backslashes",
             ));
         }
     }

@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 use tokio::time::Instant;
 
 use super::attempt::{Tried, Try};
+use super::error::Unanswered;
 use super::listings::{Listing, ListingKey};
 use super::{Answer, Gateway, GatewayError};
 use crate::actor::Actor;
@@ -54,7 +55,7 @@ impl Gateway {
     pub async fn unified(&self, call: UnifiedCall<'_>) -> Result<Answer, GatewayError> {
         let deadline = Instant::now() + self.timeouts.call;
         let mut body: Map<String, Value> = serde_json::from_slice(&call.body)
-            .map_err(|_| GatewayError::InvalidRequest("the body is not a JSON object".into()))?;
+            .map_err(|_| GatewayError::InvalidRequest("the body is not a JSON object"))?;
         let request = route_request(&mut body)?;
         let keyring = self.keyrings.current(call.org).await?;
         let (callable, defaults) = self.callable(&keyring);
@@ -88,7 +89,7 @@ impl Gateway {
             )?;
             body.insert("model".to_owned(), Value::String(target.model.clone()));
             let sent = serde_json::to_vec(&body)
-                .map_err(|e| GatewayError::InvalidRequest(e.to_string()))?;
+                .map_err(|_| GatewayError::InvalidRequest("the body cannot be sent on as JSON"))?;
             let tried = self
                 .try_at(Try {
                     org: call.org,
@@ -129,7 +130,7 @@ impl Gateway {
                 let model = request.models.first().map(|m| m.name.clone()).unwrap_or_default();
                 GatewayError::Routing(RoutingError::NotRoutable { model })
             }
-            _ => GatewayError::Unreachable(describe(&failures)),
+            _ => GatewayError::Unreachable(Unanswered(failures)),
         })
     }
 
@@ -217,7 +218,7 @@ impl Gateway {
 /// The routing fields of an OpenAI-shaped body, taken out of it: `provider` and `models` are
 /// keyledger's, not the provider's; `model` is set per provider tried.
 fn route_request(body: &mut Map<String, Value>) -> Result<RouteRequest, GatewayError> {
-    let invalid = |detail: &str| GatewayError::InvalidRequest(detail.to_owned());
+    let invalid = GatewayError::InvalidRequest;
     let forced = match body.remove("provider") {
         Some(Value::String(id)) => Some(id.parse::<ProviderId>()?),
         Some(Value::Null) | None => None,
@@ -243,7 +244,7 @@ fn route_request(body: &mut Map<String, Value>) -> Result<RouteRequest, GatewayE
     }
     let models = names
         .iter()
-        .map(|name| ModelRef::parse(name).map_err(|e| invalid(&format!("model: {e}"))))
+        .map(|name| ModelRef::parse(name).map_err(GatewayError::from))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(RouteRequest { forced, models })
 }
@@ -257,17 +258,6 @@ fn default_models(keyring: &Keyring, callable: &[ProviderId]) -> BTreeMap<Provid
             Some((*p, model))
         })
         .collect()
-}
-
-fn describe(failures: &[(ProviderId, Failure)]) -> String {
-    if failures.is_empty() {
-        return "no provider could take the call".to_owned();
-    }
-    let each: Vec<String> = failures
-        .iter()
-        .map(|(provider, failure)| format!("{provider} {}", failure.describe()))
-        .collect();
-    format!("every provider tried failed: {}", each.join("; "))
 }
 
 #[cfg(test)]

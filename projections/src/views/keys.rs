@@ -4,7 +4,8 @@ use async_trait::async_trait;
 
 use crate::log::{Fact, LoggedEvent};
 use crate::projection::{Projection, ProjectionError};
-use keyledger_domain::KeyringEvent as E;
+use cqrs_es::Aggregate;
+use keyledger_domain::{Keyring, KeyringEvent as E};
 use keyledger_store::{Arg, Tx};
 
 /// `view_keys`.
@@ -18,7 +19,7 @@ impl Projection for KeysView {
     }
 
     fn consumes(&self) -> &'static [&'static str] {
-        &["Keyring"]
+        &[<Keyring as Aggregate>::TYPE]
     }
 
     fn tables(&self) -> &'static [&'static str] {

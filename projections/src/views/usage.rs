@@ -8,7 +8,8 @@ use async_trait::async_trait;
 use super::values_placeholders;
 use crate::log::{Fact, LoggedEvent};
 use crate::projection::{Projection, ProjectionError};
-use keyledger_domain::usage::UsageEvent;
+use cqrs_es::Aggregate;
+use keyledger_domain::usage::{UsageEvent, UsageLedger};
 use keyledger_store::{Arg, Tx};
 
 /// `usage_daily` and `usage_calls`. Costs are kept in micro-dollars so sums are exact.
@@ -58,7 +59,7 @@ impl Projection for UsageCockpit {
     }
 
     fn consumes(&self) -> &'static [&'static str] {
-        &["UsageLedger"]
+        &[<UsageLedger as Aggregate>::TYPE]
     }
 
     /// Every model call adds a row: projected one transaction a call, a busy gateway's calls
