@@ -124,7 +124,7 @@ pub async fn build_state(mut config: Config) -> Result<AppState, StartError> {
 /// cached Keyrings. Commands-only uses (the CLI) start neither.
 #[must_use]
 pub fn start_serving(state: &AppState) -> watch::Sender<bool> {
-    state.keyrings.start_watching();
+    state.keyrings.calls().start_watching();
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(Arc::clone(&state.projector).run(stopped));
     stop
@@ -275,7 +275,7 @@ impl Application {
         }
         let _ = self.stop_projector.send(true);
         // Other replicas' commands need not wait for this one any more.
-        self.keyrings.leave().await;
+        self.keyrings.calls().leave().await;
         served
     }
 }

@@ -13,7 +13,7 @@ use keyledger_tests::{Backend, TestApp};
 /// Waits until `app`'s model calls use its cache without asking the log.
 async fn trusting(app: &TestApp) {
     for _ in 0..100 {
-        if app.state.keyrings.trusts_its_cache() {
+        if app.metric("keyledger_keyring_cache_trusted").await == 1.0 {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -50,7 +50,11 @@ async fn replicas_that_trust_their_caches_never_call_with_a_replaced_key() {
     }
     app.delete("/v1/orgs/acme/keys/anthropic", &owner).await;
     assert_eq!(call(&other, "anthropic", "v1/messages", claude()).await.code(), "no_key_available");
-    assert!(other.state.keyrings.trusts_its_cache(), "the calls above were served from the cache");
+    assert_eq!(
+        other.metric("keyledger_keyring_cache_trusted").await,
+        1.0,
+        "the calls above were served from the cache"
+    );
     drop(other);
     app.finish().await;
 }

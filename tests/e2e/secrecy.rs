@@ -174,6 +174,7 @@ async fn rotated_and_removed_versions_are_shredded(backend: Backend) {
     assert!(app
         .state
         .keyrings
+        .calls()
         .open(&org, ProviderId::Anthropic, &first)
         .await
         .expect("opens")
@@ -189,7 +190,7 @@ async fn rotated_and_removed_versions_are_shredded(backend: Backend) {
         "version 1 was destroyed"
     );
     assert!(
-        app.state.keyrings.open(&org, ProviderId::Anthropic, &first).await.is_err(),
+        app.state.keyrings.calls().open(&org, ProviderId::Anthropic, &first).await.is_err(),
         "version 1 cannot be opened"
     );
     assert_eq!(app.count("select count(*) from key_material").await, 1);
@@ -227,12 +228,12 @@ async fn material_copied_to_another_org_or_version_does_not_open(backend: Backen
         app.state.keyrings.load(&beta).await.expect("state").keys[&ProviderId::Anthropic].clone();
     let (acme_m, beta_m) =
         (acme_key.material_id.expect("sealed").0, beta_key.material_id.expect("sealed").0);
-    assert!(app.state.keyrings.open(&beta, ProviderId::Anthropic, &beta_key).await.is_ok());
+    assert!(app.state.keyrings.calls().open(&beta, ProviderId::Anthropic, &beta_key).await.is_ok());
 
     // Copy acme's sealed material over beta's row: beta's binding must refuse it.
     copy_material(&app, acme_m, beta_m).await;
     assert!(
-        app.state.keyrings.open(&beta, ProviderId::Anthropic, &beta_key).await.is_err(),
+        app.state.keyrings.calls().open(&beta, ProviderId::Anthropic, &beta_key).await.is_err(),
         "another org's material opened"
     );
 
@@ -249,10 +250,10 @@ async fn material_copied_to_another_org_or_version_does_not_open(backend: Backen
         .await;
     let rotated =
         app.state.keyrings.load(&acme).await.expect("state").keys[&ProviderId::Anthropic].clone();
-    assert!(app.state.keyrings.open(&acme, ProviderId::Anthropic, &rotated).await.is_ok());
+    assert!(app.state.keyrings.calls().open(&acme, ProviderId::Anthropic, &rotated).await.is_ok());
     copy_material(&app, old_copy, rotated.material_id.expect("sealed").0).await;
     assert!(
-        app.state.keyrings.open(&acme, ProviderId::Anthropic, &rotated).await.is_err(),
+        app.state.keyrings.calls().open(&acme, ProviderId::Anthropic, &rotated).await.is_err(),
         "version 1 material opened as version 2"
     );
 

@@ -57,7 +57,7 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
 pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let lag = state.projector.lag(READY_LAG).await.map_or(-1.0, |lag| lag.events as f64);
-    let trusted = if state.keyrings.trusts_its_cache() { 1.0 } else { 0.0 };
+    let trusted = if state.keyrings.calls().trusts_its_cache() { 1.0 } else { 0.0 };
     let text = state.metrics.render(
         &state.gateway.counts().snapshot(),
         state.usage.recorded_total(),

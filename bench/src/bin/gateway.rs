@@ -209,11 +209,16 @@ async fn run(backend: &'static str, url: &str, fake: &str, args: &Args) -> Outco
         let state = shared.clone();
         async move {
             let org = OrgId::parse(&format!("org{}", n % ORGS)).expect("org");
-            let keyring = state.keyrings.current(&org).await.expect("load");
+            let keyring = state.keyrings.calls().current(&org).await.expect("load");
             if let keyledger_domain::resolution::Resolution::Byok(key) =
                 resolve(&keyring, &state.keyrings.deps().plans, ProviderId::Openai, false)
             {
-                state.keyrings.open_for_call(&org, ProviderId::Openai, &key).await.expect("open");
+                state
+                    .keyrings
+                    .calls()
+                    .open_for_call(&org, ProviderId::Openai, &key)
+                    .await
+                    .expect("open");
             }
         }
     })

@@ -50,7 +50,7 @@ impl Gateway {
         let has_platform_key = self.platform_keys.contains_key(&provider);
         match resolve(keyring, self.plans(), provider, has_platform_key) {
             Resolution::Byok(key) => Ok(Chosen {
-                key: self.keyrings.open_for_call(org, provider, &key).await?,
+                key: self.calls.open_for_call(org, provider, &key).await?,
                 source: KeySource::Byok,
                 byok: Some((key.key_id, key.version)),
                 endpoint: key.endpoint,

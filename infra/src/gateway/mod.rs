@@ -29,7 +29,7 @@ pub use relay::{AnswerBody, Durability};
 pub use reported::ReportedCall;
 pub use unified::{ModelEntry, UnifiedCall};
 
-use crate::keyrings::Keyrings;
+use crate::keyrings::{CallKeys, Keyrings};
 use crate::providers::ProviderClient;
 use crate::services::ServiceDeps;
 use crate::usage::UsageRecorder;
@@ -89,7 +89,10 @@ impl std::fmt::Debug for Answer {
 /// The model-call path.
 #[derive(Debug)]
 pub struct Gateway {
+    /// Commands (a refusal recorded against a key) and loads.
     keyrings: Arc<Keyrings>,
+    /// The Keyrings as calls use them: cached states, keys opened per call.
+    calls: Arc<CallKeys>,
     /// Plans and the provider client, shared with the Keyrings' commands.
     deps: Arc<ServiceDeps>,
     usage: Arc<UsageRecorder>,
@@ -113,6 +116,7 @@ impl Gateway {
         settings: GatewaySettings,
     ) -> Self {
         Self {
+            calls: Arc::clone(keyrings.calls()),
             keyrings,
             deps,
             usage,

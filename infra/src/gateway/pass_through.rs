@@ -57,7 +57,7 @@ impl Gateway {
                     .or_else(|| model_in_path(call.path))
             })
             .flatten();
-        let keyring = self.keyrings.current(call.org).await?;
+        let keyring = self.calls.current(call.org).await?;
         let tried = self
             .try_at(Try {
                 org: call.org,

@@ -57,7 +57,7 @@ impl Gateway {
         let mut body: Map<String, Value> = serde_json::from_slice(&call.body)
             .map_err(|_| GatewayError::InvalidRequest("the body is not a JSON object"))?;
         let request = route_request(&mut body)?;
-        let keyring = self.keyrings.current(call.org).await?;
+        let keyring = self.calls.current(call.org).await?;
         let (callable, defaults) = self.callable(&keyring);
         let mut listings = BTreeMap::new();
         let serving =
@@ -141,7 +141,7 @@ impl Gateway {
     /// # Errors
     /// [`GatewayError::Keyring`] when the organization's Keyring cannot be read.
     pub async fn models(&self, org: &OrgId) -> Result<Vec<ModelEntry>, GatewayError> {
-        let keyring = self.keyrings.current(org).await?;
+        let keyring = self.calls.current(org).await?;
         let (callable, defaults) = self.callable(&keyring);
         let listed =
             futures::future::join_all(callable.iter().map(|p| self.listing(org, &keyring, *p)))
@@ -193,7 +193,7 @@ impl Gateway {
                     version: key.version,
                 };
                 let fetch = async {
-                    let opened = self.keyrings.open_for_call(org, provider, &key).await.ok()?;
+                    let opened = self.calls.open_for_call(org, provider, &key).await.ok()?;
                     let providers = self.providers();
                     let list =
                         providers.list_models(provider, key.endpoint.as_deref(), opened.as_ref());

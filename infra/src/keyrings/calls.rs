@@ -1,14 +1,86 @@
-//! What a model call needs of its organization's Keyring: the current state, and the key
-//! opened for this one call.
+//! The call-key side of the Keyrings: what a model call needs of its organization's Keyring
+//! (the current state, and the key opened for this one call), cached and kept true to the log
+//! by the replica watch.
 
-use super::store::{CommandError, Keyrings};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+
+use cqrs_es::{Aggregate, EventStore};
+
+use super::cache::CallCache;
+use super::store::{CommandError, KeyringStore};
+use super::watch::{outlast_leases, Watch};
 use crate::crypto::{Binding, SealedKey};
-use cqrs_es::EventStore;
+use crate::services::ServiceDeps;
 use keyledger_domain::keyring::{KeyState, MaterialId};
 use keyledger_domain::{ApiKey, Keyring, OrgId, ProviderId};
-use keyledger_store::StorageFailure;
+use keyledger_store::event_store::Heads;
+use keyledger_store::{Database, StorageFailure};
 
-impl Keyrings {
+/// Organizations' Keyrings as model calls use them: states and sealed material cached, never
+/// plaintext, and never older than the log once a command has returned.
+#[derive(Debug)]
+pub struct CallKeys {
+    store: Arc<KeyringStore>,
+    deps: Arc<ServiceDeps>,
+    /// Keyring states and sealed material (see [`CallCache`]).
+    cache: Arc<Mutex<CallCache>>,
+    /// On a serving PostgreSQL replica: what lets it use its cache without asking the log on
+    /// each call (see [`CallKeys::start_watching`]).
+    watch: OnceLock<Watch>,
+    db: Database,
+    /// Where each organization's Keyring stands in the log, asked by a call when the cache
+    /// cannot be vouched for.
+    heads: Heads,
+}
+
+impl CallKeys {
+    pub(super) fn new(db: &Database, store: Arc<KeyringStore>, deps: Arc<ServiceDeps>) -> Self {
+        Self {
+            store,
+            deps,
+            cache: Arc::new(Mutex::new(CallCache::default())),
+            watch: OnceLock::new(),
+            db: db.clone(),
+            heads: Heads::new(db, Keyring::TYPE),
+        }
+    }
+
+    /// On PostgreSQL, joins the replicas that commands wait for, so that model calls here can
+    /// use cached Keyrings (tasks on the current tokio runtime, ended when this is dropped).
+    /// Only a serving replica should: every Keyring command waits for each live one.
+    ///
+    /// # Panics
+    /// On PostgreSQL, outside a tokio runtime.
+    pub fn start_watching(&self) {
+        if let Database::Postgres(pool) = &self.db {
+            self.watch.get_or_init(|| Watch::start(pool, Arc::clone(&self.cache)));
+        }
+    }
+
+    /// Leaves the replicas that commands wait for (at shutdown).
+    pub async fn leave(&self) {
+        if let Some(watch) = self.watch.get() {
+            watch.leave().await;
+        }
+    }
+
+    /// After a command that changed what calls use committed at `committed`: returns once no
+    /// replica can still call with what it replaced, and this one holds no material it released.
+    pub(super) async fn outlast(&self, committed: tokio::time::Instant, released: &[MaterialId]) {
+        if !released.is_empty() {
+            self.cache().forget_sealed(released);
+        }
+        match (self.watch.get(), &self.db) {
+            (Some(watch), _) => watch.barrier(committed).await,
+            (None, Database::Postgres(_)) => outlast_leases(committed).await,
+            (None, Database::Sqlite(_)) => {}
+        }
+    }
+
+    fn cache(&self) -> MutexGuard<'_, CallCache> {
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Whether model calls here use cached Keyring states without asking the log: a PostgreSQL
     /// replica whose watch currently vouches for its cache.
     #[must_use]
@@ -45,7 +117,7 @@ impl Keyrings {
                 return Ok(state);
             }
         }
-        let context = self.store().load_aggregate(org.as_str()).await?;
+        let context = self.store.load_aggregate(org.as_str()).await?;
         let (state, at) = (context.aggregate, context.current_sequence);
         self.cache().put_state(org.as_str(), state.clone(), at, generation);
         Ok(state)
@@ -69,12 +141,12 @@ impl Keyrings {
         self.open_sealed(org, provider, key, &sealed).map(Some)
     }
 
-    /// [`Keyrings::open`] for a model call: the sealed material of versions in use is kept in
+    /// [`CallKeys::open`] for a model call: the sealed material of versions in use is kept in
     /// memory (ciphertext only), so a call reads no material from storage; opening it stays
     /// per call.
     ///
     /// # Errors
-    /// As [`Keyrings::open`].
+    /// As [`CallKeys::open`].
     pub async fn open_for_call(
         &self,
         org: &OrgId,
@@ -101,7 +173,7 @@ impl Keyrings {
 
     /// The sealed material `id`; a conflict if a concurrent rotation or removal shredded it.
     async fn fetch_sealed(&self, id: MaterialId) -> Result<SealedKey, CommandError> {
-        self.deps()
+        self.deps
             .material
             .get(id.0)
             .await
@@ -118,6 +190,6 @@ impl Keyrings {
         sealed: &SealedKey,
     ) -> Result<ApiKey, CommandError> {
         let binding = Binding { org, provider, key_id: key.key_id, version: key.version };
-        self.deps().envelope.open(binding, sealed).map_err(CommandError::Crypto)
+        self.deps.envelope.open(binding, sealed).map_err(CommandError::Crypto)
     }
 }

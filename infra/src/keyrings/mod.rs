@@ -1,9 +1,11 @@
-//! Organizations' Keyrings: commands (load, decide, commit, shred), and what model calls need
-//! of them, cached and kept true to the log.
+//! Organizations' Keyrings: the command side ([`Keyrings`]: load, prepare, check and seal,
+//! decide, commit) and the call-key side ([`CallKeys`]: what model calls need of them, cached
+//! and kept true to the log).
 
 mod cache;
 mod calls;
 mod store;
 mod watch;
 
-pub use store::{CommandError, Committed, Keyrings};
+pub use calls::CallKeys;
+pub use store::{CommandError, Committed, KeyringStore, Keyrings};

@@ -5,13 +5,12 @@
 //! world's work between the two pure phases of the rules, the committed events and new state
 //! back to the caller, and key material written and destroyed in the events' transaction.
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use cqrs_es::{Aggregate, AggregateError, EventEnvelope, EventStore};
 
-use super::cache::CallCache;
-use super::watch::{outlast_leases, Watch};
+use super::calls::CallKeys;
 use uuid::Uuid;
 
 use crate::actor::Actor;
@@ -22,7 +21,7 @@ use keyledger_domain::{
     Keyring, KeyringCommand, KeyringContext, KeyringError, OrgId, ProviderId, Verification,
     VerificationOutcome,
 };
-use keyledger_store::event_store::{storage_failure, EventRepository, Heads, SnapshottingStore};
+use keyledger_store::event_store::{storage_failure, EventRepository, SnapshottingStore};
 use keyledger_store::material::{MaterialChanges, MaterialRow};
 use keyledger_store::{Database, StorageFailure};
 
@@ -66,40 +65,30 @@ impl From<AggregateError<KeyringError>> for CommandError {
     }
 }
 
-/// All organizations' Keyrings.
+/// The event store of the Keyrings.
+pub type KeyringStore = SnapshottingStore<EventRepository, Keyring>;
+
+/// The command side of organizations' Keyrings; the call-key side is [`CallKeys`].
 #[derive(Debug)]
 pub struct Keyrings {
-    store: SnapshottingStore<EventRepository, Keyring>,
+    store: Arc<KeyringStore>,
     deps: Arc<ServiceDeps>,
-    /// What model calls reuse: Keyring states and sealed material (see [`CallCache`]).
-    pub(super) cache: Arc<Mutex<CallCache>>,
-    /// On a serving PostgreSQL replica: what lets it use its cache without asking the log on
-    /// each call (see [`Keyrings::start_watching`]).
-    pub(super) watch: OnceLock<Watch>,
+    calls: Arc<CallKeys>,
     db: Database,
-    /// Where each organization's Keyring stands in the log, asked by a call when the cache
-    /// cannot be vouched for.
-    pub(super) heads: Heads,
 }
 
 impl Keyrings {
     /// Keyrings kept in `db`.
     #[must_use]
     pub fn new(db: &Database, deps: Arc<ServiceDeps>) -> Self {
-        let cache = Arc::new(Mutex::new(CallCache::default()));
-        Self {
-            store: SnapshottingStore::new(EventRepository::new(db)),
-            deps,
-            cache,
-            watch: OnceLock::new(),
-            db: db.clone(),
-            heads: Heads::new(db, Keyring::TYPE),
-        }
+        let store = Arc::new(SnapshottingStore::new(EventRepository::new(db)));
+        let calls = Arc::new(CallKeys::new(db, Arc::clone(&store), Arc::clone(&deps)));
+        Self { store, deps, calls, db: db.clone() }
     }
 
     /// The event store underneath.
     #[must_use]
-    pub fn store(&self) -> &SnapshottingStore<EventRepository, Keyring> {
+    pub fn store(&self) -> &KeyringStore {
         &self.store
     }
 
@@ -107,6 +96,12 @@ impl Keyrings {
     #[must_use]
     pub fn deps(&self) -> &Arc<ServiceDeps> {
         &self.deps
+    }
+
+    /// What model calls use of the Keyrings, kept true to what commands here commit.
+    #[must_use]
+    pub fn calls(&self) -> &Arc<CallKeys> {
+        &self.calls
     }
 
     /// The current state of `org`'s Keyring (its defaults if it has no events).
@@ -181,18 +176,13 @@ impl Keyrings {
             .await?;
         let committed_at = tokio::time::Instant::now();
         if !material.destroyed.is_empty() {
-            let released: Vec<MaterialId> =
-                material.destroyed.iter().copied().map(MaterialId).collect();
-            self.cache().forget_sealed(&released);
             self.deps.material.destroyed();
         }
         // Not done until no replica can still call with what this replaced.
         if events.iter().any(|e| e.payload.changes_what_calls_use()) {
-            match (self.watch.get(), &self.db) {
-                (Some(watch), _) => watch.barrier(committed_at).await,
-                (None, Database::Postgres(_)) => outlast_leases(committed_at).await,
-                (None, Database::Sqlite(_)) => {}
-            }
+            let released: Vec<MaterialId> =
+                material.destroyed.iter().copied().map(MaterialId).collect();
+            self.calls.outlast(committed_at, &released).await;
         }
         Ok(Committed { state: context.aggregate, events })
     }
@@ -252,7 +242,7 @@ impl Keyrings {
             .keys
             .get(&provider)
             .ok_or(CommandError::Rejected(KeyringError::KeyNotFound(provider)))?;
-        let plaintext = self.open(org, provider, key).await?;
+        let plaintext = self.calls.open(org, provider, key).await?;
         let outcome: VerificationOutcome =
             self.deps.providers.verify(provider, key.endpoint.as_deref(), plaintext.as_ref()).await;
         drop(plaintext);
@@ -270,28 +260,5 @@ impl Keyrings {
             .and_then(|k| k.last_verification.as_ref().map(|v| v.checked_at))
             .unwrap_or_else(Utc::now);
         Ok(Verification { outcome, checked_at })
-    }
-
-    /// On PostgreSQL, joins the replicas that commands wait for, so that model calls here can
-    /// use cached Keyrings (tasks on the current tokio runtime, ended when this is dropped).
-    /// Only a serving replica should: every Keyring command waits for each live one.
-    ///
-    /// # Panics
-    /// On PostgreSQL, outside a tokio runtime.
-    pub fn start_watching(&self) {
-        if let Database::Postgres(pool) = &self.db {
-            self.watch.get_or_init(|| Watch::start(pool, Arc::clone(&self.cache)));
-        }
-    }
-
-    /// Leaves the replicas that commands wait for (at shutdown).
-    pub async fn leave(&self) {
-        if let Some(watch) = self.watch.get() {
-            watch.leave().await;
-        }
-    }
-
-    pub(super) fn cache(&self) -> std::sync::MutexGuard<'_, CallCache> {
-        self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
