@@ -97,7 +97,7 @@ impl AppState {
     pub async fn settle(&self, org: &OrgId) {
         let keyring = <keyledger_domain::Keyring as cqrs_es::Aggregate>::TYPE;
         self.projector.nudge_for(keyring);
-        let cursor = self.log.latest_cursor(keyring, org.as_str()).await;
+        let cursor = self.log.order().latest_cursor(keyring, org.as_str()).await;
         self.wait_for_views(cursor, keyring).await;
     }
 
@@ -106,7 +106,7 @@ impl AppState {
     pub async fn settle_usage(&self, ledger_id: &str, sequence: usize) {
         let ledger = <keyledger_domain::usage::UsageLedger as cqrs_es::Aggregate>::TYPE;
         let sequence = i64::try_from(sequence).unwrap_or(i64::MAX);
-        let cursor = self.log.cursor_of(ledger, ledger_id, sequence).await;
+        let cursor = self.log.order().cursor_of(ledger, ledger_id, sequence).await;
         self.wait_for_views(cursor, ledger).await;
     }
 

@@ -2,7 +2,6 @@
 //! `keyledger-store`), envelope encryption, provider clients, the
 //! model-call gateway and configuration.
 
-pub mod actor;
 pub mod config;
 pub mod crypto;
 pub mod gateway;
@@ -11,8 +10,8 @@ pub mod providers;
 pub mod services;
 pub mod usage;
 
-pub use actor::Actor;
 pub use config::{Config, ConfigError};
 pub use gateway::{Gateway, GatewayError};
+pub use keyledger_store::metadata::Actor;
 pub use keyrings::{CommandError, Committed, Keyrings};
 pub use usage::{RecordError, Recorded, UsageRecorder};

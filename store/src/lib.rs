@@ -5,6 +5,7 @@
 pub mod database;
 pub mod event_store;
 pub mod material;
+pub mod metadata;
 mod sql;
 
 pub use database::{is_unavailable, Database, DatabaseError, StorageFailure};

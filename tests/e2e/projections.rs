@@ -69,6 +69,7 @@ async fn the_usage_cockpit_sums_calls_per_provider_model_day_and_key_source(back
             .wait_until(
                 app.state
                     .log
+                    .order()
                     .latest_cursor("UsageLedger", "acme/2026-11")
                     .await
                     .expect("cursor")

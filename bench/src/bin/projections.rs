@@ -324,6 +324,7 @@ async fn measure_lag(
                 panic!("request ids are unique")
             };
             let cursor = log
+                .order()
                 .cursor_of("UsageLedger", &ledger_id, sequence as i64)
                 .await
                 .expect("cursor")

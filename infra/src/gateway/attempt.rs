@@ -9,12 +9,12 @@ use tokio::time::Instant;
 use super::key_choice::{Chosen, KeyUse, Reservation};
 use super::relay::{Clocks, Durability, Recording, Relay};
 use super::{Answer, Gateway, GatewayError};
-use crate::actor::Actor;
 use crate::providers::{read_bounded, Outgoing, SendError};
 use crate::usage::Slot;
 use keyledger_domain::routing::{judge, Failure, Verdict};
 use keyledger_domain::usage::CallEstimate;
 use keyledger_domain::{Keyring, KeyringCommand, OrgId, ProviderId, VerificationOutcome};
+use keyledger_store::metadata::Actor;
 
 /// Headers of the provider's answer that describe its connection, not the answer. Its
 /// length stays: the body is relayed byte for byte, and a known length lets the caller's

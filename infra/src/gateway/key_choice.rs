@@ -8,11 +8,11 @@ use chrono::{DateTime, SubsecRound, Utc};
 
 use super::error::NoKey;
 use super::{Gateway, GatewayError};
-use crate::actor::Actor;
 use crate::usage::{RecordError, UsageRecorder};
 use keyledger_domain::resolution::{resolve, Resolution};
 use keyledger_domain::usage::{KeySource, ReleasePlatformCall, ReservePlatformCall};
 use keyledger_domain::{ApiKey, Keyring, OrgId, ProviderId};
+use keyledger_store::metadata::Actor;
 
 /// The key a call goes out with.
 pub(crate) struct Chosen {

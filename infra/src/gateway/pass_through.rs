@@ -9,8 +9,8 @@ use tokio::time::Instant;
 
 use super::attempt::{Tried, Try};
 use super::{Answer, Gateway, GatewayError};
-use crate::actor::Actor;
 use keyledger_domain::{OrgId, ProviderId};
+use keyledger_store::metadata::Actor;
 
 /// A request for one provider's own API.
 #[derive(Debug)]

@@ -20,13 +20,13 @@ use chrono::{DateTime, SubsecRound, Utc};
 use futures::{Stream, StreamExt as _};
 use tokio::time::{Instant, Sleep};
 
-use crate::actor::Actor;
 use crate::usage::{Slot, UsageRecorder};
 use keyledger_domain::pricing::PriceTable;
 use keyledger_domain::usage::{
     CallEstimate, KeySource, ModelCallRecorded, RecordModelCall, UsageFigures,
 };
 use keyledger_domain::{OrgId, ProviderId};
+use keyledger_store::metadata::Actor;
 
 /// How much of an answer is kept to read its usage figures from (the answer itself streams on).
 const USAGE_CAPTURE: usize = 1024 * 1024;

@@ -4,11 +4,11 @@
 use chrono::{DateTime, Utc};
 
 use super::{Gateway, GatewayError};
-use crate::actor::Actor;
 use crate::usage::Recorded;
 use keyledger_domain::resolution::{resolve, Resolution};
 use keyledger_domain::usage::{KeySource, ModelCallRecorded, RecordModelCall};
 use keyledger_domain::{OrgId, ProviderId};
+use keyledger_store::metadata::Actor;
 
 /// A model call made elsewhere, its figures already checked against their bounds.
 #[derive(Debug, Clone)]

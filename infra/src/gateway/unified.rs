@@ -15,13 +15,13 @@ use super::attempt::{Tried, Try};
 use super::error::Unanswered;
 use super::listings::{Listing, ListingKey};
 use super::{Answer, Gateway, GatewayError};
-use crate::actor::Actor;
 use crate::providers::ProviderSpec;
 use keyledger_domain::resolution::{callable_providers, resolve, Resolution};
 use keyledger_domain::routing::{
     route, unlisted, Failure, ModelRef, RouteRequest, RoutingError, Serving, Surface,
 };
 use keyledger_domain::{Keyring, OrgId, ProviderId};
+use keyledger_store::metadata::Actor;
 
 /// A call on the OpenAI-shaped surface.
 #[derive(Debug)]

@@ -13,7 +13,6 @@ use cqrs_es::{Aggregate, AggregateError, EventEnvelope, EventStore};
 use super::calls::CallKeys;
 use uuid::Uuid;
 
-use crate::actor::Actor;
 use crate::crypto::{Binding, CryptoError};
 use crate::services::{OrgContext, ServiceDeps};
 use keyledger_domain::keyring::{MaterialId, Preparation, Prepared};
@@ -23,6 +22,7 @@ use keyledger_domain::{
 };
 use keyledger_store::event_store::{storage_failure, EventRepository, SnapshottingStore};
 use keyledger_store::material::{MaterialChanges, MaterialRow};
+use keyledger_store::metadata::{Actor, EventMetadata};
 use keyledger_store::{Database, StorageFailure};
 
 /// A command that was committed: the events it produced and the state after them.
@@ -124,11 +124,7 @@ impl Keyrings {
     ) -> Result<Keyring, CommandError> {
         let mut keyring = Keyring::default();
         for envelope in self.store.load_events(org.as_str()).await? {
-            let occurred = envelope
-                .metadata
-                .get("occurred_at")
-                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-                .map(|t| t.with_timezone(&Utc));
+            let occurred = EventMetadata::from_map(&envelope.metadata).occurred_at;
             // The log of one organization is in commit order: stop at the first later event
             // so the answer is always a state that really existed.
             if occurred.is_none_or(|t| t > at) {
@@ -169,7 +165,7 @@ impl Keyrings {
         for event in &events {
             context.aggregate.apply(event.clone());
         }
-        let metadata = actor.metadata(rules.now());
+        let metadata = actor.metadata(rules.now()).to_map();
         let events = self
             .store
             .commit_with_material(&self.db, events, &context, &metadata, &material)

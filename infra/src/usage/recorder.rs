@@ -9,12 +9,12 @@ use super::backlog::Unsettled;
 use super::group_commit::{self, Queued, Reply, MAX_BATCH};
 use super::ledgers::{storage, Done, Ledgers};
 use super::outcome::{RecordError, Recorded};
-use crate::actor::Actor;
 use keyledger_domain::usage::{
     ledger_id, ModelCallRecorded, RecordModelCall, ReleasePlatformCall, ReservePlatformCall,
     UsageCommand, UsageLedger,
 };
 use keyledger_domain::OrgId;
+use keyledger_store::metadata::Actor;
 use keyledger_store::{Database, StorageFailure};
 
 /// All organizations' usage ledgers. Commands from every caller of this process go to one
@@ -157,7 +157,7 @@ impl UsageRecorder {
         let stopped =
             || RecordError::Storage(StorageFailure::other("the usage writer has stopped"));
         let reply = Reply::Waiting(reply);
-        let queued = Queued { ledger, command, metadata: actor.metadata(at), reply };
+        let queued = Queued { ledger, command, metadata: actor.metadata(at).to_map(), reply };
         self.queue.send(queued).await.map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
@@ -197,7 +197,7 @@ impl UsageRecorder {
         unsettled: Unsettled,
     ) {
         let reply = Reply::Unwaited(unsettled);
-        let queued = Queued { ledger, command, metadata: actor.metadata(at), reply };
+        let queued = Queued { ledger, command, metadata: actor.metadata(at).to_map(), reply };
         match self.queue.try_send(queued) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(queued)) => {

@@ -52,7 +52,7 @@ impl Projector {
                 .min();
             match behind {
                 Some(cursor)
-                    if log.has_unsettled_after(cursor).await?
+                    if log.order().has_unsettled_after(cursor).await?
                         && tokio::time::Instant::now() < deadline =>
                 {
                     tokio::time::sleep(Duration::from_millis(5)).await;

@@ -2,11 +2,13 @@
 //! group commits of many aggregates' events.
 
 mod append;
+mod global_order;
 mod heads;
 mod repository;
 mod snapshot_store;
 
 pub use append::{AppendError, Appender, SnapshotUpdate};
+pub use global_order::{read_after_in, Cursor, GlobalOrder, StoredEvent};
 pub use heads::Heads;
 pub use repository::EventRepository;
 pub use snapshot_store::serialize_event;

@@ -1,0 +1,248 @@
+//! Reading the event log in its global order, for projectors and auditors.
+//!
+//! postgres-es orders events only within one aggregate. keyledger numbers every event
+//! (`global_position`) and, on PostgreSQL, records the writing transaction
+//! (`transaction_id`, a `xid8`). Positions are handed out at insert time, not at commit, so a
+//! slow transaction can commit position 10 after a fast one committed position 11; a reader
+//! that had moved past 11 would never see 10. Reading in `(transaction_id, global_position)`
+//! order and only events of transactions older than the snapshot's `xmin` (every transaction
+//! before it has finished) closes that gap: nothing can later appear behind the cursor. The
+//! price is that a long-open transaction anywhere in the database holds readers back, which is
+//! why commands keep theirs short. SQLite runs one writer at a time, so the position alone is
+//! commit order there and the transaction id is taken as 0.
+
+use crate::database::Database;
+use crate::sql::{Arg, Tx};
+
+/// A point in the global order: everything up to and including it has been read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, sqlx::FromRow)]
+pub struct Cursor {
+    pub txid: i64,
+    pub position: i64,
+}
+
+/// An event as the log stores it. Payload and metadata are the stored JSON text, or `null` for
+/// events a reader did not ask the JSON of.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct StoredEvent {
+    pub position: i64,
+    pub txid: i64,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: i64,
+    pub event_type: String,
+    pub event_version: String,
+    pub payload: String,
+    pub metadata: String,
+}
+
+impl StoredEvent {
+    /// Where the event stands in the global order.
+    #[must_use]
+    pub fn cursor(&self) -> Cursor {
+        Cursor { txid: self.txid, position: self.position }
+    }
+}
+
+/// The columns of an event; payload and metadata only of events of `types` (all if empty).
+/// The others still come, so a reader's cursor moves over them, but without their JSON.
+fn columns(postgres: bool, types: &[&str]) -> String {
+    let txid = if postgres { "transaction_id::text::bigint" } else { "0" };
+    let (payload, metadata) =
+        if postgres { ("payload::text", "metadata::text") } else { ("payload", "metadata") };
+    let wanted = |column: &str| {
+        if types.is_empty() {
+            format!("{column} as {}", column.split("::").next().unwrap_or(column))
+        } else {
+            // Aggregate type names come from the code, never from a request.
+            let list = types.iter().map(|t| format!("'{t}'")).collect::<Vec<_>>().join(", ");
+            let name = column.split("::").next().unwrap_or(column);
+            format!("case when aggregate_type in ({list}) then {column} else 'null' end as {name}")
+        }
+    };
+    format!(
+        "global_position as position, {txid} as txid, aggregate_type, aggregate_id, sequence, \
+         event_type, event_version, {}, {}",
+        wanted(payload),
+        wanted(metadata)
+    )
+}
+/// Only transactions older than every one still running: nothing can commit behind them.
+const PG_SETTLED: &str = "transaction_id < pg_snapshot_xmin(pg_current_snapshot())";
+
+fn read_after_query(
+    postgres: bool,
+    cursor: Cursor,
+    limit: i64,
+    types: &[&str],
+) -> (String, Vec<Arg>) {
+    let columns = columns(postgres, types);
+    if postgres {
+        (
+            format!(
+                "select {columns} from events \
+                 where (transaction_id, global_position) > ($1::bigint::text::xid8, $2) and {PG_SETTLED} \
+                 order by transaction_id, global_position limit $3"
+            ),
+            vec![Arg::Int(cursor.txid), Arg::Int(cursor.position), Arg::Int(limit)],
+        )
+    } else {
+        (
+            format!("select {columns} from events where global_position > $1 order by global_position limit $2"),
+            vec![Arg::Int(cursor.position), Arg::Int(limit)],
+        )
+    }
+}
+
+/// Up to `limit` events after `cursor`, read within `tx` (a projector holding SQLite's write
+/// lock must not wait for a second connection); JSON only of events of `types` (all if empty).
+///
+/// # Errors
+/// The database's error.
+pub async fn read_after_in(
+    tx: &mut Tx,
+    cursor: Cursor,
+    limit: i64,
+    types: &[&str],
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let (sql, args) = read_after_query(matches!(tx, Tx::Postgres(_)), cursor, limit, types);
+    tx.fetch_all(&sql, &args).await
+}
+
+/// The events table read in global order.
+#[derive(Debug, Clone)]
+pub struct GlobalOrder {
+    pool: Database,
+}
+
+impl GlobalOrder {
+    /// The log in `pool`'s database.
+    #[must_use]
+    pub fn new(pool: Database) -> Self {
+        Self { pool }
+    }
+
+    /// Up to `limit` events after `cursor`, in global order.
+    ///
+    /// # Errors
+    /// The database's error.
+    pub async fn read_after(
+        &self,
+        cursor: Cursor,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>, sqlx::Error> {
+        self.read_after_of(cursor, limit, &[]).await
+    }
+
+    /// [`GlobalOrder::read_after`], with JSON only of events of `types` (all if empty).
+    ///
+    /// # Errors
+    /// The database's error.
+    pub async fn read_after_of(
+        &self,
+        cursor: Cursor,
+        limit: i64,
+        types: &[&str],
+    ) -> Result<Vec<StoredEvent>, sqlx::Error> {
+        let (sql, args) = read_after_query(self.pool.is_postgres(), cursor, limit, types);
+        self.pool.fetch_all(&sql, &args).await
+    }
+
+    /// Up to `limit` events of `org` after the event at global position `after` (0: from the
+    /// start), in global order: those of aggregate `org`, and those of aggregates of type
+    /// `per_org_type` whose ids are `org/…`.
+    ///
+    /// # Errors
+    /// The database's error.
+    pub async fn read_org_after(
+        &self,
+        org: &str,
+        per_org_type: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>, sqlx::Error> {
+        // Aggregate type names come from the code, never from a request.
+        let of_org = format!(
+            "(aggregate_id = $1 or (aggregate_type = '{per_org_type}' \
+             and substr(aggregate_id, 1, length($1) + 1) = $1 || '/'))"
+        );
+        let columns = columns(self.pool.is_postgres(), &[]);
+        let (sql, args) = if self.pool.is_postgres() {
+            (
+                format!(
+                    "select {columns} from events where {of_org} and {PG_SETTLED} \
+                     and (transaction_id, global_position) > \
+                         (coalesce((select transaction_id from events where global_position = $2), '0'::xid8), $2) \
+                     order by transaction_id, global_position limit $3"
+                ),
+                vec![Arg::Text(org.to_owned()), Arg::Int(after), Arg::Int(limit)],
+            )
+        } else {
+            (
+                format!("select {columns} from events where {of_org} and global_position > $2 order by global_position limit $3"),
+                vec![Arg::Text(org.to_owned()), Arg::Int(after), Arg::Int(limit)],
+            )
+        };
+        self.pool.fetch_all(&sql, &args).await
+    }
+
+    /// Whether committed events exist after `cursor` that a reader may not take yet (their
+    /// transactions are not below every running one). Always false on SQLite.
+    ///
+    /// # Errors
+    /// The database's error.
+    pub async fn has_unsettled_after(&self, cursor: Cursor) -> Result<bool, sqlx::Error> {
+        if !self.pool.is_postgres() {
+            return Ok(false);
+        }
+        let rows: Vec<(bool,)> = self
+            .pool
+            .fetch_all(
+                "select exists(select 1 from events where (transaction_id, global_position) > ($1::bigint::text::xid8, $2))",
+                &[Arg::Int(cursor.txid), Arg::Int(cursor.position)],
+            )
+            .await?;
+        Ok(rows.first().is_some_and(|(b,)| *b))
+    }
+
+    /// Where the latest event of an aggregate stands in the global order (`None`: no events).
+    ///
+    /// # Errors
+    /// The database's error.
+    pub async fn latest_cursor(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Result<Option<Cursor>, sqlx::Error> {
+        let txid = if self.pool.is_postgres() { "transaction_id::text::bigint" } else { "0" };
+        let sql = format!(
+            "select {txid} as txid, global_position as position from events \
+             where aggregate_type = $1 and aggregate_id = $2 order by sequence desc limit 1"
+        );
+        let args = [Arg::Text(aggregate_type.to_owned()), Arg::Text(aggregate_id.to_owned())];
+        Ok(self.pool.fetch_all::<Cursor>(&sql, &args).await?.into_iter().next())
+    }
+
+    /// Where event `sequence` of an aggregate stands in the global order.
+    ///
+    /// # Errors
+    /// The database's error.
+    pub async fn cursor_of(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        sequence: i64,
+    ) -> Result<Option<Cursor>, sqlx::Error> {
+        let txid = if self.pool.is_postgres() { "transaction_id::text::bigint" } else { "0" };
+        let sql = format!(
+            "select {txid} as txid, global_position as position from events \
+             where aggregate_type = $1 and aggregate_id = $2 and sequence = $3"
+        );
+        let args = [
+            Arg::Text(aggregate_type.to_owned()),
+            Arg::Text(aggregate_id.to_owned()),
+            Arg::Int(sequence),
+        ];
+        Ok(self.pool.fetch_all::<Cursor>(&sql, &args).await?.into_iter().next())
+    }
+}
