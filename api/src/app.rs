@@ -5,21 +5,11 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderName, Request};
-use axum::routing::{get, post};
 use axum::serve::ListenerExt as _;
 use axum::Router;
 use tokio::net::TcpListener;
-use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
-use tracing::Level;
 
 use crate::auth::TokenKeys;
-use crate::error::{ApiError, ErrorCode};
-use crate::layers;
-use crate::routes::{audit, gateway, keys, openai, ops, orgs, usage};
 use crate::state::AppState;
 use keyledger_domain::usage::UsageLedger;
 use keyledger_infra::crypto::Envelope;
@@ -130,101 +120,6 @@ pub fn start_serving(state: &AppState) -> watch::Sender<bool> {
     stop
 }
 
-/// The HTTP API over `state`, with its layers.
-pub fn router(state: AppState) -> Router {
-    let request_id = HeaderName::from_static("x-request-id");
-    let api = bounded_routes()
-        .merge(model_call_routes())
-        .route_layer(axum::middleware::from_fn_with_state(
-            Arc::clone(&state.metrics),
-            crate::metrics::count_requests,
-        ))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state);
-    api.layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(CatchPanicLayer::custom(|_| {
-            // The panic message could hold anything; it stays out of the response.
-            axum::response::IntoResponse::into_response(ApiError::internal(&"a handler panicked"))
-        }))
-        .layer(axum::middleware::from_fn(layers::never_empty))
-        .layer(
-            // Method and path only: no headers (Authorization), no query, no body.
-            TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
-                let id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
-                tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
-            })
-            .on_response(DefaultOnResponse::new().level(Level::INFO))
-            .on_failure(DefaultOnFailure::new().level(Level::WARN)),
-        )
-        .layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
-        .layer(axum::middleware::from_fn(layers::sane_request_id))
-}
-
-/// Model calls: no request time limit (they have their own, see `ModelCallTimeouts`), prompt-
-/// sized bodies, and on the OpenAI-shaped routes errors an OpenAI SDK can show.
-fn model_call_routes() -> Router<AppState> {
-    let openai = Router::new()
-        .route("/v1/orgs/{org}/chat/completions", post(openai::chat_completions))
-        .route("/v1/orgs/{org}/embeddings", post(openai::embeddings))
-        .route_layer(axum::middleware::from_fn(layers::openai_errors));
-    let gateway = Router::new().route(
-        "/v1/orgs/{org}/gateway/{provider}/{*path}",
-        get(gateway::forward)
-            .post(gateway::forward)
-            .put(gateway::forward)
-            .patch(gateway::forward)
-            .delete(gateway::forward),
-    );
-    gateway.merge(openai).layer(DefaultBodyLimit::max(GATEWAY_BODY_LIMIT))
-}
-
-/// Everything else: answered within [`layers::REQUEST_TIMEOUT`].
-fn bounded_routes() -> Router<AppState> {
-    let models = Router::new()
-        .route("/v1/orgs/{org}/models", get(openai::models))
-        .route_layer(axum::middleware::from_fn(layers::openai_errors));
-    Router::new()
-        .route("/v1/orgs/{org}", get(orgs::org_status))
-        .route("/v1/orgs/{org}/plan", axum::routing::put(orgs::set_plan))
-        .route("/v1/orgs/{org}/byok-access", axum::routing::put(orgs::set_byok_access))
-        .route(
-            "/v1/orgs/{org}/provider-order",
-            get(orgs::get_provider_order).put(orgs::set_provider_order),
-        )
-        .route("/v1/orgs/{org}/keys", post(keys::store_key).get(keys::list_keys))
-        .route(
-            "/v1/orgs/{org}/keys/{provider}",
-            get(keys::get_key)
-                .put(keys::rotate_key)
-                .patch(keys::update_key)
-                .delete(keys::remove_key),
-        )
-        .route("/v1/orgs/{org}/keys/{provider}/verify", post(keys::verify_key))
-        .route("/v1/orgs/{org}/audit", get(audit::audit_page))
-        .route("/v1/orgs/{org}/audit/verify", get(audit::audit_verify))
-        .route("/v1/orgs/{org}/events", get(audit::events))
-        .route("/v1/orgs/{org}/usage", get(usage::usage).post(usage::record_usage))
-        .route("/v1/orgs/{org}/usage/calls", get(usage::recent_calls))
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
-        .route("/openapi.json", get(crate::openapi::openapi_json))
-        .route("/docs", get(ops::docs))
-        .route("/docs/redoc.standalone.js", get(ops::docs_renderer))
-        .merge(models)
-        .layer(axum::middleware::from_fn(layers::time_limit))
-}
-
-async fn not_found() -> ApiError {
-    ApiError::new(ErrorCode::NotFound, "no such endpoint")
-}
-
-async fn method_not_allowed() -> ApiError {
-    ApiError::new(ErrorCode::MethodNotAllowed, "that method is not allowed here")
-}
-
 /// The bound, ready-to-run application.
 #[derive(Debug)]
 pub struct Application {
@@ -247,7 +142,7 @@ impl Application {
             TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
         let stop_projector = start_serving(&state);
         let (keyrings, usage) = (Arc::clone(&state.keyrings), Arc::clone(&state.usage));
-        Ok(Self { listener, router: router(state), stop_projector, keyrings, usage })
+        Ok(Self { listener, router: crate::router::router(state), stop_projector, keyrings, usage })
     }
 
     /// The address the application listens on.

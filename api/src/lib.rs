@@ -8,11 +8,13 @@ mod layers;
 pub mod metrics;
 pub mod openapi;
 mod read;
+mod router;
 pub mod routes;
 pub mod state;
 pub mod telemetry;
 pub mod views;
 
-pub use app::{build_state, router, start_serving, Application, StartError};
+pub use app::{build_state, start_serving, Application, StartError};
 pub use auth::{Role, TokenKeys};
+pub use router::router;
 pub use state::AppState;

@@ -19,7 +19,7 @@ use keyledger_infra::GatewayError;
 /// `GET | POST | PUT | PATCH | DELETE /v1/orgs/{org}/gateway/{provider}/{*path}`: forwards the
 /// request, query string included, to the provider's `path` with the resolved key; the
 /// provider's answer, whatever it is, goes back as it is.
-#[utoipa::path(method(get, post, put, patch, delete), path = "/v1/orgs/{org}/gateway/{provider}/{path}", tag = "gateway",
+#[utoipa::path(method(get, post, put, patch, delete), path = "/v1/orgs/{org}/gateway/{provider}/{*path}", tag = "gateway",
     params(KeyPath,
            ("path" = String, Path, description = "the provider's own path, e.g. v1/messages; GET, PUT, PATCH and DELETE pass too, with the organization's own key")),
     request_body(content = serde_json::Value, description = "the provider's own request body"),

@@ -1,0 +1,118 @@
+//! The one list of routes: each handler with its layers, and from the same list the OpenAPI
+//! document (utoipa-axum), so no endpoint is served undocumented or documented unserved.
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, Request};
+use axum::routing::get;
+use axum::Router;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
+use tracing::Level;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::app::{BODY_LIMIT, GATEWAY_BODY_LIMIT};
+use crate::error::{ApiError, ErrorCode};
+use crate::layers;
+use crate::openapi::ApiDoc;
+use crate::routes::{audit, gateway, keys, openai, ops, orgs, usage};
+use crate::state::AppState;
+
+/// Every route, documented ones with their OpenAPI operations.
+fn routes() -> OpenApiRouter<AppState> {
+    bounded_routes().merge(model_call_routes())
+}
+
+/// The OpenAPI document of the routes.
+pub(crate) fn document() -> utoipa::openapi::OpenApi {
+    let (_, mut document) = routes().split_for_parts();
+    // axum writes a catch-all segment `{*path}`, OpenAPI `{path}`.
+    let paths = std::mem::take(&mut document.paths.paths);
+    document.paths.paths =
+        paths.into_iter().map(|(path, item)| (path.replace("{*", "{"), item)).collect();
+    document
+}
+
+/// The HTTP API over `state`, with its layers.
+pub fn router(state: AppState) -> Router {
+    let request_id = HeaderName::from_static("x-request-id");
+    let (routes, _) = routes().split_for_parts();
+    let api = routes
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state.metrics),
+            crate::metrics::count_requests,
+        ))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state);
+    api.layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(CatchPanicLayer::custom(|_| {
+            // The panic message could hold anything; it stays out of the response.
+            axum::response::IntoResponse::into_response(ApiError::internal(&"a handler panicked"))
+        }))
+        .layer(axum::middleware::from_fn(layers::never_empty))
+        .layer(
+            // Method and path only: no headers (Authorization), no query, no body.
+            TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+                let id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+                tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
+            })
+            .on_response(DefaultOnResponse::new().level(Level::INFO))
+            .on_failure(DefaultOnFailure::new().level(Level::WARN)),
+        )
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(axum::middleware::from_fn(layers::sane_request_id))
+}
+
+/// Model calls: no request time limit (they have their own, see `ModelCallTimeouts`), prompt-
+/// sized bodies, and on the OpenAI-shaped routes errors an OpenAI SDK can show.
+fn model_call_routes() -> OpenApiRouter<AppState> {
+    let openai = OpenApiRouter::new()
+        .routes(routes!(openai::chat_completions))
+        .routes(routes!(openai::embeddings))
+        .route_layer(axum::middleware::from_fn(layers::openai_errors));
+    let gateway = OpenApiRouter::new().routes(routes!(gateway::forward));
+    gateway.merge(openai).layer(DefaultBodyLimit::max(GATEWAY_BODY_LIMIT))
+}
+
+/// Everything else: answered within [`layers::REQUEST_TIMEOUT`].
+fn bounded_routes() -> OpenApiRouter<AppState> {
+    let models = OpenApiRouter::new()
+        .routes(routes!(openai::models))
+        .route_layer(axum::middleware::from_fn(layers::openai_errors));
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(orgs::org_status))
+        .routes(routes!(orgs::set_plan))
+        .routes(routes!(orgs::set_byok_access))
+        .routes(routes!(orgs::get_provider_order, orgs::set_provider_order))
+        .routes(routes!(keys::store_key, keys::list_keys))
+        .routes(routes!(keys::get_key, keys::rotate_key, keys::update_key, keys::remove_key))
+        .routes(routes!(keys::verify_key))
+        .routes(routes!(audit::audit_page))
+        .routes(routes!(audit::audit_verify))
+        .routes(routes!(audit::events))
+        .routes(routes!(usage::usage, usage::record_usage))
+        .routes(routes!(usage::recent_calls))
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz))
+        .routes(routes!(ops::metrics))
+        // The document and its renderer are not operations of the API.
+        .route("/openapi.json", get(crate::openapi::openapi_json))
+        .route("/docs", get(ops::docs))
+        .route("/docs/redoc.standalone.js", get(ops::docs_renderer))
+        .merge(models)
+        .layer(axum::middleware::from_fn(layers::time_limit))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(ErrorCode::NotFound, "no such endpoint")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(ErrorCode::MethodNotAllowed, "that method is not allowed here")
+}
