@@ -136,7 +136,7 @@ fn entry(event: &LoggedEvent, fact: &E, prev_hash: &str) -> AuditEntry {
     let d = draft(fact);
     let at = event.occurred_at().unwrap_or_default().trunc_subsecs(6);
     let mut entry = AuditEntry {
-        seq: event.sequence,
+        seq: event.stored.sequence,
         at,
         actor: event.actor().to_owned(),
         action: d.action.to_owned(),
@@ -172,7 +172,7 @@ impl Projection for AuditLog {
         let mut heads: HashMap<String, String> = HashMap::new();
         for event in events {
             let Fact::Keyring(fact) = &event.fact else { continue };
-            let org = &event.aggregate_id;
+            let org = &event.stored.aggregate_id;
             if !heads.contains_key(org) {
                 let head: Vec<(String,)> = tx
                     .fetch_all(
@@ -280,7 +280,7 @@ pub async fn verify(pool: &Database, org: &str) -> Result<ChainReport, sqlx::Err
         let Some(last) = events.last() else { break };
         after = last.cursor.position;
         for event in &events {
-            if let (Fact::Keyring(fact), true) = (&event.fact, event.aggregate_id == org) {
+            if let (Fact::Keyring(fact), true) = (&event.fact, event.stored.aggregate_id == org) {
                 let e = entry(event, fact, &derived_prev);
                 derived_prev = e.hash.clone();
                 derived.push(e);

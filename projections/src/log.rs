@@ -18,15 +18,8 @@ pub use keyledger_store::event_store::Cursor;
 #[derive(Debug, Clone)]
 pub struct LoggedEvent {
     pub cursor: Cursor,
-    pub aggregate_type: String,
-    pub aggregate_id: String,
-    pub sequence: i64,
-    pub event_type: String,
-    pub event_version: String,
-    /// The payload as stored (JSON text); [`LoggedEvent::fact`] is its typed reading.
-    pub payload: String,
-    /// The metadata as stored (JSON text).
-    pub metadata: String,
+    /// The event as stored; [`LoggedEvent::fact`] is its payload's typed reading.
+    pub stored: StoredEvent,
     pub fact: Fact,
     meta: EventMetadata,
 }
@@ -44,13 +37,13 @@ impl LoggedEvent {
     /// The payload as JSON.
     #[must_use]
     pub fn payload_json(&self) -> Value {
-        serde_json::from_str(&self.payload).unwrap_or(Value::Null)
+        serde_json::from_str(&self.stored.payload).unwrap_or(Value::Null)
     }
 
     /// The metadata as JSON.
     #[must_use]
     pub fn metadata_json(&self) -> Value {
-        serde_json::from_str(&self.metadata).unwrap_or(Value::Null)
+        serde_json::from_str(&self.stored.metadata).unwrap_or(Value::Null)
     }
 
     /// Who caused the event (`sub` of the token), from its metadata.
@@ -79,13 +72,7 @@ impl LoggedEvent {
         Self {
             cursor: stored.cursor(),
             meta: EventMetadata::from_json(&stored.metadata),
-            aggregate_type: stored.aggregate_type,
-            aggregate_id: stored.aggregate_id,
-            sequence: stored.sequence,
-            event_type: stored.event_type,
-            event_version: stored.event_version,
-            payload: stored.payload,
-            metadata: stored.metadata,
+            stored,
             fact,
         }
     }
@@ -122,19 +109,8 @@ impl EventLog {
         Self { order: GlobalOrder::new(pool) }
     }
 
-    /// Up to `limit` events after `cursor`, in global order.
-    ///
-    /// # Errors
-    /// The database's error.
-    pub async fn read_after(
-        &self,
-        cursor: Cursor,
-        limit: i64,
-    ) -> Result<Vec<LoggedEvent>, sqlx::Error> {
-        self.read_after_of(cursor, limit, &[]).await
-    }
-
-    /// [`EventLog::read_after`], with JSON only of events of `types` (all if empty).
+    /// Up to `limit` events after `cursor`, in global order, with JSON only of events of
+    /// `types` (all if empty).
     ///
     /// # Errors
     /// The database's error.

@@ -153,10 +153,10 @@ pub(crate) async fn events(
                     for e in &events {
                         let line = json!({
                             "position": e.cursor.position,
-                            "aggregate_id": e.aggregate_id,
-                            "sequence": e.sequence,
-                            "event_type": e.event_type,
-                            "event_version": e.event_version,
+                            "aggregate_id": e.stored.aggregate_id,
+                            "sequence": e.stored.sequence,
+                            "event_type": e.stored.event_type,
+                            "event_version": e.stored.event_version,
                             "payload": e.payload_json(),
                             "metadata": e.metadata_json(),
                         });

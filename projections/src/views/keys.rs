@@ -29,7 +29,7 @@ impl Projection for KeysView {
     async fn apply(&self, tx: &mut Tx, events: &[&LoggedEvent]) -> Result<(), ProjectionError> {
         for event in events {
             let Fact::Keyring(fact) = &event.fact else { continue };
-            let org = Arg::Text(event.aggregate_id.clone());
+            let org = Arg::Text(event.stored.aggregate_id.clone());
             let provider = |p: keyledger_domain::ProviderId| Arg::Text(p.as_str().to_owned());
             let (sql, args): (&str, Vec<Arg>) = match fact {
                 E::KeyStored(e) => (

@@ -28,7 +28,7 @@ impl Projection for OrgStatusView {
 
     async fn apply(&self, tx: &mut Tx, events: &[&LoggedEvent]) -> Result<(), ProjectionError> {
         for event in events {
-            let org = Arg::Text(event.aggregate_id.clone());
+            let org = Arg::Text(event.stored.aggregate_id.clone());
             match &event.fact {
                 Fact::Keyring(E::PlanChanged(e)) => {
                     tx.execute(

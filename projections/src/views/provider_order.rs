@@ -34,7 +34,7 @@ impl Projection for ProviderOrderView {
                 tx.execute(
                     "insert into view_provider_order (org_id, providers) values ($1, $2) \
                      on conflict (org_id) do update set providers = excluded.providers",
-                    &[Arg::Text(event.aggregate_id.clone()), Arg::Text(providers)],
+                    &[Arg::Text(event.stored.aggregate_id.clone()), Arg::Text(providers)],
                 )
                 .await?;
             }

@@ -122,19 +122,8 @@ impl GlobalOrder {
         Self { pool }
     }
 
-    /// Up to `limit` events after `cursor`, in global order.
-    ///
-    /// # Errors
-    /// The database's error.
-    pub async fn read_after(
-        &self,
-        cursor: Cursor,
-        limit: i64,
-    ) -> Result<Vec<StoredEvent>, sqlx::Error> {
-        self.read_after_of(cursor, limit, &[]).await
-    }
-
-    /// [`GlobalOrder::read_after`], with JSON only of events of `types` (all if empty).
+    /// Up to `limit` events after `cursor`, in global order, with JSON only of events of
+    /// `types` (all if empty).
     ///
     /// # Errors
     /// The database's error.
