@@ -86,6 +86,42 @@ fn parse_key(provider: ProviderId, raw: SecretString) -> Result<ApiKey, ApiError
         .map_err(|e| ApiError::new(ErrorCode::InvalidKeyFormat, e.to_string()))
 }
 
+/// The body as the command it asks for; its endpoint still to be checked where it resolves.
+impl TryFrom<StoreKeyRequest> for StoreKey {
+    type Error = ApiError;
+
+    fn try_from(body: StoreKeyRequest) -> Result<Self, ApiError> {
+        let provider = parse_provider(&body.provider)?;
+        Ok(Self {
+            provider,
+            key: body.key.map(|raw| parse_key(provider, raw)).transpose()?,
+            description: body.description,
+            default_model: body.default_model,
+            endpoint: body.endpoint,
+            verify: body.verify,
+            replace: body.replace,
+        })
+    }
+}
+
+impl RotateKeyRequest {
+    /// A rotation of `provider`'s key (the path's) to the body's key.
+    fn into_command(self, provider: ProviderId) -> Result<RotateKey, ApiError> {
+        Ok(RotateKey { provider, key: parse_key(provider, self.key)?, verify: self.verify })
+    }
+}
+
+impl UpdateKeyRequest {
+    /// The change of what is said about `provider`'s key (the path's).
+    fn into_command(self, provider: ProviderId) -> UpdateKeyDetails {
+        UpdateKeyDetails {
+            provider,
+            description: self.description,
+            default_model: self.default_model,
+        }
+    }
+}
+
 fn masked(state: &keyledger_domain::Keyring, provider: ProviderId) -> Result<MaskedKey, ApiError> {
     state
         .keys
@@ -108,9 +144,8 @@ pub(crate) async fn store_key(
     Json(body): Json<StoreKeyRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     caller.authorize(&org, Access::ManageKeys)?;
-    let provider = parse_provider(&body.provider)?;
-    let key = body.key.map(|raw| parse_key(provider, raw)).transpose()?;
-    let endpoint = match body.endpoint {
+    let mut store = StoreKey::try_from(body)?;
+    store.endpoint = match store.endpoint {
         Some(endpoint) => Some(state.endpoints.check(&endpoint).await.map_err(|e| {
             ApiError::with_status(
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -120,16 +155,8 @@ pub(crate) async fn store_key(
         })?),
         None => None,
     };
-    let command = KeyringCommand::StoreKey(StoreKey {
-        provider,
-        key,
-        description: body.description,
-        default_model: body.default_model,
-        endpoint,
-        verify: body.verify,
-        replace: body.replace,
-    });
-    let committed = state.execute(&org, command, &caller).await?;
+    let provider = store.provider;
+    let committed = state.execute(&org, KeyringCommand::StoreKey(store), &caller).await?;
     Ok((StatusCode::CREATED, axum::Json(masked(&committed.state, provider)?)))
 }
 
@@ -186,8 +213,7 @@ pub(crate) async fn rotate_key(
     Json(body): Json<RotateKeyRequest>,
 ) -> Result<axum::Json<MaskedKey>, ApiError> {
     caller.authorize(&org, Access::ManageKeys)?;
-    let key = parse_key(provider, body.key)?;
-    let command = KeyringCommand::RotateKey(RotateKey { provider, key, verify: body.verify });
+    let command = KeyringCommand::RotateKey(body.into_command(provider)?);
     let committed = state.execute(&org, command, &caller).await?;
     Ok(axum::Json(masked(&committed.state, provider)?))
 }
@@ -205,11 +231,7 @@ pub(crate) async fn update_key(
     Json(body): Json<UpdateKeyRequest>,
 ) -> Result<axum::Json<MaskedKey>, ApiError> {
     caller.authorize(&org, Access::ManageKeys)?;
-    let command = KeyringCommand::UpdateKeyDetails(UpdateKeyDetails {
-        provider,
-        description: body.description,
-        default_model: body.default_model,
-    });
+    let command = KeyringCommand::UpdateKeyDetails(body.into_command(provider));
     let committed = state.execute(&org, command, &caller).await?;
     Ok(axum::Json(masked(&committed.state, provider)?))
 }

@@ -36,6 +36,28 @@ pub struct ProviderOrderRequest {
     providers: Vec<String>,
 }
 
+impl From<PlanRequest> for KeyringCommand {
+    fn from(body: PlanRequest) -> Self {
+        Self::ChangePlan { plan: PlanId::new(body.plan) }
+    }
+}
+
+impl From<ByokAccessRequest> for KeyringCommand {
+    fn from(body: ByokAccessRequest) -> Self {
+        Self::SetByokAccess { enabled: body.enabled }
+    }
+}
+
+impl TryFrom<ProviderOrderRequest> for KeyringCommand {
+    type Error = ApiError;
+
+    fn try_from(body: ProviderOrderRequest) -> Result<Self, ApiError> {
+        let providers =
+            body.providers.iter().map(|p| parse_provider(p)).collect::<Result<_, _>>()?;
+        Ok(Self::SetProviderOrder { providers })
+    }
+}
+
 /// Registry providers, each at most once.
 fn provider_list() -> utoipa::openapi::schema::Array {
     utoipa::openapi::schema::ArrayBuilder::new()
@@ -74,7 +96,7 @@ pub(crate) async fn set_plan(
     Json(body): Json<PlanRequest>,
 ) -> Result<axum::Json<OrgStatus>, ApiError> {
     caller.authorize(&org, Access::ManagePlan)?;
-    let command = KeyringCommand::ChangePlan { plan: PlanId::new(body.plan) };
+    let command = KeyringCommand::from(body);
     let committed = state.execute(&org, command, &caller).await?;
     Ok(axum::Json(OrgStatus::of(&org, &committed.state)))
 }
@@ -93,7 +115,7 @@ pub(crate) async fn set_byok_access(
     Json(body): Json<ByokAccessRequest>,
 ) -> Result<axum::Json<OrgStatus>, ApiError> {
     caller.authorize(&org, Access::ManagePlan)?;
-    let command = KeyringCommand::SetByokAccess { enabled: body.enabled };
+    let command = KeyringCommand::from(body);
     let committed = state.execute(&org, command, &caller).await?;
     Ok(axum::Json(OrgStatus::of(&org, &committed.state)))
 }
@@ -126,9 +148,7 @@ pub(crate) async fn set_provider_order(
     Json(body): Json<ProviderOrderRequest>,
 ) -> Result<axum::Json<ProviderOrder>, ApiError> {
     caller.authorize(&org, Access::ManageKeys)?;
-    let providers =
-        body.providers.iter().map(|p| parse_provider(p)).collect::<Result<Vec<_>, _>>()?;
-    let command = KeyringCommand::SetProviderOrder { providers };
+    let command = KeyringCommand::try_from(body)?;
     let committed = state.execute(&org, command, &caller).await?;
     Ok(axum::Json(ProviderOrder::of(&committed.state)))
 }

@@ -209,6 +209,40 @@ pub struct RecordUsageRequest {
     at: Option<chrono::DateTime<Utc>>,
 }
 
+/// The body as the call it reports, its figures checked against their bounds.
+impl TryFrom<RecordUsageRequest> for ReportedCall {
+    type Error = ApiError;
+
+    fn try_from(body: RecordUsageRequest) -> Result<Self, ApiError> {
+        let provider = parse_provider(&body.provider)?;
+        for (field, value) in [("request_id", &body.request_id), ("model", &body.model)] {
+            if value.is_empty() || value.chars().count() > 200 {
+                return Err(ApiError::invalid_request(format!("{field} is 1 to 200 characters")));
+            }
+        }
+        for (field, tokens) in
+            [("input_tokens", body.input_tokens), ("output_tokens", body.output_tokens)]
+        {
+            if tokens > MAX_TOKENS_PER_CALL {
+                return Err(ApiError::invalid_request(format!(
+                    "{field} is at most {MAX_TOKENS_PER_CALL} for one call"
+                )));
+            }
+        }
+        let now = Utc::now();
+        let at = body.at.unwrap_or(now).trunc_subsecs(6);
+        check_reported_at(at, now).map_err(|e| ApiError::invalid_request(e.to_string()))?;
+        Ok(Self {
+            provider,
+            request_id: body.request_id,
+            model: body.model,
+            input_tokens: body.input_tokens,
+            output_tokens: body.output_tokens,
+            at,
+        })
+    }
+}
+
 /// A count as JSON may write it: `12`, or `12.0` (JSON Schema counts both as integers).
 fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     let number = serde_json::Number::deserialize(d)?;
@@ -253,32 +287,7 @@ pub(crate) async fn record_usage(
     Json(body): Json<RecordUsageRequest>,
 ) -> Result<(StatusCode, axum::Json<UsageRecorded>), ApiError> {
     caller.authorize(&org, Access::RecordUsage)?;
-    let provider = parse_provider(&body.provider)?;
-    for (field, value) in [("request_id", &body.request_id), ("model", &body.model)] {
-        if value.is_empty() || value.chars().count() > 200 {
-            return Err(ApiError::invalid_request(format!("{field} is 1 to 200 characters")));
-        }
-    }
-    for (field, tokens) in
-        [("input_tokens", body.input_tokens), ("output_tokens", body.output_tokens)]
-    {
-        if tokens > MAX_TOKENS_PER_CALL {
-            return Err(ApiError::invalid_request(format!(
-                "{field} is at most {MAX_TOKENS_PER_CALL} for one call"
-            )));
-        }
-    }
-    let now = Utc::now();
-    let at = body.at.unwrap_or(now).trunc_subsecs(6);
-    check_reported_at(at, now).map_err(|e| ApiError::invalid_request(e.to_string()))?;
-    let reported = ReportedCall {
-        provider,
-        request_id: body.request_id,
-        model: body.model,
-        input_tokens: body.input_tokens,
-        output_tokens: body.output_tokens,
-        at,
-    };
+    let reported = ReportedCall::try_from(body)?;
     match state.gateway.record_reported(&org, reported, &caller.actor()).await {
         Ok(Recorded::New { call, ledger_id, sequence }) => {
             // The caller's next read of its usage shows this call (read-your-writes).
