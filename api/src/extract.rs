@@ -15,7 +15,7 @@ use keyledger_domain::{OrgId, ProviderId};
 /// A JSON body; malformed JSON, a missing or unknown field, or a body over the limit become
 /// `invalid_request` (400) or 413.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Json<T>(pub T);
+pub(crate) struct Json<T>(pub T);
 
 impl<S, T> FromRequest<S> for Json<T>
 where
@@ -109,11 +109,11 @@ fn without_input(message: &str) -> String {
 
 /// The `{org}` path parameter, parsed.
 #[derive(Debug, Clone)]
-pub struct OrgParam(pub OrgId);
+pub(crate) struct OrgParam(pub OrgId);
 
 /// The `{org}` and `{provider}` path parameters, parsed.
 #[derive(Debug, Clone)]
-pub struct KeyParams(pub OrgId, pub ProviderId);
+pub(crate) struct KeyParams(pub OrgId, pub ProviderId);
 
 async fn params(parts: &mut Parts) -> Result<HashMap<String, String>, ApiError> {
     Path::<HashMap<String, String>>::from_request_parts(parts, &())
@@ -131,7 +131,7 @@ fn org_of(params: &HashMap<String, String>) -> Result<OrgId, ApiError> {
 ///
 /// # Errors
 /// `unknown_provider` when the id is not in the registry.
-pub fn parse_provider(raw: &str) -> Result<ProviderId, ApiError> {
+pub(crate) fn parse_provider(raw: &str) -> Result<ProviderId, ApiError> {
     raw.parse::<ProviderId>().map_err(|e| ApiError::new(ErrorCode::UnknownProvider, e.to_string()))
 }
 

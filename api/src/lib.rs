@@ -2,17 +2,17 @@
 
 pub mod app;
 pub mod auth;
-pub mod error;
-pub mod extract;
+mod error;
+mod extract;
 mod layers;
-pub mod metrics;
-pub mod openapi;
+mod metrics;
+mod openapi;
 mod read;
 mod router;
-pub mod routes;
-pub mod state;
+mod routes;
+mod state;
 pub mod telemetry;
-pub mod views;
+mod views;
 
 pub use app::{build_state, start_serving, Application, StartError};
 pub use auth::{Role, TokenKeys};

@@ -20,7 +20,7 @@ pub struct Metrics {
 }
 
 /// Model calls providers answered, by (provider, key source, status).
-pub type CallCounts = [((ProviderId, KeySource, u16), u64)];
+pub(crate) type CallCounts = [((ProviderId, KeySource, u16), u64)];
 
 impl Metrics {
     fn request_answered(&self, method: &str, route: &str, status: u16) {

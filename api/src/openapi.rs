@@ -11,7 +11,7 @@ use crate::views::{KeyList, MaskedKey, OrgStatus, ProviderOrder, VerificationVie
 #[derive(Debug, IntoParams)]
 #[into_params(parameter_in = Path)]
 #[allow(dead_code)] // Read by the OpenAPI document only.
-pub struct OrgPath {
+pub(crate) struct OrgPath {
     /// The organization's id.
     #[param(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", example = "acme")]
     org: String,
@@ -21,7 +21,7 @@ pub struct OrgPath {
 #[derive(Debug, IntoParams)]
 #[into_params(parameter_in = Path)]
 #[allow(dead_code)] // Read by the OpenAPI document only.
-pub struct KeyPath {
+pub(crate) struct KeyPath {
     /// The organization's id.
     #[param(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", example = "acme")]
     org: String,
@@ -32,7 +32,7 @@ pub struct KeyPath {
 /// The registry's provider ids, as the OpenAPI document lists them: taken from the registry
 /// itself, so a provider added there is in the document too.
 #[derive(Debug)]
-pub struct ProviderName;
+pub(crate) struct ProviderName;
 
 impl utoipa::PartialSchema for ProviderName {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
@@ -60,7 +60,7 @@ impl ToSchema for ProviderName {}
     )),
     modifiers(&BearerAuth),
 )]
-pub struct ApiDoc;
+pub(crate) struct ApiDoc;
 
 #[derive(Debug)]
 struct BearerAuth;

@@ -9,7 +9,7 @@ use keyledger_projections::queries::KeyRow;
 
 /// A key as shown: masked, never the key.
 #[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct MaskedKey {
+pub(crate) struct MaskedKey {
     #[schema(example = "anthropic")]
     pub provider: String,
     #[schema(example = "sk-ant-••••xK7q")]
@@ -29,7 +29,7 @@ pub struct MaskedKey {
 
 /// The outcome of a provider check.
 #[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct VerificationView {
+pub(crate) struct VerificationView {
     pub ok: bool,
     #[schema(example = "valid")]
     pub outcome: String,
@@ -38,7 +38,7 @@ pub struct VerificationView {
 
 /// An organization's plan, BYOK state, keys and provider order.
 #[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct OrgStatus {
+pub(crate) struct OrgStatus {
     pub org: String,
     pub plan: String,
     pub byok_access: bool,
@@ -49,14 +49,14 @@ pub struct OrgStatus {
 
 /// The keys of an organization.
 #[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct KeyList {
+pub(crate) struct KeyList {
     pub keys: Vec<MaskedKey>,
     pub byok_active: bool,
 }
 
 /// An organization's provider order.
 #[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct ProviderOrder {
+pub(crate) struct ProviderOrder {
     pub providers: Vec<String>,
 }
 
@@ -99,7 +99,7 @@ impl From<KeyRow> for MaskedKey {
 impl MaskedKey {
     /// The view of `key`, the key of `provider`, mapped as a row of the view is.
     #[must_use]
-    pub fn of(provider: ProviderId, key: &KeyState) -> Self {
+    pub(crate) fn of(provider: ProviderId, key: &KeyState) -> Self {
         Self::from(KeyRow::of(provider, key))
     }
 }
@@ -107,9 +107,9 @@ impl MaskedKey {
 impl KeyList {
     /// The keys of `keyring`, by provider id.
     #[must_use]
-    pub fn of(keyring: &Keyring) -> Self {
+    pub(crate) fn of(keyring: &Keyring) -> Self {
         Self {
-            keys: keyring.keys.iter().map(|(p, k)| MaskedKey::of(*p, k)).collect(),
+            keys: keyring.keys().iter().map(|(p, k)| MaskedKey::of(*p, k)).collect(),
             byok_active: keyring.byok_active(),
         }
     }
@@ -118,11 +118,11 @@ impl KeyList {
 impl OrgStatus {
     /// The status of `org` whose Keyring is `keyring`.
     #[must_use]
-    pub fn of(org: &OrgId, keyring: &Keyring) -> Self {
+    pub(crate) fn of(org: &OrgId, keyring: &Keyring) -> Self {
         Self {
             org: org.to_string(),
-            plan: keyring.plan.to_string(),
-            byok_access: keyring.byok_access,
+            plan: keyring.plan().to_string(),
+            byok_access: keyring.byok_access(),
             byok_active: keyring.byok_active(),
             keys: KeyList::of(keyring).keys,
             provider_order: ProviderOrder::of(keyring).providers,
@@ -133,7 +133,7 @@ impl OrgStatus {
 impl ProviderOrder {
     /// The provider order of `keyring`.
     #[must_use]
-    pub fn of(keyring: &Keyring) -> Self {
-        Self { providers: keyring.provider_order.iter().map(|p| p.as_str().to_owned()).collect() }
+    pub(crate) fn of(keyring: &Keyring) -> Self {
+        Self { providers: keyring.provider_order().iter().map(|p| p.as_str().to_owned()).collect() }
     }
 }

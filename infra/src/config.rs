@@ -72,7 +72,7 @@ pub enum ConfigError {
 
 /// Model calls in flight or waiting to be recorded, at most, unless configured: what a crash
 /// can lose in `async` durability is bounded by it.
-pub const DEFAULT_USAGE_QUEUE: u64 = 10_000;
+pub(crate) const DEFAULT_USAGE_QUEUE: u64 = 10_000;
 
 /// The shortest JWT secret production accepts: a guessable secret forges every role.
 const MIN_PRODUCTION_SECRET: usize = 32;

@@ -1,17 +1,18 @@
 //! keyledger's adapters: organizations' Keyrings and usage ledgers over the event store (in
-//! `keyledger-store`), envelope encryption, provider clients, the
-//! model-call gateway and configuration.
+//! `keyledger-store`), envelope encryption, provider clients, the model-call gateway and
+//! configuration. What other crates use is re-exported here or lives in the public modules;
+//! the rest stays inside.
 
-pub mod config;
+mod config;
 pub mod crypto;
 pub mod gateway;
-pub mod keyrings;
+mod keyrings;
 pub mod providers;
 pub mod services;
-pub mod usage;
+mod usage;
 
 pub use config::{Config, ConfigError};
 pub use gateway::{Gateway, GatewayError};
 pub use keyledger_store::metadata::Actor;
-pub use keyrings::{CommandError, Committed, Keyrings};
-pub use usage::{RecordError, Recorded, UsageRecorder};
+pub use keyrings::{CallKeys, CommandError, Committed, KeyringStore, Keyrings};
+pub use usage::{Overloaded, RecordError, Recorded, Slot, UsageRecorder};

@@ -1,8 +1,9 @@
 //! The key-material table: sealed key versions, kept outside the event log and destroyed
 //! when a rotation or removal makes them obsolete. Material comes and goes in the transaction
-//! of the events that name it (see [`crate::event_store::commit_with_material`]), so no
-//! command leaves material behind that no event names, or an event naming material that is
-//! not there.
+//! of the events that name it ([`SnapshottingStore::commit_with_material`]), so no command
+//! leaves material behind that no event names, or an event naming material that is not there.
+//!
+//! [`SnapshottingStore::commit_with_material`]: crate::event_store::SnapshottingStore::commit_with_material
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -169,7 +169,7 @@ async fn rotated_and_removed_versions_are_shredded(backend: Backend) {
     )
     .await;
     let first =
-        app.state.keyrings.load(&org).await.expect("state").keys[&ProviderId::Anthropic].clone();
+        app.state.keyrings.load(&org).await.expect("state").keys()[&ProviderId::Anthropic].clone();
     let first_material = first.material_id.expect("sealed");
     assert!(app
         .state
@@ -182,7 +182,7 @@ async fn rotated_and_removed_versions_are_shredded(backend: Backend) {
 
     app.put("/v1/orgs/acme/keys/anthropic", &owner, json!({"key": keys::anthropic()})).await;
     let second =
-        app.state.keyrings.load(&org).await.expect("state").keys[&ProviderId::Anthropic].clone();
+        app.state.keyrings.load(&org).await.expect("state").keys()[&ProviderId::Anthropic].clone();
     assert_eq!(second.version, 2);
     let material = &app.state.keyrings.deps().material;
     assert!(
@@ -223,9 +223,9 @@ async fn material_copied_to_another_org_or_version_does_not_open(backend: Backen
     }
     let (acme, beta) = (OrgId::parse("acme").expect("org"), OrgId::parse("beta").expect("org"));
     let acme_key =
-        app.state.keyrings.load(&acme).await.expect("state").keys[&ProviderId::Anthropic].clone();
+        app.state.keyrings.load(&acme).await.expect("state").keys()[&ProviderId::Anthropic].clone();
     let beta_key =
-        app.state.keyrings.load(&beta).await.expect("state").keys[&ProviderId::Anthropic].clone();
+        app.state.keyrings.load(&beta).await.expect("state").keys()[&ProviderId::Anthropic].clone();
     let (acme_m, beta_m) =
         (acme_key.material_id.expect("sealed").0, beta_key.material_id.expect("sealed").0);
     assert!(app.state.keyrings.calls().open(&beta, ProviderId::Anthropic, &beta_key).await.is_ok());
@@ -249,7 +249,7 @@ async fn material_copied_to_another_org_or_version_does_not_open(backend: Backen
     app.put("/v1/orgs/acme/keys/anthropic", &app.owner("acme"), json!({"key": keys::anthropic()}))
         .await;
     let rotated =
-        app.state.keyrings.load(&acme).await.expect("state").keys[&ProviderId::Anthropic].clone();
+        app.state.keyrings.load(&acme).await.expect("state").keys()[&ProviderId::Anthropic].clone();
     assert!(app.state.keyrings.calls().open(&acme, ProviderId::Anthropic, &rotated).await.is_ok());
     copy_material(&app, old_copy, rotated.material_id.expect("sealed").0).await;
     assert!(

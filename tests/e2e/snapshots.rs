@@ -37,7 +37,7 @@ async fn state_loaded_through_snapshots_equals_state_replayed_from_events(backen
     let context = store.load_aggregate("acme").await.expect("load");
     assert_eq!(context.aggregate, replayed, "snapshot + tail equals a full replay");
     assert_eq!(app.state.keyrings.load(&org).await.expect("load"), replayed);
-    assert_eq!(replayed.keys[&keyledger_domain::ProviderId::Anthropic].version, 76);
+    assert_eq!(replayed.keys()[&keyledger_domain::ProviderId::Anthropic].version, 76);
 
     let events = app.count("select count(*) from events where aggregate_id = 'acme'").await;
     let snapshot_at =

@@ -14,11 +14,11 @@ use keyledger_domain::KeyringError;
 use keyledger_infra::{CommandError, GatewayError, RecordError};
 use keyledger_store::StorageFailure;
 
-pub use code::ErrorCode;
+pub(crate) use code::ErrorCode;
 
 /// An RFC 9457 problem, as every error is answered.
 #[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct Problem {
+pub(crate) struct Problem {
     #[serde(rename = "type")]
     pub type_: String,
     pub title: String,

@@ -21,7 +21,7 @@ use keyledger_projections::EventLog;
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-pub struct AuditQuery {
+pub(crate) struct AuditQuery {
     /// Entries after this sequence number.
     #[param(minimum = 0)]
     after: Option<i64>,
@@ -32,7 +32,7 @@ pub struct AuditQuery {
 
 /// A page of the audit trail.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct AuditPage {
+pub(crate) struct AuditPage {
     #[schema(value_type = Vec<Object>)]
     entries: Vec<AuditEntry>,
     /// Pass as `after` for the next page; `null` at the end.
@@ -41,7 +41,7 @@ pub struct AuditPage {
 
 /// The result of verifying the trail.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct AuditVerification {
+pub(crate) struct AuditVerification {
     ok: bool,
     entries: u64,
     head: String,
@@ -58,7 +58,7 @@ impl From<ChainReport> for AuditVerification {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-pub struct EventsQuery {
+pub(crate) struct EventsQuery {
     /// Events after this global position (0 or absent: from the start).
     #[param(minimum = 0)]
     after: Option<i64>,

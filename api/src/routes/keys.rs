@@ -46,7 +46,7 @@ pub struct StoreKeyRequest {
 /// Body of `PUT /v1/orgs/{org}/keys/{provider}` (rotation).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RotateKeyRequest {
+pub(crate) struct RotateKeyRequest {
     /// The new key, of the provider's shape.
     #[schema(value_type = String, write_only, min_length = 1, max_length = 1024, pattern = r"^\S+$")]
     key: SecretString,
@@ -57,7 +57,7 @@ pub struct RotateKeyRequest {
 /// Body of `PATCH /v1/orgs/{org}/keys/{provider}`: absent leaves a field, `null` clears it.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct UpdateKeyRequest {
+pub(crate) struct UpdateKeyRequest {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>, max_length = 500, pattern = r"^[^\x00-\x1F\x7F-\x9F]*$")]
     description: Option<Option<String>>,
@@ -75,7 +75,7 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<Strin
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-pub struct ListQuery {
+pub(crate) struct ListQuery {
     /// Rebuild the keys as they were at this instant (RFC 3339) from the log.
     #[param(value_type = Option<chrono::DateTime<chrono::Utc>>)]
     as_of: Option<String>,
@@ -124,8 +124,7 @@ impl UpdateKeyRequest {
 
 fn masked(state: &keyledger_domain::Keyring, provider: ProviderId) -> Result<MaskedKey, ApiError> {
     state
-        .keys
-        .get(&provider)
+        .key(provider)
         .map(|key| MaskedKey::of(provider, key))
         .ok_or_else(|| KeyringError::KeyNotFound(provider).into())
 }

@@ -1,9 +1,9 @@
 //! The HTTP endpoints, one module per resource.
 
-pub mod audit;
-pub mod gateway;
-pub mod keys;
-pub mod openai;
-pub mod ops;
-pub mod orgs;
-pub mod usage;
+pub(crate) mod audit;
+pub(crate) mod gateway;
+pub(crate) mod keys;
+pub(crate) mod openai;
+pub(crate) mod ops;
+pub(crate) mod orgs;
+pub(crate) mod usage;

@@ -87,7 +87,7 @@ async fn model_call(
 
 /// The models an organization can call now, as OpenAI lists models.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct ModelList {
+pub(crate) struct ModelList {
     #[schema(example = "list")]
     object: &'static str,
     data: Vec<ModelView>,
@@ -95,7 +95,7 @@ pub struct ModelList {
 
 /// One model, `provider/model`.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct ModelView {
+pub(crate) struct ModelView {
     #[schema(example = "openai/gpt-4o-mini")]
     id: String,
     #[schema(example = "model")]

@@ -22,7 +22,7 @@ use keyledger_projections::queries::{self, CallRow, USAGE_DIMENSIONS};
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-pub struct UsageQuery {
+pub(crate) struct UsageQuery {
     /// First day, `YYYY-MM-DD` (default: the first of this month).
     #[param(value_type = Option<chrono::NaiveDate>)]
     from: Option<String>,
@@ -36,7 +36,7 @@ pub struct UsageQuery {
 
 /// Usage rows and their totals.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct UsageReport {
+pub(crate) struct UsageReport {
     #[schema(value_type = Vec<Object>)]
     rows: Vec<Value>,
     #[schema(value_type = Object)]
@@ -47,7 +47,7 @@ pub struct UsageReport {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-pub struct CallsQuery {
+pub(crate) struct CallsQuery {
     /// At most this many calls (1 to 1000, default 50).
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
@@ -55,7 +55,7 @@ pub struct CallsQuery {
 
 /// One recorded call.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct CallView {
+pub(crate) struct CallView {
     request_id: String,
     provider: String,
     model: String,
@@ -69,7 +69,7 @@ pub struct CallView {
 
 /// The most recent calls.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct CallList {
+pub(crate) struct CallList {
     calls: Vec<CallView>,
 }
 
@@ -257,7 +257,7 @@ fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error>
 
 /// What a recorded call cost and whose key paid.
 #[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct UsageRecorded {
+pub(crate) struct UsageRecorded {
     cost_usd: f64,
     #[schema(example = "platform")]
     key_source: String,

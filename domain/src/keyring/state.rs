@@ -15,12 +15,12 @@ use crate::verification::Verification;
 /// One organization's keys, plan and provider order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Keyring {
-    pub plan: PlanId,
-    pub byok_access: bool,
-    pub keys: BTreeMap<ProviderId, KeyState>,
-    pub provider_order: Vec<ProviderId>,
+    pub(crate) plan: PlanId,
+    pub(crate) byok_access: bool,
+    pub(crate) keys: BTreeMap<ProviderId, KeyState>,
+    pub(crate) provider_order: Vec<ProviderId>,
     /// Key ids handed out so far; ids are never reused within an organization.
-    pub keys_issued: u32,
+    pub(crate) keys_issued: u32,
 }
 
 impl Default for Keyring {
@@ -73,6 +73,36 @@ pub struct KeyState {
 }
 
 impl Keyring {
+    /// The organization's plan.
+    #[must_use]
+    pub fn plan(&self) -> &PlanId {
+        &self.plan
+    }
+
+    /// Whether the platform lets the organization bring its own keys at all.
+    #[must_use]
+    pub fn byok_access(&self) -> bool {
+        self.byok_access
+    }
+
+    /// Every provider's current key, active or suspended, by provider id.
+    #[must_use]
+    pub fn keys(&self) -> &BTreeMap<ProviderId, KeyState> {
+        &self.keys
+    }
+
+    /// The current key of `provider`, active or suspended.
+    #[must_use]
+    pub fn key(&self, provider: ProviderId) -> Option<&KeyState> {
+        self.keys.get(&provider)
+    }
+
+    /// The order the organization's calls try providers in (pro plans and up).
+    #[must_use]
+    pub fn provider_order(&self) -> &[ProviderId] {
+        &self.provider_order
+    }
+
     /// The key of `provider` if it is active.
     #[must_use]
     pub fn active_key(&self, provider: ProviderId) -> Option<&KeyState> {

@@ -145,16 +145,16 @@ pub enum UsageError {
 /// One organization's model calls in one month.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct UsageLedger {
-    pub calls: u64,
+    pub(crate) calls: u64,
     /// Platform-key calls recorded or reserved.
-    pub platform_calls: u64,
-    pub platform_cost_usd: f64,
+    pub(crate) platform_calls: u64,
+    pub(crate) platform_cost_usd: f64,
     /// Reserved calls not recorded yet (in flight): already counted in `platform_calls`.
     #[serde(default)]
-    pub reserved: std::collections::BTreeSet<String>,
+    pub(crate) reserved: std::collections::BTreeSet<String>,
     /// What each reserved call may cost, held against the cost cap while it runs.
     #[serde(default)]
-    pub reserved_cost_usd: std::collections::BTreeMap<String, f64>,
+    pub(crate) reserved_cost_usd: std::collections::BTreeMap<String, f64>,
 }
 
 impl UsageLedger {

@@ -97,7 +97,7 @@ impl CallCache {
 }
 
 fn material_of(state: &Keyring) -> impl Iterator<Item = MaterialId> + '_ {
-    state.keys.values().filter_map(|k| k.material_id)
+    state.keys().values().filter_map(|k| k.material_id)
 }
 
 #[cfg(test)]

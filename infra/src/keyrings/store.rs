@@ -235,8 +235,7 @@ impl Keyrings {
     ) -> Result<Verification, CommandError> {
         let state = self.load(org).await?;
         let key = state
-            .keys
-            .get(&provider)
+            .key(provider)
             .ok_or(CommandError::Rejected(KeyringError::KeyNotFound(provider)))?;
         let plaintext = self.calls.open(org, provider, key).await?;
         let outcome: VerificationOutcome =
@@ -251,8 +250,7 @@ impl Keyrings {
         let committed = self.execute(org, command, actor).await?;
         let checked_at: DateTime<Utc> = committed
             .state
-            .keys
-            .get(&provider)
+            .key(provider)
             .and_then(|k| k.last_verification.as_ref().map(|v| v.checked_at))
             .unwrap_or_else(Utc::now);
         Ok(Verification { outcome, checked_at })
