@@ -3,14 +3,12 @@
 
 mod bounds;
 mod estimate;
-mod figures;
 mod ledger;
 #[cfg(test)]
 mod tests;
 
 pub use bounds::{capped, check_reported_at, ReportedAtError, CLOCK_SKEW, MAX_TOKENS_PER_CALL};
 pub use estimate::{CallEstimate, BINARY_PAYLOAD_TOKENS, DEFAULT_MAX_OUTPUT_TOKENS};
-pub use figures::UsageFigures;
 pub use ledger::{
     KeySource, ModelCallRecorded, PlatformCallReleased, PlatformCallReserved, RecordModelCall,
     ReleasePlatformCall, ReservePlatformCall, UsageCommand, UsageError, UsageEvent, UsageLedger,

@@ -20,11 +20,10 @@ use chrono::{DateTime, SubsecRound, Utc};
 use futures::{Stream, StreamExt as _};
 use tokio::time::{Instant, Sleep};
 
+use crate::providers::UsageFigures;
 use crate::usage::{Slot, UsageRecorder};
 use keyledger_domain::pricing::PriceTable;
-use keyledger_domain::usage::{
-    CallEstimate, KeySource, ModelCallRecorded, RecordModelCall, UsageFigures,
-};
+use keyledger_domain::usage::{CallEstimate, KeySource, ModelCallRecorded, RecordModelCall};
 use keyledger_domain::{OrgId, ProviderId};
 use keyledger_store::metadata::Actor;
 

@@ -13,6 +13,6 @@ pub use addresses::{is_global, is_internal};
 pub use client::{read_bounded, Outgoing, ProviderClient, SendError};
 pub use endpoint::{EndpointError, EndpointPolicy};
 pub use listing::{parse_listing, ListedModel};
-pub use metering::asking_for_stream_usage;
+pub use metering::{asking_for_stream_usage, UsageFigures};
 pub use registry::{default_base_url, Auth, ProviderSpec};
 pub use resolver::AddressRefused;

@@ -3,13 +3,15 @@
 
 use serde_json::Value;
 
+use keyledger_domain::usage::capped;
+
 /// Tokens a call used, and the model that answered, as the provider reported them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UsageFigures {
     pub model: Option<String>,
     pub input_tokens: u64,
     pub output_tokens: u64,
-    /// The provider reported more than [`super::MAX_TOKENS_PER_CALL`]; the figures are capped
+    /// The provider reported more than [`keyledger_domain::usage::MAX_TOKENS_PER_CALL`]; the figures are capped
     /// there. The call was made: it is recorded, never refused after the fact.
     pub capped: bool,
 }
@@ -37,11 +39,11 @@ impl UsageFigures {
         found.then(|| figures.within_bounds())
     }
 
-    /// The figures capped at [`super::MAX_TOKENS_PER_CALL`], flagged if they were over.
+    /// The figures capped at [`keyledger_domain::usage::MAX_TOKENS_PER_CALL`], flagged if they were over.
     #[must_use]
     pub fn within_bounds(self) -> Self {
-        let (input_tokens, input_capped) = super::capped(self.input_tokens);
-        let (output_tokens, output_capped) = super::capped(self.output_tokens);
+        let (input_tokens, input_capped) = capped(self.input_tokens);
+        let (output_tokens, output_capped) = capped(self.output_tokens);
         Self { input_tokens, output_tokens, capped: input_capped || output_capped, ..self }
     }
 
@@ -102,6 +104,7 @@ impl UsageFigures {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use keyledger_domain::usage::MAX_TOKENS_PER_CALL;
 
     fn figures(model: &str, input: u64, output: u64) -> Option<UsageFigures> {
         Some(UsageFigures {
@@ -167,5 +170,42 @@ mod tests {
     fn an_answer_without_usage_says_so() {
         assert_eq!(UsageFigures::from_body(br#"{"data":[]}"#), None);
         assert_eq!(UsageFigures::from_body(b"not json"), None);
+    }
+
+    /// A provider's answer as it might come: noise, JSON with usage figures of any size, or
+    /// an SSE stream of it cut anywhere.
+    fn answer() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        let number = prop_oneof![
+            any::<u64>().prop_map(|n| n.to_string()),
+            Just("-1".to_owned()),
+            Just("1e400".to_owned()),
+            Just("null".to_owned())
+        ];
+        let usage = (number.clone(), number).prop_map(|(a, b)| {
+            format!(r#"{{"model":"m","usage":{{"prompt_tokens":{a},"completion_tokens":{b},"input_tokens":{a}}},"usageMetadata":{{"promptTokenCount":{b}}}}}"#)
+        });
+        prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..400),
+            usage.clone().prop_map(String::into_bytes),
+            (usage, 0usize..200).prop_map(|(json, cut)| {
+                let framed = format!(
+                    ": keep-alive\n\nevent: message_delta\ndata: {json}\n\ndata: [DONE]\n\n"
+                );
+                framed.as_bytes()[..cut.min(framed.len())].to_vec()
+            }),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn usage_figures_stay_in_bounds_whatever_a_provider_answers(body in answer()) {
+            if let Some(figures) = UsageFigures::from_body(&body) {
+                proptest::prop_assert!(figures.input_tokens <= MAX_TOKENS_PER_CALL);
+                proptest::prop_assert!(figures.output_tokens <= MAX_TOKENS_PER_CALL);
+            }
+        }
     }
 }

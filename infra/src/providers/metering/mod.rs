@@ -1,10 +1,15 @@
-//! Making sure a model call's answer says what it used.
+//! What a model call used: reading it from the provider's answer ([`UsageFigures`]), and
+//! making sure the answer says it.
 //!
 //! OpenAI-shaped chat endpoints report usage in a streamed answer only when the request asks
 //! for it (`stream_options.include_usage`). A call streamed without it would be recorded as
 //! using nothing, and platform-key calls would slip past the cost cap. Where the provider
 //! accepts the option, keyledger asks for it; the caller's stream then ends with one more
 //! chunk, `choices: []` and the usage, as the OpenAI API defines it.
+
+mod figures;
+
+pub use figures::UsageFigures;
 
 use bytes::Bytes;
 use serde_json::{Map, Value};
