@@ -151,5 +151,5 @@ async fn tokens_not_yet_valid_too_long_lived_or_from_elsewhere_are_refused(backe
 fn signed(app: &TestApp, claims: &serde_json::Value) -> String {
     let claims: keyledger_api::auth::Claims =
         serde_json::from_value(claims.clone()).expect("claims");
-    app.state.tokens.sign(&claims).expect("signed")
+    app.sign(&claims)
 }

@@ -405,7 +405,7 @@ async fn the_calls_a_stopping_process_answered_are_recorded_before_it_goes(backe
         assert_eq!(answer.status, StatusCode::OK, "{}", answer.everything());
     }
     // Every caller has its answer; the records were handed off, nobody waited for them.
-    assert!(app.state.usage.settle(Duration::from_secs(10)).await, "records still pending");
+    assert!(app.usage_settled(Duration::from_secs(10)).await, "records still pending");
     assert_eq!(
         app.count("select count(*) from events where event_type = 'ModelCallRecorded'").await,
         30,

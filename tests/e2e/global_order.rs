@@ -19,7 +19,7 @@ async fn a_catch_up_reader_sees_every_event_once_in_aggregate_order_under_concur
     backend: Backend,
 ) {
     let app = TestApp::start(backend).await;
-    let pool = app.state.views.clone();
+    let pool = keyledger_store::Database::connect(&app.database_url).await.expect("connect");
     let writers: Vec<_> = (0..WRITERS)
         .map(|writer| {
             let pool = pool.clone();

@@ -4,8 +4,9 @@ use cqrs_es::EventStore;
 use serde_json::json;
 
 use crate::keys;
-use keyledger_domain::OrgId;
-use keyledger_store::event_store::SNAPSHOT_EVERY;
+use keyledger_domain::Keyring;
+use keyledger_store::event_store::{EventRepository, SnapshottingStore, SNAPSHOT_EVERY};
+use keyledger_store::Database;
 use keyledger_tests::{on_both_backends, Backend, TestApp};
 
 on_both_backends!(state_loaded_through_snapshots_equals_state_replayed_from_events);
@@ -14,7 +15,6 @@ async fn state_loaded_through_snapshots_equals_state_replayed_from_events(backen
     let app = TestApp::start(backend).await;
     app.set_plan("acme", "pro").await;
     let owner = app.owner("acme");
-    let org = OrgId::parse("acme").expect("org");
     app.post(
         "/v1/orgs/acme/keys",
         &owner,
@@ -32,11 +32,11 @@ async fn state_loaded_through_snapshots_equals_state_replayed_from_events(backen
         };
         assert!(response.status.is_success(), "command {i}: {}", response.everything());
     }
-    let store = app.state.keyrings.store();
+    let db = Database::connect(&app.database_url).await.expect("connect");
+    let store = SnapshottingStore::<_, Keyring>::new(EventRepository::new(&db));
     let replayed = store.replay_from_events("acme").await.expect("replay");
     let context = store.load_aggregate("acme").await.expect("load");
     assert_eq!(context.aggregate, replayed, "snapshot + tail equals a full replay");
-    assert_eq!(app.state.keyrings.load(&org).await.expect("load"), replayed);
     assert_eq!(replayed.keys()[&keyledger_domain::ProviderId::Anthropic].version, 76);
 
     let events = app.count("select count(*) from events where aggregate_id = 'acme'").await;

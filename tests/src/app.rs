@@ -176,6 +176,12 @@ impl TestApp {
         self.state.tokens.issue(org, role, sub, Duration::from_secs(3600)).expect("token")
     }
 
+    /// `claims` signed as the platform's identity provider would, with the app's secret.
+    #[must_use]
+    pub fn sign(&self, claims: &keyledger_api::auth::Claims) -> String {
+        self.state.tokens.sign(claims).expect("signed")
+    }
+
     /// An owner's token for `org`.
     #[must_use]
     pub fn owner(&self, org: &str) -> String {
@@ -381,6 +387,18 @@ impl TestApp {
             }
             keyledger_store::Database::Sqlite(pool) => {
                 sqlx::query(sql).execute(pool).await.expect("sql").rows_affected()
+            }
+        }
+    }
+
+    /// The text values of `sql`'s one column.
+    pub async fn texts(&self, sql: &str) -> Vec<String> {
+        match &self.state.db {
+            keyledger_store::Database::Postgres(pool) => {
+                sqlx::query_scalar(sql).fetch_all(pool).await.expect("texts")
+            }
+            keyledger_store::Database::Sqlite(pool) => {
+                sqlx::query_scalar(sql).fetch_all(pool).await.expect("texts")
             }
         }
     }
