@@ -168,6 +168,46 @@ impl Tx {
         Ok(())
     }
 
+    /// Locks the rows of `table` whose `column` is one of `values` until this transaction
+    /// ends: on PostgreSQL those rows; on SQLite the database's write lock, taken now by a
+    /// write that changes nothing (a transaction that read first could not write any more
+    /// once another connection had committed: SQLITE_BUSY_SNAPSHOT).
+    ///
+    /// # Errors
+    /// The database's error.
+    pub async fn lock_rows(
+        &mut self,
+        table: &str,
+        column: &str,
+        values: &[&str],
+    ) -> Result<(), sqlx::Error> {
+        if values.is_empty() {
+            return Ok(());
+        }
+        let in_list = (1..=values.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+        let args: Vec<Arg> = values.iter().map(|v| Arg::Text((*v).to_owned())).collect();
+        let sql = if self.is_postgres() {
+            format!("select 1 from {table} where {column} in ({in_list}) for update")
+        } else {
+            format!("update {table} set {column} = {column} where {column} in ({in_list})")
+        };
+        self.execute(&sql, &args).await.map(|_| ())
+    }
+
+    /// Empties `table` within the transaction: TRUNCATE on PostgreSQL (no dead rows left for
+    /// what is written next to wade through), DELETE on SQLite.
+    ///
+    /// # Errors
+    /// The database's error.
+    pub async fn empty(&mut self, table: &str) -> Result<(), sqlx::Error> {
+        let sql = if self.is_postgres() {
+            format!("truncate table {table}")
+        } else {
+            format!("delete from {table}")
+        };
+        self.execute(&sql, &[]).await.map(|_| ())
+    }
+
     /// Runs a query returning rows of type `T`.
     ///
     /// # Errors

@@ -78,24 +78,15 @@ impl Projector {
         };
         self.ensure_checkpoints().await?;
         let mut tx = self.pool.begin().await?;
-        // Steps of the running projector wait behind this lock. On SQLite it is a write, so the
-        // transaction holds the write lock from its first statement: one that read first could
-        // not write any more once another connection had committed (SQLITE_BUSY_SNAPSHOT).
-        let lock = if self.pool.is_postgres() {
-            "select name from projection_checkpoints where name = $1 for update"
-        } else {
-            "update projection_checkpoints set position = position where name = $1"
-        };
         for projection in &chosen {
-            tx.execute(lock, &[Arg::Text(projection.name().to_owned())]).await?;
+            // Steps of the running projector wait behind this lock.
+            tx.lock_rows("projection_checkpoints", "name", &[projection.name()]).await?;
             for (index, _) in projection.bulk_load_indexes() {
                 tx.execute(&format!("drop index if exists {index}"), &[]).await?;
             }
             for table in projection.tables() {
-                // TRUNCATE leaves no dead rows for the rebuild to wade through (and, like
-                // everything here, rolls back with the transaction).
-                let empty = if self.pool.is_postgres() { "truncate table" } else { "delete from" };
-                tx.execute(&format!("{empty} {table}"), &[]).await?;
+                // Rolls back with the transaction, like everything here.
+                tx.empty(table).await?;
             }
             tx.execute(
                 "update projection_checkpoints set transaction_id = 0, position = 0 where name = $1",

@@ -2,7 +2,7 @@
 
 use super::{ProjectionError, Projector};
 use crate::log::Cursor;
-use keyledger_store::Arg;
+use keyledger_store::event_store::GlobalOrder;
 
 /// How far the views trail the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,7 +35,8 @@ impl Projector {
             let behind = match known {
                 Some(behind) => behind,
                 None => {
-                    let behind = self.behind(*at, consumes, bound).await?;
+                    let order = GlobalOrder::new(self.pool.clone());
+                    let behind = order.count_after(*at, consumes, bound).await?;
                     asked.push((*at, consumes, behind));
                     behind
                 }
@@ -45,34 +46,6 @@ impl Projector {
             }
         }
         Ok(furthest)
-    }
-
-    /// Events of `types` after `at`, counted up to `bound`.
-    async fn behind(
-        &self,
-        at: Cursor,
-        types: &[&'static str],
-        bound: i64,
-    ) -> Result<i64, ProjectionError> {
-        // PostgreSQL orders the log by (transaction, position); SQLite by position alone.
-        let (after, mut args) = if self.pool.is_postgres() {
-            (
-                "(transaction_id, global_position) > ($2::bigint::text::xid8, $3)",
-                vec![Arg::Int(bound), Arg::Int(at.txid), Arg::Int(at.position)],
-            )
-        } else {
-            ("global_position > $2", vec![Arg::Int(bound), Arg::Int(at.position)])
-        };
-        let first = args.len() + 1;
-        let in_list =
-            (first..first + types.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
-        args.extend(types.iter().map(|t| Arg::Text((*t).to_owned())));
-        let sql = format!(
-            "select count(*) from (select 1 from events where {after} \
-             and aggregate_type in ({in_list}) limit $1) behind"
-        );
-        let rows: Vec<(i64,)> = self.pool.fetch_all(&sql, &args).await?;
-        Ok(rows.first().map_or(0, |(n,)| *n))
     }
 
     /// The projections that show events of `aggregate_type`.

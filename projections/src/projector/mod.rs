@@ -149,14 +149,10 @@ impl Projector {
         let args: Vec<Arg> = names.iter().map(|n| Arg::Text((*n).to_owned())).collect();
         // Lock the checkpoints first: concurrent steps (a rebuild, another process on SQLite)
         // wait here instead of applying a batch twice.
-        let lock = if self.pool.is_postgres() { " for update" } else { "" };
-        if !self.pool.is_postgres() {
-            tx.execute(&format!("update projection_checkpoints set position = position where name in ({in_list})"), &args)
-                .await?;
-        }
+        tx.lock_rows("projection_checkpoints", "name", names).await?;
         let checkpoints: Vec<Checkpoint> = tx
             .fetch_all(
-                &format!("select name, transaction_id as txid, position from projection_checkpoints where name in ({in_list}){lock}"),
+                &format!("select name, transaction_id as txid, position from projection_checkpoints where name in ({in_list})"),
                 &args,
             )
             .await?;

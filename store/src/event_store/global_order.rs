@@ -234,4 +234,34 @@ impl GlobalOrder {
         ];
         Ok(self.pool.fetch_all::<Cursor>(&sql, &args).await?.into_iter().next())
     }
+
+    /// Events of `types` after `at`, counted up to `bound`: how far a reader at `at` trails.
+    ///
+    /// # Errors
+    /// The database's error.
+    pub async fn count_after(
+        &self,
+        at: Cursor,
+        types: &[&str],
+        bound: i64,
+    ) -> Result<i64, sqlx::Error> {
+        let (after, mut args) = if self.pool.is_postgres() {
+            (
+                "(transaction_id, global_position) > ($2::bigint::text::xid8, $3)",
+                vec![Arg::Int(bound), Arg::Int(at.txid), Arg::Int(at.position)],
+            )
+        } else {
+            ("global_position > $2", vec![Arg::Int(bound), Arg::Int(at.position)])
+        };
+        let first = args.len() + 1;
+        let in_list =
+            (first..first + types.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+        args.extend(types.iter().map(|t| Arg::Text((*t).to_owned())));
+        let sql = format!(
+            "select count(*) from (select 1 from events where {after} \
+             and aggregate_type in ({in_list}) limit $1) behind"
+        );
+        let rows: Vec<(i64,)> = self.pool.fetch_all(&sql, &args).await?;
+        Ok(rows.first().map_or(0, |(n,)| *n))
+    }
 }
