@@ -22,10 +22,7 @@ use keyledger_store::material::MaterialStore;
 use keyledger_store::Database;
 use tokio::sync::watch;
 
-/// Request bodies larger than this are refused with 413.
-pub const BODY_LIMIT: usize = 64 * 1024;
-/// Model calls carry prompts: their bodies may be larger.
-pub const GATEWAY_BODY_LIMIT: usize = 8 * 1024 * 1024;
+pub use crate::router::{BODY_LIMIT, GATEWAY_BODY_LIMIT};
 
 /// Why the application could not start.
 #[derive(Debug, thiserror::Error)]

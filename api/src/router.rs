@@ -15,12 +15,16 @@ use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::app::{BODY_LIMIT, GATEWAY_BODY_LIMIT};
 use crate::error::{ApiError, ErrorCode};
 use crate::layers;
 use crate::openapi::ApiDoc;
 use crate::routes::{audit, gateway, keys, openai, ops, orgs, usage};
 use crate::state::AppState;
+
+/// Request bodies larger than this are refused with 413.
+pub const BODY_LIMIT: usize = 64 * 1024;
+/// Model calls carry prompts: their bodies may be larger.
+pub const GATEWAY_BODY_LIMIT: usize = 8 * 1024 * 1024;
 
 /// Every route, documented ones with their OpenAPI operations.
 fn routes() -> OpenApiRouter<AppState> {
@@ -35,6 +39,13 @@ pub(crate) fn document() -> utoipa::openapi::OpenApi {
     document.paths.paths =
         paths.into_iter().map(|(path, item)| (path.replace("{*", "{"), item)).collect();
     document
+}
+
+/// The OpenAPI 3.1 document of this API, generated from the code.
+pub(crate) async fn openapi_json() -> impl axum::response::IntoResponse {
+    static DOCUMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let json = DOCUMENT.get_or_init(|| document().to_pretty_json().unwrap_or_default());
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], json.as_str())
 }
 
 /// The HTTP API over `state`, with its layers.
@@ -102,7 +113,7 @@ fn bounded_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))
         // The document and its renderer are not operations of the API.
-        .route("/openapi.json", get(crate::openapi::openapi_json))
+        .route("/openapi.json", get(openapi_json))
         .route("/docs", get(ops::docs))
         .route("/docs/redoc.standalone.js", get(ops::docs_renderer))
         .merge(models)
@@ -115,4 +126,52 @@ async fn not_found() -> ApiError {
 
 async fn method_not_allowed() -> ApiError {
     ApiError::new(ErrorCode::MethodNotAllowed, "that method is not allowed here")
+}
+
+#[cfg(test)]
+mod tests {
+    fn document() -> serde_json::Value {
+        serde_json::from_str(&super::document().to_json().expect("json")).expect("a document")
+    }
+
+    #[test]
+    fn query_parameters_are_in_the_query_and_optional() {
+        let doc = document();
+        for name in ["as_of", "after", "limit", "from", "to", "group_by"] {
+            let mut found = 0;
+            for (path, methods) in doc["paths"].as_object().expect("paths") {
+                for (_, operation) in methods.as_object().expect("methods") {
+                    for param in operation["parameters"].as_array().into_iter().flatten() {
+                        if param["name"] == name {
+                            found += 1;
+                            assert_eq!(param["in"], "query", "{path} {name}");
+                            assert_ne!(param["required"], true, "{path} {name}");
+                        }
+                    }
+                }
+            }
+            assert!(found > 0, "{name} is documented");
+        }
+    }
+
+    #[test]
+    fn path_parameters_say_what_they_accept() {
+        let doc = document();
+        let key = &doc["paths"]["/v1/orgs/{org}/keys/{provider}"]["get"]["parameters"];
+        let params = key.as_array().expect("parameters");
+        let org = params.iter().find(|p| p["name"] == "org").expect("org");
+        assert_eq!(org["schema"]["pattern"], r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$");
+        let provider = params.iter().find(|p| p["name"] == "provider").expect("provider");
+        let reference = provider["schema"]["$ref"].as_str().expect("a reference");
+        let name = reference.rsplit('/').next().expect("a name");
+        let ids: Vec<String> = doc["components"]["schemas"][name]["enum"]
+            .as_array()
+            .expect("an enum")
+            .iter()
+            .map(|v| v.as_str().unwrap_or_default().to_owned())
+            .collect();
+        let registry: Vec<String> =
+            keyledger_domain::ProviderId::ALL.iter().map(|p| p.as_str().to_owned()).collect();
+        assert_eq!(ids, registry, "the document's providers are the registry's");
+    }
 }

@@ -181,16 +181,51 @@ impl Tx {
         column: &str,
         values: &[&str],
     ) -> Result<(), sqlx::Error> {
-        if values.is_empty() {
-            return Ok(());
-        }
-        let in_list = (1..=values.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
-        let args: Vec<Arg> = values.iter().map(|v| Arg::Text((*v).to_owned())).collect();
-        let sql = if self.is_postgres() {
-            format!("select 1 from {table} where {column} in ({in_list}) for update")
+        if self.is_postgres() {
+            self.fetch_locked::<(String,)>(table, column, values, column).await.map(|_| ())
         } else {
-            format!("update {table} set {column} = {column} where {column} in ({in_list})")
+            self.take_write_lock(table, column, values).await
+        }
+    }
+
+    /// Reads `columns` of the rows of `table` whose `column` is one of `values`, and locks
+    /// them as [`Tx::lock_rows`] does, in one round trip on PostgreSQL.
+    ///
+    /// # Errors
+    /// The database's error.
+    pub async fn fetch_locked<T>(
+        &mut self,
+        table: &str,
+        column: &str,
+        values: &[&str],
+        columns: &str,
+    ) -> Result<Vec<T>, sqlx::Error>
+    where
+        T: Send
+            + Unpin
+            + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
+            + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>,
+    {
+        let (in_list, args) = in_list(values);
+        let lock = if self.is_postgres() {
+            " for update"
+        } else {
+            self.take_write_lock(table, column, values).await?;
+            ""
         };
+        let sql = format!("select {columns} from {table} where {column} in ({in_list}){lock}");
+        self.fetch_all(&sql, &args).await
+    }
+
+    /// SQLite: takes the database's write lock now, by a write that changes nothing.
+    async fn take_write_lock(
+        &mut self,
+        table: &str,
+        column: &str,
+        values: &[&str],
+    ) -> Result<(), sqlx::Error> {
+        let (in_list, args) = in_list(values);
+        let sql = format!("update {table} set {column} = {column} where {column} in ({in_list})");
         self.execute(&sql, &args).await.map(|_| ())
     }
 
@@ -239,6 +274,12 @@ impl Tx {
             Self::Sqlite(tx) => tx.commit().await,
         }
     }
+}
+
+/// `$1, $2, …` for `values`, and the values bound to them.
+fn in_list(values: &[&str]) -> (String, Vec<Arg>) {
+    let list = (1..=values.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+    (list, values.iter().map(|v| Arg::Text((*v).to_owned())).collect())
 }
 
 /// One CSV field for `COPY … (format csv)`: NULL is an unquoted empty field, text is quoted.

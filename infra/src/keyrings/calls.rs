@@ -7,14 +7,17 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use cqrs_es::{Aggregate, EventStore};
 
 use super::cache::CallCache;
-use super::store::{CommandError, KeyringStore};
+use super::error::CommandError;
 use super::watch::{outlast_leases, Watch};
 use crate::crypto::{Binding, SealedKey};
 use crate::services::ServiceDeps;
 use keyledger_domain::keyring::{KeyState, MaterialId};
 use keyledger_domain::{ApiKey, Keyring, OrgId, ProviderId};
-use keyledger_store::event_store::Heads;
+use keyledger_store::event_store::{EventRepository, Heads, SnapshottingStore};
 use keyledger_store::{Database, StorageFailure};
+
+/// The event store of the Keyrings.
+pub type KeyringStore = SnapshottingStore<EventRepository, Keyring>;
 
 /// Organizations' Keyrings as model calls use them: states and sealed material cached, never
 /// plaintext, and never older than the log once a command has returned.

@@ -4,8 +4,10 @@
 
 mod cache;
 mod calls;
+mod error;
 mod store;
 mod watch;
 
-pub use calls::CallKeys;
-pub use store::{CommandError, Committed, KeyringStore, Keyrings};
+pub use calls::{CallKeys, KeyringStore};
+pub use error::CommandError;
+pub use store::{Committed, Keyrings};

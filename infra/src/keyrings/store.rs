@@ -8,22 +8,23 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use cqrs_es::{Aggregate, AggregateError, EventEnvelope, EventStore};
+use cqrs_es::{Aggregate, EventEnvelope, EventStore};
 
-use super::calls::CallKeys;
+use super::calls::{CallKeys, KeyringStore};
+use super::error::CommandError;
 use uuid::Uuid;
 
-use crate::crypto::{Binding, CryptoError};
+use crate::crypto::Binding;
 use crate::services::{OrgContext, ServiceDeps};
 use keyledger_domain::keyring::{MaterialId, Preparation, Prepared};
 use keyledger_domain::{
     Keyring, KeyringCommand, KeyringContext, KeyringError, OrgId, ProviderId, Verification,
     VerificationOutcome,
 };
-use keyledger_store::event_store::{storage_failure, EventRepository, SnapshottingStore};
+use keyledger_store::event_store::{EventRepository, SnapshottingStore};
 use keyledger_store::material::{MaterialChanges, MaterialRow};
 use keyledger_store::metadata::{Actor, EventMetadata};
-use keyledger_store::{Database, StorageFailure};
+use keyledger_store::Database;
 
 /// A command that was committed: the events it produced and the state after them.
 #[derive(Debug)]
@@ -31,42 +32,6 @@ pub struct Committed {
     pub state: Keyring,
     pub events: Vec<EventEnvelope<Keyring>>,
 }
-
-/// Why a command did not commit.
-#[derive(Debug, thiserror::Error)]
-pub enum CommandError {
-    #[error(transparent)]
-    Rejected(KeyringError),
-    #[error("the organization changed concurrently; retry")]
-    Conflict,
-    #[error("event store: {0}")]
-    Storage(StorageFailure),
-    /// Key material could not be sealed or opened (a master key left the ring, or it was
-    /// altered).
-    #[error(transparent)]
-    Crypto(CryptoError),
-}
-
-impl CommandError {
-    /// Whether the database was unavailable: worth a 503 and a retry, not a refusal.
-    #[must_use]
-    pub fn unavailable(&self) -> bool {
-        matches!(self, Self::Storage(failure) if failure.unavailable())
-    }
-}
-
-impl From<AggregateError<KeyringError>> for CommandError {
-    fn from(error: AggregateError<KeyringError>) -> Self {
-        match error {
-            AggregateError::UserError(e) => Self::Rejected(e),
-            AggregateError::AggregateConflict => Self::Conflict,
-            other => Self::Storage(storage_failure(&other)),
-        }
-    }
-}
-
-/// The event store of the Keyrings.
-pub type KeyringStore = SnapshottingStore<EventRepository, Keyring>;
 
 /// The command side of organizations' Keyrings; the call-key side is [`CallKeys`].
 #[derive(Debug)]

@@ -145,15 +145,14 @@ impl Projector {
             return Ok(0);
         }
         let mut tx = self.pool.begin_projecting().await?;
-        let in_list = (1..=names.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
-        let args: Vec<Arg> = names.iter().map(|n| Arg::Text((*n).to_owned())).collect();
-        // Lock the checkpoints first: concurrent steps (a rebuild, another process on SQLite)
-        // wait here instead of applying a batch twice.
-        tx.lock_rows("projection_checkpoints", "name", names).await?;
+        // Lock the checkpoints as they are read: concurrent steps (a rebuild, another process
+        // on SQLite) wait here instead of applying a batch twice.
         let checkpoints: Vec<Checkpoint> = tx
-            .fetch_all(
-                &format!("select name, transaction_id as txid, position from projection_checkpoints where name in ({in_list})"),
-                &args,
+            .fetch_locked(
+                "projection_checkpoints",
+                "name",
+                names,
+                "name, transaction_id as txid, position",
             )
             .await?;
         let Some(from) =
