@@ -8,62 +8,17 @@ use super::events::{
     ByokAccessChanged, KeyDetailsChanged, KeyRemoved, KeyRotated, KeyStored,
     KeyVerificationRecorded, KeyringEvent, PlanChanged, ProviderOrderSet, RemovalReason,
 };
-use super::preparation::{KeyringContext, MaterialBinding, Preparation, Prepared, ProviderCheck};
+use super::preparation::{KeyringContext, Prepared};
+use super::prepare::{check_detail, judge, MAX_DEFAULT_MODEL, MAX_DESCRIPTION};
 use super::state::{KeyState, Keyring};
 use crate::mask::Mask;
 use crate::plan::PlanId;
 use crate::provider::ProviderId;
 use crate::verification::VerificationOutcome;
 
-const MAX_DESCRIPTION: usize = 500;
-const MAX_DEFAULT_MODEL: usize = 200;
-
 type Decision = Result<Vec<KeyringEvent>, KeyringError>;
 
 impl Keyring {
-    /// Phase one: refuses what the state and the command alone refuse, and says what the world
-    /// must do before [`Keyring::decide`] (check the key with its provider, seal it).
-    ///
-    /// # Errors
-    /// [`KeyringError`] when the command is refused.
-    pub fn prepare(
-        &self,
-        command: &KeyringCommand,
-        context: &dyn KeyringContext,
-    ) -> Result<Preparation, KeyringError> {
-        match command {
-            KeyringCommand::StoreKey(store) => {
-                self.check_store(store, context)?;
-                Ok(Preparation {
-                    check: store.verify.then(|| ProviderCheck {
-                        provider: store.provider,
-                        endpoint: store.endpoint.clone(),
-                    }),
-                    seal: store.key.as_ref().map(|_| MaterialBinding {
-                        provider: store.provider,
-                        key_id: self.keys_issued + 1,
-                        version: 1,
-                    }),
-                })
-            }
-            KeyringCommand::RotateKey(rotate) => {
-                let current = self.check_rotation(rotate, context)?;
-                Ok(Preparation {
-                    check: rotate.verify.then(|| ProviderCheck {
-                        provider: rotate.provider,
-                        endpoint: current.endpoint.clone(),
-                    }),
-                    seal: Some(MaterialBinding {
-                        provider: rotate.provider,
-                        key_id: current.key_id,
-                        version: current.version + 1,
-                    }),
-                })
-            }
-            _ => Ok(Preparation::default()),
-        }
-    }
-
     /// Phase two: decides `command` with what the world did for its preparation, without
     /// changing the state. Everything phase one refused is refused again: the state may have
     /// moved on in between.
@@ -89,40 +44,6 @@ impl Keyring {
             }
             KeyringCommand::ChangePlan { plan } => self.change_plan(plan, context),
             KeyringCommand::SetByokAccess { enabled } => self.set_byok_access(enabled, context),
-        }
-    }
-
-    /// The refusals of a store; whether it replaces the active keys (a one-provider plan).
-    fn check_store(
-        &self,
-        cmd: &StoreKey,
-        context: &dyn KeyringContext,
-    ) -> Result<bool, KeyringError> {
-        let rules = context.plans().rules(&self.plan).filter(|r| r.byok && self.byok_access);
-        let rules = rules.ok_or(KeyringError::ByokNotAllowed)?;
-        if self.keys.contains_key(&cmd.provider) {
-            return Err(KeyringError::KeyExists(cmd.provider));
-        }
-        match &cmd.key {
-            None if !cmd.provider.key_is_optional() => {
-                return Err(KeyringError::KeyRequired(cmd.provider))
-            }
-            Some(key) if key.provider() != cmd.provider => {
-                return Err(KeyringError::KeyOfAnotherProvider(cmd.provider))
-            }
-            _ => {}
-        }
-        check_endpoint(cmd.provider, cmd.endpoint.as_deref())?;
-        check_detail("description", cmd.description.as_deref(), MAX_DESCRIPTION)?;
-        check_detail("default_model", cmd.default_model.as_deref(), MAX_DEFAULT_MODEL)?;
-        if rules.allows_providers(self.active_count() + 1) {
-            return Ok(false);
-        }
-        let max = rules.max_providers.unwrap_or(0);
-        if cmd.replace && max == 1 {
-            Ok(true)
-        } else {
-            Err(KeyringError::ProviderLimitReached { max })
         }
     }
 
@@ -172,23 +93,6 @@ impl Keyring {
             events.push(verified(cmd.provider, key_id, 1, VerificationOutcome::Valid, now));
         }
         Ok(events)
-    }
-
-    /// The refusals of a rotation; the key it rotates.
-    fn check_rotation(
-        &self,
-        cmd: &RotateKey,
-        context: &dyn KeyringContext,
-    ) -> Result<&KeyState, KeyringError> {
-        let current =
-            self.active_key(cmd.provider).ok_or(KeyringError::KeyNotFound(cmd.provider))?;
-        if cmd.key.provider() != cmd.provider {
-            return Err(KeyringError::KeyOfAnotherProvider(cmd.provider));
-        }
-        if current.fingerprint.as_ref().is_some_and(|fp| context.is_same_key(&cmd.key, fp)) {
-            return Err(KeyringError::SameKey);
-        }
-        Ok(current)
     }
 
     fn rotate_key(
@@ -311,35 +215,6 @@ impl Keyring {
             vec![KeyringEvent::ByokAccessChanged(ByokAccessChanged { enabled, at: now })];
         events.extend(reconcile(self, context.plans().rules(&self.plan), enabled, now));
         Ok(events)
-    }
-}
-
-/// A provider check's answer as the command takes it: only an accepted key goes on.
-fn judge(check: Option<VerificationOutcome>) -> Result<(), KeyringError> {
-    match check.ok_or(KeyringError::Unprepared)? {
-        VerificationOutcome::Valid => Ok(()),
-        refused if refused.is_refusal() => Err(KeyringError::VerificationFailed(refused)),
-        // Not answered, rate limited or broken: the key was not judged either way.
-        _ => Err(KeyringError::ProviderUnreachable),
-    }
-}
-
-fn check_endpoint(provider: ProviderId, endpoint: Option<&str>) -> Result<(), KeyringError> {
-    match (provider.needs_endpoint(), endpoint) {
-        (true, None) => Err(KeyringError::EndpointRequired(provider)),
-        (false, Some(_)) => Err(KeyringError::EndpointNotAccepted(provider)),
-        _ => Ok(()),
-    }
-}
-
-fn check_detail(field: &'static str, value: Option<&str>, max: usize) -> Result<(), KeyringError> {
-    match value {
-        Some(text) if text.chars().count() > max => Err(KeyringError::DetailTooLong { field, max }),
-        // Control characters would rewrite what a log line or a terminal shows.
-        Some(text) if text.chars().any(char::is_control) => {
-            Err(KeyringError::ControlCharacters { field })
-        }
-        _ => Ok(()),
     }
 }
 

@@ -8,6 +8,7 @@ mod entitlement;
 mod errors;
 mod events;
 pub mod preparation;
+mod prepare;
 mod state;
 
 #[cfg(test)]
