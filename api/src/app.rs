@@ -40,8 +40,7 @@ pub enum StartError {
 }
 
 /// Opens the database, applies migrations, destroys material an older version left behind,
-/// and puts
-/// the shared state together.
+/// and puts the shared state together.
 ///
 /// # Errors
 /// [`StartError`] when the database or HTTP client cannot be set up.

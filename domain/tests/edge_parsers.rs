@@ -9,6 +9,10 @@ use keyledger_domain::routing::{judge, ModelRef};
 use keyledger_domain::usage::{check_reported_at, CallEstimate};
 use keyledger_domain::{ApiKey, OrgId, ProviderId};
 
+#[path = "support/provider_answers.rs"]
+mod provider_answers;
+use provider_answers::answer;
+
 /// Text as it might arrive: printable, control characters, unicode, quotes and escapes.
 fn text() -> impl Strategy<Value = String> {
     prop_oneof![
@@ -16,28 +20,6 @@ fn text() -> impl Strategy<Value = String> {
         "[ -~]{0,300}",
         r#"(sk-ant-|sk-proj-|AIza|gsk_)?[A-Za-z0-9_\-\.]{0,120}"#,
         prop::collection::vec(any::<char>(), 0..80).prop_map(|c| c.into_iter().collect()),
-    ]
-}
-
-/// JSON-ish and SSE-ish bytes: usage fields with any numbers, frames cut anywhere.
-fn answer() -> impl Strategy<Value = Vec<u8>> {
-    let number = prop_oneof![
-        any::<u64>().prop_map(|n| n.to_string()),
-        Just("-1".to_owned()),
-        Just("1e400".to_owned()),
-        Just("null".to_owned())
-    ];
-    let usage = (number.clone(), number).prop_map(|(a, b)| {
-        format!(r#"{{"model":"m","usage":{{"prompt_tokens":{a},"completion_tokens":{b},"input_tokens":{a}}},"usageMetadata":{{"promptTokenCount":{b}}}}}"#)
-    });
-    prop_oneof![
-        prop::collection::vec(any::<u8>(), 0..400),
-        usage.clone().prop_map(String::into_bytes),
-        (usage, 0usize..200).prop_map(|(json, cut)| {
-            let framed =
-                format!(": keep-alive\n\nevent: message_delta\ndata: {json}\n\ndata: [DONE]\n\n");
-            framed.as_bytes()[..cut.min(framed.len())].to_vec()
-        }),
     ]
 }
 

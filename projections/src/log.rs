@@ -2,6 +2,8 @@
 //! says ([`Fact`]) and its metadata, over the store's reader of the global order
 //! ([`keyledger_store::event_store::GlobalOrder`]).
 
+use std::sync::OnceLock;
+
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
@@ -21,7 +23,8 @@ pub struct LoggedEvent {
     /// The event as stored; [`LoggedEvent::fact`] is its payload's typed reading.
     pub stored: StoredEvent,
     pub fact: Fact,
-    meta: EventMetadata,
+    /// Its metadata, read when first asked (most views never ask).
+    meta: OnceLock<EventMetadata>,
 }
 
 /// What an event says, typed.
@@ -49,13 +52,17 @@ impl LoggedEvent {
     /// Who caused the event (`sub` of the token), from its metadata.
     #[must_use]
     pub fn actor(&self) -> &str {
-        self.meta.actor.as_deref().unwrap_or("system")
+        self.meta().actor.as_deref().unwrap_or("system")
     }
 
     /// When the event happened, from its metadata.
     #[must_use]
     pub fn occurred_at(&self) -> Option<DateTime<Utc>> {
-        self.meta.occurred_at
+        self.meta().occurred_at
+    }
+
+    fn meta(&self) -> &EventMetadata {
+        self.meta.get_or_init(|| EventMetadata::from_json(&self.stored.metadata))
     }
 
     fn decode(stored: StoredEvent) -> Self {
@@ -69,12 +76,7 @@ impl LoggedEvent {
             }
             _ => Fact::Unknown,
         };
-        Self {
-            cursor: stored.cursor(),
-            meta: EventMetadata::from_json(&stored.metadata),
-            stored,
-            fact,
-        }
+        Self { cursor: stored.cursor(), meta: OnceLock::new(), stored, fact }
     }
 }
 

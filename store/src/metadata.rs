@@ -53,11 +53,11 @@ struct Stored {
 impl EventMetadata {
     /// As cqrs-es carries metadata: a map of strings.
     #[must_use]
-    pub fn to_map(&self) -> HashMap<String, String> {
+    pub fn into_map(self) -> HashMap<String, String> {
         let parts = [
-            ("actor", self.actor.clone()),
-            ("role", self.role.clone()),
-            ("request_id", self.request_id.clone()),
+            ("actor", self.actor),
+            ("role", self.role),
+            ("request_id", self.request_id),
             ("occurred_at", self.occurred_at.map(|at| at.to_rfc3339())),
         ];
         parts.into_iter().filter_map(|(name, value)| Some((name.to_owned(), value?))).collect()
@@ -105,7 +105,7 @@ mod tests {
             .with_timezone(&Utc);
         let actor = Actor { sub: "ana".into(), role: "owner".into(), request_id: "r-1".into() };
         let written = actor.metadata(at);
-        let map = written.to_map();
+        let map = written.clone().into_map();
         assert_eq!(map["occurred_at"], "2026-12-01T08:00:00.123456+00:00", "the log's format");
         assert_eq!(EventMetadata::from_map(&map), written);
         let text = serde_json::to_string(&map).expect("json");

@@ -51,12 +51,6 @@ impl Keyrings {
         Self { store, deps, calls, db: db.clone() }
     }
 
-    /// The event store underneath.
-    #[must_use]
-    pub fn store(&self) -> &KeyringStore {
-        &self.store
-    }
-
     /// The shared services.
     #[must_use]
     pub fn deps(&self) -> &Arc<ServiceDeps> {
@@ -130,7 +124,7 @@ impl Keyrings {
         for event in &events {
             context.aggregate.apply(event.clone());
         }
-        let metadata = actor.metadata(rules.now()).to_map();
+        let metadata = actor.metadata(rules.now()).into_map();
         let events = self
             .store
             .commit_with_material(&self.db, events, &context, &metadata, &material)

@@ -157,7 +157,7 @@ impl UsageRecorder {
         let stopped =
             || RecordError::Storage(StorageFailure::other("the usage writer has stopped"));
         let reply = Reply::Waiting(reply);
-        let queued = Queued { ledger, command, metadata: actor.metadata(at).to_map(), reply };
+        let queued = Queued { ledger, command, metadata: actor.metadata(at).into_map(), reply };
         self.queue.send(queued).await.map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
@@ -197,7 +197,7 @@ impl UsageRecorder {
         unsettled: Unsettled,
     ) {
         let reply = Reply::Unwaited(unsettled);
-        let queued = Queued { ledger, command, metadata: actor.metadata(at).to_map(), reply };
+        let queued = Queued { ledger, command, metadata: actor.metadata(at).into_map(), reply };
         match self.queue.try_send(queued) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(queued)) => {

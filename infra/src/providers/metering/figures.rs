@@ -102,6 +102,10 @@ impl UsageFigures {
 }
 
 #[cfg(test)]
+#[path = "../../../../domain/tests/support/provider_answers.rs"]
+mod provider_answers;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use keyledger_domain::usage::MAX_TOKENS_PER_CALL;
@@ -172,36 +176,11 @@ mod tests {
         assert_eq!(UsageFigures::from_body(b"not json"), None);
     }
 
-    /// A provider's answer as it might come: noise, JSON with usage figures of any size, or
-    /// an SSE stream of it cut anywhere.
-    fn answer() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
-        use proptest::prelude::*;
-        let number = prop_oneof![
-            any::<u64>().prop_map(|n| n.to_string()),
-            Just("-1".to_owned()),
-            Just("1e400".to_owned()),
-            Just("null".to_owned())
-        ];
-        let usage = (number.clone(), number).prop_map(|(a, b)| {
-            format!(r#"{{"model":"m","usage":{{"prompt_tokens":{a},"completion_tokens":{b},"input_tokens":{a}}},"usageMetadata":{{"promptTokenCount":{b}}}}}"#)
-        });
-        prop_oneof![
-            prop::collection::vec(any::<u8>(), 0..400),
-            usage.clone().prop_map(String::into_bytes),
-            (usage, 0usize..200).prop_map(|(json, cut)| {
-                let framed = format!(
-                    ": keep-alive\n\nevent: message_delta\ndata: {json}\n\ndata: [DONE]\n\n"
-                );
-                framed.as_bytes()[..cut.min(framed.len())].to_vec()
-            }),
-        ]
-    }
-
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
 
         #[test]
-        fn usage_figures_stay_in_bounds_whatever_a_provider_answers(body in answer()) {
+        fn usage_figures_stay_in_bounds_whatever_a_provider_answers(body in super::provider_answers::answer()) {
             if let Some(figures) = UsageFigures::from_body(&body) {
                 proptest::prop_assert!(figures.input_tokens <= MAX_TOKENS_PER_CALL);
                 proptest::prop_assert!(figures.output_tokens <= MAX_TOKENS_PER_CALL);
