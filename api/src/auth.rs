@@ -243,6 +243,19 @@ impl Caller {
         Ok(())
     }
 
+    /// Allows a request about every organization at once (the organization list) if the token
+    /// spans organizations (`org: "*"`) and its role grants `access`.
+    ///
+    /// # Errors
+    /// `forbidden` (403) for a token of one organization or a role without that access.
+    pub fn authorize_platform(&self, access: Access) -> Result<(), ApiError> {
+        let role = self.claims.role;
+        if self.claims.org != "*" || !role.may_span_orgs() || !access.allows(role) {
+            return Err(ApiError::forbidden("only a platform admin token (org \"*\") may do this"));
+        }
+        Ok(())
+    }
+
     /// The caller as event metadata.
     #[must_use]
     pub fn actor(&self) -> Actor {

@@ -166,6 +166,7 @@ async fn run(command: Command, config: Config) -> Result<(), Box<dyn std::error:
 }
 
 async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
+    let dev_mode = !config.production;
     if !config.dev_secrets.is_empty() {
         for path in &config.dev_secrets {
             tracing::warn!(path = %path.display(), "DEV MODE: using a secret generated into the data dir");
@@ -178,7 +179,13 @@ async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     }
     let backend = if config.database_url.starts_with("sqlite") { "sqlite" } else { "postgres" };
     let app = Application::build(config).await?;
-    tracing::info!(addr = %app.local_addr()?, backend, "keyledger listening");
+    let addr = app.local_addr()?;
+    tracing::info!(%addr, backend, "keyledger listening");
+    if dev_mode {
+        tracing::info!(
+            "console: http://{addr}/console/ (sign in with a token from `keyledger token`)"
+        );
+    }
     app.run_until(keyledger_api::app::shutdown_signal()).await?;
     Ok(())
 }

@@ -4,7 +4,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 
 use crate::error::Problem;
-use crate::routes::{audit, keys, openai, orgs, usage};
+use crate::routes::{audit, catalogue, keys, openai, orgs, usage};
 use crate::views::{KeyList, MaskedKey, OrgStatus, ProviderOrder, VerificationView};
 
 /// The `{org}` path parameter, as the API takes it.
@@ -46,17 +46,33 @@ impl utoipa::PartialSchema for ProviderName {
 
 impl ToSchema for ProviderName {}
 
+/// The actions an audit entry can record, from the trail's own list.
+#[derive(Debug)]
+pub(crate) struct AuditAction;
+
+impl utoipa::PartialSchema for AuditAction {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(keyledger_projections::audit::ACTIONS.iter().copied()))
+            .into()
+    }
+}
+
+impl ToSchema for AuditAction {}
+
 /// keyledger's HTTP API: what the document says besides its operations, which come from the
 /// route list (`router.rs`).
 #[derive(Debug, OpenApi)]
 #[openapi(
     info(title = "keyledger", description = "Bring-your-own-key storage for AI provider keys: write-only, event-sourced, audited."),
     components(schemas(
-        Problem, ProviderName, MaskedKey, VerificationView, OrgStatus, KeyList, ProviderOrder,
+        Problem, ProviderName, AuditAction, MaskedKey, VerificationView, OrgStatus, KeyList, ProviderOrder,
         keys::StoreKeyRequest, keys::RotateKeyRequest, keys::UpdateKeyRequest,
         orgs::PlanRequest, orgs::ByokAccessRequest, orgs::ProviderOrderRequest,
         audit::AuditPage, audit::AuditVerification, usage::UsageReport, usage::CallList, usage::CallView, usage::RecordUsageRequest, usage::UsageRecorded,
         openai::ModelList, openai::ModelView,
+        orgs::OrgList, orgs::OrgSummary, catalogue::ProviderList, catalogue::ProviderView, catalogue::PlanList, catalogue::PlanView,
     )),
     modifiers(&BearerAuth),
 )]

@@ -18,7 +18,7 @@ use utoipa_axum::routes;
 use crate::error::{ApiError, ErrorCode};
 use crate::layers;
 use crate::openapi::ApiDoc;
-use crate::routes::{audit, gateway, keys, openai, ops, orgs, usage};
+use crate::routes::{audit, catalogue, console, gateway, keys, openai, ops, orgs, usage};
 use crate::state::AppState;
 
 /// Request bodies larger than this are refused with 413.
@@ -97,7 +97,10 @@ fn bounded_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(openai::models))
         .route_layer(axum::middleware::from_fn(layers::openai_errors));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(orgs::org_list))
         .routes(routes!(orgs::org_status))
+        .routes(routes!(catalogue::providers))
+        .routes(routes!(catalogue::plans))
         .routes(routes!(orgs::set_plan))
         .routes(routes!(orgs::set_byok_access))
         .routes(routes!(orgs::get_provider_order, orgs::set_provider_order))
@@ -116,6 +119,10 @@ fn bounded_routes() -> OpenApiRouter<AppState> {
         .route("/openapi.json", get(openapi_json))
         .route("/docs", get(ops::docs))
         .route("/docs/redoc.standalone.js", get(ops::docs_renderer))
+        // Nor is the console, a client of the API served from the binary.
+        .route("/console", get(console::redirect))
+        .route("/console/", get(console::index))
+        .route("/console/{*path}", get(console::file))
         .merge(models)
         .layer(axum::middleware::from_fn(layers::time_limit))
 }

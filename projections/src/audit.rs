@@ -222,7 +222,29 @@ pub struct ChainReport {
 
 const ENTRY_COLUMNS: &str = "seq, at, actor, action, summary, provider, details, prev_hash, hash";
 
-/// A page of `org`'s trail: entries after `after`, at most `limit`.
+/// The actions the trail records, for filtering.
+pub const ACTIONS: &[&str] = &[
+    "key.stored",
+    "key.rotated",
+    "key.details_changed",
+    "key.removed",
+    "key.verified",
+    "key.verification_failed",
+    "key.suspended",
+    "key.reinstated",
+    "provider_order.set",
+    "plan.changed",
+    "byok_access.changed",
+];
+
+/// Which entries of a trail a page shows: those of one action, one provider, or both.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EntryFilter {
+    pub action: Option<String>,
+    pub provider: Option<String>,
+}
+
+/// A page of `org`'s trail: entries after `after` that `filter` lets through, at most `limit`.
 ///
 /// # Errors
 /// The database's error.
@@ -231,10 +253,20 @@ pub async fn page(
     org: &str,
     after: i64,
     limit: i64,
+    filter: &EntryFilter,
 ) -> Result<Vec<AuditEntry>, sqlx::Error> {
     pool.fetch_all(
-        &format!("select {ENTRY_COLUMNS} from audit_log where org_id = $1 and seq > $2 order by seq limit $3"),
-        &[Arg::Text(org.to_owned()), Arg::Int(after), Arg::Int(limit)],
+        &format!(
+            "select {ENTRY_COLUMNS} from audit_log where org_id = $1 and seq > $2 \
+             and ($4 = '' or action = $4) and ($5 = '' or provider = $5) order by seq limit $3"
+        ),
+        &[
+            Arg::Text(org.to_owned()),
+            Arg::Int(after),
+            Arg::Int(limit),
+            Arg::Text(filter.action.clone().unwrap_or_default()),
+            Arg::Text(filter.provider.clone().unwrap_or_default()),
+        ],
     )
     .await
 }

@@ -147,16 +147,7 @@ pub async fn usage(
     } else {
         format!("group by {0} order by {0}", chosen.join(", "))
     };
-    // Sums stop at the largest bigint rather than fail: a read never errs on what the log
-    // holds (PostgreSQL sums bigints as numeric; SQLite's total() is a float that cannot
-    // overflow, exact below 2^53).
-    let sum = |column: &str| {
-        if pool.is_postgres() {
-            format!("cast(least(coalesce(sum({column}), 0), {}) as bigint) as {column}", i64::MAX)
-        } else {
-            format!("cast(min(total({column}), {}) as integer) as {column}", i64::MAX)
-        }
-    };
+    let sum = |column: &str| format!("{} as {column}", pool.capped_sum(column));
     let sql = format!(
         "select {}, {}, {}, {}, {} \
          from usage_daily where org_id = $1 and day >= $2 and day <= $3 {group}",
@@ -200,6 +191,56 @@ pub async fn recent_calls(
         "select request_id, provider, model, key_source, key_version, input_tokens, output_tokens, cost_micros, at \
          from usage_calls where org_id = $1 order by position desc limit $2",
         &[Arg::Text(org.to_owned()), Arg::Int(limit)],
+    )
+    .await
+}
+
+/// One organization in the platform admin's list.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct OrgListRow {
+    pub org_id: String,
+    pub plan: Option<String>,
+    pub byok_access: Option<bool>,
+    pub keys: i64,
+    pub active_keys: i64,
+    pub calls: i64,
+    pub cost_micros: i64,
+}
+
+/// Up to `limit` organizations after `after` in id order whose id contains `query` (any, if
+/// empty), with their plan and BYOK access (`None`: on the defaults), key counts, and calls and
+/// cost from `month_start` (`YYYY-MM-DD`) on.
+///
+/// # Errors
+/// The database's error.
+pub async fn org_list(
+    pool: &Database,
+    after: &str,
+    query: &str,
+    limit: i64,
+    month_start: &str,
+) -> Result<Vec<OrgListRow>, sqlx::Error> {
+    let contains = pool.contains("o.org_id", "$2");
+    let sql = format!(
+        "select o.org_id, s.plan, s.byok_access, \
+           (select count(*) from view_keys k where k.org_id = o.org_id) as keys, \
+           (select count(*) from view_keys k where k.org_id = o.org_id and k.status = 'active') as active_keys, \
+           (select {calls} from usage_daily u where u.org_id = o.org_id and u.day >= $4) as calls, \
+           (select {cost} from usage_daily u where u.org_id = o.org_id and u.day >= $4) as cost_micros \
+         from view_orgs o left join view_org_status s on s.org_id = o.org_id \
+         where o.org_id > $1 and ($2 = '' or {contains}) \
+         order by o.org_id limit $3",
+        calls = pool.capped_sum("calls"),
+        cost = pool.capped_sum("cost_micros"),
+    );
+    pool.fetch_all(
+        &sql,
+        &[
+            Arg::Text(after.to_owned()),
+            Arg::Text(query.to_owned()),
+            Arg::Int(limit),
+            Arg::Text(month_start.to_owned()),
+        ],
     )
     .await
 }

@@ -88,6 +88,29 @@ impl Database {
     pub fn is_postgres(&self) -> bool {
         matches!(self, Self::Postgres(_))
     }
+
+    /// `sum(column)` as a bigint that stops at the largest one rather than fail: a read never
+    /// errs on what the log holds (PostgreSQL sums bigints as numeric; SQLite's total() is a
+    /// float that cannot overflow, exact below 2^53). No rows sum to 0.
+    #[must_use]
+    pub fn capped_sum(&self, column: &str) -> String {
+        if self.is_postgres() {
+            format!("cast(least(coalesce(sum({column}), 0), {}) as bigint)", i64::MAX)
+        } else {
+            format!("cast(min(total({column}), {}) as integer)", i64::MAX)
+        }
+    }
+
+    /// Whether `text` contains `needle`, both SQL expressions, as plain characters: a `%` or
+    /// `_` someone searches for is not a pattern.
+    #[must_use]
+    pub fn contains(&self, text: &str, needle: &str) -> String {
+        if self.is_postgres() {
+            format!("strpos({text}, {needle}) > 0")
+        } else {
+            format!("instr({text}, {needle}) > 0")
+        }
+    }
 }
 
 impl Tx {

@@ -6,6 +6,7 @@ mod bad_input;
 mod chat;
 mod concurrency;
 mod cost_cap;
+mod directory;
 mod endpoints;
 mod fuzz;
 mod gateway;

@@ -52,6 +52,12 @@ impl TestResponse {
         serde_json::from_slice(&self.body).unwrap_or(Value::Null)
     }
 
+    /// A header's value as text ("" when absent).
+    #[must_use]
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default()
+    }
+
     /// The problem `code` of an error answer.
     #[must_use]
     pub fn code(&self) -> String {

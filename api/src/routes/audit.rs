@@ -11,8 +11,8 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::{Access, Caller};
 use crate::error::{ApiError, Problem};
-use crate::extract::OrgParam;
-use crate::openapi::OrgPath;
+use crate::extract::{parse_provider, OrgParam};
+use crate::openapi::{AuditAction, OrgPath, ProviderName};
 use crate::state::AppState;
 use keyledger_projections::audit::{self, AuditEntry, ChainReport};
 use keyledger_projections::EventLog;
@@ -28,6 +28,12 @@ pub(crate) struct AuditQuery {
     /// At most this many entries (1 to 1000, default 100).
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
+    /// Only entries of this action (`key.stored`, `key.rotated`, …).
+    #[param(value_type = Option<AuditAction>)]
+    action: Option<String>,
+    /// Only entries about this provider.
+    #[param(value_type = Option<ProviderName>)]
+    provider: Option<String>,
 }
 
 /// A page of the audit trail.
@@ -98,7 +104,18 @@ pub(crate) async fn audit_page(
         return Err(ApiError::invalid_request("limit is 1 to 1000"));
     }
     let after = not_negative(params.after)?;
-    let entries = audit::page(&state.views, org.as_str(), after, limit)
+    if params.action.as_deref().is_some_and(|a| !audit::ACTIONS.contains(&a)) {
+        return Err(ApiError::invalid_request(format!(
+            "action is one of {}",
+            audit::ACTIONS.join(", ")
+        )));
+    }
+    let provider = params.provider.as_deref().map(parse_provider).transpose()?;
+    let filter = audit::EntryFilter {
+        action: params.action,
+        provider: provider.map(|p| p.as_str().to_owned()),
+    };
+    let entries = audit::page(&state.views, org.as_str(), after, limit, &filter)
         .await
         .map_err(|e| ApiError::from_store(&e))?;
     let next = (entries.len() as i64 == limit).then(|| entries.last().map(|e| e.seq)).flatten();

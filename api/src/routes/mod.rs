@@ -1,6 +1,8 @@
 //! The HTTP endpoints, one module per resource.
 
 pub(crate) mod audit;
+pub(crate) mod catalogue;
+pub(crate) mod console;
 pub(crate) mod gateway;
 pub(crate) mod keys;
 pub(crate) mod openai;

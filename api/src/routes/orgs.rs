@@ -1,8 +1,9 @@
 //! `/v1/orgs/{org}`: status, plan, BYOK access and provider order.
 
-use axum::extract::State;
-use serde::Deserialize;
-use utoipa::ToSchema;
+use axum::extract::{Query, State};
+use chrono::{Datelike, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::{Access, Caller};
 use crate::error::{ApiError, Problem};
@@ -12,6 +13,7 @@ use crate::read;
 use crate::state::AppState;
 use crate::views::{OrgStatus, ProviderOrder};
 use keyledger_domain::{KeyringCommand, PlanId};
+use keyledger_projections::queries;
 
 /// Body of `PUT /v1/orgs/{org}/plan`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -151,4 +153,86 @@ pub(crate) async fn set_provider_order(
     let command = KeyringCommand::try_from(body)?;
     let committed = state.execute(&org, command, &caller).await?;
     Ok(axum::Json(ProviderOrder::of(&committed.state)))
+}
+
+/// Query of `GET /v1/orgs`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct OrgListQuery {
+    /// Organizations after this id (the previous page's `next`).
+    after: Option<String>,
+    /// At most this many organizations (1 to 200, default 50).
+    #[param(minimum = 1, maximum = 200)]
+    limit: Option<i64>,
+    /// Only organizations whose id contains this text.
+    #[param(max_length = 64)]
+    q: Option<String>,
+}
+
+/// One organization in the list.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct OrgSummary {
+    org: String,
+    plan: String,
+    byok_access: bool,
+    byok_active: bool,
+    /// Keys held, active or suspended.
+    keys: i64,
+    /// Model calls this month (UTC), on own and platform keys.
+    calls_this_month: i64,
+    cost_usd_this_month: f64,
+}
+
+/// A page of organizations.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct OrgList {
+    orgs: Vec<OrgSummary>,
+    /// Pass as `after` for the next page; `null` at the end.
+    next: Option<String>,
+}
+
+/// Every organization with an event, in id order (platform admin with `org: "*"`).
+#[utoipa::path(get, path = "/v1/orgs", tag = "orgs",
+    params(OrgListQuery),
+    responses((status = 200, body = OrgList), (status = "4XX", body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub(crate) async fn org_list(
+    State(state): State<AppState>,
+    caller: Caller,
+    params: Result<Query<OrgListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<axum::Json<OrgList>, ApiError> {
+    caller.authorize_platform(Access::ManagePlan)?;
+    let Query(params) =
+        params.map_err(|_| ApiError::invalid_request("unknown or malformed query parameter"))?;
+    let limit = params.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(ApiError::invalid_request("limit is 1 to 200"));
+    }
+    let query = params.q.unwrap_or_default();
+    if query.chars().count() > 64 {
+        return Err(ApiError::invalid_request("q is at most 64 characters"));
+    }
+    let today = Utc::now().date_naive();
+    let month_start = today.with_day(1).unwrap_or(today).format("%Y-%m-%d").to_string();
+    let after = params.after.unwrap_or_default();
+    let rows = queries::org_list(&state.views, &after, &query, limit + 1, &month_start)
+        .await
+        .map_err(|e| ApiError::from_store(&e))?;
+    let more = rows.len() > usize::try_from(limit).unwrap_or(usize::MAX);
+    let orgs: Vec<OrgSummary> = rows
+        .into_iter()
+        .take(usize::try_from(limit).unwrap_or(usize::MAX))
+        .map(|r| OrgSummary {
+            plan: r.plan.unwrap_or_else(|| PlanId::starter().to_string()),
+            byok_access: r.byok_access.unwrap_or(true),
+            byok_active: r.active_keys > 0,
+            keys: r.keys,
+            calls_this_month: r.calls,
+            cost_usd_this_month: r.cost_micros as f64 / 1_000_000.0,
+            org: r.org_id,
+        })
+        .collect();
+    let next = if more { orgs.last().map(|o| o.org.clone()) } else { None };
+    Ok(axum::Json(OrgList { orgs, next }))
 }

@@ -57,6 +57,12 @@ impl Keyrings {
         &self.deps
     }
 
+    /// The plans this deployment offers, as commands decide under them.
+    #[must_use]
+    pub fn plans(&self) -> &keyledger_domain::PlanCatalogue {
+        &self.deps.plans
+    }
+
     /// What model calls use of the Keyrings, kept true to what commands here commit.
     #[must_use]
     pub fn calls(&self) -> &Arc<CallKeys> {

@@ -1,6 +1,7 @@
 //! The views, one module each.
 
 mod keys;
+mod org_directory;
 mod org_status;
 mod provider_order;
 mod usage;
@@ -9,6 +10,7 @@ use std::sync::Arc;
 
 pub use crate::audit::AuditLog;
 pub use keys::KeysView;
+pub use org_directory::OrgDirectory;
 pub use org_status::OrgStatusView;
 pub use provider_order::ProviderOrderView;
 pub use usage::UsageCockpit;
@@ -22,6 +24,7 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
         Arc::new(KeysView),
         Arc::new(ProviderOrderView),
         Arc::new(OrgStatusView),
+        Arc::new(OrgDirectory),
         Arc::new(AuditLog),
         Arc::new(UsageCockpit),
     ]
