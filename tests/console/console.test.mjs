@@ -303,6 +303,31 @@ test("as of an earlier instant, the earlier keys", async () => {
   await page.context().close();
 });
 
+test("the owner edits a key's details; every control on the page is reached by Tab", async () => {
+  const page = await signedIn("owner");
+  await open(page, "Organization");
+  await page.getByRole("button", { name: "Edit the OpenAI key's details" }).click();
+  await page.getByRole("dialog").getByLabel("Default model").fill("gpt-4o-mini");
+  await page.getByRole("dialog").getByRole("button", { name: "Save" }).click();
+  await page.locator("#notice").filter({ hasText: "OpenAI key details saved" }).waitFor();
+  assert.match(await (await keyRow(page, "openai")).textContent(), /gpt-4o-mini/);
+  // Tab from the top of the page: every enabled control in it gets the focus, in turn.
+  const controls = await page.evaluate(() => [...document.querySelectorAll("a[href], button:not([disabled]), input:not([disabled]), select:not([disabled])")]
+    .filter((el) => el.offsetParent !== null).length);
+  await page.locator("body").focus();
+  const reached = new Set();
+  for (let i = 0; i < controls + 5; i++) {
+    await page.keyboard.press("Tab");
+    reached.add(await page.evaluate(() => {
+      const el = document.activeElement;
+      return el === document.body ? null : `${el.tagName}#${el.id}:${el.getAttribute("aria-label") || el.textContent.trim().slice(0, 30)}`;
+    }));
+  }
+  reached.delete(null);
+  assert.equal(reached.size, controls, [...reached].join("\n"));
+  await page.context().close();
+});
+
 test("a member reads the keys and has no control that writes", async () => {
   const page = await signedIn("member");
   const links = await page.getByRole("navigation", { name: "Pages" }).getByRole("link").allTextContents();
@@ -353,6 +378,26 @@ test("the platform admin lists organizations and changes a plan; the org's page 
   assert.match(await page.locator("#keys").textContent(), /suspended/);
   await page.getByLabel("BYOK access of acme").count(); // the org page has no admin controls
   assert.equal(await page.locator("#add-key-form").count(), 0, "a platform admin does not manage keys");
+  await page.context().close();
+});
+
+test("on private, the owner sees what the plan forbids and removes the suspended key", async () => {
+  const page = await signedIn("owner");
+  await open(page, "Organization");
+  assert.match(await page.locator("#add-note").textContent(), /private plan allows one provider — adding replaces the current key/);
+  assert.ok(await page.getByRole("button", { name: "Replace the key" }).isEnabled());
+  const suspended = page.locator("#keys tbody tr").filter({ hasText: "suspended" });
+  const provider = await suspended.getAttribute("data-provider");
+  const name = provider === "openai" ? "OpenAI" : "Anthropic";
+  await page.getByRole("button", { name: `Remove the ${name} key` }).click();
+  const confirm = page.getByRole("dialog");
+  assert.match(await confirm.textContent(), new RegExp(`Calls to ${name} fall back to the platform's shared key`));
+  await confirm.getByRole("button", { name: "Remove" }).click();
+  await page.locator("#notice").filter({ hasText: `${name} key removed; ${name} calls now use the platform key` }).waitFor();
+  assert.equal(await page.locator(`#keys tr[data-provider="${provider}"]`).count(), 0);
+  await open(page, "Provider order");
+  assert.match(await page.locator("#order-reason").textContent(), /A provider order needs a .+ plan; this organization is on private/);
+  assert.equal(await page.getByRole("button", { name: /Move/ }).count(), 0);
   await page.context().close();
 });
 
