@@ -401,6 +401,20 @@ test("on private, the owner sees what the plan forbids and removes the suspended
   await page.context().close();
 });
 
+test("an audit entry edited in the database shows as the first bad entry", async () => {
+  // An insider rewrites entry 2's summary straight in the SQLite file the server runs on.
+  const db = join(workdir, "keyledger.db");
+  execFileSync("python3", ["-c", `import sqlite3, sys
+c = sqlite3.connect(sys.argv[1], timeout=10)
+c.execute("update audit_log set summary = 'nothing happened' where org_id = 'acme' and seq = 2")
+c.commit()`, db]);
+  const page = await signedIn("auditor");
+  await open(page, "Audit trail");
+  await page.getByRole("button", { name: "Verify chain" }).click();
+  await page.locator("#chain").filter({ hasText: "Chain broken: entry 2 is the first that does not match" }).waitFor();
+  await page.context().close();
+});
+
 test("the page broke no content security rule and threw nothing", () => {
   assert.deepEqual(consoleErrors.filter((e) => !e.includes("401") && !e.includes("Failed to load resource")), []);
 });

@@ -51,6 +51,9 @@ function row(ctx, o) {
     control.disabled = true;
     try {
       const status = await api.send("PUT", request.path, request.body);
+      // What is saved now is what a later failed change goes back to.
+      o.plan = status.plan;
+      o.byok_access = status.byok_access;
       fill(badge, status.byok_active ? "active" : "inactive");
       badge.className = `badge ${status.byok_active ? "on" : "off"}`;
       ctx.notify(`${o.org}: plan ${status.plan}, BYOK access ${status.byok_access ? "granted" : "withdrawn"}.`);
@@ -62,7 +65,7 @@ function row(ctx, o) {
     }
   };
   plan.addEventListener("change", () => change(plan, { path: `${path}/plan`, body: { plan: plan.value } }, () => { plan.value = o.plan; }));
-  access.addEventListener("change", () => change(access, { path: `${path}/byok-access`, body: { enabled: access.checked } }, () => { access.checked = !access.checked; }));
+  access.addEventListener("change", () => change(access, { path: `${path}/byok-access`, body: { enabled: access.checked } }, () => { access.checked = o.byok_access; }));
   return h("tr", { dataset: { org: o.org } },
     h("td", {}, o.org), h("td", {}, plan), h("td", {}, access), h("td", {}, badge),
     h("td", { class: "num" }, count(o.keys)), h("td", { class: "num" }, count(o.calls_this_month)), h("td", { class: "num" }, usd(o.cost_usd_this_month)),
