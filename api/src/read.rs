@@ -52,8 +52,10 @@ pub(crate) async fn provider_order(
 /// The status of `org`: its defaults until something changed.
 pub(crate) async fn org_status(state: &AppState, org: &OrgId) -> Result<OrgStatus, ApiError> {
     let row = queries::org_status(&state.views, org.as_str()).await.map_err(storage)?;
-    let (plan, byok_access) =
-        row.map_or_else(|| ("starter".to_owned(), true), |r| (r.plan, r.byok_access));
+    let (plan, byok_access, erased_at) = row.map_or_else(
+        || ("starter".to_owned(), true, None),
+        |r| (r.plan, r.byok_access, r.erased_at),
+    );
     let keys = key_list(state, org).await?;
     Ok(OrgStatus {
         org: org.to_string(),
@@ -62,5 +64,6 @@ pub(crate) async fn org_status(state: &AppState, org: &OrgId) -> Result<OrgStatu
         byok_active: keys.byok_active,
         keys: keys.keys,
         provider_order: provider_order(state, org).await?.providers,
+        erased_at,
     })
 }

@@ -98,7 +98,7 @@ fn bounded_routes() -> OpenApiRouter<AppState> {
         .route_layer(axum::middleware::from_fn(layers::openai_errors));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(orgs::org_list))
-        .routes(routes!(orgs::org_status))
+        .routes(routes!(orgs::org_status, orgs::erase_org))
         .routes(routes!(catalogue::providers))
         .routes(routes!(catalogue::plans))
         .routes(routes!(orgs::set_plan))

@@ -45,6 +45,9 @@ pub(crate) struct OrgStatus {
     pub byok_active: bool,
     pub keys: Vec<MaskedKey>,
     pub provider_order: Vec<String>,
+    /// When the organization was erased (its keys destroyed), until its next change starts
+    /// it afresh; `null` otherwise.
+    pub erased_at: Option<DateTime<Utc>>,
 }
 
 /// The keys of an organization.
@@ -126,6 +129,7 @@ impl OrgStatus {
             byok_active: keyring.byok_active(),
             keys: KeyList::of(keyring).keys,
             provider_order: ProviderOrder::of(keyring).providers,
+            erased_at: keyring.erased_at(),
         }
     }
 }

@@ -15,6 +15,9 @@ pub enum Resolution {
     Platform(UsageLimits),
     /// Neither: the call cannot be made.
     NoKey,
+    /// The organization was erased and has not started afresh: no key, not even the
+    /// platform's, until it does.
+    Erased,
 }
 
 /// Resolves the key for a call by the organization whose Keyring is `keyring` to `provider`;
@@ -26,6 +29,9 @@ pub fn resolve(
     provider: ProviderId,
     platform_key: bool,
 ) -> Resolution {
+    if keyring.erased_at().is_some() {
+        return Resolution::Erased;
+    }
     // Suspended keys are not active: a plan that no longer allows BYOK falls back here.
     if let Some(key) = keyring.active_key(provider) {
         return Resolution::Byok(key.clone());
@@ -51,7 +57,7 @@ impl Resolution {
         match self {
             Self::Byok(_) => true,
             Self::Platform(limits) => limits.max_calls > 0 && limits.cost_cap_usd > 0.0,
-            Self::NoKey => false,
+            Self::NoKey | Self::Erased => false,
         }
     }
 }

@@ -110,6 +110,16 @@ fn draft(event: &E) -> Draft {
             if e.enabled { "BYOK access granted" } else { "BYOK access withdrawn" }.to_owned(),
             json!({"enabled": e.enabled}),
         ),
+        E::OrganizationErased(e) => (
+            "organization.erased",
+            "Organization erased: every AI key destroyed".to_owned(),
+            json!({"providers": e.providers}),
+        ),
+        E::OrganizationRestarted(e) => (
+            "organization.restarted",
+            "Organization starts afresh after its erasure".to_owned(),
+            json!({"erased_at": e.erased_at}),
+        ),
     };
     Draft { action, summary, provider: event.provider().map(|p| p.as_str().to_owned()), details }
 }
@@ -235,6 +245,8 @@ pub const ACTIONS: &[&str] = &[
     "provider_order.set",
     "plan.changed",
     "byok_access.changed",
+    "organization.erased",
+    "organization.restarted",
 ];
 
 /// Which entries of a trail a page shows: those of one action, one provider, or both.

@@ -52,6 +52,8 @@ impl KeyRow {
 pub struct OrgRow {
     pub plan: String,
     pub byok_access: bool,
+    /// When the organization was erased, until it starts afresh.
+    pub erased_at: Option<DateTime<Utc>>,
 }
 
 /// The keys of `org`, by provider id.
@@ -75,7 +77,7 @@ pub async fn keys(pool: &Database, org: &str) -> Result<Vec<KeyRow>, sqlx::Error
 pub async fn org_status(pool: &Database, org: &str) -> Result<Option<OrgRow>, sqlx::Error> {
     Ok(pool
         .fetch_all(
-            "select plan, byok_access from view_org_status where org_id = $1",
+            "select plan, byok_access, erased_at from view_org_status where org_id = $1",
             &[Arg::Text(org.to_owned())],
         )
         .await?

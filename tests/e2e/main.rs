@@ -8,6 +8,7 @@ mod concurrency;
 mod cost_cap;
 mod directory;
 mod endpoints;
+mod erasure;
 mod fuzz;
 mod gateway;
 mod gateway_paths;

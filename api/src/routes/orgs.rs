@@ -83,6 +83,26 @@ pub(crate) async fn org_status(
     Ok(axum::Json(read::org_status(&state, &org).await?))
 }
 
+/// Erase the organization (platform admin; the right to erasure): every key's material is
+/// destroyed, its provider order forgotten and its plan back to the default. Its audit trail
+/// and usage history stay; they hold no key material. Model calls find no key, not even the
+/// platform's, until the organization's next change starts it afresh. Erasing an erased
+/// organization changes nothing.
+#[utoipa::path(delete, path = "/v1/orgs/{org}", tag = "orgs",
+    params(OrgPath),
+    responses((status = 200, body = OrgStatus), (status = "4XX", body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+#[tracing::instrument(skip_all, fields(org = %org))]
+pub(crate) async fn erase_org(
+    State(state): State<AppState>,
+    caller: Caller,
+    OrgParam(org): OrgParam,
+) -> Result<axum::Json<OrgStatus>, ApiError> {
+    caller.authorize(&org, Access::ManagePlan)?;
+    let committed = state.execute(&org, KeyringCommand::EraseOrganization, &caller).await?;
+    Ok(axum::Json(OrgStatus::of(&org, &committed.state)))
+}
+
 /// Set the organization's plan (platform admin); keys the new plan does not allow are
 /// suspended, keys it allows again are reinstated.
 #[utoipa::path(put, path = "/v1/orgs/{org}/plan", tag = "orgs",

@@ -30,6 +30,8 @@ pub enum KeyringCommand {
     SetByokAccess {
         enabled: bool,
     },
+    /// The right to erasure: destroy every key and forget the provider order and plan.
+    EraseOrganization,
 }
 
 impl KeyringCommand {

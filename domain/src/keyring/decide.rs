@@ -6,7 +6,8 @@ use super::entitlement::reconcile;
 use super::errors::KeyringError;
 use super::events::{
     ByokAccessChanged, KeyDetailsChanged, KeyRemoved, KeyRotated, KeyStored,
-    KeyVerificationRecorded, KeyringEvent, PlanChanged, ProviderOrderSet, RemovalReason,
+    KeyVerificationRecorded, KeyringEvent, OrganizationErased, OrganizationRestarted, PlanChanged,
+    ProviderOrderSet, RemovalReason,
 };
 use super::preparation::{KeyringContext, Prepared};
 use super::prepare::{check_detail, judge, MAX_DEFAULT_MODEL, MAX_DESCRIPTION};
@@ -31,6 +32,23 @@ impl Keyring {
         prepared: Prepared,
         context: &dyn KeyringContext,
     ) -> Decision {
+        let mut events = self.decide_command(command, prepared, context)?;
+        // The first change after an erasure says, in the history, that the organization
+        // starts afresh under the same id.
+        // (Erasing again decides nothing, so it never restarts.)
+        if let (Some(erased_at), false) = (self.erased_at, events.is_empty()) {
+            let restarted = OrganizationRestarted { erased_at, at: context.now() };
+            events.insert(0, KeyringEvent::OrganizationRestarted(restarted));
+        }
+        Ok(events)
+    }
+
+    fn decide_command(
+        &self,
+        command: KeyringCommand,
+        prepared: Prepared,
+        context: &dyn KeyringContext,
+    ) -> Decision {
         match command {
             KeyringCommand::StoreKey(store) => self.store_key(store, prepared, context),
             KeyringCommand::RotateKey(rotate) => self.rotate_key(rotate, prepared, context),
@@ -44,7 +62,20 @@ impl Keyring {
             }
             KeyringCommand::ChangePlan { plan } => self.change_plan(plan, context),
             KeyringCommand::SetByokAccess { enabled } => self.set_byok_access(enabled, context),
+            KeyringCommand::EraseOrganization => Ok(self.erase(context)),
         }
+    }
+
+    /// Erasing an erased organization that has not changed since changes nothing.
+    fn erase(&self, context: &dyn KeyringContext) -> Vec<KeyringEvent> {
+        if self.erased_at.is_some() {
+            return Vec::new();
+        }
+        vec![KeyringEvent::OrganizationErased(OrganizationErased {
+            providers: self.keys.keys().copied().collect(),
+            material_ids: self.keys.values().filter_map(|k| k.material_id).collect(),
+            at: context.now(),
+        })]
     }
 
     fn store_key(

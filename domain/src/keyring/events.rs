@@ -24,6 +24,8 @@ pub enum KeyringEvent {
     KeySuspended(KeySuspended),
     KeyReinstated(KeyReinstated),
     ByokAccessChanged(ByokAccessChanged),
+    OrganizationErased(OrganizationErased),
+    OrganizationRestarted(OrganizationRestarted),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -135,14 +137,34 @@ pub struct ByokAccessChanged {
     pub at: DateTime<Utc>,
 }
 
+/// The right to erasure: every key of the organization is destroyed with its material, its
+/// provider order forgotten and its plan back to the default. The history stays: it holds no
+/// key material.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrganizationErased {
+    /// The providers whose keys were destroyed.
+    pub providers: Vec<ProviderId>,
+    /// Their sealed material, destroyed when this event is committed.
+    pub material_ids: Vec<MaterialId>,
+    pub at: DateTime<Utc>,
+}
+
+/// The first change to an erased organization: it starts afresh under the same id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrganizationRestarted {
+    pub erased_at: DateTime<Utc>,
+    pub at: DateTime<Utc>,
+}
+
 impl KeyringEvent {
     /// Sealed material this event makes obsolete: it is destroyed once the event is committed.
     #[must_use]
-    pub fn released_material(&self) -> Option<MaterialId> {
+    pub fn released_material(&self) -> Vec<MaterialId> {
         match self {
-            Self::KeyRotated(e) => e.previous_material_id,
-            Self::KeyRemoved(e) => e.material_id,
-            _ => None,
+            Self::KeyRotated(e) => e.previous_material_id.into_iter().collect(),
+            Self::KeyRemoved(e) => e.material_id.into_iter().collect(),
+            Self::OrganizationErased(e) => e.material_ids.clone(),
+            _ => Vec::new(),
         }
     }
 
@@ -164,7 +186,11 @@ impl KeyringEvent {
             Self::KeyVerified(e) | Self::KeyVerificationFailed(e) => Some(e.provider),
             Self::KeySuspended(e) => Some(e.provider),
             Self::KeyReinstated(e) => Some(e.provider),
-            Self::ProviderOrderSet(_) | Self::PlanChanged(_) | Self::ByokAccessChanged(_) => None,
+            Self::ProviderOrderSet(_)
+            | Self::PlanChanged(_)
+            | Self::ByokAccessChanged(_)
+            | Self::OrganizationErased(_)
+            | Self::OrganizationRestarted(_) => None,
         }
     }
 }
@@ -183,6 +209,8 @@ impl DomainEvent for KeyringEvent {
             Self::KeySuspended(_) => "KeySuspended",
             Self::KeyReinstated(_) => "KeyReinstated",
             Self::ByokAccessChanged(_) => "ByokAccessChanged",
+            Self::OrganizationErased(_) => "OrganizationErased",
+            Self::OrganizationRestarted(_) => "OrganizationRestarted",
         };
         name.to_owned()
     }

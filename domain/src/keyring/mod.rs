@@ -18,8 +18,8 @@ pub use commands::{KeyringCommand, RotateKey, StoreKey, UpdateKeyDetails};
 pub use errors::KeyringError;
 pub use events::{
     ByokAccessChanged, KeyDetailsChanged, KeyReinstated, KeyRemoved, KeyRotated, KeyStored,
-    KeySuspended, KeyVerificationRecorded, KeyringEvent, PlanChanged, ProviderOrderSet,
-    RemovalReason, SuspensionReason,
+    KeySuspended, KeyVerificationRecorded, KeyringEvent, OrganizationErased, OrganizationRestarted,
+    PlanChanged, ProviderOrderSet, RemovalReason, SuspensionReason,
 };
 pub use preparation::{
     Fingerprint, KeyringContext, MaterialBinding, MaterialId, Preparation, Prepared,

@@ -19,8 +19,12 @@ pub struct Keyring {
     pub(crate) byok_access: bool,
     pub(crate) keys: BTreeMap<ProviderId, KeyState>,
     pub(crate) provider_order: Vec<ProviderId>,
-    /// Key ids handed out so far; ids are never reused within an organization.
+    /// Key ids handed out so far; ids are never reused within an organization, not even
+    /// after an erasure.
     pub(crate) keys_issued: u32,
+    /// When the organization was erased, until its next change starts it afresh.
+    #[serde(default)]
+    pub(crate) erased_at: Option<DateTime<Utc>>,
 }
 
 impl Default for Keyring {
@@ -31,6 +35,7 @@ impl Default for Keyring {
             keys: BTreeMap::new(),
             provider_order: Vec::new(),
             keys_issued: 0,
+            erased_at: None,
         }
     }
 }
@@ -109,6 +114,12 @@ impl Keyring {
         self.keys.get(&provider).filter(|k| k.status == KeyStatus::Active)
     }
 
+    /// When the organization was erased, if it is erased now.
+    #[must_use]
+    pub fn erased_at(&self) -> Option<DateTime<Utc>> {
+        self.erased_at
+    }
+
     /// Whether any key of the organization is in use.
     #[must_use]
     pub fn byok_active(&self) -> bool {
@@ -171,6 +182,14 @@ impl Keyring {
             E::KeySuspended(e) => self.set_status(e.provider, KeyStatus::Suspended),
             E::KeyReinstated(e) => self.set_status(e.provider, KeyStatus::Active),
             E::ByokAccessChanged(e) => self.byok_access = e.enabled,
+            E::OrganizationErased(e) => {
+                *self = Self {
+                    keys_issued: self.keys_issued,
+                    erased_at: Some(e.at),
+                    ..Self::default()
+                };
+            }
+            E::OrganizationRestarted(_) => self.erased_at = None,
         }
     }
 

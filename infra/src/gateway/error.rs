@@ -61,12 +61,17 @@ pub enum NoKey {
     PlatformHasNone,
     /// The platform's key serves model calls (POST) only, and this is not one.
     PlatformKeyForModelCallsOnly,
+    /// The organization was erased and has not started afresh.
+    OrganizationErased,
 }
 
 impl NoKey {
     fn says(self) -> &'static str {
         match self {
             Self::PlatformHasNone => " and the platform has none",
+            Self::OrganizationErased => {
+                ": it was erased, and no key serves it until it starts afresh"
+            }
             Self::PlatformKeyForModelCallsOnly => {
                 "; the platform's shared key serves model calls (POST) only"
             }

@@ -95,6 +95,9 @@ impl Gateway {
                 })
             }
             Resolution::NoKey => Err(GatewayError::NoKey { provider, why: NoKey::PlatformHasNone }),
+            Resolution::Erased => {
+                Err(GatewayError::NoKey { provider, why: NoKey::OrganizationErased })
+            }
         }
     }
 }

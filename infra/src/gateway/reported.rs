@@ -43,7 +43,7 @@ impl Gateway {
                 Resolution::Platform(limits) => (KeySource::Platform, None, Some(limits)),
                 // A call made elsewhere without the organization's key was made with the
                 // platform's.
-                Resolution::NoKey => (KeySource::Platform, None, None),
+                Resolution::NoKey | Resolution::Erased => (KeySource::Platform, None, None),
             };
         let cost_usd = self.prices.cost(
             reported.provider,

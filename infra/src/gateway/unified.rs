@@ -209,7 +209,7 @@ impl Gateway {
                 };
                 self.listings.get(ListingKey::Platform { provider }, fetch).await
             }
-            Resolution::NoKey => None,
+            Resolution::NoKey | Resolution::Erased => None,
         };
         (provider, listing)
     }

@@ -125,7 +125,7 @@ impl Keyrings {
             context.aggregate.decide(command, prepared, &rules).map_err(CommandError::Rejected)?;
         let material = MaterialChanges {
             kept,
-            destroyed: events.iter().filter_map(|e| e.released_material()).map(|id| id.0).collect(),
+            destroyed: events.iter().flat_map(|e| e.released_material()).map(|id| id.0).collect(),
         };
         for event in &events {
             context.aggregate.apply(event.clone());

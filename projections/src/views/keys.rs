@@ -74,7 +74,11 @@ impl Projection for KeysView {
                     "update view_keys set status = 'active' where org_id = $1 and provider = $2",
                     vec![org, provider(e.provider)],
                 ),
-                E::ProviderOrderSet(_) | E::PlanChanged(_) | E::ByokAccessChanged(_) => continue,
+                E::OrganizationErased(_) => ("delete from view_keys where org_id = $1", vec![org]),
+                E::ProviderOrderSet(_)
+                | E::PlanChanged(_)
+                | E::ByokAccessChanged(_)
+                | E::OrganizationRestarted(_) => continue,
             };
             tx.execute(sql, &args).await?;
         }

@@ -1,4 +1,5 @@
-//! The org-status view: plan and BYOK access per organization (BYOK activity comes from keys).
+//! The org-status view: plan, BYOK access and erasure per organization (BYOK activity comes
+//! from keys).
 
 use async_trait::async_trait;
 
@@ -43,6 +44,23 @@ impl Projection for OrgStatusView {
                         "insert into view_org_status (org_id, plan, byok_access) values ($1, 'starter', $2) \
                          on conflict (org_id) do update set byok_access = excluded.byok_access",
                         &[org, Arg::Bool(e.enabled)],
+                    )
+                    .await?;
+                }
+                Fact::Keyring(E::OrganizationErased(e)) => {
+                    tx.execute(
+                        "insert into view_org_status (org_id, plan, byok_access, erased_at) \
+                         values ($1, 'starter', true, $2) \
+                         on conflict (org_id) do update set plan = excluded.plan, \
+                         byok_access = excluded.byok_access, erased_at = excluded.erased_at",
+                        &[org, Arg::Time(e.at)],
+                    )
+                    .await?;
+                }
+                Fact::Keyring(E::OrganizationRestarted(_)) => {
+                    tx.execute(
+                        "update view_org_status set erased_at = null where org_id = $1",
+                        &[org],
                     )
                     .await?;
                 }

@@ -28,15 +28,22 @@ impl Projection for ProviderOrderView {
 
     async fn apply(&self, tx: &mut Tx, events: &[&LoggedEvent]) -> Result<(), ProjectionError> {
         for event in events {
-            if let Fact::Keyring(E::ProviderOrderSet(e)) = &event.fact {
-                let providers =
-                    serde_json::to_string(&e.providers).unwrap_or_else(|_| "[]".to_owned());
-                tx.execute(
-                    "insert into view_provider_order (org_id, providers) values ($1, $2) \
-                     on conflict (org_id) do update set providers = excluded.providers",
-                    &[Arg::Text(event.stored.aggregate_id.clone()), Arg::Text(providers)],
-                )
-                .await?;
+            let org = Arg::Text(event.stored.aggregate_id.clone());
+            match &event.fact {
+                Fact::Keyring(E::ProviderOrderSet(e)) => {
+                    let providers =
+                        serde_json::to_string(&e.providers).unwrap_or_else(|_| "[]".to_owned());
+                    tx.execute(
+                        "insert into view_provider_order (org_id, providers) values ($1, $2) \
+                         on conflict (org_id) do update set providers = excluded.providers",
+                        &[org, Arg::Text(providers)],
+                    )
+                    .await?;
+                }
+                Fact::Keyring(E::OrganizationErased(_)) => {
+                    tx.execute("delete from view_provider_order where org_id = $1", &[org]).await?;
+                }
+                _ => {}
             }
         }
         Ok(())

@@ -342,6 +342,7 @@ fn on(plan: &str, events: Vec<KeyringEvent>) -> Vec<KeyringEvent> {
 
 mod applied_events;
 mod change_plan;
+mod erase_organization;
 mod record_verification;
 mod remove_key;
 mod rotate_key;
