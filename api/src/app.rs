@@ -37,6 +37,15 @@ pub enum StartError {
     Projections(#[source] keyledger_projections::ProjectionError),
     #[error("cannot sweep released key material: {0}")]
     Sweep(#[from] keyledger_store::material::MaterialError),
+    #[error(
+        "key material is sealed under master key id(s) {} that KEYLEDGER_MASTER_KEY lacks; \
+         add them back to the ring (after the active key) and run `keyledger master-key rewrap` \
+         before dropping them",
+        .0.join(", ")
+    )]
+    MissingMasterKeys(Vec<String>),
+    #[error("cannot count key material by master key: {0}")]
+    Material(#[source] keyledger_infra::CommandError),
 }
 
 /// Opens the database, applies migrations, destroys material an older version left behind,
@@ -69,6 +78,10 @@ pub async fn build_state(mut config: Config) -> Result<AppState, StartError> {
     let projector = Arc::new(Projector::new(views.clone(), keyledger_projections::views::all()));
     projector.ensure_checkpoints().await.map_err(StartError::Projections)?;
     let keyrings = Arc::new(Keyrings::new(&db, Arc::clone(&deps)));
+    let missing = keyrings.missing_master_keys().await.map_err(StartError::Material)?;
+    if !missing.is_empty() {
+        return Err(StartError::MissingMasterKeys(missing));
+    }
     // On SQLite nothing else tells the usage cockpit's pipeline of a commit.
     let usage = Arc::new(UsageRecorder::new(&db, config.usage_queue, {
         let projector = Arc::clone(&projector);

@@ -51,6 +51,20 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Master-key rotation: move key material to the active master key, see what is where.
+    MasterKey {
+        #[command(subcommand)]
+        command: MasterKeyCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum MasterKeyCommand {
+    /// Re-seal every key version under the active (first) master key of KEYLEDGER_MASTER_KEY.
+    /// Safe while keyledger serves; run it again after an interruption.
+    Rewrap,
+    /// How many key versions are sealed under each master key id.
+    Status,
 }
 
 #[derive(Debug, Subcommand)]
@@ -150,6 +164,15 @@ async fn run(command: Command, config: Config) -> Result<(), Box<dyn std::error:
                 .into())
             }
         }
+        Command::MasterKey { command: MasterKeyCommand::Status } => {
+            let state = build_state(config).await?;
+            for (id, versions, active) in state.keyrings.material_versions().await? {
+                let note = if active { " (active)" } else { "" };
+                println!("{id}{note}: {versions} key version(s)");
+            }
+            Ok(())
+        }
+        Command::MasterKey { command: MasterKeyCommand::Rewrap } => rewrap(config).await,
         Command::Token { org, role, sub, ttl } => {
             if org != "*" {
                 keyledger_domain::OrgId::parse(&org)?;
@@ -163,6 +186,53 @@ async fn run(command: Command, config: Config) -> Result<(), Box<dyn std::error:
             Ok(())
         }
     }
+}
+
+/// `keyledger master-key rewrap`: re-seals organization by organization, with a progress line
+/// on a terminal and a summary at the end.
+async fn rewrap(config: Config) -> Result<(), Box<dyn std::error::Error>> {
+    use std::io::{IsTerminal, Write};
+
+    let state = build_state(config).await?;
+    // Each re-seal, like any command, is done once no replica can still call with the material
+    // it replaced. Joining the replicas' watch lets them say so at once; without it (PostgreSQL)
+    // every organization would wait out the replicas' lease.
+    state.keyrings.calls().start_watching();
+    let operator = std::env::var("USER").unwrap_or_else(|_| "operator".to_owned());
+    let actor = keyledger_infra::Actor {
+        sub: format!("{operator} (keyledger master-key rewrap)"),
+        role: "operator".to_owned(),
+        request_id: uuid::Uuid::new_v4().to_string(),
+    };
+    let terminal = std::io::stderr().is_terminal();
+    let report = state
+        .keyrings
+        .reseal_all(&actor, |so_far| {
+            if terminal {
+                let mut err = std::io::stderr();
+                let _ = write!(
+                    err,
+                    "\rre-sealing: {} key version(s) in {} organization(s), {:.1}s",
+                    so_far.resealed,
+                    so_far.organizations,
+                    so_far.took.as_secs_f64()
+                );
+                let _ = err.flush();
+            }
+        })
+        .await;
+    if terminal {
+        eprintln!();
+    }
+    let report = report?;
+    println!(
+        "re-sealed {} key version(s) in {} organization(s); {} already under the active master key; took {:.2}s",
+        report.resealed,
+        report.organizations,
+        report.already_current,
+        report.took.as_secs_f64()
+    );
+    Ok(())
 }
 
 async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {

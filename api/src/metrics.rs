@@ -30,13 +30,15 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition of everything counted, with the model `calls` answered
-    /// and `recorded` so far and `gauges` read just now.
+    /// and `recorded` so far, and `gauges` and the key versions sealed under each master key
+    /// (`material`: id, count, whether it is the active one) read just now.
     #[must_use]
     pub fn render(
         &self,
         calls: &CallCounts,
         recorded: u64,
         gauges: &[(&str, &str, f64)],
+        material: &[(String, i64, bool)],
     ) -> String {
         let mut out = String::new();
         header(&mut out, "keyledger_http_requests_total", "HTTP requests answered.", "counter");
@@ -67,6 +69,19 @@ impl Metrics {
         for (name, help, value) in gauges {
             header(&mut out, name, help, "gauge");
             let _ = writeln!(out, "{name} {value}");
+        }
+        header(
+            &mut out,
+            "keyledger_key_material_versions",
+            "Key versions sealed under each master key id; a retired id may be dropped from the ring at 0.",
+            "gauge",
+        );
+        for (id, count, active) in material {
+            let _ = writeln!(
+                out,
+                "keyledger_key_material_versions{{master_key_id=\"{}\",active=\"{active}\"}} {count}",
+                escape(id)
+            );
         }
         out
     }
@@ -106,7 +121,15 @@ mod tests {
         metrics.request_answered("GET", "/v1/orgs/{org}", 200);
         metrics.request_answered("GET", "/v1/orgs/{org}", 200);
         let calls = [((ProviderId::Openai, KeySource::Byok, 200), 1)];
-        let text = metrics.render(&calls, 1, &[("keyledger_projection_lag_events", "Lag.", 3.0)]);
+        let material = [("k1".to_owned(), 2, false), ("k2".to_owned(), 5, true)];
+        let text = metrics.render(
+            &calls,
+            1,
+            &[("keyledger_projection_lag_events", "Lag.", 3.0)],
+            &material,
+        );
+        assert!(text
+            .contains(r#"keyledger_key_material_versions{master_key_id="k1",active="false"} 2"#));
         assert!(text.contains(
             "keyledger_http_requests_total{method=\"GET\",route=\"/v1/orgs/{org}\",status=\"200\"} 2"
         ));

@@ -14,5 +14,5 @@ mod usage;
 pub use config::{Config, ConfigError};
 pub use gateway::{Gateway, GatewayError};
 pub use keyledger_store::metadata::Actor;
-pub use keyrings::{CallKeys, CommandError, Committed, KeyringStore, Keyrings};
+pub use keyrings::{CallKeys, CommandError, Committed, KeyringStore, Keyrings, ResealReport};
 pub use usage::{Overloaded, RecordError, Recorded, Slot, UsageRecorder};

@@ -115,6 +115,11 @@ fn draft(event: &E) -> Draft {
             "Organization erased: every AI key destroyed".to_owned(),
             json!({"providers": e.providers}),
         ),
+        E::KeyMaterialResealed(e) => (
+            "key.resealed",
+            format!("AI key material re-sealed under master key `{}`", e.master_key_id),
+            json!({"version": e.version, "master_key_id": e.master_key_id}),
+        ),
         E::OrganizationRestarted(e) => (
             "organization.restarted",
             "Organization starts afresh after its erasure".to_owned(),
@@ -245,6 +250,7 @@ pub const ACTIONS: &[&str] = &[
     "provider_order.set",
     "plan.changed",
     "byok_access.changed",
+    "key.resealed",
     "organization.erased",
     "organization.restarted",
 ];

@@ -139,6 +139,43 @@ impl MaterialStore {
         }))
     }
 
+    /// How many key versions are sealed under each master key id, by id.
+    ///
+    /// # Errors
+    /// [`MaterialError`] when the table cannot be read.
+    pub async fn versions_by_master_key(&self) -> Result<Vec<(String, i64)>, MaterialError> {
+        let sql = "select master_key_id, count(*) from key_material group by master_key_id \
+                   order by master_key_id";
+        Ok(match &self.db {
+            Database::Postgres(pool) => sqlx::query_as(sql).fetch_all(pool).await?,
+            Database::Sqlite(pool) => sqlx::query_as(sql).fetch_all(pool).await?,
+        })
+    }
+
+    /// Up to `limit` organizations, after `after` in id order, holding material sealed under a
+    /// master key other than `active`: the next batch a re-seal works on.
+    ///
+    /// # Errors
+    /// [`MaterialError`] when the table cannot be read.
+    pub async fn orgs_sealed_elsewhere(
+        &self,
+        active: &str,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<String>, MaterialError> {
+        let sql = "select distinct org_id from key_material \
+                   where master_key_id <> $1 and org_id > $2 order by org_id limit $3";
+        let rows: Vec<(String,)> = match &self.db {
+            Database::Postgres(pool) => {
+                sqlx::query_as(sql).bind(active).bind(after).bind(limit).fetch_all(pool).await?
+            }
+            Database::Sqlite(pool) => {
+                sqlx::query_as(sql).bind(active).bind(after).bind(limit).fetch_all(pool).await?
+            }
+        };
+        Ok(rows.into_iter().map(|(org,)| org).collect())
+    }
+
     /// Scrubs the database's files of material destroyed by a commit (see [`MaterialChanges`]);
     /// returns at once.
     pub fn destroyed(&self) {

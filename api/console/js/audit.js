@@ -6,7 +6,7 @@ import { h, fill, field, when } from "./dom.js";
 
 const ACTIONS = ["key.stored", "key.rotated", "key.details_changed", "key.removed", "key.verified",
   "key.verification_failed", "key.suspended", "key.reinstated", "provider_order.set", "plan.changed",
-  "byok_access.changed", "organization.erased", "organization.restarted"];
+  "byok_access.changed", "key.resealed", "organization.erased", "organization.restarted"];
 const PAGE = 25;
 
 /// The mask an entry names, if any. `details` is JSON text: the exact bytes the chain hashes.

@@ -159,7 +159,7 @@ impl From<KeyringError> for ApiError {
             E::UnknownPlan(_) => C::UnknownPlan,
             E::VerificationFailed(_) => C::KeyVerificationFailed,
             E::ProviderUnreachable => C::ProviderUnreachable,
-            E::StaleVerification => C::Conflict,
+            E::StaleVerification | E::StaleMaterial => C::Conflict,
             E::Unprepared => return Self::internal(&error),
         };
         Self::new(code, error.to_string())

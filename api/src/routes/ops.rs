@@ -58,6 +58,7 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let lag = state.projector.lag(READY_LAG).await.map_or(-1.0, |lag| lag.events as f64);
     let trusted = if state.keyrings.calls().trusts_its_cache() { 1.0 } else { 0.0 };
+    let material = state.keyrings.material_versions().await.unwrap_or_default();
     let text = state.metrics.render(
         &state.gateway.counts().snapshot(),
         state.usage.recorded_total(),
@@ -78,6 +79,7 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
                 trusted,
             ),
         ],
+        &material,
     );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text)
 }

@@ -32,6 +32,9 @@ pub enum KeyringCommand {
     },
     /// The right to erasure: destroy every key and forget the provider order and plan.
     EraseOrganization,
+    /// Re-seal every key version sealed under a master key that is no longer the active one
+    /// (master-key rotation); versions already under the active key are left as they are.
+    ResealMaterial,
 }
 
 impl KeyringCommand {

@@ -5,7 +5,7 @@ use super::commands::{KeyringCommand, RotateKey, StoreKey, UpdateKeyDetails};
 use super::entitlement::reconcile;
 use super::errors::KeyringError;
 use super::events::{
-    ByokAccessChanged, KeyDetailsChanged, KeyRemoved, KeyRotated, KeyStored,
+    ByokAccessChanged, KeyDetailsChanged, KeyMaterialResealed, KeyRemoved, KeyRotated, KeyStored,
     KeyVerificationRecorded, KeyringEvent, OrganizationErased, OrganizationRestarted, PlanChanged,
     ProviderOrderSet, RemovalReason,
 };
@@ -63,7 +63,35 @@ impl Keyring {
             KeyringCommand::ChangePlan { plan } => self.change_plan(plan, context),
             KeyringCommand::SetByokAccess { enabled } => self.set_byok_access(enabled, context),
             KeyringCommand::EraseOrganization => Ok(self.erase(context)),
+            KeyringCommand::ResealMaterial => self.reseal(&prepared, context),
         }
+    }
+
+    /// One event per key version whose material was re-sealed; none if all of it already was
+    /// under the active master key. Material this state no longer names is refused: the state
+    /// it was prepared on has moved.
+    fn reseal(&self, prepared: &Prepared, context: &dyn KeyringContext) -> Decision {
+        let now = context.now();
+        prepared
+            .resealed
+            .iter()
+            .map(|resealed| {
+                let (provider, key) = self
+                    .keys
+                    .iter()
+                    .find(|(_, key)| key.material_id == Some(resealed.previous))
+                    .ok_or(KeyringError::StaleMaterial)?;
+                Ok(KeyringEvent::KeyMaterialResealed(KeyMaterialResealed {
+                    provider: *provider,
+                    key_id: key.key_id,
+                    version: key.version,
+                    material_id: resealed.material_id,
+                    previous_material_id: resealed.previous,
+                    master_key_id: resealed.master_key_id.clone(),
+                    at: now,
+                }))
+            })
+            .collect()
     }
 
     /// Erasing an erased organization that has not changed since changes nothing.

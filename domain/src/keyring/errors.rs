@@ -41,6 +41,8 @@ pub enum KeyringError {
     ProviderUnreachable,
     #[error("the key was changed since it was checked; check it again")]
     StaleVerification,
+    #[error("the key changed while its material was being re-sealed; re-seal again")]
+    StaleMaterial,
     /// A caller's mistake, not the organization's: the command was decided without what its
     /// preparation asked for (a provider check, sealed material).
     #[error("the command was decided without what its preparation asked for")]

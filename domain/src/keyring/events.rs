@@ -26,6 +26,21 @@ pub enum KeyringEvent {
     ByokAccessChanged(ByokAccessChanged),
     OrganizationErased(OrganizationErased),
     OrganizationRestarted(OrganizationRestarted),
+    KeyMaterialResealed(KeyMaterialResealed),
+}
+
+/// A key version's material re-sealed under another master key (master-key rotation): the
+/// same key, sealed anew; the previous material is destroyed when this is committed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyMaterialResealed {
+    pub provider: ProviderId,
+    pub key_id: u32,
+    pub version: u32,
+    pub material_id: MaterialId,
+    pub previous_material_id: MaterialId,
+    /// The id of the master key it is sealed under now (an id, never the key).
+    pub master_key_id: String,
+    pub at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -164,6 +179,7 @@ impl KeyringEvent {
             Self::KeyRotated(e) => e.previous_material_id.into_iter().collect(),
             Self::KeyRemoved(e) => e.material_id.into_iter().collect(),
             Self::OrganizationErased(e) => e.material_ids.clone(),
+            Self::KeyMaterialResealed(e) => vec![e.previous_material_id],
             _ => Vec::new(),
         }
     }
@@ -186,6 +202,7 @@ impl KeyringEvent {
             Self::KeyVerified(e) | Self::KeyVerificationFailed(e) => Some(e.provider),
             Self::KeySuspended(e) => Some(e.provider),
             Self::KeyReinstated(e) => Some(e.provider),
+            Self::KeyMaterialResealed(e) => Some(e.provider),
             Self::ProviderOrderSet(_)
             | Self::PlanChanged(_)
             | Self::ByokAccessChanged(_)
@@ -211,6 +228,7 @@ impl DomainEvent for KeyringEvent {
             Self::ByokAccessChanged(_) => "ByokAccessChanged",
             Self::OrganizationErased(_) => "OrganizationErased",
             Self::OrganizationRestarted(_) => "OrganizationRestarted",
+            Self::KeyMaterialResealed(_) => "KeyMaterialResealed",
         };
         name.to_owned()
     }

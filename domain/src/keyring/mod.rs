@@ -17,12 +17,12 @@ mod tests;
 pub use commands::{KeyringCommand, RotateKey, StoreKey, UpdateKeyDetails};
 pub use errors::KeyringError;
 pub use events::{
-    ByokAccessChanged, KeyDetailsChanged, KeyReinstated, KeyRemoved, KeyRotated, KeyStored,
-    KeySuspended, KeyVerificationRecorded, KeyringEvent, OrganizationErased, OrganizationRestarted,
-    PlanChanged, ProviderOrderSet, RemovalReason, SuspensionReason,
+    ByokAccessChanged, KeyDetailsChanged, KeyMaterialResealed, KeyReinstated, KeyRemoved,
+    KeyRotated, KeyStored, KeySuspended, KeyVerificationRecorded, KeyringEvent, OrganizationErased,
+    OrganizationRestarted, PlanChanged, ProviderOrderSet, RemovalReason, SuspensionReason,
 };
 pub use preparation::{
     Fingerprint, KeyringContext, MaterialBinding, MaterialId, Preparation, Prepared,
-    PreparedCommand, ProviderCheck,
+    PreparedCommand, ProviderCheck, Resealed,
 };
 pub use state::{KeyState, KeyStatus, Keyring};

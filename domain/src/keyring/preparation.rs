@@ -57,6 +57,8 @@ pub struct Preparation {
     pub check: Option<ProviderCheck>,
     /// Seal the command's key under the organization's keys, bound to this.
     pub seal: Option<MaterialBinding>,
+    /// Re-seal this sealed material under the active master key if it is under another.
+    pub reseal: Vec<(MaterialBinding, MaterialId)>,
 }
 
 /// A provider check of the command's key.
@@ -68,12 +70,24 @@ pub struct ProviderCheck {
 }
 
 /// What the world did for a [`Preparation`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Prepared {
     /// The provider's answer to the check.
     pub check: Option<VerificationOutcome>,
     /// The id the sealed key will be kept under (it is written with the events, or never).
     pub sealed: Option<MaterialId>,
+    /// Material re-sealed under the active master key: what it replaces, and its new id
+    /// (written with the events, or never).
+    pub resealed: Vec<Resealed>,
+}
+
+/// One key version's material, re-sealed under another master key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resealed {
+    pub previous: MaterialId,
+    pub material_id: MaterialId,
+    /// The id of the master key it is now sealed under.
+    pub master_key_id: String,
 }
 
 /// A command with what its preparation asked for: what the cqrs-es binding decides.

@@ -36,6 +36,7 @@ impl Keyring {
                         key_id: self.keys_issued + 1,
                         version: 1,
                     }),
+                    reseal: Vec::new(),
                 })
             }
             KeyringCommand::RotateKey(rotate) => {
@@ -50,8 +51,24 @@ impl Keyring {
                         key_id: current.key_id,
                         version: current.version + 1,
                     }),
+                    reseal: Vec::new(),
                 })
             }
+            KeyringCommand::ResealMaterial => Ok(Preparation {
+                reseal: self
+                    .keys
+                    .iter()
+                    .filter_map(|(provider, key)| {
+                        let binding = MaterialBinding {
+                            provider: *provider,
+                            key_id: key.key_id,
+                            version: key.version,
+                        };
+                        key.material_id.map(|id| (binding, id))
+                    })
+                    .collect(),
+                ..Preparation::default()
+            }),
             _ => Ok(Preparation::default()),
         }
     }

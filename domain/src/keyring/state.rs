@@ -190,6 +190,11 @@ impl Keyring {
                 };
             }
             E::OrganizationRestarted(_) => self.erased_at = None,
+            E::KeyMaterialResealed(e) => {
+                if let Some(key) = self.keys.get_mut(&e.provider) {
+                    key.material_id = Some(e.material_id);
+                }
+            }
         }
     }
 

@@ -81,6 +81,58 @@ impl Envelope {
         })
     }
 
+    /// The id of the master key new material is sealed under.
+    #[must_use]
+    pub fn active_master_key_id(&self) -> &str {
+        self.ring.active().id()
+    }
+
+    /// Whether the ring holds master key `id` (material under it opens).
+    #[must_use]
+    pub fn holds(&self, id: &str) -> bool {
+        self.ring.get(id).is_some()
+    }
+
+    /// `sealed` re-sealed under the active master key, or `None` if it already is. Only the
+    /// data key is unwrapped and wrapped again, in zeroized memory; the API key itself is never
+    /// decrypted, and its ciphertext stays as it is.
+    ///
+    /// # Errors
+    /// As [`Envelope::open`]: the material does not open under `binding`, or its master key
+    /// left the ring.
+    pub fn rewrap(
+        &self,
+        binding: Binding<'_>,
+        sealed: &SealedKey,
+    ) -> Result<Option<SealedKey>, CryptoError> {
+        let active = self.ring.active();
+        if sealed.master_key_id == active.id() {
+            return Ok(None);
+        }
+        let old = self
+            .ring
+            .get(&sealed.master_key_id)
+            .ok_or_else(|| CryptoError::UnknownMasterKey(sealed.master_key_id.clone()))?;
+        let org = binding.org.as_str().as_bytes();
+        let old_kek = derive(old.bytes(), b"keyledger kek v1", org);
+        let dek = Zeroizing::new(decrypt(
+            &old_kek,
+            &sealed.dek_nonce,
+            &sealed.wrapped_dek,
+            &aad("dek", binding),
+        )?);
+        let new_kek = derive(active.bytes(), b"keyledger kek v1", org);
+        let dek_nonce = random_nonce();
+        let wrapped_dek = encrypt(&new_kek, &dek_nonce, &dek, &aad("dek", binding))?;
+        Ok(Some(SealedKey {
+            master_key_id: active.id().to_owned(),
+            dek_nonce: dek_nonce.to_vec(),
+            wrapped_dek,
+            key_nonce: sealed.key_nonce.clone(),
+            ciphertext: sealed.ciphertext.clone(),
+        }))
+    }
+
     /// Opens `sealed`, which must have been sealed under exactly `binding`.
     ///
     /// # Errors
@@ -205,5 +257,37 @@ mod tests {
         let rotated = format!("new:{},old:{}", *MasterKeyRing::generate_encoded(), *old);
         let env = Envelope::new(MasterKeyRing::parse(&rotated).expect("valid"));
         assert!(env.is_same_key(&org, &a, &fp));
+    }
+
+    #[test]
+    fn rewrapped_material_opens_under_the_new_master_key_alone() {
+        let (k1, k2) = (MasterKeyRing::generate_encoded(), MasterKeyRing::generate_encoded());
+        let ring = |text: String| Envelope::new(MasterKeyRing::parse(&text).expect("valid ring"));
+        let (old, both, new) = (
+            ring(format!("k1:{}", *k1)),
+            ring(format!("k2:{},k1:{}", *k2, *k1)),
+            ring(format!("k2:{}", *k2)),
+        );
+        let org = OrgId::parse("acme").expect("valid");
+        let binding = Binding { org: &org, provider: ProviderId::Anthropic, key_id: 1, version: 3 };
+        let sealed = old
+            .seal(binding, &key("sk-ant-api03-ROTATEme1234567890abcdefghijklmnop"))
+            .expect("sealed");
+
+        let resealed = both.rewrap(binding, &sealed).expect("rewrapped").expect("moved to k2");
+        assert_eq!(resealed.master_key_id, "k2");
+        assert_eq!(resealed.ciphertext, sealed.ciphertext, "the key itself was not re-encrypted");
+        assert_ne!(resealed.wrapped_dek, sealed.wrapped_dek);
+        assert_eq!(
+            new.open(binding, &resealed).expect("opens without k1").expose(),
+            "sk-ant-api03-ROTATEme1234567890abcdefghijklmnop"
+        );
+        assert_eq!(both.rewrap(binding, &resealed), Ok(None), "already under the active key");
+        assert_eq!(
+            old.open(binding, &resealed).map(|_| ()),
+            Err(CryptoError::UnknownMasterKey("k2".to_owned()))
+        );
+        let elsewhere = Binding { version: 4, ..binding };
+        assert_eq!(both.rewrap(elsewhere, &sealed), Err(CryptoError::DoesNotOpen));
     }
 }

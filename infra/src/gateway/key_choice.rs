@@ -9,9 +9,10 @@ use chrono::{DateTime, SubsecRound, Utc};
 use super::error::NoKey;
 use super::{Gateway, GatewayError};
 use crate::usage::{RecordError, UsageRecorder};
+use crate::CommandError;
 use keyledger_domain::resolution::{resolve, Resolution};
 use keyledger_domain::usage::{KeySource, ReleasePlatformCall, ReservePlatformCall};
-use keyledger_domain::{ApiKey, Keyring, OrgId, ProviderId};
+use keyledger_domain::{ApiKey, KeyState, Keyring, OrgId, ProviderId};
 use keyledger_store::metadata::Actor;
 
 /// The key a call goes out with.
@@ -49,13 +50,16 @@ impl Gateway {
     ) -> Result<Chosen, GatewayError> {
         let has_platform_key = self.platform_keys.contains_key(&provider);
         match resolve(keyring, self.plans(), provider, has_platform_key) {
-            Resolution::Byok(key) => Ok(Chosen {
-                key: self.calls.open_for_call(org, provider, &key).await?,
-                source: KeySource::Byok,
-                byok: Some((key.key_id, key.version)),
-                endpoint: key.endpoint,
-                reservation: None,
-            }),
+            Resolution::Byok(key) => {
+                let (key, opened) = self.open_current(org, provider, key).await?;
+                Ok(Chosen {
+                    key: opened,
+                    source: KeySource::Byok,
+                    byok: Some((key.key_id, key.version)),
+                    endpoint: key.endpoint,
+                    reservation: None,
+                })
+            }
             Resolution::Platform(_) if !usage.model_call => {
                 Err(GatewayError::NoKey { provider, why: NoKey::PlatformKeyForModelCallsOnly })
             }
@@ -101,6 +105,37 @@ impl Gateway {
         }
     }
 }
+
+impl Gateway {
+    /// Opens `key` for a call. If a rotation or re-seal shredded its material since the
+    /// Keyring was read, reads the Keyring again and opens the version it holds now: a call
+    /// racing a rotation goes out with the new key rather than failing.
+    async fn open_current(
+        &self,
+        org: &OrgId,
+        provider: ProviderId,
+        mut key: KeyState,
+    ) -> Result<(KeyState, Option<ApiKey>), GatewayError> {
+        for _ in 0..REREADS {
+            match self.calls.open_for_call(org, provider, &key).await {
+                Ok(opened) => return Ok((key, opened)),
+                Err(CommandError::Conflict) => {
+                    let now = self.calls.reread(org).await?;
+                    // Removed or suspended meanwhile: the call stops as it would have.
+                    let Some(current) = now.active_key(provider) else {
+                        return Err(CommandError::Conflict.into());
+                    };
+                    key = current.clone();
+                }
+                Err(other) => return Err(other.into()),
+            }
+        }
+        Err(CommandError::Conflict.into())
+    }
+}
+
+/// How often a call reads the Keyring again when its key's material was shredded under it.
+const REREADS: usize = 3;
 
 /// A platform-key call's place in the quota. Kept once the call is made (its record takes
 /// the place over); given back otherwise: explicitly when the provider fails or refuses, and

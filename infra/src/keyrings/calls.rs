@@ -126,6 +126,19 @@ impl CallKeys {
         Ok(state)
     }
 
+    /// The Keyring of `org` read from the log, past the cache: what a call reads after the
+    /// material of the state it had was shredded under it (a rotation or re-seal committed).
+    ///
+    /// # Errors
+    /// [`CommandError::Storage`] when the store cannot be read.
+    pub async fn reread(&self, org: &OrgId) -> Result<Keyring, CommandError> {
+        let generation = self.cache().generation();
+        let context = self.store.load_aggregate(org.as_str()).await?;
+        let (state, at) = (context.aggregate, context.current_sequence);
+        self.cache().put_state(org.as_str(), state.clone(), at, generation);
+        Ok(state)
+    }
+
     /// Opens the sealed material of `key` for one use. `None` for keyless providers.
     ///
     /// # Errors

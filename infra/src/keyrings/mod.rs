@@ -5,9 +5,11 @@
 mod cache;
 mod calls;
 mod error;
+mod reseal;
 mod store;
 mod watch;
 
 pub use calls::{CallKeys, KeyringStore};
 pub use error::CommandError;
+pub use reseal::ResealReport;
 pub use store::{Committed, Keyrings};

@@ -185,6 +185,14 @@ impl Keyrings {
                 sealed,
             });
         }
+        for (binding, previous) in &preparation.reseal {
+            if let Some((row, resealed)) =
+                super::reseal::reseal_one(&self.deps, org, *binding, *previous).await?
+            {
+                kept.push(row);
+                prepared.resealed.push(resealed);
+            }
+        }
         Ok((prepared, kept))
     }
 

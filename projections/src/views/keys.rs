@@ -78,7 +78,8 @@ impl Projection for KeysView {
                 E::ProviderOrderSet(_)
                 | E::PlanChanged(_)
                 | E::ByokAccessChanged(_)
-                | E::OrganizationRestarted(_) => continue,
+                | E::OrganizationRestarted(_)
+                | E::KeyMaterialResealed(_) => continue,
             };
             tx.execute(sql, &args).await?;
         }

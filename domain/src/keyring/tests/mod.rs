@@ -48,6 +48,8 @@ impl FakeWorld {
         Prepared {
             check: preparation.check.as_ref().map(|_| self.provider_says),
             sealed: preparation.seal.map(|binding| material(binding.key_id, binding.version)),
+            // Everything here is sealed under the one master key there is.
+            resealed: Vec::new(),
         }
     }
 }
@@ -345,6 +347,7 @@ mod change_plan;
 mod erase_organization;
 mod record_verification;
 mod remove_key;
+mod reseal_material;
 mod rotate_key;
 mod set_byok_access;
 mod set_provider_order;

@@ -196,6 +196,7 @@ fn storing_asks_for_a_check_and_for_sealing_bound_to_the_next_key_id() {
         Ok(Preparation {
             check: Some(ProviderCheck { provider: Anthropic, endpoint: None }),
             seal: Some(MaterialBinding { provider: Anthropic, key_id: 2, version: 1 }),
+            reseal: Vec::new(),
         })
     );
 }
@@ -210,7 +211,7 @@ fn a_keyless_store_without_verify_needs_nothing_of_the_world() {
 #[test]
 fn a_store_decided_without_its_sealed_material_is_refused_and_records_nothing() {
     let Given { world, state } = given(on_plan("pro"));
-    let unsealed = Prepared { check: None, sealed: None };
+    let unsealed = Prepared::default();
     assert_eq!(state.decide(store(Anthropic), unsealed, &world), Err(KeyringError::Unprepared));
 }
 
