@@ -23,6 +23,8 @@ pub enum DatabaseError {
     Connect(#[source] sqlx::Error),
     #[error("cannot migrate the database: {0}")]
     Migrate(#[source] sqlx::migrate::MigrateError),
+    #[error("cannot back up: {0}")]
+    Backup(String),
 }
 
 /// A storage operation that failed, told without secrets, and whether the database was
@@ -157,6 +159,35 @@ impl Database {
             Self::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await,
         }
         .map_err(DatabaseError::Migrate)
+    }
+
+    /// Copies a SQLite database, online and consistent, into a new file at `path` (`VACUUM
+    /// INTO`: one read transaction, so writers carry on and the copy is one instant of the
+    /// database). PostgreSQL is backed up with its own tools (`pg_dump`), which this refuses
+    /// to stand in for.
+    ///
+    /// # Errors
+    /// [`DatabaseError::Backup`] on PostgreSQL, when `path` exists, or when SQLite fails.
+    pub async fn backup_into(&self, path: &std::path::Path) -> Result<(), DatabaseError> {
+        let Self::Sqlite(pool) = self else {
+            return Err(DatabaseError::Backup(
+                "keyledger backs up SQLite only; back up PostgreSQL with pg_dump \
+                 (see docs/operations.md)"
+                    .to_owned(),
+            ));
+        };
+        if path.exists() {
+            return Err(DatabaseError::Backup(format!("{} exists already", path.display())));
+        }
+        let target = path.to_str().ok_or_else(|| {
+            DatabaseError::Backup(format!("{} is not a UTF-8 path", path.display()))
+        })?;
+        sqlx::query("vacuum into $1")
+            .bind(target)
+            .execute(pool)
+            .await
+            .map_err(|e| DatabaseError::Backup(e.to_string()))?;
+        Ok(())
     }
 
     /// Whether the database answers.

@@ -14,6 +14,11 @@ use std::time::{Duration, Instant};
 
 use sqlx::{Connection, Row};
 
+/// A fresh PostgreSQL database of its own (one counter for every caller in the test binary).
+pub async fn fresh_postgres() -> String {
+    postgres::fresh_database().await
+}
+
 pub const JWT_SECRET: &str = "process-test-secret";
 pub const MASTER_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
