@@ -18,7 +18,7 @@ use utoipa_axum::routes;
 use crate::error::{ApiError, ErrorCode};
 use crate::layers;
 use crate::openapi::ApiDoc;
-use crate::routes::{audit, catalogue, console, gateway, keys, openai, ops, orgs, usage};
+use crate::routes::{audit, catalogue, console, export, gateway, keys, openai, ops, orgs, usage};
 use crate::state::AppState;
 
 /// Request bodies larger than this are refused with 413.
@@ -112,6 +112,8 @@ fn bounded_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(audit::events))
         .routes(routes!(usage::usage, usage::record_usage))
         .routes(routes!(usage::recent_calls))
+        .routes(routes!(export::org_export))
+        .routes(routes!(export::export_all))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))

@@ -246,3 +246,54 @@ pub async fn org_list(
     )
     .await
 }
+
+/// One call as an export writes it.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ExportRow {
+    pub position: i64,
+    pub org_id: String,
+    pub request_id: String,
+    pub provider: String,
+    pub model: String,
+    pub key_source: String,
+    pub key_version: Option<i64>,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cost_micros: i64,
+    pub at: DateTime<Utc>,
+}
+
+/// Up to `limit` calls made in `[from, until)` after log position `after`, in log order: of
+/// `org`, or of every organization. An export pages through them, so it holds one page at a
+/// time however many there are.
+///
+/// # Errors
+/// The database's error.
+pub async fn calls_page(
+    pool: &Database,
+    org: Option<&str>,
+    (from, until): (DateTime<Utc>, DateTime<Utc>),
+    after: i64,
+    limit: i64,
+) -> Result<Vec<ExportRow>, sqlx::Error> {
+    let columns = "position, org_id, request_id, provider, model, key_source, key_version, \
+                   input_tokens, output_tokens, cost_micros, at";
+    let range = [Arg::Int(after), Arg::Time(from), Arg::Time(until), Arg::Int(limit)];
+    match org {
+        Some(org) => {
+            let sql = format!(
+                "select {columns} from usage_calls where org_id = $5 and position > $1 \
+                 and at >= $2 and at < $3 order by position limit $4"
+            );
+            let args: Vec<Arg> = range.into_iter().chain([Arg::Text(org.to_owned())]).collect();
+            pool.fetch_all(&sql, &args).await
+        }
+        None => {
+            let sql = format!(
+                "select {columns} from usage_calls where position > $1 \
+                 and at >= $2 and at < $3 order by position limit $4"
+            );
+            pool.fetch_all(&sql, &range).await
+        }
+    }
+}

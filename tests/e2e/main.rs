@@ -9,6 +9,7 @@ mod cost_cap;
 mod directory;
 mod endpoints;
 mod erasure;
+mod export;
 mod fuzz;
 mod gateway;
 mod gateway_paths;

@@ -3,6 +3,7 @@
 pub(crate) mod audit;
 pub(crate) mod catalogue;
 pub(crate) mod console;
+pub(crate) mod export;
 pub(crate) mod gateway;
 pub(crate) mod keys;
 pub(crate) mod openai;
