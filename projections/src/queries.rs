@@ -247,20 +247,13 @@ pub async fn org_list(
     .await
 }
 
-/// One call as an export writes it.
+/// One call as an export writes it: the call, whose it is, and where it stands in the log.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct ExportRow {
     pub position: i64,
     pub org_id: String,
-    pub request_id: String,
-    pub provider: String,
-    pub model: String,
-    pub key_source: String,
-    pub key_version: Option<i64>,
-    pub input_tokens: i64,
-    pub output_tokens: i64,
-    pub cost_micros: i64,
-    pub at: DateTime<Utc>,
+    #[sqlx(flatten)]
+    pub call: CallRow,
 }
 
 /// Up to `limit` calls made in `[from, until)` after log position `after`, in log order: of

@@ -6,9 +6,10 @@ use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Datelike, Days, NaiveDate, Utc};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use utoipa::IntoParams;
 
+use super::usage::{call_view, usd, CallView};
 use crate::auth::{Access, Caller};
 use crate::error::{ApiError, Problem};
 use crate::extract::OrgParam;
@@ -92,10 +93,10 @@ impl Export {
                 match queries::calls_page(&views, org.as_deref(), range, after, PAGE).await {
                     Ok(rows) if rows.is_empty() => None,
                     Ok(rows) => {
-                        let next = (rows.len() as i64 == PAGE)
-                            .then(|| rows.last().map(|r| r.position))
-                            .flatten();
-                        Some((Ok(Bytes::from(render(format, &rows))), next))
+                        // A short page is the last one.
+                        let full = rows.len() as i64 == PAGE;
+                        let next = rows.last().map(|r| r.position).filter(|_| full);
+                        Some((Ok(Bytes::from(render(format, rows))), next))
                     }
                     Err(error) => {
                         // The status is sent: breaking the body off is how the client learns.
@@ -127,38 +128,40 @@ impl Export {
     }
 }
 
-fn render(format: Format, rows: &[ExportRow]) -> String {
+/// An NDJSON line: whose call it is, then the call as `…/usage/calls` shows it.
+#[derive(Serialize)]
+struct ExportLine {
+    org: String,
+    #[serde(flatten)]
+    call: CallView,
+}
+
+fn render(format: Format, rows: Vec<ExportRow>) -> String {
     let mut out = String::with_capacity(rows.len() * 160);
-    for row in rows {
-        let cost = row.cost_micros as f64 / 1_000_000.0;
-        let at = row.at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    for ExportRow { org_id, call, .. } in rows {
         match format {
             Format::Csv => {
-                let version = row.key_version.map(|v| v.to_string()).unwrap_or_default();
+                let at = call.at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+                let version = call.key_version.map(|v| v.to_string()).unwrap_or_default();
                 let cells = [
                     at.as_str(),
-                    &row.org_id,
-                    &row.request_id,
-                    &row.provider,
-                    &row.model,
-                    &row.key_source,
+                    &org_id,
+                    &call.request_id,
+                    &call.provider,
+                    &call.model,
+                    &call.key_source,
                     &version,
-                    &row.input_tokens.to_string(),
-                    &row.output_tokens.to_string(),
-                    &cost.to_string(),
+                    &call.input_tokens.to_string(),
+                    &call.output_tokens.to_string(),
+                    &usd(call.cost_micros).to_string(),
                 ];
                 let line: Vec<String> = cells.iter().map(|c| csv_cell(c)).collect();
                 out.push_str(&line.join(","));
                 out.push('\n');
             }
             Format::Ndjson => {
-                let line = serde_json::json!({
-                    "at": at, "org": row.org_id, "request_id": row.request_id,
-                    "provider": row.provider, "model": row.model, "key_source": row.key_source,
-                    "key_version": row.key_version, "input_tokens": row.input_tokens,
-                    "output_tokens": row.output_tokens, "cost_usd": cost,
-                });
-                out.push_str(&line.to_string());
+                let line = ExportLine { org: org_id, call: call_view(call) };
+                out.push_str(&serde_json::to_string(&line).unwrap_or_default());
                 out.push('\n');
             }
         }

@@ -73,7 +73,7 @@ pub(crate) struct CallList {
     calls: Vec<CallView>,
 }
 
-fn usd(micros: i64) -> f64 {
+pub(super) fn usd(micros: i64) -> f64 {
     micros as f64 / 1_000_000.0
 }
 
@@ -174,7 +174,7 @@ pub(crate) async fn recent_calls(
     Ok(axum::Json(CallList { calls: calls.into_iter().map(call_view).collect() }))
 }
 
-fn call_view(c: CallRow) -> CallView {
+pub(super) fn call_view(c: CallRow) -> CallView {
     CallView {
         request_id: c.request_id,
         provider: c.provider,
