@@ -103,8 +103,9 @@ pub async fn build_state(mut config: Config) -> Result<AppState, StartError> {
         keyrings,
         usage,
         db,
-        tokens: Arc::new(TokenKeys::with_claims(
-            &config.jwt_secret,
+        tokens: Arc::new(TokenKeys::configured(
+            config.jwt_secret.as_ref(),
+            config.jwks.as_ref(),
             config.jwt_issuer.clone(),
             config.jwt_audience.clone(),
         )),
@@ -124,6 +125,8 @@ pub async fn build_state(mut config: Config) -> Result<AppState, StartError> {
 #[must_use]
 pub fn start_serving(state: &AppState) -> watch::Sender<bool> {
     state.keyrings.calls().start_watching();
+    let tokens = Arc::clone(&state.tokens);
+    tokio::spawn(async move { tokens.warm_up().await });
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(Arc::clone(&state.projector).run(stopped));
     stop

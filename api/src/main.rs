@@ -194,8 +194,9 @@ async fn run(command: Command, config: Config) -> Result<(), Box<dyn std::error:
             if org != "*" {
                 keyledger_domain::OrgId::parse(&org)?;
             }
-            let keys = TokenKeys::with_claims(
-                &config.jwt_secret,
+            let keys = TokenKeys::configured(
+                config.jwt_secret.as_ref(),
+                None,
                 config.jwt_issuer.clone(),
                 config.jwt_audience.clone(),
             );

@@ -72,7 +72,7 @@ impl ToSchema for AuditAction {}
         orgs::PlanRequest, orgs::ByokAccessRequest, orgs::ProviderOrderRequest,
         audit::AuditPage, audit::AuditVerification, usage::UsageReport, usage::CallList, usage::CallView, usage::RecordUsageRequest, usage::UsageRecorded,
         openai::ModelList, openai::ModelView,
-        orgs::OrgList, orgs::OrgSummary, catalogue::ProviderList, catalogue::ProviderView, catalogue::PlanList, catalogue::PlanView,
+        orgs::OrgList, orgs::OrgSummary, catalogue::WhoAmI, catalogue::ProviderList, catalogue::ProviderView, catalogue::PlanList, catalogue::PlanView,
     )),
     modifiers(&BearerAuth),
 )]

@@ -99,6 +99,7 @@ fn bounded_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(orgs::org_list))
         .routes(routes!(orgs::org_status, orgs::erase_org))
+        .routes(routes!(catalogue::whoami))
         .routes(routes!(catalogue::providers))
         .routes(routes!(catalogue::plans))
         .routes(routes!(orgs::set_plan))

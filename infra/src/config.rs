@@ -30,8 +30,11 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// The master key ring; the first key seals.
     pub master_keys: MasterKeyRing,
-    /// HS256 secret of bearer tokens.
-    pub jwt_secret: SecretString,
+    /// `KEYLEDGER_JWT_SECRET`: the HS256 secret of keyledger's own bearer tokens. `None` when
+    /// only the identity provider's tokens are accepted (`KEYLEDGER_JWKS_URL` without a secret).
+    pub jwt_secret: Option<SecretString>,
+    /// `KEYLEDGER_JWKS_URL` and its settings: tokens of the platform's identity provider.
+    pub jwks: Option<JwksSettings>,
     /// `KEYLEDGER_JWT_ISSUER`: the `iss` every token must carry, when set.
     pub jwt_issuer: Option<String>,
     /// `KEYLEDGER_JWT_AUDIENCE`: the `aud` every token must carry, when set.
@@ -57,6 +60,33 @@ pub struct Config {
     pub usage_durability: Durability,
     /// Secrets dev mode generated or loaded from the data dir, to warn about loudly.
     pub dev_secrets: Vec<PathBuf>,
+}
+
+/// Where the platform's identity provider publishes its signing keys, and how its tokens say
+/// who the caller is.
+#[derive(Debug, Clone)]
+pub struct JwksSettings {
+    /// `KEYLEDGER_JWKS_URL`: the provider's JSON Web Key Set.
+    pub url: url::Url,
+    /// `KEYLEDGER_JWT_ROLE_CLAIM` (default `role`): where the role is, a dotted path for a
+    /// nested claim (`realm_access.roles`).
+    pub role_claim: String,
+    /// `KEYLEDGER_JWT_ORG_CLAIM` (default `org`): where the organization id is.
+    pub org_claim: String,
+    /// `KEYLEDGER_JWKS_MAX_AGE` (default 10 minutes): how long fetched keys are trusted before
+    /// they are fetched again, so a key the provider withdrew stops being accepted.
+    pub max_age: Duration,
+    /// `KEYLEDGER_JWKS_COOLDOWN` (default 30 s): the least time between two fetches. A token
+    /// naming an unknown key fetches the set again, but no more often than this, so forged
+    /// key ids cannot turn keyledger against the provider.
+    pub cooldown: Duration,
+}
+
+impl JwksSettings {
+    /// Fetched keys are used this long, unless configured.
+    pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(600);
+    /// The least time between two fetches, unless configured.
+    pub const DEFAULT_COOLDOWN: Duration = Duration::from_secs(30);
 }
 
 /// A configuration that cannot be used, naming the variable at fault.
@@ -125,8 +155,32 @@ impl Config {
             .map_err(|e: MasterKeyError| invalid("KEYLEDGER_MASTER_KEY", e))?;
         drop(Zeroizing::new(master_text));
 
+        let duration = |name: &str, default: Duration| match var(name) {
+            Some(text) => parse_duration(&text).ok_or_else(|| {
+                invalid(
+                    name,
+                    "a duration such as 600, 600s, 10m or 500ms, above zero and at most 24h",
+                )
+            }),
+            None => Ok(default),
+        };
+
+        let jwks = match var("KEYLEDGER_JWKS_URL") {
+            Some(text) => Some(JwksSettings {
+                url: jwks_url(&text, production)?,
+                role_claim: var("KEYLEDGER_JWT_ROLE_CLAIM").unwrap_or_else(|| "role".to_owned()),
+                org_claim: var("KEYLEDGER_JWT_ORG_CLAIM").unwrap_or_else(|| "org".to_owned()),
+                max_age: duration("KEYLEDGER_JWKS_MAX_AGE", JwksSettings::DEFAULT_MAX_AGE)?,
+                cooldown: duration("KEYLEDGER_JWKS_COOLDOWN", JwksSettings::DEFAULT_COOLDOWN)?,
+            }),
+            None => None,
+        };
+
         let jwt_secret = match secret(&var, "KEYLEDGER_JWT_SECRET")? {
-            Some(text) => text,
+            Some(text) => Some(text),
+            // The identity provider's tokens only: no HS256 at all, so no shared secret can be
+            // guessed, leaked or confused with a public key.
+            None if jwks.is_some() => None,
             None if production => {
                 return Err(ConfigError::RequiredInProduction("KEYLEDGER_JWT_SECRET"))
             }
@@ -135,11 +189,11 @@ impl Config {
                 let text =
                     load_or_generate(&path, || MasterKeyRing::generate_encoded().to_string())?;
                 dev_secrets.push(path);
-                text
+                Some(text)
             }
         };
 
-        if production && jwt_secret.len() < MIN_PRODUCTION_SECRET {
+        if production && jwt_secret.as_ref().is_some_and(|s| s.len() < MIN_PRODUCTION_SECRET) {
             return Err(invalid(
                 "KEYLEDGER_JWT_SECRET",
                 format!("at least {MIN_PRODUCTION_SECRET} bytes in production (openssl rand -base64 32)"),
@@ -180,15 +234,6 @@ impl Config {
             None => ModelFamilies::default(),
         };
         let defaults = ModelCallTimeouts::default();
-        let duration = |name: &str, default: Duration| match var(name) {
-            Some(text) => parse_duration(&text).ok_or_else(|| {
-                invalid(
-                    name,
-                    "a duration such as 600, 600s, 10m or 500ms, above zero and at most 24h",
-                )
-            }),
-            None => Ok(default),
-        };
         let usage_queue = match var("KEYLEDGER_USAGE_QUEUE") {
             Some(text) => {
                 text.trim().parse::<u64>().ok().filter(|n| *n >= 1).ok_or_else(|| {
@@ -230,7 +275,8 @@ impl Config {
             production,
             data_dir,
             master_keys,
-            jwt_secret: SecretString::from(jwt_secret),
+            jwt_secret: jwt_secret.map(SecretString::from),
+            jwks,
             jwt_issuer: var("KEYLEDGER_JWT_ISSUER"),
             jwt_audience: var("KEYLEDGER_JWT_AUDIENCE"),
             provider_base_urls,
@@ -244,6 +290,20 @@ impl Config {
             usage_durability,
             dev_secrets,
         })
+    }
+}
+
+/// The JWKS address: HTTPS in production, where a key set fetched in the clear could be
+/// replaced by anyone on the path and every role forged.
+fn jwks_url(text: &str, production: bool) -> Result<url::Url, ConfigError> {
+    let url = url::Url::parse(text.trim()).map_err(|e| invalid("KEYLEDGER_JWKS_URL", e))?;
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if !production => Ok(url),
+        "http" => Err(invalid("KEYLEDGER_JWKS_URL", "use https in production")),
+        _ => {
+            Err(invalid("KEYLEDGER_JWKS_URL", "an http(s) URL of the identity provider's key set"))
+        }
     }
 }
 
@@ -406,6 +466,52 @@ mod tests {
         }
         let unknown = config(&[("KEYLEDGER_ENV", "prod"), ("KEYLEDGER_MASTER_KEY", &master)]);
         assert!(unknown.expect_err("refused").to_string().starts_with("KEYLEDGER_ENV"));
+    }
+
+    #[test]
+    fn with_an_identity_provider_the_shared_secret_is_optional_and_never_generated() {
+        let master = MasterKeyRing::generate_encoded();
+        let dir = std::env::temp_dir().join(format!("keyledger-config-{}", std::process::id()));
+        let data_dir = dir.to_string_lossy().into_owned();
+        let idp_only = config(&[
+            ("KEYLEDGER_ENV", "production"),
+            ("KEYLEDGER_MASTER_KEY", &master),
+            ("KEYLEDGER_JWKS_URL", "https://idp.example/.well-known/jwks.json"),
+            ("KEYLEDGER_JWT_ROLE_CLAIM", "realm_access.roles"),
+        ])
+        .expect("valid without a secret");
+        assert!(idp_only.jwt_secret.is_none(), "no HS256 when only the provider's keys are set");
+        let jwks = idp_only.jwks.expect("jwks");
+        assert_eq!(
+            (jwks.role_claim.as_str(), jwks.org_claim.as_str()),
+            ("realm_access.roles", "org")
+        );
+        assert_eq!(
+            (jwks.max_age, jwks.cooldown),
+            (Duration::from_secs(600), Duration::from_secs(30))
+        );
+
+        let dev = config(&[
+            ("KEYLEDGER_DATA_DIR", &data_dir),
+            ("KEYLEDGER_MASTER_KEY", &master),
+            ("KEYLEDGER_JWKS_URL", "http://127.0.0.1:9/jwks.json"),
+        ])
+        .expect("dev mode takes http");
+        assert!(dev.jwt_secret.is_none() && !dir.join("jwt.secret").exists());
+
+        for (url, production) in
+            [("http://idp.example/jwks.json", "production"), ("file:///etc/jwks", "development")]
+        {
+            let err = config(&[
+                ("KEYLEDGER_ENV", production),
+                ("KEYLEDGER_DATA_DIR", &data_dir),
+                ("KEYLEDGER_MASTER_KEY", &master),
+                ("KEYLEDGER_JWKS_URL", url),
+            ])
+            .expect_err(url);
+            assert!(err.to_string().starts_with("KEYLEDGER_JWKS_URL"), "{err}");
+        }
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     proptest::proptest! {

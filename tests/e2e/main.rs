@@ -14,6 +14,7 @@ mod fuzz;
 mod gateway;
 mod gateway_paths;
 mod global_order;
+mod jwks;
 mod keys;
 mod lifecycle;
 mod material_commits;

@@ -23,20 +23,6 @@ export function signOut() {
   sessionStorage.removeItem(TOKEN);
 }
 
-/// The token's claims (sub, role, org, exp), read without checking: the server checks it on
-/// every call; this only tells the page whom to show.
-export function claims() {
-  const t = token();
-  if (!t) return null;
-  try {
-    const part = t.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
-    const json = atob(part.padEnd(part.length + ((4 - (part.length % 4)) % 4), "="));
-    return JSON.parse(json);
-  } catch {
-    return null;
-  }
-}
-
 async function request(method, path, body, accept = "application/json") {
   const headers = { authorization: `Bearer ${token()}`, accept };
   if (body !== undefined) headers["content-type"] = "application/json";

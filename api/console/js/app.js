@@ -59,7 +59,7 @@ function signInPage(reason) {
   const input = h("input", { id: "token", type: "password", autocomplete: "off", required: true, spellcheck: "false" });
   const form = h("form", { class: "card signin", "aria-labelledby": "signin-title" },
     h("h1", { id: "signin-title" }, "Sign in to the keyledger console"),
-    h("p", {}, "Paste a bearer token. Get one with ", h("code", {}, "keyledger token --org acme --role owner --sub you"),
+    h("p", {}, "Paste a bearer token: your identity provider's, or one from ", h("code", {}, "keyledger token --org acme --role owner --sub you"),
       ". It is kept in this browser tab only and forgotten when the tab closes."),
     reason ? h("p", { class: "error", role: "alert" }, reason) : null,
     field("Bearer token", input),
@@ -92,21 +92,19 @@ function menu(claims, current) {
 async function route({ keepNotice = false } = {}) {
   if (!keepNotice) notify("");
   if (!api.token()) return signInPage();
-  // The server judges the token first, so a refused one shows the server's own words.
+  // The server judges the token first, so a refused one shows the server's own words; and it
+  // says who the token names, wherever the identity provider put the role and organization.
+  let claims;
   try {
     if (!catalogue) {
-      const [providers, plans] = await Promise.all([api.get("/v1/providers"), api.get("/v1/plans")]);
-      catalogue = { providers: providers.providers, plans: plans.plans };
+      const [who, providers, plans] = await Promise.all([api.get("/v1/whoami"), api.get("/v1/providers"), api.get("/v1/plans")]);
+      catalogue = { who, providers: providers.providers, plans: plans.plans };
     }
+    claims = catalogue.who;
   } catch (error) {
     api.signOut();
     catalogue = null;
     return signInPage(error.status === 401 ? `The token was refused: ${error.message}` : error.message);
-  }
-  const claims = api.claims();
-  if (!claims) {
-    api.signOut();
-    return signInPage("The token was accepted but its claims could not be read.");
   }
   const allowed = PAGES.filter((p) => p.roles.includes(claims.role) && (!p.everyOrg || claims.org === "*"));
   if (allowed.length === 0) {

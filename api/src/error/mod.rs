@@ -104,6 +104,12 @@ impl ApiError {
         self.code
     }
 
+    /// What the client is told.
+    #[must_use]
+    pub fn detail(&self) -> &str {
+        &self.detail
+    }
+
     fn problem(&self) -> Problem {
         let code = self.code.as_str();
         Problem {

@@ -1,5 +1,5 @@
-//! `/v1/providers` and `/v1/plans`: what a settings page needs to offer before it asks anything
-//! of an organization (which providers exist, what each plan allows).
+//! `/v1/whoami`, `/v1/providers` and `/v1/plans`: what a settings page needs before it asks
+//! anything of an organization (who is signed in, which providers exist, what each plan allows).
 
 use axum::extract::State;
 use serde::Serialize;
@@ -50,6 +50,35 @@ pub(crate) struct PlanView {
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct PlanList {
     plans: Vec<PlanView>,
+}
+
+/// The caller as keyledger understood the token.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct WhoAmI {
+    /// Who acts (the token's `sub`).
+    #[schema(example = "alice")]
+    sub: String,
+    #[schema(value_type = String, example = "owner")]
+    role: crate::auth::Role,
+    /// The organization, or `*` for a platform-wide token.
+    #[schema(example = "acme")]
+    org: String,
+    /// When the token expires.
+    expires_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Who the token names (any role): its subject, role and organization as keyledger read them,
+/// wherever the identity provider put them in the token.
+#[utoipa::path(get, path = "/v1/whoami", tag = "catalogue",
+    responses((status = 200, body = WhoAmI), (status = "4XX", body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub(crate) async fn whoami(caller: Caller) -> axum::Json<WhoAmI> {
+    let claims = caller.claims;
+    let expires_at = i64::try_from(claims.exp)
+        .ok()
+        .and_then(|secs| chrono::DateTime::from_timestamp(secs, 0))
+        .unwrap_or_default();
+    axum::Json(WhoAmI { sub: claims.sub, role: claims.role, org: claims.org, expires_at })
 }
 
 /// The providers keyledger knows, in registry order (any role).

@@ -1,14 +1,20 @@
-//! Bearer tokens (HS256 JWT) and what each role may do.
+//! Bearer tokens and what each role may do. Tokens are keyledger's own (HS256 with
+//! `KEYLEDGER_JWT_SECRET`) or the platform's identity provider's (RS256, ES256 or EdDSA, checked
+//! against its JWKS).
+
+mod claims;
+mod jwks;
+mod tokens;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
+
+pub use claims::Claims;
+pub use tokens::{IssueError, TokenKeys, MAX_TOKEN_LIFETIME};
 
 use crate::error::ApiError;
 use keyledger_domain::OrgId;
@@ -39,6 +45,14 @@ impl Role {
             Self::Service => "service",
             Self::PlatformAdmin => "platform_admin",
         }
+    }
+
+    /// The role of that name.
+    #[must_use]
+    pub fn named(name: &str) -> Option<Self> {
+        [Self::Owner, Self::Admin, Self::Member, Self::Auditor, Self::Service, Self::PlatformAdmin]
+            .into_iter()
+            .find(|role| role.as_str() == name)
     }
 
     /// Whether a token of this role may name every organization (`org: "*"`).
@@ -74,147 +88,6 @@ impl Access {
             Self::ReadAudit => matches!(role, R::Owner | R::Admin | R::Auditor | R::PlatformAdmin),
             Self::RecordUsage => matches!(role, R::Service),
         }
-    }
-}
-
-/// The claims of a keyledger token.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Claims {
-    pub sub: String,
-    pub role: Role,
-    pub org: String,
-    pub exp: u64,
-    /// Not valid before (Unix seconds).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub nbf: Option<u64>,
-    /// Issued at (Unix seconds).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub iat: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub iss: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aud: Option<String>,
-}
-
-/// The longest a token may live: one that expires later is refused, and `keyledger token`
-/// issues none longer.
-pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(30 * 86_400);
-
-/// Seconds of clock difference tolerated on `exp` and `nbf`.
-const LEEWAY: u64 = 5;
-
-/// Signs and checks tokens with the HS256 secret.
-pub struct TokenKeys {
-    encoding: EncodingKey,
-    decoding: DecodingKey,
-    /// `KEYLEDGER_JWT_ISSUER`: put in every token issued here, and required of every token.
-    issuer: Option<String>,
-    /// `KEYLEDGER_JWT_AUDIENCE`: likewise.
-    audience: Option<String>,
-}
-
-impl std::fmt::Debug for TokenKeys {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("TokenKeys([REDACTED])")
-    }
-}
-
-impl TokenKeys {
-    /// Keys from the UTF-8 bytes of the secret, with no issuer or audience required.
-    #[must_use]
-    pub fn new(secret: &SecretString) -> Self {
-        Self::with_claims(secret, None, None)
-    }
-
-    /// Keys from the UTF-8 bytes of the secret; tokens must name `issuer` and `audience` where
-    /// these are set.
-    #[must_use]
-    pub fn with_claims(
-        secret: &SecretString,
-        issuer: Option<String>,
-        audience: Option<String>,
-    ) -> Self {
-        let bytes = secret.expose_secret().as_bytes();
-        Self {
-            encoding: EncodingKey::from_secret(bytes),
-            decoding: DecodingKey::from_secret(bytes),
-            issuer,
-            audience,
-        }
-    }
-
-    /// A signed token for `sub` acting as `role` on `org`, valid for `ttl`.
-    ///
-    /// # Errors
-    /// When signing fails.
-    pub fn issue(
-        &self,
-        org: &str,
-        role: Role,
-        sub: &str,
-        ttl: Duration,
-    ) -> Result<String, jsonwebtoken::errors::Error> {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-        let claims = Claims {
-            sub: sub.to_owned(),
-            role,
-            org: org.to_owned(),
-            exp: (now + ttl.min(MAX_TOKEN_LIFETIME)).as_secs(),
-            nbf: None,
-            iat: Some(now.as_secs()),
-            iss: self.issuer.clone(),
-            aud: self.audience.clone(),
-        };
-        self.sign(&claims)
-    }
-
-    /// Signs `claims` as they are.
-    ///
-    /// # Errors
-    /// When signing fails.
-    pub fn sign(&self, claims: &Claims) -> Result<String, jsonwebtoken::errors::Error> {
-        encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
-    }
-
-    fn verify(&self, token: &str) -> Result<Claims, ApiError> {
-        use jsonwebtoken::errors::ErrorKind;
-        let mut validation = Validation::new(Algorithm::HS256);
-        let mut required = vec!["exp", "sub"];
-        validation.validate_nbf = true;
-        validation.leeway = LEEWAY;
-        match &self.issuer {
-            Some(issuer) => {
-                validation.set_issuer(&[issuer]);
-                required.push("iss");
-            }
-            None => validation.iss = None,
-        }
-        match &self.audience {
-            Some(audience) => {
-                validation.set_audience(&[audience]);
-                required.push("aud");
-            }
-            None => validation.validate_aud = false,
-        }
-        validation.set_required_spec_claims(&required);
-        let claims = decode::<Claims>(token, &self.decoding, &validation)
-            .map(|data| data.claims)
-            .map_err(|e| match e.kind() {
-            ErrorKind::ExpiredSignature => ApiError::unauthenticated("the token has expired"),
-            ErrorKind::ImmatureSignature => ApiError::unauthenticated("the token is not valid yet"),
-            ErrorKind::InvalidIssuer => {
-                ApiError::unauthenticated("the token is from another issuer")
-            }
-            ErrorKind::InvalidAudience => {
-                ApiError::unauthenticated("the token is for another audience")
-            }
-            _ => ApiError::unauthenticated("the token is not valid"),
-        })?;
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-        if claims.exp > (now + MAX_TOKEN_LIFETIME).as_secs() + LEEWAY {
-            return Err(ApiError::unauthenticated("the token lives longer than 30 days"));
-        }
-        Ok(claims)
     }
 }
 
@@ -297,7 +170,7 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let tokens = Arc::<TokenKeys>::from_ref(state);
-        let claims = tokens.verify(presented_token(&parts.headers)?)?;
+        let claims = tokens.verify(presented_token(&parts.headers)?).await?;
         let request_id = parts
             .headers
             .get("x-request-id")
