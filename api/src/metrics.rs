@@ -9,6 +9,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 
+use crate::error::ErrorCode;
 use keyledger_domain::usage::KeySource;
 use keyledger_domain::ProviderId;
 
@@ -17,6 +18,8 @@ use keyledger_domain::ProviderId;
 pub struct Metrics {
     /// Requests answered, by (method, route template, status).
     requests: Mutex<BTreeMap<(String, String, u16), u64>>,
+    /// Problems answered, by their contract code (a fixed, small set).
+    errors: Mutex<BTreeMap<String, u64>>,
 }
 
 /// Model calls providers answered, by (provider, key source, status).
@@ -26,6 +29,12 @@ impl Metrics {
     fn request_answered(&self, method: &str, route: &str, status: u16) {
         if let Ok(mut requests) = self.requests.lock() {
             *requests.entry((method.to_owned(), route.to_owned(), status)).or_default() += 1;
+        }
+    }
+
+    fn problem_answered(&self, code: ErrorCode) {
+        if let Ok(mut errors) = self.errors.lock() {
+            *errors.entry(code.as_str().into_owned()).or_default() += 1;
         }
     }
 
@@ -49,6 +58,12 @@ impl Metrics {
                     "keyledger_http_requests_total{{method=\"{method}\",route=\"{}\",status=\"{status}\"}} {n}",
                     escape(route)
                 );
+            }
+        }
+        header(&mut out, "keyledger_errors_total", "Problems answered, by code.", "counter");
+        if let Ok(errors) = self.errors.lock() {
+            for (code, n) in errors.iter() {
+                let _ = writeln!(out, "keyledger_errors_total{{code=\"{}\"}} {n}", escape(code));
             }
         }
         header(
@@ -87,6 +102,14 @@ impl Metrics {
     }
 }
 
+/// `keyledger_info`: which version runs on which backend, for dashboards and for alerts that
+/// apply to PostgreSQL replicas only.
+pub(crate) fn render_info(out: &mut String, backend: &str) {
+    header(out, "keyledger_info", "The running version and its database backend.", "gauge");
+    let version = env!("CARGO_PKG_VERSION");
+    let _ = writeln!(out, "keyledger_info{{version=\"{version}\",backend=\"{backend}\"}} 1");
+}
+
 fn header(out: &mut String, name: &str, help: &str, kind: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
@@ -106,8 +129,20 @@ pub(crate) async fn count_requests(
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let span = tracing::Span::current();
+    span.record("http.route", route.as_str());
+    crate::telemetry::rename(&span, format!("{method} {route}"));
+    if route.starts_with("/v1/orgs/{org}") {
+        let org = request.uri().path().split('/').nth(3);
+        if let Some(org) = org.filter(|org| keyledger_domain::OrgId::parse(org).is_ok()) {
+            span.record("org", org);
+        }
+    }
     let response = next.run(request).await;
     metrics.request_answered(&method, &route, response.status().as_u16());
+    if let Some(code) = response.extensions().get::<ErrorCode>() {
+        metrics.problem_answered(*code);
+    }
     response
 }
 

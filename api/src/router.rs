@@ -9,7 +9,7 @@ use axum::routing::get;
 use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
+use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, OnResponse as _, TraceLayer};
 use tracing::Level;
 use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
@@ -68,12 +68,38 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(layers::never_empty))
         .layer(
             // Method and path only: no headers (Authorization), no query, no body.
-            TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
-                let id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
-                tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
-            })
-            .on_response(DefaultOnResponse::new().level(Level::INFO))
-            .on_failure(DefaultOnFailure::new().level(Level::WARN)),
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request<_>| {
+                    let id = request
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("");
+                    // The route and org are known once the request is routed (`count_requests`
+                    // records them), the status once it is answered.
+                    tracing::info_span!(
+                        "request",
+                        method = %request.method(),
+                        path = %request.uri().path(),
+                        request_id = %id,
+                        "otel.name" = %request.method(),
+                        "otel.kind" = "server",
+                        "http.route" = tracing::field::Empty,
+                        org = tracing::field::Empty,
+                        status = tracing::field::Empty,
+                        "otel.status_code" = tracing::field::Empty,
+                    )
+                })
+                .on_response(|response: &axum::http::Response<_>, latency, span: &tracing::Span| {
+                    span.record("status", response.status().as_u16());
+                    if response.status().is_server_error() {
+                        span.record("otel.status_code", "ERROR");
+                    }
+                    DefaultOnResponse::new()
+                        .level(Level::INFO)
+                        .on_response(response, latency, span);
+                })
+                .on_failure(DefaultOnFailure::new().level(Level::WARN)),
         )
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))

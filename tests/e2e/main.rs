@@ -18,6 +18,7 @@ mod jwks;
 mod keys;
 mod lifecycle;
 mod material_commits;
+mod observability;
 mod plans;
 mod projections;
 mod recovery;

@@ -137,6 +137,8 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        // For `keyledger_errors_total`: the code, not the detail, travels with the response.
+        response.extensions_mut().insert(self.code);
         response
     }
 }

@@ -81,6 +81,12 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
         ],
         &material,
     );
+    let mut text = text;
+    let backend = match state.db {
+        keyledger_store::Database::Postgres(_) => "postgres",
+        keyledger_store::Database::Sqlite(_) => "sqlite",
+    };
+    crate::metrics::render_info(&mut text, backend);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text)
 }
 

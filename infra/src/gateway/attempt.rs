@@ -5,6 +5,7 @@ use bytes::Bytes;
 use reqwest::header::HeaderMap;
 use reqwest::Method;
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
 use super::key_choice::{Chosen, KeyUse, Reservation};
 use super::relay::{Clocks, Durability, Recording, Relay};
@@ -74,6 +75,36 @@ impl Gateway {
     /// [`GatewayError`] when the call cannot be made there (no key, no quota: another provider
     /// may do) or must stop (a refused BYOK key, time out, storage).
     pub(crate) async fn try_at(&self, t: Try<'_>) -> Result<Tried, GatewayError> {
+        use tracing::field::Empty;
+        // A span per provider the call is tried at, for traces: what the usage record says,
+        // never a header or a body. It ends when the answer has passed through.
+        let span = tracing::info_span!(
+            "model_call",
+            "otel.name" = %format_args!("model call {}", t.provider),
+            "otel.kind" = "client",
+            "otel.status_code" = Empty,
+            org = %t.org,
+            provider = %t.provider,
+            model = t.model.as_deref().unwrap_or_default(),
+            response_model = Empty,
+            key_source = Empty,
+            key_version = Empty,
+            status = Empty,
+            input_tokens = Empty,
+            output_tokens = Empty,
+            cost_usd = Empty,
+        );
+        let tried = self.attempt(t, &span).instrument(span.clone()).await;
+        match &tried {
+            Ok(Tried::Answered(answer)) if !answer.status.is_server_error() => {}
+            _ => {
+                span.record("otel.status_code", "ERROR");
+            }
+        }
+        tried
+    }
+
+    async fn attempt(&self, t: Try<'_>, span: &tracing::Span) -> Result<Tried, GatewayError> {
         // Room in the usage backlog first: a call that could not be recorded is not made.
         let slot = if t.model_call { Some(self.usage.admit()?) } else { None };
         let estimate = || {
@@ -84,6 +115,10 @@ impl Gateway {
         let usage =
             KeyUse { attempt_id: &t.attempt_id, model_call: t.model_call, estimate_usd: estimate };
         let chosen = self.choose_key(t.org, t.keyring, t.provider, t.actor, usage).await?;
+        span.record("key_source", chosen.source.as_str());
+        if let Some((_, version)) = chosen.byok {
+            span.record("key_version", version);
+        }
         let sent = tokio::time::timeout_at(
             t.deadline,
             self.providers().forward(Outgoing {
@@ -117,9 +152,10 @@ impl Gateway {
             }
         };
         let status = upstream.status();
+        span.record("status", status.as_u16());
         self.counts.answered(t.provider, chosen.source, status.as_u16());
         if status.is_success() || status.is_redirection() {
-            return Ok(Tried::Answered(self.relayed(&t, chosen, upstream, slot)));
+            return Ok(Tried::Answered(self.relayed(&t, chosen, upstream, slot, span)));
         }
         let head = upstream.headers().clone();
         let Ok(body) =
@@ -171,6 +207,7 @@ impl Gateway {
         chosen: Chosen,
         upstream: reqwest::Response,
         slot: Option<Slot>,
+        span: &tracing::Span,
     ) -> Answer {
         let status = upstream.status();
         // A record committed before the answer's end needs an end the client waits for: the
@@ -192,6 +229,7 @@ impl Gateway {
             estimate: chosen.reservation.is_some().then(|| t.estimate()),
             slot,
             durability: self.durability,
+            span: span.clone(),
         });
         // The call was made: its record takes the reserved place over.
         if let Some(reservation) = chosen.reservation {

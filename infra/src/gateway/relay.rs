@@ -55,6 +55,8 @@ pub(crate) struct Recording {
     /// The call's place in the usage backlog, freed once its record is committed.
     pub(crate) slot: Slot,
     pub(crate) durability: Durability,
+    /// The call's trace span: it ends with the answer, and is told what the call used.
+    pub(crate) span: tracing::Span,
 }
 
 /// When an answered call's record is committed.
@@ -274,12 +276,17 @@ fn recorded(r: Recording, answer: &[u8]) -> (ModelCallRecorded, Recording) {
         tracing::warn!(provider = %r.provider, "the provider reported more tokens than a call can use: recorded capped");
     }
     let model = figures.model.or_else(|| r.model.clone()).unwrap_or_else(|| "unknown".to_owned());
+    let cost_usd = r.prices.cost(r.provider, &model, figures.input_tokens, figures.output_tokens);
+    r.span.record("response_model", model.as_str());
+    r.span.record("input_tokens", figures.input_tokens);
+    r.span.record("output_tokens", figures.output_tokens);
+    r.span.record("cost_usd", cost_usd);
     // The call was made: it is recorded whatever the limits say now.
     let call = ModelCallRecorded {
         org: r.org.to_string(),
         request_id: r.attempt_id.clone(),
         provider: r.provider,
-        cost_usd: r.prices.cost(r.provider, &model, figures.input_tokens, figures.output_tokens),
+        cost_usd,
         model,
         input_tokens: figures.input_tokens,
         output_tokens: figures.output_tokens,
