@@ -116,6 +116,7 @@ pub async fn build_state(mut config: Config) -> Result<AppState, StartError> {
         prices,
         metrics: Arc::default(),
         gateway: Arc::new(gateway),
+        access_log: config.access_log,
     })
 }
 

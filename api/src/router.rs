@@ -8,8 +8,11 @@ use axum::http::{HeaderName, Request};
 use axum::routing::get;
 use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::classify::ServerErrorsFailureClass;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, OnResponse as _, TraceLayer};
+use tower_http::trace::{
+    DefaultOnFailure, DefaultOnResponse, OnFailure as _, OnResponse as _, TraceLayer,
+};
 use tracing::Level;
 use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
@@ -20,6 +23,7 @@ use crate::layers;
 use crate::openapi::ApiDoc;
 use crate::routes::{audit, catalogue, console, export, gateway, keys, openai, ops, orgs, usage};
 use crate::state::AppState;
+use keyledger_infra::AccessLog;
 
 /// Request bodies larger than this are refused with 413.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -51,6 +55,7 @@ pub(crate) async fn openapi_json() -> impl axum::response::IntoResponse {
 /// The HTTP API over `state`, with its layers.
 pub fn router(state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
+    let access_log = state.access_log;
     let (routes, _) = routes().split_for_parts();
     let api = routes
         .route_layer(axum::middleware::from_fn_with_state(
@@ -90,16 +95,29 @@ pub fn router(state: AppState) -> Router {
                         "otel.status_code" = tracing::field::Empty,
                     )
                 })
-                .on_response(|response: &axum::http::Response<_>, latency, span: &tracing::Span| {
-                    span.record("status", response.status().as_u16());
-                    if response.status().is_server_error() {
-                        span.record("otel.status_code", "ERROR");
-                    }
-                    DefaultOnResponse::new()
-                        .level(Level::INFO)
-                        .on_response(response, latency, span);
-                })
-                .on_failure(DefaultOnFailure::new().level(Level::WARN)),
+                .on_response(
+                    move |response: &axum::http::Response<_>, latency, span: &tracing::Span| {
+                        let status = response.status();
+                        span.record("status", status.as_u16());
+                        if status.is_server_error() {
+                            span.record("otel.status_code", "ERROR");
+                        }
+                        if access_log.logs(status.as_u16()) {
+                            DefaultOnResponse::new()
+                                .level(Level::INFO)
+                                .on_response(response, latency, span);
+                        }
+                    },
+                )
+                .on_failure(
+                    move |failure: ServerErrorsFailureClass, latency, span: &tracing::Span| {
+                        if access_log != AccessLog::Off {
+                            DefaultOnFailure::new()
+                                .level(Level::WARN)
+                                .on_failure(failure, latency, span);
+                        }
+                    },
+                ),
         )
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))

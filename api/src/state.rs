@@ -32,6 +32,8 @@ pub struct AppState {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The model-call path.
     pub gateway: Arc<keyledger_infra::Gateway>,
+    /// Which answered requests get an access-log line.
+    pub access_log: keyledger_infra::AccessLog,
 }
 
 /// What a caller's token is checked with, for the extractor of [`Caller`].

@@ -65,7 +65,10 @@ pub fn init() -> Result<Telemetry, TelemetryError> {
         None
     };
     let log_filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Colour codes only where a person reads them: not into files, pipes or log collectors.
+    let logs = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> =
         if std::env::var("KEYLEDGER_LOG_FORMAT").is_ok_and(|f| f == "json") {
             vec![logs.json().with_filter(log_filter).boxed()]

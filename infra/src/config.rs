@@ -58,8 +58,34 @@ pub struct Config {
     pub usage_queue: u64,
     /// `KEYLEDGER_USAGE_DURABILITY`: `async` (default) or `sync`.
     pub usage_durability: Durability,
+    /// `KEYLEDGER_ACCESS_LOG`: which answered requests get a log line.
+    pub access_log: AccessLog,
     /// Secrets dev mode generated or loaded from the data dir, to warn about loudly.
     pub dev_secrets: Vec<PathBuf>,
+}
+
+/// Which answered requests get an access-log line. At thousands of requests a second a line
+/// each is gigabytes a day, so production logs only what went wrong unless asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessLog {
+    /// None: metrics and traces still count every request.
+    Off,
+    /// Requests answered 4xx or 5xx (the default in production).
+    Errors,
+    /// Every request (the default in development).
+    All,
+}
+
+impl AccessLog {
+    /// Whether a request answered with `status` is logged.
+    #[must_use]
+    pub const fn logs(self, status: u16) -> bool {
+        match self {
+            Self::Off => false,
+            Self::Errors => status >= 400,
+            Self::All => true,
+        }
+    }
 }
 
 /// Where the platform's identity provider publishes its signing keys, and how its tokens say
@@ -269,6 +295,16 @@ impl Config {
             }
         };
 
+        let access_log =
+            match var("KEYLEDGER_ACCESS_LOG").map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+                None if production => AccessLog::Errors,
+                None => AccessLog::All,
+                Some("off") => AccessLog::Off,
+                Some("errors") => AccessLog::Errors,
+                Some("all") => AccessLog::All,
+                Some(_) => return Err(invalid("KEYLEDGER_ACCESS_LOG", "use off, errors or all")),
+            };
+
         Ok(Self {
             database_url: var("DATABASE_URL").unwrap_or_else(|| "sqlite://keyledger.db".to_owned()),
             listen,
@@ -288,6 +324,7 @@ impl Config {
             model_families,
             usage_queue,
             usage_durability,
+            access_log,
             dev_secrets,
         })
     }
@@ -466,6 +503,33 @@ mod tests {
         }
         let unknown = config(&[("KEYLEDGER_ENV", "prod"), ("KEYLEDGER_MASTER_KEY", &master)]);
         assert!(unknown.expect_err("refused").to_string().starts_with("KEYLEDGER_ENV"));
+    }
+
+    #[test]
+    fn the_access_log_logs_errors_in_production_and_everything_in_development() {
+        let master = MasterKeyRing::generate_encoded();
+        let secret = "s".repeat(32);
+        let base = [("KEYLEDGER_MASTER_KEY", master.as_str()), ("KEYLEDGER_JWT_SECRET", &secret)];
+        let with = |extra: &[(&str, &str)]| {
+            let mut vars = base.to_vec();
+            vars.extend_from_slice(extra);
+            config(&vars)
+        };
+        assert_eq!(with(&[]).expect("dev").access_log, AccessLog::All);
+        let production = with(&[("KEYLEDGER_ENV", "production")]).expect("production");
+        assert_eq!(production.access_log, AccessLog::Errors);
+        assert_eq!(
+            with(&[("KEYLEDGER_ACCESS_LOG", " OFF ")]).expect("off").access_log,
+            AccessLog::Off
+        );
+        let err = with(&[("KEYLEDGER_ACCESS_LOG", "some")]).expect_err("refused").to_string();
+        assert!(err.starts_with("KEYLEDGER_ACCESS_LOG"), "{err}");
+        assert!(
+            !AccessLog::Errors.logs(204)
+                && AccessLog::Errors.logs(404)
+                && AccessLog::Errors.logs(503)
+        );
+        assert!(AccessLog::All.logs(200) && !AccessLog::Off.logs(500));
     }
 
     #[test]

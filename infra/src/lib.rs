@@ -11,7 +11,7 @@ pub mod providers;
 pub mod services;
 mod usage;
 
-pub use config::{Config, ConfigError, JwksSettings};
+pub use config::{AccessLog, Config, ConfigError, JwksSettings};
 pub use gateway::{Gateway, GatewayError};
 pub use keyledger_store::metadata::Actor;
 pub use keyrings::{CallKeys, CommandError, Committed, KeyringStore, Keyrings, ResealReport};

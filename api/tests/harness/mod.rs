@@ -19,7 +19,7 @@ pub async fn fresh_postgres() -> String {
     postgres::fresh_database().await
 }
 
-pub const JWT_SECRET: &str = "process-test-secret";
+pub const JWT_SECRET: &str = "process-test-secret-long-enough-for-production";
 pub const MASTER_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
 pub struct Setup {
@@ -63,6 +63,16 @@ impl Setup {
 
     /// A server with `extra` environment settings.
     pub async fn serve_with(&self, extra: &[(&str, &str)]) -> Server {
+        self.serve_with_stderr(extra, Stdio::null()).await
+    }
+
+    /// A server with `extra` environment settings whose log (stderr) goes to `log`.
+    pub async fn serve_logging(&self, extra: &[(&str, &str)], log: &std::path::Path) -> Server {
+        let file = std::fs::File::create(log).expect("log file");
+        self.serve_with_stderr(extra, Stdio::from(file)).await
+    }
+
+    async fn serve_with_stderr(&self, extra: &[(&str, &str)], stderr: Stdio) -> Server {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("port")
@@ -72,7 +82,7 @@ impl Setup {
         for (name, value) in extra {
             command.env(name, value);
         }
-        let child = command.spawn().expect("serve");
+        let child = command.stderr(stderr).spawn().expect("serve");
         let server = Server { child, base: format!("http://127.0.0.1:{port}") };
         let started = Instant::now();
         while started.elapsed() < Duration::from_secs(30) {
