@@ -70,7 +70,7 @@ impl ToSchema for AuditAction {}
         Problem, ProviderName, AuditAction, MaskedKey, VerificationView, OrgStatus, KeyList, ProviderOrder,
         keys::StoreKeyRequest, keys::RotateKeyRequest, keys::UpdateKeyRequest,
         orgs::PlanRequest, orgs::ByokAccessRequest, orgs::ProviderOrderRequest,
-        audit::AuditPage, audit::AuditVerification, usage::UsageReport, usage::CallList, usage::CallView, usage::RecordUsageRequest, usage::UsageRecorded,
+        audit::AuditPage, audit::AuditVerification, usage::UsageReport, usage::CallList, usage::CallView, usage::RecordUsageRequest, usage::UsageRecorded, usage::RecordUsageBatch, usage::BatchRecorded, usage::BatchEntry,
         openai::ModelList, openai::ModelView,
         orgs::OrgList, orgs::OrgSummary, catalogue::WhoAmI, catalogue::ProviderList, catalogue::ProviderView, catalogue::PlanList, catalogue::PlanView,
     )),

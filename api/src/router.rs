@@ -27,6 +27,8 @@ use keyledger_infra::AccessLog;
 
 /// Request bodies larger than this are refused with 413.
 pub const BODY_LIMIT: usize = 64 * 1024;
+/// The largest usage batch body: 1,000 calls of up to 200-character ids and model names.
+pub(crate) const BATCH_BODY_LIMIT: usize = 1024 * 1024;
 /// Model calls carry prompts: their bodies may be larger.
 pub const GATEWAY_BODY_LIMIT: usize = 8 * 1024 * 1024;
 
@@ -157,6 +159,12 @@ fn bounded_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(audit::events))
         .routes(routes!(usage::usage, usage::record_usage))
         .routes(routes!(usage::recent_calls))
+        .merge(
+            // A thousand calls do not fit in the bounded routes' 64 KiB.
+            OpenApiRouter::new()
+                .routes(routes!(usage::record_usage_batch))
+                .layer(DefaultBodyLimit::max(BATCH_BODY_LIMIT)),
+        )
         .routes(routes!(export::org_export))
         .routes(routes!(export::export_all))
         .routes(routes!(ops::healthz))

@@ -191,3 +191,129 @@ async fn a_recorded_call_is_in_every_usage_read_that_follows(backend: Backend) {
     }
     app.finish().await;
 }
+
+on_both_backends!(a_batch_is_recorded_once_with_the_quota_decided_call_by_call);
+
+async fn a_batch_is_recorded_once_with_the_quota_decided_call_by_call(backend: Backend) {
+    let plans = plans_file(
+        json!({"tiny": {"byok": true, "max_providers": null, "provider_order": true, "monthly_platform_queries": 3, "monthly_platform_cost_cap_usd": 1000.0}}),
+    );
+    let app = TestApp::start_with(backend, &[("KEYLEDGER_PLANS_FILE", &plans)]).await;
+    app.set_plan("acme", "tiny").await;
+    let key = keys::anthropic();
+    let stored = app
+        .post(
+            "/v1/orgs/acme/keys",
+            &app.owner("acme"),
+            json!({"provider": "anthropic", "key": key}),
+        )
+        .await;
+    assert_eq!(stored.status, StatusCode::CREATED, "{}", stored.everything());
+    let service = app.token("acme", Role::Service, "worker");
+    // Five platform calls (OpenAI: no key of acme's) against a quota of three, and one BYOK
+    // call (Anthropic), which no quota limits, last.
+    let mut calls: Vec<serde_json::Value> = (1..=5).map(|n| call(&format!("p-{n}"))).collect();
+    calls.push(json!({"request_id": "b-1", "provider": "anthropic", "model": "claude-3-5-haiku-latest", "input_tokens": 10, "output_tokens": 5}));
+    let first = app.post("/v1/orgs/acme/usage/batch", &service, json!({"calls": calls})).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.everything());
+    let body = first.json();
+    assert_eq!(
+        (body["recorded"].clone(), body["duplicates"].clone(), body["refused"].clone()),
+        (json!(4), json!(0), json!(2))
+    );
+    let outcomes: Vec<(String, String)> = body["calls"]
+        .as_array()
+        .expect("calls")
+        .iter()
+        .map(|c| {
+            (
+                c["request_id"].as_str().expect("id").to_owned(),
+                c["outcome"].as_str().expect("o").to_owned(),
+            )
+        })
+        .collect();
+    let expected = [
+        ("p-1", "recorded"),
+        ("p-2", "recorded"),
+        ("p-3", "recorded"),
+        ("p-4", "refused"),
+        ("p-5", "refused"),
+        ("b-1", "recorded"),
+    ];
+    assert_eq!(
+        outcomes,
+        expected.map(|(a, b)| (a.to_owned(), b.to_owned())),
+        "decided in the batch's order"
+    );
+    assert_eq!(body["calls"][3]["code"], "quota_exceeded");
+    assert_eq!(body["calls"][5]["key_source"], "byok");
+    assert_eq!(body["calls"][0]["key_source"], "platform");
+
+    // Sent again: every recorded call is a duplicate, the refused ones are still refused, and
+    // the usage read right after counts each call once.
+    let again = app.post("/v1/orgs/acme/usage/batch", &service, json!({"calls": calls})).await;
+    let again = again.json();
+    assert_eq!(
+        (again["recorded"].clone(), again["duplicates"].clone(), again["refused"].clone()),
+        (json!(0), json!(4), json!(2))
+    );
+    let single = app.post("/v1/orgs/acme/usage", &service, call("p-2")).await;
+    assert_eq!(
+        single.status,
+        StatusCode::OK,
+        "a recorded call sent again is no refusal: {}",
+        single.everything()
+    );
+    let usage = app.get("/v1/orgs/acme/usage?group_by=key_source", &app.owner("acme")).await.json();
+    assert_eq!(usage["totals"]["calls"], 4, "{usage}");
+    app.finish().await;
+}
+
+on_both_backends!(a_batch_with_one_bad_call_records_nothing_and_a_full_batch_fits);
+
+async fn a_batch_with_one_bad_call_records_nothing_and_a_full_batch_fits(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let service = app.token("acme", Role::Service, "worker");
+    let bad = json!({"calls": [call("ok-1"), {"request_id": "bad", "provider": "nope", "model": "m", "input_tokens": 1, "output_tokens": 1}]});
+    let refused = app.post("/v1/orgs/acme/usage/batch", &service, bad).await;
+    assert_eq!(
+        (refused.status, refused.code().as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "unknown_provider")
+    );
+    assert!(
+        refused.json()["detail"].as_str().unwrap_or_default().starts_with("calls[1]"),
+        "{}",
+        refused.everything()
+    );
+    for empty in [
+        json!({"calls": []}),
+        json!({"calls": (0..1001).map(|n| call(&format!("x-{n}"))).collect::<Vec<_>>()}),
+    ] {
+        let answer = app.post("/v1/orgs/acme/usage/batch", &service, empty).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.everything());
+    }
+    let owner = app
+        .post("/v1/orgs/acme/usage/batch", &app.owner("acme"), json!({"calls": [call("o")]}))
+        .await;
+    assert_eq!(owner.status, StatusCode::FORBIDDEN, "only services record usage");
+    let usage = app.get("/v1/orgs/acme/usage", &app.owner("acme")).await.json();
+    assert_eq!(usage["totals"]["calls"], 0, "nothing of a refused batch is recorded: {usage}");
+
+    // A thousand calls with long ids and model names: well past the 64 KiB of other requests.
+    let full: Vec<serde_json::Value> = (0..1000)
+        .map(|n| json!({"request_id": format!("{n:0>150}"), "provider": "openai", "model": format!("gpt-4o-mini-{}", "x".repeat(100)), "input_tokens": 3, "output_tokens": 2}))
+        .collect();
+    let body = json!({"calls": full});
+    assert!(body.to_string().len() > 256 * 1024);
+    let answer = app.post("/v1/orgs/acme/usage/batch", &service, body).await;
+    assert_eq!(
+        answer.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&answer.body[..200.min(answer.body.len())])
+    );
+    assert_eq!(answer.json()["recorded"], 1000);
+    let usage = app.get("/v1/orgs/acme/usage", &app.owner("acme")).await.json();
+    assert_eq!(usage["totals"]["calls"], 1000, "read-your-writes for the whole batch");
+    app.finish().await;
+}

@@ -298,3 +298,134 @@ pub(crate) async fn record_usage(
         Err(error) => Err(error.into()),
     }
 }
+
+/// The most calls one `POST …/usage/batch` carries.
+pub(crate) const MAX_BATCH_CALLS: usize = 1_000;
+
+/// Body of `POST …/usage/batch`: model calls made elsewhere.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RecordUsageBatch {
+    /// 1 to 1,000 calls, decided in this order.
+    #[schema(min_items = 1, max_items = 1000)]
+    calls: Vec<RecordUsageRequest>,
+}
+
+/// What became of one call of a batch.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct BatchEntry {
+    request_id: String,
+    /// `recorded`; `duplicate` (its request id was recorded before: the first record's cost
+    /// and key source are shown); or `refused` (over the plan's platform quota or cost cap).
+    #[schema(example = "recorded")]
+    outcome: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cost_usd: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "platform")]
+    key_source: Option<String>,
+    /// A refused call's problem code (`quota_exceeded`, `cost_cap_reached`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<String>,
+}
+
+/// The outcome of a batch: counts, and an entry per call in the batch's order.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct BatchRecorded {
+    recorded: usize,
+    duplicates: usize,
+    refused: usize,
+    calls: Vec<BatchEntry>,
+}
+
+/// Record up to 1,000 model calls made elsewhere in one request, each by the rules of
+/// `POST …/usage`: idempotent on its `request_id`, priced, attributed, and decided against the
+/// quota and cost cap one by one in the batch's order. A malformed call refuses the whole batch
+/// (400, or 422 for an unknown provider, naming `calls[i]`) and records nothing; a refusal over the limits is that call's entry. On a storage
+/// failure (503) some calls may be recorded: sending the batch again records only the rest.
+#[utoipa::path(post, path = "/v1/orgs/{org}/usage/batch", tag = "usage",
+    params(OrgPath),
+    request_body = RecordUsageBatch,
+    responses((status = 200, body = BatchRecorded),
+              (status = "4XX", body = Problem, content_type = "application/problem+json"),
+              (status = "5XX", body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+#[tracing::instrument(skip_all, fields(org = %org))]
+pub(crate) async fn record_usage_batch(
+    State(state): State<AppState>,
+    caller: Caller,
+    OrgParam(org): OrgParam,
+    Json(body): Json<RecordUsageBatch>,
+) -> Result<axum::Json<BatchRecorded>, ApiError> {
+    caller.authorize(&org, Access::RecordUsage)?;
+    if body.calls.is_empty() || body.calls.len() > MAX_BATCH_CALLS {
+        return Err(ApiError::invalid_request(format!("calls holds 1 to {MAX_BATCH_CALLS} calls")));
+    }
+    let batch = body
+        .calls
+        .into_iter()
+        .enumerate()
+        .map(|(i, call)| {
+            ReportedCall::try_from(call)
+                .map_err(|e| ApiError::new(e.code(), format!("calls[{i}]: {}", e.detail())))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let ids: Vec<String> = batch.iter().map(|call| call.request_id.clone()).collect();
+    // Accepted: it runs to its end even if the caller goes away.
+    let (gateway, actor, in_org) = (std::sync::Arc::clone(&state.gateway), caller.actor(), org);
+    let outcomes =
+        tokio::spawn(async move { gateway.record_reported_batch(&in_org, batch, &actor).await })
+            .await
+            .map_err(|e| ApiError::internal(&e))??;
+
+    let mut answer = BatchRecorded { recorded: 0, duplicates: 0, refused: 0, calls: Vec::new() };
+    // The last event of each ledger written, for read-your-writes.
+    let mut written: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    for (outcome, request_id) in outcomes.into_iter().zip(ids) {
+        let entry = match outcome {
+            Ok(Recorded::New { call, ledger_id, sequence }) => {
+                let last = written.entry(ledger_id).or_default();
+                *last = (*last).max(sequence);
+                answer.recorded += 1;
+                entry(&call, "recorded")
+            }
+            Ok(Recorded::Duplicate(first)) => {
+                answer.duplicates += 1;
+                entry(&first, "duplicate")
+            }
+            Err(error) => {
+                let error = ApiError::from(error);
+                if error.code().status() != StatusCode::TOO_MANY_REQUESTS {
+                    return Err(error);
+                }
+                answer.refused += 1;
+                BatchEntry {
+                    request_id,
+                    outcome: "refused",
+                    cost_usd: None,
+                    key_source: None,
+                    code: Some(error.code().as_str().into_owned()),
+                    detail: Some(error.detail().to_owned()),
+                }
+            }
+        };
+        answer.calls.push(entry);
+    }
+    for (ledger_id, sequence) in written {
+        state.settle_usage(&ledger_id, sequence).await;
+    }
+    Ok(axum::Json(answer))
+}
+
+fn entry(call: &ModelCallRecorded, outcome: &'static str) -> BatchEntry {
+    BatchEntry {
+        request_id: call.request_id.clone(),
+        outcome,
+        cost_usd: Some(call.cost_usd),
+        key_source: Some(call.key_source.as_str().to_owned()),
+        code: None,
+        detail: None,
+    }
+}

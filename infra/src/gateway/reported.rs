@@ -37,8 +37,43 @@ impl Gateway {
         actor: &Actor,
     ) -> Result<Recorded, GatewayError> {
         let keyring = self.keyrings.load(org).await?;
+        let command = self.reported_record(&keyring, org, reported);
+        Ok(self.usage.record(org, command, actor).await?)
+    }
+
+    /// Records a batch of calls made elsewhere, each as [`Self::record_reported`] would, in
+    /// the batch's order: each is decided on its own (recorded, a duplicate of a request id
+    /// recorded before, or refused over the quota or cost cap), and they share commits.
+    ///
+    /// # Errors
+    /// The Keyring's storage failure, before anything is recorded. A record's own failure is
+    /// its entry's.
+    pub async fn record_reported_batch(
+        &self,
+        org: &OrgId,
+        batch: Vec<ReportedCall>,
+        actor: &Actor,
+    ) -> Result<Vec<Result<Recorded, GatewayError>>, GatewayError> {
+        // One look at the organization's keys for the whole batch.
+        let keyring = self.keyrings.load(org).await?;
+        // Futures are first polled in order, and the writer's queue admits waiting senders in
+        // order: the records reach each ledger (and its quota) in the batch's order.
+        let records = batch.into_iter().map(|reported| {
+            let command = self.reported_record(&keyring, org, reported);
+            async move { self.usage.record(org, command, actor).await.map_err(GatewayError::from) }
+        });
+        Ok(futures::future::join_all(records).await)
+    }
+
+    /// The record of a reported call: whose key paid, and the limits a platform call is under.
+    fn reported_record(
+        &self,
+        keyring: &keyledger_domain::Keyring,
+        org: &OrgId,
+        reported: ReportedCall,
+    ) -> RecordModelCall {
         let (key_source, key_version, limits) =
-            match resolve(&keyring, self.plans(), reported.provider, true) {
+            match resolve(keyring, self.plans(), reported.provider, true) {
                 Resolution::Byok(key) => (KeySource::Byok, Some(key.version), None),
                 Resolution::Platform(limits) => (KeySource::Platform, None, Some(limits)),
                 // A call made elsewhere without the organization's key was made with the
@@ -64,6 +99,6 @@ impl Gateway {
             at: reported.at,
             capped: false,
         };
-        Ok(self.usage.record(org, RecordModelCall { call, limits }, actor).await?)
+        RecordModelCall { call, limits }
     }
 }

@@ -108,11 +108,19 @@ impl UsageRecorder {
         actor: &Actor,
     ) -> Result<Recorded, RecordError> {
         let at = call.call.at;
-        match self.submit(ledger_id(org, at), UsageCommand::Record(call), actor, at).await? {
-            Done::Recorded(recorded) => Ok(recorded),
-            Done::Quota => Err(RecordError::Storage(StorageFailure::other(
+        let request_id = call.call.request_id.clone();
+        match self.submit(ledger_id(org, at), UsageCommand::Record(call), actor, at).await {
+            Ok(Done::Recorded(recorded)) => Ok(recorded),
+            Ok(Done::Quota) => Err(RecordError::Storage(StorageFailure::other(
                 "a record was taken for a reservation",
             ))),
+            // The ledger decides the limits before the log sees the request id: a call sent
+            // again once the quota is full is still the call recorded before, not a refusal.
+            Err(refused @ RecordError::Refused(_)) => match self.find(org, &request_id).await? {
+                Some(first) => Ok(Recorded::Duplicate(first)),
+                None => Err(refused),
+            },
+            Err(error) => Err(error),
         }
     }
 
