@@ -103,12 +103,28 @@ impl AppState {
         self.wait_for_views(cursor, keyring).await;
     }
 
-    /// Waits until the views include event `sequence` of usage ledger `ledger_id`, so a
-    /// recorded call is in every usage read that follows.
-    pub async fn settle_usage(&self, ledger_id: &str, sequence: usize) {
-        let ledger = <keyledger_domain::usage::UsageLedger as cqrs_es::Aggregate>::TYPE;
-        let sequence = i64::try_from(sequence).unwrap_or(i64::MAX);
-        let cursor = self.log.order().cursor_of(ledger, ledger_id, sequence).await;
+    /// Waits until the usage views include every call recorded so far for `org` (`None`: for
+    /// every organization), so a recorded call is in every usage read that follows it.
+    ///
+    /// Recording answers once its call is committed, without waiting for the views: the
+    /// reads, far fewer than the calls a busy platform records, wait instead.
+    pub async fn settle_usage_reads(&self, org: Option<&OrgId>) {
+        use keyledger_domain::usage::{ledger_id, UsageLedger};
+        let ledger = <UsageLedger as cqrs_es::Aggregate>::TYPE;
+        let order = self.log.order();
+        let cursor = match org {
+            // Calls are recorded in the month they happen: this month's ledger, and last
+            // month's for the calls of its final minutes.
+            Some(org) => {
+                let now = chrono::Utc::now();
+                let last_month =
+                    now - chrono::Duration::days(i64::from(chrono::Datelike::day(&now)));
+                let this = order.latest_cursor(ledger, &ledger_id(org, now)).await;
+                let last = order.latest_cursor(ledger, &ledger_id(org, last_month)).await;
+                this.and_then(|this| Ok(this.max(last?)))
+            }
+            None => order.latest_cursor_of_type(ledger).await,
+        };
         self.wait_for_views(cursor, ledger).await;
     }
 

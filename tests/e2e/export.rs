@@ -151,6 +151,9 @@ async fn an_export_pages_through_more_calls_than_a_page_in_log_order(backend: Ba
 async fn the_analytics_role_reads_the_usage_views_and_nothing_else() {
     let app = TestApp::start(Backend::Postgres).await;
     record(&app, "acme", "r-1", "gpt-4o-mini").await;
+    // The analytics views trail the log as every view does; a usage read waits for them.
+    let usage = app.get("/v1/orgs/acme/usage", &app.owner("acme")).await.json();
+    assert_eq!(usage["totals"]["calls"], 1, "{usage}");
     let mut db = sqlx::PgConnection::connect(&app.database_url).await.expect("connect");
     sqlx::query("set role keyledger_analytics").execute(&mut db).await.expect("set role");
     let (calls,): (i64,) =

@@ -180,14 +180,39 @@ async fn a_recorded_call_is_in_every_usage_read_that_follows(backend: Backend) {
     let app = TestApp::start(backend).await;
     let service = app.token("*", Role::Service, "worker");
     let reader = app.token("*", Role::PlatformAdmin, "analyst");
+    let today = chrono::Utc::now().date_naive();
     for n in 0..20 {
         let org = format!("ryw{n}");
-        let recorded = app.post(&format!("/v1/orgs/{org}/usage"), &service, call("req")).await;
-        assert_eq!(recorded.status, StatusCode::CREATED);
+        // Recording answers once committed, alone or in a batch; the reads wait for the views.
+        let recorded = if n % 2 == 0 {
+            app.post(&format!("/v1/orgs/{org}/usage"), &service, call("req")).await
+        } else {
+            let batch = json!({"calls": [call("req")]});
+            app.post(&format!("/v1/orgs/{org}/usage/batch"), &service, batch).await
+        };
+        assert!(recorded.status.is_success(), "{}", recorded.everything());
         let totals = app.get(&format!("/v1/orgs/{org}/usage"), &reader).await.json();
         assert_eq!(totals["totals"]["calls"], 1, "{org}: the totals show the call at once");
         let calls = app.get(&format!("/v1/orgs/{org}/usage/calls"), &reader).await.json();
         assert_eq!(calls["calls"].as_array().map(Vec::len), Some(1), "{org}: so does the list");
+        let listed = app.get(&format!("/v1/orgs?q={org}"), &reader).await.json();
+        let summary = listed["orgs"]
+            .as_array()
+            .and_then(|orgs| orgs.iter().find(|o| o["org"] == org.as_str()));
+        assert_eq!(
+            summary.map(|o| o["calls_this_month"].clone()),
+            Some(json!(1)),
+            "{org}: and the organizations: {listed}"
+        );
+        let export = format!("/usage/export?from={today}&to={today}&format=ndjson");
+        for path in [format!("/v1/orgs/{org}{export}"), format!("/v1{export}")] {
+            let exported = app.get(&path, &reader).await;
+            let body = String::from_utf8_lossy(&exported.body).into_owned();
+            assert!(
+                body.lines().any(|line| line.contains(&format!("\"{org}\""))),
+                "{path}: {body}"
+            );
+        }
     }
     app.finish().await;
 }

@@ -202,7 +202,9 @@ pub(crate) async fn org_export(
     params: Result<Query<ExportQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     caller.authorize(&org, Access::ReadAudit)?;
-    Ok(Export::of(params)?.stream(state.views.clone(), Some(org.to_string())))
+    let export = Export::of(params)?;
+    state.settle_usage_reads(Some(&org)).await;
+    Ok(export.stream(state.views.clone(), Some(org.to_string())))
 }
 
 /// Every organization's model calls from `from` to `to`, in log order (platform admin with
@@ -219,7 +221,9 @@ pub(crate) async fn export_all(
     params: Result<Query<ExportQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     caller.authorize_platform(Access::ManagePlan)?;
-    Ok(Export::of(params)?.stream(state.views.clone(), None))
+    let export = Export::of(params)?;
+    state.settle_usage_reads(None).await;
+    Ok(export.stream(state.views.clone(), None))
 }
 
 #[cfg(test)]

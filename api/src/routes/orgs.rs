@@ -233,6 +233,8 @@ pub(crate) async fn org_list(
     if query.chars().count() > 64 {
         return Err(ApiError::invalid_request("q is at most 64 characters"));
     }
+    // This month's calls and cost include every call recorded so far.
+    state.settle_usage_reads(None).await;
     let today = Utc::now().date_naive();
     let month_start = today.with_day(1).unwrap_or(today).format("%Y-%m-%d").to_string();
     let after = params.after.unwrap_or_default();

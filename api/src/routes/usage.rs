@@ -112,6 +112,7 @@ pub(crate) async fn usage(
             "cannot group by that; use provider, model, day, key_source",
         ));
     }
+    state.settle_usage_reads(Some(&org)).await;
     let rows = queries::usage(&state.views, org.as_str(), &from, &to, &group_by)
         .await
         .map_err(|e| ApiError::from_store(&e))?;
@@ -168,6 +169,7 @@ pub(crate) async fn recent_calls(
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::invalid_request("limit is 1 to 1000"));
     }
+    state.settle_usage_reads(Some(&org)).await;
     let calls = queries::recent_calls(&state.views, org.as_str(), limit)
         .await
         .map_err(|e| ApiError::from_store(&e))?;
@@ -289,11 +291,8 @@ pub(crate) async fn record_usage(
     caller.authorize(&org, Access::RecordUsage)?;
     let reported = ReportedCall::try_from(body)?;
     match state.gateway.record_reported(&org, reported, &caller.actor()).await {
-        Ok(Recorded::New { call, ledger_id, sequence }) => {
-            // The caller's next read of its usage shows this call (read-your-writes).
-            state.settle_usage(&ledger_id, sequence).await;
-            Ok((StatusCode::CREATED, axum::Json((&call).into())))
-        }
+        // Committed: the caller's next read of its usage waits for the views to show it.
+        Ok(Recorded::New { call, .. }) => Ok((StatusCode::CREATED, axum::Json((&call).into()))),
         Ok(Recorded::Duplicate(first)) => Ok((StatusCode::OK, axum::Json((&first).into()))),
         Err(error) => Err(error.into()),
     }
@@ -381,13 +380,9 @@ pub(crate) async fn record_usage_batch(
             .map_err(|e| ApiError::internal(&e))??;
 
     let mut answer = BatchRecorded { recorded: 0, duplicates: 0, refused: 0, calls: Vec::new() };
-    // The last event of each ledger written, for read-your-writes.
-    let mut written: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
     for (outcome, request_id) in outcomes.into_iter().zip(ids) {
         let entry = match outcome {
-            Ok(Recorded::New { call, ledger_id, sequence }) => {
-                let last = written.entry(ledger_id).or_default();
-                *last = (*last).max(sequence);
+            Ok(Recorded::New { call, .. }) => {
                 answer.recorded += 1;
                 entry(&call, "recorded")
             }
@@ -412,9 +407,6 @@ pub(crate) async fn record_usage_batch(
             }
         };
         answer.calls.push(entry);
-    }
-    for (ledger_id, sequence) in written {
-        state.settle_usage(&ledger_id, sequence).await;
     }
     Ok(axum::Json(answer))
 }

@@ -36,7 +36,8 @@ impl Gateway {
         reported: ReportedCall,
         actor: &Actor,
     ) -> Result<Recorded, GatewayError> {
-        let keyring = self.keyrings.load(org).await?;
+        // The state model calls resolve against: cached, and as current as theirs.
+        let keyring = self.calls.current(org).await?;
         let command = self.reported_record(&keyring, org, reported);
         Ok(self.usage.record(org, command, actor).await?)
     }
@@ -55,7 +56,7 @@ impl Gateway {
         actor: &Actor,
     ) -> Result<Vec<Result<Recorded, GatewayError>>, GatewayError> {
         // One look at the organization's keys for the whole batch.
-        let keyring = self.keyrings.load(org).await?;
+        let keyring = self.calls.current(org).await?;
         // Futures are first polled in order, and the writer's queue admits waiting senders in
         // order: the records reach each ledger (and its quota) in the batch's order.
         let records = batch.into_iter().map(|reported| {

@@ -212,6 +212,28 @@ impl GlobalOrder {
         Ok(self.pool.fetch_all::<Cursor>(&sql, &args).await?.into_iter().next())
     }
 
+    /// Where the latest event of any aggregate of `aggregate_type` stands in the global order
+    /// (`None`: no events): every such event committed so far is at or before it.
+    ///
+    /// # Errors
+    /// The database's error.
+    pub async fn latest_cursor_of_type(
+        &self,
+        aggregate_type: &str,
+    ) -> Result<Option<Cursor>, sqlx::Error> {
+        // Readers take events in (transaction, position) order on PostgreSQL: the latest is the
+        // greatest pair, which the `events_transaction_position` index walks backwards to.
+        let sql = if self.pool.is_postgres() {
+            "select transaction_id::text::bigint as txid, global_position as position from events \
+             where aggregate_type = $1 order by transaction_id desc, global_position desc limit 1"
+        } else {
+            "select 0 as txid, global_position as position from events \
+             where aggregate_type = $1 order by global_position desc limit 1"
+        };
+        let args = [Arg::Text(aggregate_type.to_owned())];
+        Ok(self.pool.fetch_all::<Cursor>(sql, &args).await?.into_iter().next())
+    }
+
     /// Where event `sequence` of an aggregate stands in the global order.
     ///
     /// # Errors
