@@ -78,6 +78,7 @@ pub async fn build_state(mut config: Config) -> Result<AppState, StartError> {
     let projector = Arc::new(Projector::new(views.clone(), keyledger_projections::views::all()));
     projector.ensure_checkpoints().await.map_err(StartError::Projections)?;
     let keyrings = Arc::new(Keyrings::new(&db, Arc::clone(&deps)));
+    keyrings.calls().bound_cache(config.cache_orgs);
     let missing = keyrings.missing_master_keys().await.map_err(StartError::Material)?;
     if !missing.is_empty() {
         return Err(StartError::MissingMasterKeys(missing));
@@ -87,6 +88,7 @@ pub async fn build_state(mut config: Config) -> Result<AppState, StartError> {
         let projector = Arc::clone(&projector);
         move || projector.nudge_for(<UsageLedger as cqrs_es::Aggregate>::TYPE)
     }));
+    usage.bound_cache(config.cache_orgs);
     let gateway = Gateway::new(
         Arc::clone(&keyrings),
         Arc::clone(&deps),

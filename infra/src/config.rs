@@ -56,6 +56,9 @@ pub struct Config {
     pub model_families: ModelFamilies,
     /// `KEYLEDGER_USAGE_QUEUE`: the most model calls in flight or waiting to be recorded.
     pub usage_queue: u64,
+    /// `KEYLEDGER_CACHE_ORGS`: the most organizations whose Keyring states (and usage
+    /// ledgers) one process keeps in memory.
+    pub cache_orgs: usize,
     /// `KEYLEDGER_USAGE_DURABILITY`: `async` (default) or `sync`.
     pub usage_durability: Durability,
     /// `KEYLEDGER_ACCESS_LOG`: which answered requests get a log line.
@@ -129,6 +132,9 @@ pub enum ConfigError {
 /// Model calls in flight or waiting to be recorded, at most, unless configured: what a crash
 /// can lose in `async` durability is bounded by it.
 pub(crate) const DEFAULT_USAGE_QUEUE: u64 = 10_000;
+/// Organizations whose Keyring states (and usage ledgers) a process keeps at most, unless
+/// `KEYLEDGER_CACHE_ORGS` says otherwise: a few hundred megabytes at the most.
+pub(crate) const DEFAULT_CACHE_ORGS: usize = 100_000;
 
 /// The shortest JWT secret production accepts: a guessable secret forges every role.
 const MIN_PRODUCTION_SECRET: usize = 32;
@@ -268,6 +274,14 @@ impl Config {
             }
             None => DEFAULT_USAGE_QUEUE,
         };
+        let cache_orgs = match var("KEYLEDGER_CACHE_ORGS") {
+            Some(text) => {
+                text.trim().parse::<usize>().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                    invalid("KEYLEDGER_CACHE_ORGS", "a number of organizations, 1 or more")
+                })?
+            }
+            None => DEFAULT_CACHE_ORGS,
+        };
         let usage_durability = match var("KEYLEDGER_USAGE_DURABILITY")
             .map(|v| v.trim().to_ascii_lowercase())
             .as_deref()
@@ -323,6 +337,7 @@ impl Config {
             model_call_timeouts,
             model_families,
             usage_queue,
+            cache_orgs,
             usage_durability,
             access_log,
             dev_secrets,

@@ -19,8 +19,19 @@ pub(crate) async fn call(
     path: &str,
     body: serde_json::Value,
 ) -> TestResponse {
-    let request = Request::post(format!("/v1/orgs/acme/gateway/{provider}/{path}"))
-        .header("authorization", format!("Bearer {}", app.token("acme", Role::Service, "worker")))
+    call_as(app, "acme", provider, path, body).await
+}
+
+/// [`call`] for `org`.
+pub(crate) async fn call_as(
+    app: &TestApp,
+    org: &str,
+    provider: &str,
+    path: &str,
+    body: serde_json::Value,
+) -> TestResponse {
+    let request = Request::post(format!("/v1/orgs/{org}/gateway/{provider}/{path}"))
+        .header("authorization", format!("Bearer {}", app.token(org, Role::Service, "worker")))
         .header("x-api-key", "the-callers-own-secret")
         .header("content-type", "application/json")
         .body(Body::from(body.to_string()))
@@ -538,5 +549,46 @@ async fn a_model_call_over_the_size_limit_is_refused_before_it_goes_out(backend:
     assert_eq!(answer.code(), "payload_too_large");
     assert_eq!(answer.headers["content-type"], "application/problem+json");
     assert_eq!(app.provider.requests(), 0, "nothing went out");
+    app.finish().await;
+}
+
+on_both_backends!(
+    past_the_cache_bound_the_least_recent_organization_leaves_and_still_calls_with_its_key
+);
+
+/// `KEYLEDGER_CACHE_ORGS` bounds what a replica keeps per organization: memory stays flat
+/// however many organizations call, and one that left the cache loads its Keyring again.
+async fn past_the_cache_bound_the_least_recent_organization_leaves_and_still_calls_with_its_key(
+    backend: Backend,
+) {
+    let app = TestApp::start_with(backend, &[("KEYLEDGER_CACHE_ORGS", "2")]).await;
+    let mut keys_of = Vec::new();
+    for org in ["alpha", "beta", "gamma"] {
+        app.set_plan(org, "pro").await;
+        let own = keys::anthropic();
+        app.provider.accept(&own);
+        let stored = app
+            .post(
+                &format!("/v1/orgs/{org}/keys"),
+                &app.owner(org),
+                json!({"provider": "anthropic", "key": own}),
+            )
+            .await;
+        assert_eq!(stored.status, StatusCode::CREATED, "{}", stored.everything());
+        keys_of.push((org, own));
+    }
+    for _ in 0..2 {
+        for (org, own) in &keys_of {
+            let answer = call_as(&app, org, "anthropic", "v1/messages", claude()).await;
+            assert_eq!(answer.status, StatusCode::OK, "{org}: {}", answer.everything());
+            let seen = app.provider.seen().pop().expect("the provider was called");
+            assert_eq!(seen["x-api-key"], own.as_str(), "{org} calls with its own key");
+            let held = app.metric("keyledger_keyring_cache_orgs").await;
+            assert!((1.0..=2.0).contains(&held), "{org}: {held} organizations held, bound 2");
+        }
+    }
+    assert!(app.usage_settled(Duration::from_secs(10)).await);
+    let ledgers = app.metric("keyledger_usage_ledgers_cached").await;
+    assert!((1.0..=2.0).contains(&ledgers), "{ledgers} usage ledgers held, bound 2");
     app.finish().await;
 }

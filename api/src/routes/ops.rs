@@ -78,6 +78,16 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
                 "1 while model calls here use cached Keyrings without asking the log.",
                 trusted,
             ),
+            (
+                "keyledger_keyring_cache_orgs",
+                "Organizations whose Keyring states this process holds (at most KEYLEDGER_CACHE_ORGS).",
+                state.keyrings.calls().cached_orgs() as f64,
+            ),
+            (
+                "keyledger_usage_ledgers_cached",
+                "Usage ledgers this process holds in memory (at most KEYLEDGER_CACHE_ORGS).",
+                state.usage.cached_ledgers() as f64,
+            ),
         ],
         &material,
     );

@@ -4,28 +4,69 @@
 //! An entry is only ever as new as the log was when its load began: every invalidation moves a
 //! generation on, and a load that began under an older generation is not kept, so a state read
 //! just before a rotation can never land after the rotation's invalidation.
+//!
+//! It holds at most a bound of organizations (`KEYLEDGER_CACHE_ORGS`): past that, the one
+//! least recently used leaves with its material, and its next call loads it again. Memory
+//! stays flat however many organizations a platform has.
 
 use std::collections::HashMap;
+
+use hashlink::LruCache;
 
 use crate::crypto::SealedKey;
 use keyledger_domain::keyring::MaterialId;
 use keyledger_domain::Keyring;
 
 /// Keyring states by organization, with the sequence each is at, and sealed material by id.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct CallCache {
-    states: HashMap<String, (Keyring, usize)>,
+    states: LruCache<String, (Keyring, usize)>,
+    /// Only material a held state uses: it leaves with that state.
     sealed: HashMap<MaterialId, SealedKey>,
     generation: u64,
 }
 
+impl Default for CallCache {
+    fn default() -> Self {
+        Self::holding(crate::config::DEFAULT_CACHE_ORGS)
+    }
+}
+
 impl CallCache {
+    /// A cache of at most `orgs` organizations' states.
+    pub(super) fn holding(orgs: usize) -> Self {
+        Self { states: LruCache::new(orgs.max(1)), sealed: HashMap::new(), generation: 0 }
+    }
+
+    /// Organizations whose states are held.
+    pub(super) fn len(&self) -> usize {
+        self.states.len()
+    }
+
+    /// Holds at most `orgs` organizations from now on, the least recently used leaving first.
+    pub(super) fn bound(&mut self, orgs: usize) {
+        let orgs = orgs.max(1);
+        while self.states.len() > orgs {
+            self.evict_least_recent();
+        }
+        self.states.set_capacity(orgs);
+    }
+
+    fn evict_least_recent(&mut self) {
+        if let Some((_, (evicted, _))) = self.states.remove_lru() {
+            for id in material_of(&evicted) {
+                self.sealed.remove(&id);
+            }
+        }
+    }
+
     /// Moves on with every invalidation: loads begun before it are not kept.
     pub(super) fn generation(&self) -> u64 {
         self.generation
     }
 
-    pub(super) fn state(&self, org: &str) -> Option<(Keyring, usize)> {
+    /// `org`'s state, now the most recently used.
+    pub(super) fn state(&mut self, org: &str) -> Option<(Keyring, usize)> {
         self.states.get(org).cloned()
     }
 
@@ -41,13 +82,15 @@ impl CallCache {
         if generation != self.generation {
             return;
         }
-        if let Some((old, _)) = self.states.get(org) {
+        if let Some((old, _)) = self.states.peek(org) {
             let in_use: Vec<MaterialId> = material_of(&state).collect();
             let released: Vec<MaterialId> =
                 material_of(old).filter(|id| !in_use.contains(id)).collect();
             for id in released {
                 self.sealed.remove(&id);
             }
+        } else if self.states.len() >= self.states.capacity() {
+            self.evict_least_recent();
         }
         self.states.insert(org.to_owned(), (state, sequence));
     }
@@ -83,7 +126,7 @@ impl CallCache {
         generation: u64,
     ) {
         let in_use =
-            self.states.get(org).is_some_and(|(state, _)| material_of(state).any(|m| m == id));
+            self.states.peek(org).is_some_and(|(state, _)| material_of(state).any(|m| m == id));
         if generation == self.generation && in_use {
             self.sealed.insert(id, sealed);
         }
@@ -114,6 +157,57 @@ mod tests {
 
         cache.put_state("acme", Keyring::default(), 4, cache.generation());
         assert_eq!(cache.state("acme").map(|(_, at)| at), Some(4));
+    }
+
+    /// A Keyring whose OpenAI key is sealed as material `n`.
+    fn using_material(n: u128) -> (Keyring, MaterialId) {
+        use cqrs_es::Aggregate as _;
+        use keyledger_domain::keyring::{KeyStored, KeyringEvent};
+        let id = MaterialId(uuid::Uuid::from_u128(n));
+        let mut keyring = Keyring::default();
+        keyring.apply(KeyringEvent::KeyStored(KeyStored {
+            provider: keyledger_domain::ProviderId::Openai,
+            key_id: 1,
+            version: 1,
+            material_id: Some(id),
+            fingerprint: None,
+            masked: "sk-proj-••••abcd".to_owned(),
+            hint: "abcd".to_owned(),
+            description: None,
+            default_model: None,
+            endpoint: None,
+            at: chrono::Utc::now(),
+        }));
+        (keyring, id)
+    }
+
+    fn sealed() -> SealedKey {
+        SealedKey {
+            master_key_id: "k1".to_owned(),
+            dek_nonce: vec![1; 12],
+            wrapped_dek: vec![2; 48],
+            key_nonce: vec![3; 12],
+            ciphertext: vec![4; 64],
+        }
+    }
+
+    #[test]
+    fn past_its_bound_the_least_recently_used_organization_leaves_with_its_material() {
+        let mut cache = CallCache::holding(2);
+        for (n, org) in [(1, "a"), (2, "b")] {
+            let (state, material) = using_material(n);
+            cache.put_state(org, state, 1, cache.generation());
+            cache.put_sealed(org, material, sealed(), cache.generation());
+        }
+        assert!(cache.state("a").is_some(), "a is used again: b is now the least recent");
+        let (state, _) = using_material(3);
+        cache.put_state("c", state, 1, cache.generation());
+
+        assert_eq!(cache.len(), 2, "never more than the bound");
+        assert!(cache.state("b").is_none(), "the least recently used left");
+        assert!(cache.sealed(using_material(2).1).is_none(), "with its material");
+        assert!(cache.state("a").is_some() && cache.state("c").is_some());
+        assert!(cache.sealed(using_material(1).1).is_some(), "what stays keeps its material");
     }
 
     #[test]

@@ -80,6 +80,17 @@ impl CallKeys {
         }
     }
 
+    /// Keeps the states of at most `orgs` organizations (`KEYLEDGER_CACHE_ORGS`).
+    pub fn bound_cache(&self, orgs: usize) {
+        self.cache().bound(orgs);
+    }
+
+    /// Organizations whose Keyring states this process holds.
+    #[must_use]
+    pub fn cached_orgs(&self) -> usize {
+        self.cache().len()
+    }
+
     fn cache(&self) -> MutexGuard<'_, CallCache> {
         self.cache.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -105,7 +116,7 @@ impl CallKeys {
     /// [`CommandError::Storage`] when the store cannot be read.
     pub async fn current(&self, org: &OrgId) -> Result<Keyring, CommandError> {
         let (generation, cached) = {
-            let cache = self.cache();
+            let mut cache = self.cache();
             (cache.generation(), cache.state(org.as_str()))
         };
         if self.trusts_its_cache() {

@@ -63,7 +63,10 @@ pub(super) struct Ledgers {
     /// Each ledger as this process last committed it. Only the group-commit writer changes
     /// it; a stale entry (another replica committed since) is caught by the events table's
     /// key on commit, dropped, and the ledger loaded again.
-    cached: std::sync::Mutex<HashMap<String, Cached>>,
+    /// At most a bound of ledgers (`KEYLEDGER_CACHE_ORGS`), the least recently used leaving
+    /// first: last month's ledgers leave as this month's come, and a ledger that left is
+    /// loaded again from its snapshot.
+    cached: std::sync::Mutex<hashlink::LruCache<String, Cached>>,
     /// Model calls recorded (new, not repeated) since the process started.
     pub(super) recorded: std::sync::atomic::AtomicU64,
     /// Records queued without anyone waiting for them and not yet committed or failed.
@@ -75,7 +78,9 @@ impl Ledgers {
         Self {
             store: SnapshottingStore::new(EventRepository::new(db)),
             db: db.clone(),
-            cached: std::sync::Mutex::new(HashMap::new()),
+            cached: std::sync::Mutex::new(hashlink::LruCache::new(
+                crate::config::DEFAULT_CACHE_ORGS,
+            )),
             recorded: std::sync::atomic::AtomicU64::new(0),
             unsettled: std::sync::Arc::default(),
         }
@@ -88,7 +93,7 @@ impl Ledgers {
     /// refusal writes nothing). So a refusal decided on a kept state is decided again on a
     /// fresh one before it stands.
     pub(super) async fn state(&self, id: &str) -> Result<(Cached, Freshness), RecordError> {
-        if let Some(cached) = self.cached.lock().ok().and_then(|c| c.get(id).cloned()) {
+        if let Some(cached) = self.cached.lock().ok().and_then(|mut c| c.get(id).cloned()) {
             return Ok((cached, Freshness::Kept));
         }
         let context = self.store.load_aggregate(id).await.map_err(storage)?;
@@ -104,6 +109,18 @@ impl Ledgers {
         if let Ok(mut cached) = self.cached.lock() {
             cached.insert(id, state);
         }
+    }
+
+    /// Keeps at most `ledgers` ledgers from now on.
+    pub(super) fn bound(&self, ledgers: usize) {
+        if let Ok(mut cached) = self.cached.lock() {
+            cached.set_capacity(ledgers.max(1));
+        }
+    }
+
+    /// Ledgers held in memory.
+    pub(super) fn held(&self) -> usize {
+        self.cached.lock().map_or(0, |cached| cached.len())
     }
 
     pub(super) fn forget_all(&self) {

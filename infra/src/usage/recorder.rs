@@ -55,6 +55,17 @@ impl UsageRecorder {
         Self { ledgers, queue, bound: bound.max(1) }
     }
 
+    /// Keeps at most `ledgers` usage ledgers in memory (`KEYLEDGER_CACHE_ORGS`).
+    pub fn bound_cache(&self, ledgers: usize) {
+        self.ledgers.bound(ledgers);
+    }
+
+    /// Usage ledgers this process holds in memory.
+    #[must_use]
+    pub fn cached_ledgers(&self) -> usize {
+        self.ledgers.held()
+    }
+
     /// A slot for a model call about to go out.
     ///
     /// # Errors
