@@ -229,6 +229,7 @@ async fn decide(ledgers: &Ledgers, batch: Vec<Queued>) -> Decided {
     let mut decided = Decided::default();
     let mut request_ids = HashSet::new();
     let mut loaded = HashSet::new();
+    let mut prefetched = prefetch(ledgers, &batch).await;
     let mut outage: Option<StorageFailure> = None;
     for queued in batch {
         if let UsageCommand::Record(record) = &queued.command {
@@ -243,7 +244,7 @@ async fn decide(ledgers: &Ledgers, batch: Vec<Queued>) -> Decided {
             decided.answers.push((queued, Err(RecordError::Storage(failure.clone()))));
             continue;
         }
-        match decide_one(ledgers, &queued, &mut decided, &mut loaded).await {
+        match decide_one(ledgers, &queued, &mut decided, &mut loaded, &mut prefetched).await {
             Err(RecordError::Refused(_)) if !loaded.contains(&queued.ledger) => {
                 decided.alone.push(queued);
             }
@@ -258,6 +259,36 @@ async fn decide(ledgers: &Ledgers, batch: Vec<Queued>) -> Decided {
     decided
 }
 
+/// Ledgers loaded at once for a batch, at most.
+const PARALLEL_LOADS: usize = 16;
+
+/// A ledger loaded ahead of deciding, or why it could not be.
+type Prefetched = HashMap<String, Result<(Cached, Freshness), RecordError>>;
+
+/// Loads the batch's ledgers this process does not hold, several at once: a batch that
+/// names thousands of organizations for the first time (a replica just started, the first
+/// calls of a month) would otherwise wait for their loads one after another while its
+/// backlog fills.
+async fn prefetch(ledgers: &Ledgers, batch: &[Queued]) -> Prefetched {
+    use futures::StreamExt as _;
+    let missing: HashSet<String> = batch
+        .iter()
+        .filter(|queued| !ledgers.holds(&queued.ledger))
+        .map(|queued| queued.ledger.clone())
+        .collect();
+    if missing.len() < 2 {
+        return Prefetched::new();
+    }
+    futures::stream::iter(missing)
+        .map(|id: String| async move {
+            let state = ledgers.state(&id).await;
+            (id, state)
+        })
+        .buffer_unordered(PARALLEL_LOADS)
+        .collect()
+        .await
+}
+
 /// Decides `queued` on its ledger as the batch has it so far; `loaded` holds the ledgers
 /// loaded from the store for this batch (their refusals stand).
 async fn decide_one(
@@ -265,11 +296,15 @@ async fn decide_one(
     queued: &Queued,
     decided: &mut Decided,
     loaded: &mut HashSet<String>,
+    prefetched: &mut Prefetched,
 ) -> Result<Done, RecordError> {
     let (from, state) = match decided.ledgers.get(&queued.ledger) {
         Some((from, state)) => (*from, state.clone()),
         None => {
-            let (state, freshness) = ledgers.state(&queued.ledger).await?;
+            let (state, freshness) = match prefetched.remove(&queued.ledger) {
+                Some(prefetched) => prefetched?,
+                None => ledgers.state(&queued.ledger).await?,
+            };
             if freshness == Freshness::Loaded {
                 loaded.insert(queued.ledger.clone());
             }

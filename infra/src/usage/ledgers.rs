@@ -118,6 +118,11 @@ impl Ledgers {
         }
     }
 
+    /// Whether ledger `id` is held in memory.
+    pub(super) fn holds(&self, id: &str) -> bool {
+        self.cached.lock().is_ok_and(|cached| cached.contains_key(id))
+    }
+
     /// Ledgers held in memory.
     pub(super) fn held(&self) -> usize {
         self.cached.lock().map_or(0, |cached| cached.len())
