@@ -119,3 +119,82 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
 pub fn ms(d: Duration) -> String {
     format!("{:.2}", d.as_secs_f64() * 1000.0)
 }
+
+/// keyledger serving on a loopback port in this process: its state (to issue tokens, read
+/// its recorder) and its base URL. The projector runs for as long as this is kept.
+#[derive(Debug)]
+pub struct Served {
+    pub state: keyledger_api::AppState,
+    pub base: String,
+    _projector: tokio::sync::watch::Sender<bool>,
+}
+
+/// Starts keyledger on the database at `url` with a fresh master key and the JWT secret
+/// `bench`, plus the variables in `extra`.
+///
+/// # Panics
+/// When it does not start.
+pub async fn serve(url: &str, extra: &[(&str, String)]) -> Served {
+    let mut env: std::collections::HashMap<&str, String> = std::collections::HashMap::from([
+        ("DATABASE_URL", url.to_owned()),
+        (
+            "KEYLEDGER_MASTER_KEY",
+            keyledger_infra::crypto::MasterKeyRing::generate_encoded().to_string(),
+        ),
+        ("KEYLEDGER_JWT_SECRET", "bench".to_owned()),
+        ("KEYLEDGER_LISTEN", "127.0.0.1:0".to_owned()),
+    ]);
+    env.extend(extra.iter().cloned());
+    let config =
+        keyledger_infra::Config::from_lookup(|name| env.get(name).cloned()).expect("config");
+    let state = keyledger_api::build_state(config).await.expect("state");
+    let projector = keyledger_api::start_serving(&state);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let router = keyledger_api::router(state.clone());
+    tokio::spawn(async move { axum::serve(keyledger_api::app::no_delay(listener), router).await });
+    Served { state, base, _projector: projector }
+}
+
+/// A fake provider: `app` served on a loopback port in this process; its base URL.
+///
+/// # Panics
+/// When no port can be bound.
+pub async fn fake_provider(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(keyledger_api::app::no_delay(listener), app).await });
+    format!("http://{addr}")
+}
+
+/// Runs `callers` loops of `request(caller, n)` for `seconds`: each request's latency, and
+/// how long the phase took.
+pub async fn drive<F, Fut>(callers: usize, seconds: u64, request: F) -> (Vec<Duration>, Duration)
+where
+    F: Fn(usize, u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future + Send,
+{
+    let until = std::time::Instant::now() + Duration::from_secs(seconds);
+    let started = std::time::Instant::now();
+    let tasks: Vec<_> = (0..callers)
+        .map(|caller| {
+            let request = request.clone();
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut n = 0;
+                while std::time::Instant::now() < until {
+                    let sent = std::time::Instant::now();
+                    request(caller, n).await;
+                    latencies.push(sent.elapsed());
+                    n += 1;
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.expect("caller"));
+    }
+    (latencies, started.elapsed())
+}

@@ -267,19 +267,11 @@ impl Config {
         };
         let defaults = ModelCallTimeouts::default();
         let usage_queue = match var("KEYLEDGER_USAGE_QUEUE") {
-            Some(text) => {
-                text.trim().parse::<u64>().ok().filter(|n| *n >= 1).ok_or_else(|| {
-                    invalid("KEYLEDGER_USAGE_QUEUE", "a number of calls, 1 or more")
-                })?
-            }
+            Some(text) => count(&text, "KEYLEDGER_USAGE_QUEUE", "calls")?,
             None => DEFAULT_USAGE_QUEUE,
         };
         let cache_orgs = match var("KEYLEDGER_CACHE_ORGS") {
-            Some(text) => {
-                text.trim().parse::<usize>().ok().filter(|n| *n >= 1).ok_or_else(|| {
-                    invalid("KEYLEDGER_CACHE_ORGS", "a number of organizations, 1 or more")
-                })?
-            }
+            Some(text) => count(&text, "KEYLEDGER_CACHE_ORGS", "organizations")?,
             None => DEFAULT_CACHE_ORGS,
         };
         let usage_durability = match var("KEYLEDGER_USAGE_DURABILITY")
@@ -364,6 +356,19 @@ const LONGEST_LIMIT: Duration = Duration::from_secs(24 * 3600);
 
 /// A duration in seconds (`600`), or with a unit (`500ms`, `90s`, `10m`, `1h`); above zero
 /// and at most a day.
+/// A count of `things`, 1 or more, read from `variable`'s `text`.
+fn count<N: std::str::FromStr + PartialOrd + From<u8>>(
+    text: &str,
+    variable: &str,
+    things: &str,
+) -> Result<N, ConfigError> {
+    text.trim()
+        .parse::<N>()
+        .ok()
+        .filter(|n| *n >= N::from(1))
+        .ok_or_else(|| invalid(variable, format!("a number of {things}, 1 or more")))
+}
+
 fn parse_duration(text: &str) -> Option<Duration> {
     let text = text.trim();
     let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());

@@ -13,10 +13,9 @@
 //!
 //! `cargo run --release -p keyledger-bench --bin commands -- --seconds 10`
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::Parser;
 use cqrs_es::persist::PersistedEventStore;
@@ -29,8 +28,6 @@ use keyledger_bench::{ms, percentile};
 use keyledger_domain::keyring::{MaterialId, Prepared, PreparedCommand, RotateKey, StoreKey};
 use keyledger_domain::plan::PlanId;
 use keyledger_domain::{ApiKey, Keyring, KeyringCommand, KeyringContext, OrgId, ProviderId};
-use keyledger_infra::crypto::MasterKeyRing;
-use keyledger_infra::Config;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -94,21 +91,9 @@ async fn main() {
 }
 
 async fn run(url: &str, most: usize, args: &Args) -> (Vec<Phase>, Vec<Phase>) {
-    let env: HashMap<&str, String> = HashMap::from([
-        ("DATABASE_URL", url.to_owned()),
-        ("KEYLEDGER_MASTER_KEY", MasterKeyRing::generate_encoded().to_string()),
-        ("KEYLEDGER_JWT_SECRET", "bench".to_owned()),
-        ("KEYLEDGER_LISTEN", "127.0.0.1:0".to_owned()),
-        // A line per request would measure the terminal.
-        ("KEYLEDGER_ACCESS_LOG", "off".to_owned()),
-    ]);
-    let config = Config::from_lookup(|name| env.get(name).cloned()).expect("config");
-    let state = keyledger_api::build_state(config).await.expect("state");
-    let _projector = keyledger_api::start_serving(&state);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let router = keyledger_api::router(state.clone());
-    tokio::spawn(async move { axum::serve(keyledger_api::app::no_delay(listener), router).await });
+    // A line per request would measure the terminal.
+    let served = keyledger_bench::serve(url, &[("KEYLEDGER_ACCESS_LOG", "off".to_owned())]).await;
+    let (state, base) = (&served.state, served.base.clone());
 
     let client = reqwest::Client::new();
     let token = |org: &str, role| {
@@ -268,29 +253,7 @@ where
     F: Fn(usize, u64) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send,
 {
-    let until = Instant::now() + Duration::from_secs(seconds);
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..callers)
-        .map(|caller| {
-            let command = command.clone();
-            tokio::spawn(async move {
-                let mut latencies = Vec::new();
-                let mut n = 0;
-                while Instant::now() < until {
-                    let sent = Instant::now();
-                    command(caller, n).await;
-                    latencies.push(sent.elapsed());
-                    n += 1;
-                }
-                latencies
-            })
-        })
-        .collect();
-    let mut latencies = Vec::new();
-    for task in tasks {
-        latencies.extend(task.await.expect("caller"));
-    }
-    let elapsed = started.elapsed();
+    let (mut latencies, elapsed) = keyledger_bench::drive(callers, seconds, command).await;
     latencies.sort();
     Phase {
         rate: latencies.len() as f64 / elapsed.as_secs_f64(),

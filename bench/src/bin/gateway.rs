@@ -5,7 +5,6 @@
 //!
 //! `cargo run --release -p keyledger-bench --bin gateway -- --seconds 10`
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,8 +17,7 @@ use keyledger_bench::{ms, percentile};
 use keyledger_domain::resolution::resolve;
 use keyledger_domain::usage::{KeySource, ModelCallRecorded, RecordModelCall};
 use keyledger_domain::{OrgId, ProviderId};
-use keyledger_infra::crypto::MasterKeyRing;
-use keyledger_infra::{Actor, Config};
+use keyledger_infra::Actor;
 
 /// The allocator the `keyledger` binary runs with, so the figures are the binary's.
 #[global_allocator]
@@ -81,28 +79,16 @@ async fn fake_provider() -> String {
         axum::routing::post(move || async move { (json, ANSWER) })
             .get(move || async move { (json, LISTING) }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(keyledger_api::app::no_delay(listener), app).await });
-    format!("http://{addr}")
+    keyledger_bench::fake_provider(app).await
 }
 
 async fn run(backend: &'static str, url: &str, fake: &str, args: &Args) -> Outcome {
-    let env: HashMap<&str, String> = HashMap::from([
-        ("DATABASE_URL", url.to_owned()),
-        ("KEYLEDGER_MASTER_KEY", MasterKeyRing::generate_encoded().to_string()),
-        ("KEYLEDGER_JWT_SECRET", "bench".to_owned()),
-        ("KEYLEDGER_LISTEN", "127.0.0.1:0".to_owned()),
+    let extra = [
         ("KEYLEDGER_PROVIDER_OPENAI_BASE_URL", fake.to_owned()),
         ("KEYLEDGER_PROVIDER_ANTHROPIC_BASE_URL", fake.to_owned()),
-    ]);
-    let config = Config::from_lookup(|name| env.get(name).cloned()).expect("config");
-    let state = keyledger_api::build_state(config).await.expect("state");
-    let _projector = keyledger_api::start_serving(&state);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let router = keyledger_api::router(state.clone());
-    tokio::spawn(async move { axum::serve(keyledger_api::app::no_delay(listener), router).await });
+    ];
+    let served = keyledger_bench::serve(url, &extra).await;
+    let (state, base) = (served.state.clone(), served.base.clone());
 
     // Every organization on pro with its own Anthropic and OpenAI keys, Anthropic first: a call
     // for `gpt-4o-mini` is routed past Anthropic (its cached model list lacks the name) to

@@ -86,10 +86,7 @@ async fn fake_provider() -> String {
     let json = [("content-type", "application/json")];
     let app =
         axum::Router::new().fallback(axum::routing::post(move || async move { (json, ANSWER) }));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(keyledger_api::app::no_delay(listener), app).await });
-    format!("http://{addr}")
+    keyledger_bench::fake_provider(app).await
 }
 
 /// The binary, serving on a free loopback port.

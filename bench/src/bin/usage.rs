@@ -12,16 +12,13 @@
 //!
 //! `cargo run --release -p keyledger-bench --bin usage -- --seconds 10`
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::Parser;
 use serde_json::{json, Value};
 
 use keyledger_bench::{ms, percentile};
-use keyledger_infra::crypto::MasterKeyRing;
-use keyledger_infra::Config;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -76,20 +73,8 @@ async fn main() {
 }
 
 async fn run(url: &str, args: &Args) -> Vec<Phase> {
-    let env: HashMap<&str, String> = HashMap::from([
-        ("DATABASE_URL", url.to_owned()),
-        ("KEYLEDGER_MASTER_KEY", MasterKeyRing::generate_encoded().to_string()),
-        ("KEYLEDGER_JWT_SECRET", "bench".to_owned()),
-        ("KEYLEDGER_LISTEN", "127.0.0.1:0".to_owned()),
-        ("KEYLEDGER_ACCESS_LOG", "off".to_owned()),
-    ]);
-    let config = Config::from_lookup(|name| env.get(name).cloned()).expect("config");
-    let state = keyledger_api::build_state(config).await.expect("state");
-    let _projector = keyledger_api::start_serving(&state);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let router = keyledger_api::router(state.clone());
-    tokio::spawn(async move { axum::serve(keyledger_api::app::no_delay(listener), router).await });
+    let served = keyledger_bench::serve(url, &[("KEYLEDGER_ACCESS_LOG", "off".to_owned())]).await;
+    let (state, base) = (&served.state, served.base.clone());
 
     let client = reqwest::Client::new();
     let token = |org: &str, role| {
@@ -116,7 +101,7 @@ async fn run(url: &str, args: &Args) -> Vec<Phase> {
     let callers = args.single_callers;
     eprintln!("single records: {callers} callers for {}s", args.seconds);
     let (c, b, o, s) = (client.clone(), base.clone(), Arc::clone(&orgs), Arc::clone(&service));
-    let (latencies, elapsed) = drive(callers, args.seconds, move |caller, n| {
+    let (latencies, elapsed) = keyledger_bench::drive(callers, args.seconds, move |caller, n| {
         let (client, base, orgs, service) = (c.clone(), b.clone(), Arc::clone(&o), Arc::clone(&s));
         async move {
             let org = &orgs[(caller + n as usize * callers) % orgs.len()];
@@ -138,27 +123,28 @@ async fn run(url: &str, args: &Args) -> Vec<Phase> {
         eprintln!("batches of {}: {callers} callers for {}s", args.batch, args.seconds);
         let size = args.batch;
         let (c, b, o, s) = (client.clone(), base.clone(), Arc::clone(&orgs), Arc::clone(&service));
-        let (latencies, elapsed) = drive(callers, args.seconds, move |caller, n| {
-            let (client, base, orgs, service) =
-                (c.clone(), b.clone(), Arc::clone(&o), Arc::clone(&s));
-            async move {
-                let org = &orgs[(caller + n as usize * callers) % orgs.len()];
-                let calls: Vec<Value> =
-                    (0..size).map(|i| call(&format!("b{callers}-{caller}-{n}-{i}"))).collect();
-                let answer = client
-                    .post(format!("{base}/v1/orgs/{org}/usage/batch"))
-                    .bearer_auth(service.as_str())
-                    .json(&json!({"calls": calls}))
-                    .send()
-                    .await
-                    .expect("batch");
-                assert!(answer.status().is_success(), "batch: {}", answer.status());
-                let body: Value = answer.json().await.expect("json");
-                assert_eq!(body["recorded"], size, "every call of the batch recorded: {body}");
-                size as u64
-            }
-        })
-        .await;
+        let (latencies, elapsed) =
+            keyledger_bench::drive(callers, args.seconds, move |caller, n| {
+                let (client, base, orgs, service) =
+                    (c.clone(), b.clone(), Arc::clone(&o), Arc::clone(&s));
+                async move {
+                    let org = &orgs[(caller + n as usize * callers) % orgs.len()];
+                    let calls: Vec<Value> =
+                        (0..size).map(|i| call(&format!("b{callers}-{caller}-{n}-{i}"))).collect();
+                    let answer = client
+                        .post(format!("{base}/v1/orgs/{org}/usage/batch"))
+                        .bearer_auth(service.as_str())
+                        .json(&json!({"calls": calls}))
+                        .send()
+                        .await
+                        .expect("batch");
+                    assert!(answer.status().is_success(), "batch: {}", answer.status());
+                    let body: Value = answer.json().await.expect("json");
+                    assert_eq!(body["recorded"], size, "every call of the batch recorded: {body}");
+                    size as u64
+                }
+            })
+            .await;
         let records = latencies.len() as u64 * size as u64;
         phases.push(phase(&format!("batch of {size}"), callers, &latencies, elapsed, records));
     }
@@ -193,38 +179,6 @@ fn phase(
         p50: percentile(&sorted, 50.0),
         p99: percentile(&sorted, 99.0),
     }
-}
-
-/// Runs `callers` loops of `request(caller, n)` for `seconds`; each request's latency and the
-/// time the phase took.
-async fn drive<F, Fut>(callers: usize, seconds: u64, request: F) -> (Vec<Duration>, Duration)
-where
-    F: Fn(usize, u64) -> Fut + Clone + Send + 'static,
-    Fut: std::future::Future<Output = u64> + Send,
-{
-    let until = Instant::now() + Duration::from_secs(seconds);
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..callers)
-        .map(|caller| {
-            let request = request.clone();
-            tokio::spawn(async move {
-                let mut latencies = Vec::new();
-                let mut n = 0;
-                while Instant::now() < until {
-                    let sent = Instant::now();
-                    request(caller, n).await;
-                    latencies.push(sent.elapsed());
-                    n += 1;
-                }
-                latencies
-            })
-        })
-        .collect();
-    let mut latencies = Vec::new();
-    for task in tasks {
-        latencies.extend(task.await.expect("caller"));
-    }
-    (latencies, started.elapsed())
 }
 
 fn report(args: &Args, outcomes: &[(&str, Vec<Phase>)]) -> String {
