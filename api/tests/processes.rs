@@ -288,8 +288,7 @@ async fn a_crash_under_load_loses_no_more_usage_than_stated(postgres: bool, dura
 
     let restarted = setup.serve_with(&env).await;
     let mut db = setup.sql().await;
-    let recorded =
-        db.scalar("select count(*) from events where event_type = 'ModelCallRecorded'").await;
+    let recorded = db.scalar("select count(*) from usage_requests").await;
     let lost = u64::try_from(answered as i64 - recorded).unwrap_or(0);
     let stated = if durability == "sync" { 0 } else { BACKLOG };
     eprintln!("{durability}: {answered} calls answered, {recorded} recorded after the crash");

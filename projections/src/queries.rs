@@ -191,7 +191,7 @@ pub async fn recent_calls(
 ) -> Result<Vec<CallRow>, sqlx::Error> {
     pool.fetch_all(
         "select request_id, provider, model, key_source, key_version, input_tokens, output_tokens, cost_micros, at \
-         from usage_calls where org_id = $1 order by position desc limit $2",
+         from usage_calls where org_id = $1 order by position desc, slot desc limit $2",
         &[Arg::Text(org.to_owned()), Arg::Int(limit)],
     )
     .await
@@ -251,12 +251,15 @@ pub async fn org_list(
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct ExportRow {
     pub position: i64,
+    /// The call's place among the calls its event recorded.
+    pub slot: i64,
     pub org_id: String,
     #[sqlx(flatten)]
     pub call: CallRow,
 }
 
-/// Up to `limit` calls made in `[from, until)` after log position `after`, in log order: of
+/// Up to `limit` calls made in `[from, until)` after `after` (a log position and a slot within
+/// its event), in log order: of
 /// `org`, or of every organization. An export pages through them, so it holds one page at a
 /// time however many there are.
 ///
@@ -266,25 +269,26 @@ pub async fn calls_page(
     pool: &Database,
     org: Option<&str>,
     (from, until): (DateTime<Utc>, DateTime<Utc>),
-    after: i64,
+    (after, after_slot): (i64, i64),
     limit: i64,
 ) -> Result<Vec<ExportRow>, sqlx::Error> {
-    let columns = "position, org_id, request_id, provider, model, key_source, key_version, \
+    let columns = "position, slot, org_id, request_id, provider, model, key_source, key_version, \
                    input_tokens, output_tokens, cost_micros, at";
-    let range = [Arg::Int(after), Arg::Time(from), Arg::Time(until), Arg::Int(limit)];
+    let range =
+        [Arg::Int(after), Arg::Time(from), Arg::Time(until), Arg::Int(limit), Arg::Int(after_slot)];
     match org {
         Some(org) => {
             let sql = format!(
-                "select {columns} from usage_calls where org_id = $5 and position > $1 \
-                 and at >= $2 and at < $3 order by position limit $4"
+                "select {columns} from usage_calls where org_id = $6 and (position, slot) > ($1, $5) \
+                 and at >= $2 and at < $3 order by position, slot limit $4"
             );
             let args: Vec<Arg> = range.into_iter().chain([Arg::Text(org.to_owned())]).collect();
             pool.fetch_all(&sql, &args).await
         }
         None => {
             let sql = format!(
-                "select {columns} from usage_calls where position > $1 \
-                 and at >= $2 and at < $3 order by position limit $4"
+                "select {columns} from usage_calls where (position, slot) > ($1, $5) \
+                 and at >= $2 and at < $3 order by position, slot limit $4"
             );
             pool.fetch_all(&sql, &range).await
         }

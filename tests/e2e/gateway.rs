@@ -418,7 +418,7 @@ async fn the_calls_a_stopping_process_answered_are_recorded_before_it_goes(backe
     // Every caller has its answer; the records were handed off, nobody waited for them.
     assert!(app.usage_settled(Duration::from_secs(10)).await, "records still pending");
     assert_eq!(
-        app.count("select count(*) from events where event_type = 'ModelCallRecorded'").await,
+        app.count("select count(*) from usage_requests").await,
         30,
         "settled means committed"
     );

@@ -16,13 +16,10 @@ use crate::gateway::{call, claude, held_stream};
 use keyledger_api::Role;
 use keyledger_tests::{StoreProxy, TestApp, TestResponse};
 
-/// Model calls the log holds for `org`.
+/// Model calls the log holds for `org` (each claims its request id in the transaction that
+/// writes its event).
 async fn recorded_calls(app: &TestApp, org: &str) -> i64 {
-    app.count(&format!(
-        "select count(*) from events where aggregate_type = 'UsageLedger' \
-         and payload::text like '%\"ModelCallRecorded\"%' and aggregate_id like '{org}/%'"
-    ))
-    .await
+    app.count(&format!("select count(*) from usage_requests where org = '{org}'")).await
 }
 
 /// Rotations the log holds for `org`.

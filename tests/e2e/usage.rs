@@ -342,3 +342,69 @@ async fn a_batch_with_one_bad_call_records_nothing_and_a_full_batch_fits(backend
     assert_eq!(usage["totals"]["calls"], 1000, "read-your-writes for the whole batch");
     app.finish().await;
 }
+
+on_both_backends!(a_batch_is_stored_as_a_few_events_and_reads_back_call_by_call);
+
+/// A batch's calls share events in the log (a hundred to an event), and nothing a reader sees
+/// changes: each call is counted, listed and exported once, in order, and a request id sent
+/// again is answered with the call stored inside a shared event.
+async fn a_batch_is_stored_as_a_few_events_and_reads_back_call_by_call(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let service = app.token("acme", Role::Service, "worker");
+    let owner = app.owner("acme");
+    let priced = |id: String, tokens: u64| json!({"request_id": id, "provider": "openai", "model": "gpt-4o-mini", "input_tokens": tokens, "output_tokens": tokens});
+    let calls: Vec<serde_json::Value> =
+        (0..1000).map(|n| priced(format!("c-{n:04}"), 10_000)).collect();
+    let first = app.post("/v1/orgs/acme/usage/batch", &service, json!({"calls": calls})).await;
+    assert_eq!(first.status, StatusCode::OK);
+    assert_eq!(first.json()["recorded"], 1000, "{}", first.json()["refused"]);
+    let events = "select count(*) from events where aggregate_type = 'UsageLedger'";
+    let stored = app.count(events).await;
+    assert!((10..=20).contains(&stored), "1,000 calls in {stored} events");
+    assert_eq!(app.count("select count(*) from usage_requests where org = 'acme'").await, 1000);
+
+    // Ten calls sent again (with other figures) and ten new ones.
+    let again: Vec<serde_json::Value> = (0..10)
+        .map(|n| priced(format!("c-{:04}", n * 99), 1))
+        .chain((0..10).map(|n| priced(format!("d-{n}"), 1)))
+        .collect();
+    let second = app.post("/v1/orgs/acme/usage/batch", &service, json!({"calls": again})).await;
+    let second = second.json();
+    assert_eq!((second["recorded"].clone(), second["duplicates"].clone()), (json!(10), json!(10)));
+    let original_cost = first.json()["calls"][0]["cost_usd"].clone();
+    assert!(original_cost.as_f64().unwrap_or_default() > 0.001, "{original_cost}");
+    assert_eq!(second["calls"][0]["outcome"], "duplicate");
+    assert_eq!(second["calls"][0]["cost_usd"], original_cost, "the first call's figures");
+
+    let usage = app.get("/v1/orgs/acme/usage", &owner).await.json();
+    assert_eq!(usage["totals"]["calls"], 1010, "{usage}");
+    let recent = app.get("/v1/orgs/acme/usage/calls?limit=3", &owner).await.json();
+    let newest: Vec<&str> = recent["calls"]
+        .as_array()
+        .expect("calls")
+        .iter()
+        .filter_map(|c| c["request_id"].as_str())
+        .collect();
+    assert_eq!(newest, ["d-9", "d-8", "d-7"], "newest first, within an event too");
+
+    // The export pages a thousand calls at a time, through events whose calls share a position.
+    let export = app.get("/v1/orgs/acme/usage/export?format=ndjson", &owner).await;
+    assert_eq!(export.status, StatusCode::OK, "{}", export.everything());
+    let exported: Vec<String> = String::from_utf8_lossy(&export.body)
+        .lines()
+        .map(|line| {
+            let line: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+            line["request_id"].as_str().expect("request id").to_owned()
+        })
+        .collect();
+    let expected: Vec<String> =
+        (0..1000).map(|n| format!("c-{n:04}")).chain((0..10).map(|n| format!("d-{n}"))).collect();
+    let differs = exported.iter().zip(&expected).position(|(a, b)| a != b);
+    assert_eq!(
+        (exported.len(), differs),
+        (expected.len(), None),
+        "every call once, in log order; first out of place: {:?}",
+        differs.map(|i| (&exported[i], &expected[i]))
+    );
+    app.finish().await;
+}

@@ -54,8 +54,7 @@ async fn with_sync_durability_an_answered_call_is_recorded_before_its_answer_end
         let answer = call(&app, "anthropic", "v1/messages", body).await;
         assert_eq!(answer.status, StatusCode::OK);
         assert!(!answer.headers.contains_key("content-length"), "the end is the stream's end");
-        let recorded =
-            app.count("select count(*) from events where event_type = 'ModelCallRecorded'").await;
+        let recorded = app.count("select count(*) from usage_requests").await;
         assert_eq!(recorded, n, "committed before the caller had the whole answer");
     }
     app.finish().await;

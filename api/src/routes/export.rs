@@ -86,7 +86,7 @@ impl Export {
             Format::Csv => Some(Bytes::from_static(CSV_HEADER.as_bytes())),
             Format::Ndjson => None,
         };
-        let pages = futures::stream::unfold(Some(0_i64), move |after| {
+        let pages = futures::stream::unfold(Some((-1_i64, 0_i64)), move |after| {
             let (views, org) = (views.clone(), org.clone());
             async move {
                 let after = after?;
@@ -95,7 +95,7 @@ impl Export {
                     Ok(rows) => {
                         // A short page is the last one.
                         let full = rows.len() as i64 == PAGE;
-                        let next = rows.last().map(|r| r.position).filter(|_| full);
+                        let next = rows.last().map(|r| (r.position, r.slot)).filter(|_| full);
                         Some((Ok(Bytes::from(render(format, rows))), next))
                     }
                     Err(error) => {

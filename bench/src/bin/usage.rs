@@ -1,7 +1,7 @@
 //! Usage ingestion: model calls made elsewhere, recorded through HTTP, durable when answered.
 //!
 //! - **single**: `POST /v1/orgs/{org}/usage`, one call per request, each caller waiting for
-//!   its answer (given once the record is committed and the views show it);
+//!   its answer (given once the record is committed);
 //! - **batch**: `POST /v1/orgs/{org}/usage/batch` with `--batch` calls per request, the same
 //!   rules per call.
 //!
@@ -187,8 +187,8 @@ fn report(args: &Args, outcomes: &[(&str, Vec<Phase>)]) -> String {
          `cargo run --release -p keyledger-bench --bin usage -- --seconds {} --backend {}`, {} UTC, \
          this 2-core machine, keyledger and the load in one process.\n\n\
          Calls made elsewhere, recorded through HTTP over {} organizations on `pro` with a key of\n\
-         their own; each request is answered once its records are committed and the views show\n\
-         them. Records/s counts committed records (checked against the recorder's count).\n\n\
+         their own; each request is answered once its records are committed (the views follow\n\
+         on their own). Records/s counts committed records (checked against the recorder's count).\n\n\
          | backend | requests | callers | records/s | p50 ms per request | p99 ms per request |\n\
          |---|---|---|---|---|---|\n",
         args.seconds,

@@ -110,18 +110,93 @@ pub struct ModelCallRecorded {
     pub capped: bool,
 }
 
+/// Model calls recorded one after another on one ledger, stored as one event: the same facts
+/// as their `ModelCallRecorded` events in a row. One event per call made the log's row, its
+/// indexes and its commit the cost of every call; a busy ledger's calls committed together
+/// share them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelCallsRecorded {
+    pub calls: Vec<ModelCallRecorded>,
+}
+
 /// An event of the UsageLedger.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum UsageEvent {
     ModelCallRecorded(ModelCallRecorded),
+    ModelCallsRecorded(ModelCallsRecorded),
     PlatformCallReserved(PlatformCallReserved),
     PlatformCallReleased(PlatformCallReleased),
+}
+
+impl UsageEvent {
+    /// The model calls this event records: one, many, or none (a quota place).
+    #[must_use]
+    pub fn calls(&self) -> &[ModelCallRecorded] {
+        match self {
+            Self::ModelCallRecorded(call) => std::slice::from_ref(call),
+            Self::ModelCallsRecorded(recorded) => &recorded.calls,
+            Self::PlatformCallReserved(_) | Self::PlatformCallReleased(_) => &[],
+        }
+    }
+
+    /// The organization the event belongs to (`None` only for an empty group of calls).
+    #[must_use]
+    pub fn org(&self) -> Option<&str> {
+        match self {
+            Self::PlatformCallReserved(reserved) => Some(&reserved.org),
+            Self::PlatformCallReleased(released) => Some(&released.org),
+            recorded => recorded.calls().first().map(|call| call.org.as_str()),
+        }
+    }
+}
+
+/// `events` of one ledger with each run of recorded calls stored as one event of at most
+/// `max_calls` calls; a run of one stays a `ModelCallRecorded`. Applied in order, the result
+/// leaves a ledger exactly as `events` would: only consecutive calls are grouped, so no call
+/// moves past a reservation or a release.
+#[must_use]
+pub fn group_calls(events: Vec<UsageEvent>, max_calls: usize) -> Vec<UsageEvent> {
+    let max_calls = max_calls.max(1);
+    let mut grouped = Vec::with_capacity(events.len());
+    let mut run: Vec<ModelCallRecorded> = Vec::new();
+    let flush = |run: &mut Vec<ModelCallRecorded>, grouped: &mut Vec<UsageEvent>| match run.len() {
+        0 => {}
+        1 => grouped.extend(run.pop().map(UsageEvent::ModelCallRecorded)),
+        _ => grouped.push(UsageEvent::ModelCallsRecorded(ModelCallsRecorded {
+            calls: std::mem::take(run),
+        })),
+    };
+    for event in events {
+        match event {
+            UsageEvent::ModelCallRecorded(call) => {
+                run.push(call);
+                if run.len() == max_calls {
+                    flush(&mut run, &mut grouped);
+                }
+            }
+            UsageEvent::ModelCallsRecorded(recorded) => {
+                for call in recorded.calls {
+                    run.push(call);
+                    if run.len() == max_calls {
+                        flush(&mut run, &mut grouped);
+                    }
+                }
+            }
+            other => {
+                flush(&mut run, &mut grouped);
+                grouped.push(other);
+            }
+        }
+    }
+    flush(&mut run, &mut grouped);
+    grouped
 }
 
 impl DomainEvent for UsageEvent {
     fn event_type(&self) -> String {
         match self {
             Self::ModelCallRecorded(_) => "ModelCallRecorded",
+            Self::ModelCallsRecorded(_) => "ModelCallsRecorded",
             Self::PlatformCallReserved(_) => "PlatformCallReserved",
             Self::PlatformCallReleased(_) => "PlatformCallReleased",
         }
@@ -174,6 +249,18 @@ impl UsageLedger {
             return Err(UsageError::CostCapReached { cap: limits.cost_cap_usd });
         }
         Ok(())
+    }
+
+    fn record(&mut self, call: &ModelCallRecorded) {
+        self.calls += 1;
+        if call.key_source == KeySource::Platform {
+            // A reserved call took its place in the quota already; its real cost replaces its
+            // estimate.
+            if !self.settle(&call.request_id) {
+                self.platform_calls += 1;
+            }
+            self.platform_cost_usd += call.cost_usd;
+        }
     }
 
     /// A reservation is settled (recorded or given back): its place and estimate go.
@@ -238,15 +325,10 @@ impl Aggregate for UsageLedger {
 
     fn apply(&mut self, event: Self::Event) {
         match event {
-            UsageEvent::ModelCallRecorded(call) => {
-                self.calls += 1;
-                if call.key_source == KeySource::Platform {
-                    // A reserved call took its place in the quota already; its real cost
-                    // replaces its estimate.
-                    if !self.settle(&call.request_id) {
-                        self.platform_calls += 1;
-                    }
-                    self.platform_cost_usd += call.cost_usd;
+            UsageEvent::ModelCallRecorded(call) => self.record(&call),
+            UsageEvent::ModelCallsRecorded(recorded) => {
+                for call in &recorded.calls {
+                    self.record(call);
                 }
             }
             UsageEvent::PlatformCallReserved(reserved) => {

@@ -10,9 +10,9 @@ mod tests;
 pub use bounds::{capped, check_reported_at, ReportedAtError, CLOCK_SKEW, MAX_TOKENS_PER_CALL};
 pub use estimate::{CallEstimate, BINARY_PAYLOAD_TOKENS, DEFAULT_MAX_OUTPUT_TOKENS};
 pub use ledger::{
-    KeySource, ModelCallRecorded, PlatformCallReleased, PlatformCallReserved, RecordModelCall,
-    ReleasePlatformCall, ReservePlatformCall, UsageCommand, UsageError, UsageEvent, UsageLedger,
-    UsageLimits,
+    group_calls, KeySource, ModelCallRecorded, ModelCallsRecorded, PlatformCallReleased,
+    PlatformCallReserved, RecordModelCall, ReleasePlatformCall, ReservePlatformCall, UsageCommand,
+    UsageError, UsageEvent, UsageLedger, UsageLimits,
 };
 
 use chrono::{DateTime, Datelike, Utc};

@@ -233,3 +233,97 @@ fn a_reservation_recorded_before_estimates_existed_still_reads() {
     let event: PlatformCallReserved = serde_json::from_str(old).expect("old shape");
     assert!(event.estimated_cost_usd.abs() < f64::EPSILON);
 }
+
+fn recorded_as(request_id: &str, source: KeySource, cost_usd: f64) -> UsageEvent {
+    UsageEvent::ModelCallRecorded(ModelCallRecorded {
+        request_id: request_id.to_owned(),
+        cost_usd,
+        ..made(source)
+    })
+}
+
+fn released(request_id: &str) -> UsageEvent {
+    UsageEvent::PlatformCallReleased(PlatformCallReleased {
+        org: "acme".to_owned(),
+        request_id: request_id.to_owned(),
+        at: made(KeySource::Platform).at,
+    })
+}
+
+fn applied(events: &[UsageEvent]) -> UsageLedger {
+    let mut ledger = UsageLedger::default();
+    for event in events {
+        ledger.apply(event.clone());
+    }
+    ledger
+}
+
+#[test]
+fn calls_in_a_row_are_stored_as_one_event_and_a_lone_call_as_itself() {
+    let events = vec![
+        recorded_as("a", KeySource::Byok, 1.0),
+        recorded_as("b", KeySource::Byok, 1.0),
+        reserved("c"),
+        recorded_as("c", KeySource::Platform, 1.0),
+        released("d"),
+    ];
+    let grouped = group_calls(events, 100);
+    let types: Vec<String> = grouped.iter().map(cqrs_es::DomainEvent::event_type).collect();
+    assert_eq!(
+        types,
+        ["ModelCallsRecorded", "PlatformCallReserved", "ModelCallRecorded", "PlatformCallReleased"]
+    );
+    assert_eq!(grouped[0].calls().len(), 2);
+    assert_eq!(grouped[0].org(), Some("acme"));
+}
+
+#[test]
+fn a_group_holds_at_most_its_bound() {
+    let events: Vec<UsageEvent> =
+        (0..7).map(|i| recorded_as(&format!("r{i}"), KeySource::Byok, 0.1)).collect();
+    let sizes: Vec<usize> = group_calls(events, 3).iter().map(|e| e.calls().len()).collect();
+    assert_eq!(sizes, [3, 3, 1]);
+}
+
+#[test]
+fn a_group_of_calls_reads_back_as_it_was_written() {
+    let grouped = group_calls(vec![recorded(KeySource::Byok), recorded(KeySource::Platform)], 10);
+    let json = serde_json::to_string(&grouped[0]).expect("serializes");
+    assert!(json.starts_with(r#"{"ModelCallsRecorded":{"calls":[{"org":"acme""#), "{json}");
+    assert_eq!(serde_json::from_str::<UsageEvent>(&json).expect("reads"), grouped[0]);
+}
+
+mod grouping {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A ledger's history: calls on either key, reservations and releases, in any order.
+    fn history() -> impl Strategy<Value = Vec<UsageEvent>> {
+        let event = (0..4u8, 0..6u8, 0..50u32).prop_map(|(kind, id, cost)| {
+            let id = format!("req-{id}");
+            let cost = f64::from(cost) / 10.0;
+            match kind {
+                0 => recorded_as(&id, KeySource::Byok, cost),
+                1 => recorded_as(&id, KeySource::Platform, cost),
+                2 => reserved_costing(&id, cost),
+                _ => released(&id),
+            }
+        });
+        proptest::collection::vec(event, 0..60)
+    }
+
+    proptest! {
+        #[test]
+        fn grouping_changes_no_ledger_and_no_call(events in history(), bound in 1..8usize) {
+            let grouped = group_calls(events.clone(), bound);
+            prop_assert_eq!(applied(&grouped), applied(&events));
+            let calls = |events: &[UsageEvent]| -> Vec<ModelCallRecorded> {
+                events.iter().flat_map(|e| e.calls().to_vec()).collect()
+            };
+            prop_assert_eq!(calls(&grouped), calls(&events));
+            prop_assert!(grouped.iter().all(|e| e.calls().len() <= bound));
+            prop_assert!(grouped.len() <= events.len());
+        }
+    }
+}

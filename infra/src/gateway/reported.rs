@@ -57,13 +57,12 @@ impl Gateway {
     ) -> Result<Vec<Result<Recorded, GatewayError>>, GatewayError> {
         // One look at the organization's keys for the whole batch.
         let keyring = self.calls.current(org).await?;
-        // Futures are first polled in order, and the writer's queue admits waiting senders in
-        // order: the records reach each ledger (and its quota) in the batch's order.
-        let records = batch.into_iter().map(|reported| {
-            let command = self.reported_record(&keyring, org, reported);
-            async move { self.usage.record(org, command, actor).await.map_err(GatewayError::from) }
-        });
-        Ok(futures::future::join_all(records).await)
+        let records: Vec<RecordModelCall> = batch
+            .into_iter()
+            .map(|reported| self.reported_record(&keyring, org, reported))
+            .collect();
+        let recorded = self.usage.record_all(org, records, actor).await;
+        Ok(recorded.into_iter().map(|r| r.map_err(GatewayError::from)).collect())
     }
 
     /// The record of a reported call: whose key paid, and the limits a platform call is under.

@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::backlog::Unsettled;
 use super::ledgers::{Cached, Done, Freshness, Ledgers};
 use super::outcome::{RecordError, Recorded};
-use keyledger_domain::usage::{UsageCommand, UsageLedger};
+use keyledger_domain::usage::{group_calls, UsageCommand, UsageEvent, UsageLedger};
 use keyledger_store::event_store::{serialize_event, AppendError, Appender, SnapshotUpdate};
 use keyledger_store::StorageFailure;
 
@@ -138,10 +138,21 @@ pub(super) async fn run(
 /// failure (a connection the server dropped) is tried again after a pause.
 const GROUP_ATTEMPTS: usize = 3;
 
+/// The most calls stored in one event. A ledger loads by replaying up to a snapshot interval
+/// of events; bounding their calls bounds that replay.
+const MAX_CALLS_PER_EVENT: usize = 100;
+
+/// An event decided on a ledger, with the metadata of the command that caused it.
+type PendingEvent = (UsageEvent, HashMap<String, String>);
+
 /// What deciding a batch came to, before it is committed.
 #[derive(Debug, Default)]
 struct Decided {
-    events: Vec<SerializedEvent>,
+    /// Each touched ledger's new events in the order decided, with their metadata; stored
+    /// once the whole batch is decided, its calls in a row grouped (see [`group_calls`]).
+    pending: HashMap<String, Vec<PendingEvent>>,
+    /// The ledgers in the order the batch first touched them: the order they are written in.
+    order: Vec<String>,
     /// Each touched ledger: the sequence it stood at before the batch, and its state after.
     ledgers: HashMap<String, (usize, Cached)>,
     /// Each command with its outcome, to be answered once the batch is committed.
@@ -164,8 +175,9 @@ async fn commit_batch(
     for attempt in 1..=GROUP_ATTEMPTS {
         let mut decided = decide(ledgers, batch).await;
         alone.append(&mut decided.alone);
+        let events = decided.store();
         let snapshots = snapshots(ledgers, &mut decided.ledgers);
-        let appended = appender.append(&decided.events, &snapshots).await;
+        let appended = appender.append(&events, &snapshots).await;
         if appended.is_ok() {
             for (id, (_, state)) in decided.ledgers {
                 ledgers.remember(id, state);
@@ -314,29 +326,93 @@ async fn decide_one(
     let Cached { mut ledger, sequence, snapshot } = state;
     let sink = EventSink::default();
     ledger.handle(queued.command.clone(), &(), &sink).await.map_err(RecordError::Refused)?;
-    let events = sink
-        .collect()
-        .await
-        .iter()
-        .zip(sequence + 1..)
-        .map(|(event, at)| serialize(&queued.ledger, at, event, &queued.metadata))
-        .collect::<Result<Vec<_>, _>>()?;
-    let last = sequence + events.len();
-    decided.events.extend(events);
-    decided
-        .ledgers
-        .insert(queued.ledger.clone(), (from, Cached { ledger, sequence: last, snapshot }));
-    Ok(Done::of(&queued.command, &queued.ledger, last))
+    let pending = match decided.pending.entry(queued.ledger.clone()) {
+        std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+        std::collections::hash_map::Entry::Vacant(entry) => {
+            decided.order.push(queued.ledger.clone());
+            entry.insert(Vec::new())
+        }
+    };
+    pending.extend(sink.collect().await.into_iter().map(|e| (e, queued.metadata.clone())));
+    decided.ledgers.insert(queued.ledger.clone(), (from, Cached { ledger, sequence, snapshot }));
+    // The sequence is the ledger's last in the batch, known once it is stored.
+    Ok(Done::of(&queued.command, &queued.ledger, sequence))
 }
 
-fn serialize(
-    ledger: &str,
-    sequence: usize,
-    event: &<UsageLedger as Aggregate>::Event,
-    metadata: &HashMap<String, String>,
-) -> Result<SerializedEvent, RecordError> {
-    serialize_event::<UsageLedger>(ledger, sequence, event, metadata)
-        .map_err(|e| RecordError::Storage(StorageFailure::other(e.to_string())))
+impl Decided {
+    /// The batch's events as stored, each ledger's in the order decided with its calls in a
+    /// row grouped; the touched ledgers' sequences and the answers' move to where they end.
+    /// A ledger whose events cannot be serialized is dropped from the batch and its commands
+    /// answered with the failure.
+    fn store(&mut self) -> Vec<SerializedEvent> {
+        let mut stored = Vec::new();
+        let mut failed = HashMap::new();
+        for id in std::mem::take(&mut self.order) {
+            let pending = self.pending.remove(&id).unwrap_or_default();
+            let Some((from, state)) = self.ledgers.get_mut(&id) else { continue };
+            match serialize_ledger(&id, *from, pending) {
+                Ok(events) => {
+                    state.sequence = *from + events.len();
+                    stored.extend(events);
+                }
+                Err(error) => {
+                    failed.insert(id, error);
+                }
+            }
+        }
+        for id in failed.keys() {
+            self.ledgers.remove(id);
+        }
+        for (queued, outcome) in &mut self.answers {
+            if let Some(error) = failed.get(&queued.ledger) {
+                if outcome.is_ok() {
+                    *outcome = Err(RecordError::Storage(StorageFailure::other(error.clone())));
+                }
+            } else if let Ok(Done::Recorded(Recorded::New { ledger_id, sequence, .. })) = outcome {
+                if let Some((_, state)) = self.ledgers.get(ledger_id.as_str()) {
+                    *sequence = state.sequence;
+                }
+            }
+        }
+        stored
+    }
+}
+
+/// `pending`, the events decided on ledger `id` after its sequence `from`, as stored: each run
+/// by one author (the same actor, role and request) with its calls in a row grouped into
+/// events of at most [`MAX_CALLS_PER_EVENT`], under the run's first metadata. Calls of
+/// different authors are not grouped, so each event still says who caused it.
+fn serialize_ledger(
+    id: &str,
+    from: usize,
+    pending: Vec<PendingEvent>,
+) -> Result<Vec<SerializedEvent>, String> {
+    let author = |metadata: &HashMap<String, String>| {
+        let mut author: Vec<(String, String)> = metadata
+            .iter()
+            .filter(|(key, _)| key.as_str() != "occurred_at")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        author.sort();
+        author
+    };
+    let mut runs: Vec<(HashMap<String, String>, Vec<UsageEvent>)> = Vec::new();
+    for (event, metadata) in pending {
+        match runs.last_mut() {
+            Some((first, run)) if author(first) == author(&metadata) => run.push(event),
+            _ => runs.push((metadata, vec![event])),
+        }
+    }
+    let mut events = Vec::new();
+    for (metadata, run) in runs {
+        for event in group_calls(run, MAX_CALLS_PER_EVENT) {
+            let sequence = from + events.len() + 1;
+            let event = serialize_event::<UsageLedger>(id, sequence, &event, &metadata)
+                .map_err(|e| e.to_string())?;
+            events.push(event);
+        }
+    }
+    Ok(events)
 }
 
 /// Snapshots of the ledgers whose events in this batch cross a snapshot boundary, as the

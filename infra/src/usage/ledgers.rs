@@ -146,35 +146,35 @@ impl Ledgers {
         org: &OrgId,
         request_id: &str,
     ) -> Result<Option<ModelCallRecorded>, RecordError> {
+        // The claim says which event holds the call; the event, which of its calls it is.
+        let sql = |payload: &str| {
+            format!(
+                "select {payload} from usage_requests r join events e \
+                 on e.aggregate_type = 'UsageLedger' and e.aggregate_id = r.ledger \
+                 and e.sequence = r.sequence where r.org = $1 and r.request_id = $2"
+            )
+        };
         let payload: Option<String> = match &self.db {
             Database::Postgres(pool) => {
-                sqlx::query_scalar(
-                    "select payload::text from events where aggregate_type = 'UsageLedger' \
-                 and (payload->'ModelCallRecorded'->>'org') = $1 \
-                 and (payload->'ModelCallRecorded'->>'request_id') = $2",
-                )
-                .bind(org.as_str())
-                .bind(request_id)
-                .fetch_optional(pool)
-                .await
+                sqlx::query_scalar(&sql("e.payload::text"))
+                    .bind(org.as_str())
+                    .bind(request_id)
+                    .fetch_optional(pool)
+                    .await
             }
             Database::Sqlite(pool) => {
-                sqlx::query_scalar(
-                    "select payload from events where aggregate_type = 'UsageLedger' \
-                 and json_extract(payload, '$.ModelCallRecorded.org') = $1 \
-                 and json_extract(payload, '$.ModelCallRecorded.request_id') = $2",
-                )
-                .bind(org.as_str())
-                .bind(request_id)
-                .fetch_optional(pool)
-                .await
+                sqlx::query_scalar(&sql("e.payload"))
+                    .bind(org.as_str())
+                    .bind(request_id)
+                    .fetch_optional(pool)
+                    .await
             }
         }
         .map_err(|e| RecordError::Storage(e.into()))?;
-        Ok(payload.and_then(|p| match serde_json::from_str::<UsageEvent>(&p) {
-            Ok(UsageEvent::ModelCallRecorded(call)) => Some(call),
-            _ => None,
-        }))
+        let Some(event) = payload.and_then(|p| serde_json::from_str::<UsageEvent>(&p).ok()) else {
+            return Ok(None);
+        };
+        Ok(event.calls().iter().find(|call| call.request_id == request_id).cloned())
     }
 
     /// Commits `command` on ledger `id` in a transaction of its own, loading the ledger again

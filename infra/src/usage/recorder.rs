@@ -120,14 +120,60 @@ impl UsageRecorder {
     ) -> Result<Recorded, RecordError> {
         let at = call.call.at;
         let request_id = call.call.request_id.clone();
-        match self.submit(ledger_id(org, at), UsageCommand::Record(call), actor, at).await {
+        let done = self.submit(ledger_id(org, at), UsageCommand::Record(call), actor, at).await;
+        self.recorded(org, &request_id, done).await
+    }
+
+    /// Records `calls` as [`Self::record`] does each, decided in the order given: they are
+    /// queued for the writer one after another before any answer is awaited (awaited all at
+    /// once, their queueing would interleave as the runtime schedules them, and a quota could
+    /// go to a later call of the batch).
+    pub async fn record_all(
+        &self,
+        org: &OrgId,
+        calls: Vec<RecordModelCall>,
+        actor: &Actor,
+    ) -> Vec<Result<Recorded, RecordError>> {
+        let mut answers = Vec::with_capacity(calls.len());
+        for call in calls {
+            let at = call.call.at;
+            let request_id = call.call.request_id.clone();
+            let (reply, answer) = oneshot::channel();
+            let queued = Queued {
+                ledger: ledger_id(org, at),
+                command: UsageCommand::Record(call),
+                metadata: actor.metadata(at).into_map(),
+                reply: Reply::Waiting(reply),
+            };
+            let queued = self.queue.send(queued).await.map_err(|_| writer_gone());
+            answers.push((request_id, queued.map(|()| answer)));
+        }
+        let mut recorded = Vec::with_capacity(answers.len());
+        for (request_id, answer) in answers {
+            let done = match answer {
+                Ok(answer) => answer.await.unwrap_or_else(|_| Err(writer_gone())),
+                Err(error) => Err(error),
+            };
+            recorded.push(self.recorded(org, &request_id, done).await);
+        }
+        recorded
+    }
+
+    /// What committing a record of `request_id` came to, as its caller hears it.
+    async fn recorded(
+        &self,
+        org: &OrgId,
+        request_id: &str,
+        done: Result<Done, RecordError>,
+    ) -> Result<Recorded, RecordError> {
+        match done {
             Ok(Done::Recorded(recorded)) => Ok(recorded),
             Ok(Done::Quota) => Err(RecordError::Storage(StorageFailure::other(
                 "a record was taken for a reservation",
             ))),
             // The ledger decides the limits before the log sees the request id: a call sent
             // again once the quota is full is still the call recorded before, not a refusal.
-            Err(refused @ RecordError::Refused(_)) => match self.find(org, &request_id).await? {
+            Err(refused @ RecordError::Refused(_)) => match self.find(org, request_id).await? {
                 Some(first) => Ok(Recorded::Duplicate(first)),
                 None => Err(refused),
             },
@@ -173,12 +219,10 @@ impl UsageRecorder {
         at: chrono::DateTime<chrono::Utc>,
     ) -> Result<Done, RecordError> {
         let (reply, answer) = oneshot::channel();
-        let stopped =
-            || RecordError::Storage(StorageFailure::other("the usage writer has stopped"));
         let reply = Reply::Waiting(reply);
         let queued = Queued { ledger, command, metadata: actor.metadata(at).into_map(), reply };
-        self.queue.send(queued).await.map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
+        self.queue.send(queued).await.map_err(|_| writer_gone())?;
+        answer.await.map_err(|_| writer_gone())?
     }
 
     /// Records `call`, a call already made and answered under `slot`, without waiting for it:
@@ -252,6 +296,11 @@ impl UsageRecorder {
     pub fn recorded_total(&self) -> u64 {
         self.ledgers.recorded.load(std::sync::atomic::Ordering::Acquire)
     }
+}
+
+/// The writer stopped before it answered.
+fn writer_gone() -> RecordError {
+    RecordError::Storage(StorageFailure::other("the usage writer has stopped"))
 }
 
 /// A command the writer will never take (it has stopped): said, and not waited for.

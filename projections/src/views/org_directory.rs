@@ -10,7 +10,7 @@ use super::values_placeholders;
 use crate::log::{Fact, LoggedEvent};
 use crate::projection::{Projection, ProjectionError};
 use cqrs_es::Aggregate;
-use keyledger_domain::usage::{UsageEvent, UsageLedger};
+use keyledger_domain::usage::UsageLedger;
 use keyledger_domain::Keyring;
 use keyledger_store::{Arg, Tx};
 
@@ -25,9 +25,7 @@ const ROWS_PER_STATEMENT: usize = 500;
 fn org_of(event: &LoggedEvent) -> Option<&str> {
     match &event.fact {
         Fact::Keyring(_) => Some(&event.stored.aggregate_id),
-        Fact::Usage(UsageEvent::ModelCallRecorded(call)) => Some(&call.org),
-        Fact::Usage(UsageEvent::PlatformCallReserved(reserved)) => Some(&reserved.org),
-        Fact::Usage(UsageEvent::PlatformCallReleased(released)) => Some(&released.org),
+        Fact::Usage(usage) => usage.org(),
         Fact::Unknown => None,
     }
 }

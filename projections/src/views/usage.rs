@@ -9,7 +9,7 @@ use super::values_placeholders;
 use crate::log::{Fact, LoggedEvent};
 use crate::projection::{Projection, ProjectionError};
 use cqrs_es::Aggregate;
-use keyledger_domain::usage::{UsageEvent, UsageLedger};
+use keyledger_domain::usage::UsageLedger;
 use keyledger_store::{Arg, Tx};
 
 /// `usage_daily` and `usage_calls`. Costs are kept in micro-dollars so sums are exact.
@@ -84,30 +84,33 @@ impl Projection for UsageCockpit {
         let mut daily: BTreeMap<(String, String, String, String, String), Totals> = BTreeMap::new();
         let mut calls: Vec<Vec<Arg>> = Vec::new();
         for event in events {
-            let Fact::Usage(UsageEvent::ModelCallRecorded(call)) = &event.fact else { continue };
-            let (input, output) = (tokens(call.input_tokens), tokens(call.output_tokens));
-            let cost = micros(call.cost_usd);
-            let key = (
-                call.org.clone(),
-                call.provider.as_str().to_owned(),
-                call.model.clone(),
-                call.at.format("%Y-%m-%d").to_string(),
-                call.key_source.as_str().to_owned(),
-            );
-            daily.entry(key).or_default().add(input, output, cost);
-            calls.push(vec![
-                Arg::Text(call.org.clone()),
-                Arg::Int(event.cursor.position),
-                Arg::Text(call.request_id.clone()),
-                Arg::Text(call.provider.as_str().to_owned()),
-                Arg::Text(call.model.clone()),
-                Arg::Text(call.key_source.as_str().to_owned()),
-                Arg::OptInt(call.key_version.map(i64::from)),
-                Arg::Int(input),
-                Arg::Int(output),
-                Arg::Int(cost),
-                Arg::Time(call.at),
-            ]);
+            let Fact::Usage(usage) = &event.fact else { continue };
+            for (slot, call) in usage.calls().iter().enumerate() {
+                let (input, output) = (tokens(call.input_tokens), tokens(call.output_tokens));
+                let cost = micros(call.cost_usd);
+                let key = (
+                    call.org.clone(),
+                    call.provider.as_str().to_owned(),
+                    call.model.clone(),
+                    call.at.format("%Y-%m-%d").to_string(),
+                    call.key_source.as_str().to_owned(),
+                );
+                daily.entry(key).or_default().add(input, output, cost);
+                calls.push(vec![
+                    Arg::Text(call.org.clone()),
+                    Arg::Int(event.cursor.position),
+                    Arg::Int(i64::try_from(slot).unwrap_or(i64::MAX)),
+                    Arg::Text(call.request_id.clone()),
+                    Arg::Text(call.provider.as_str().to_owned()),
+                    Arg::Text(call.model.clone()),
+                    Arg::Text(call.key_source.as_str().to_owned()),
+                    Arg::OptInt(call.key_version.map(i64::from)),
+                    Arg::Int(input),
+                    Arg::Int(output),
+                    Arg::Int(cost),
+                    Arg::Time(call.at),
+                ]);
+            }
         }
         let daily: Vec<Vec<Arg>> = daily
             .into_iter()
@@ -147,6 +150,7 @@ impl Projection for UsageCockpit {
         let columns = [
             "org_id",
             "position",
+            "slot",
             "request_id",
             "provider",
             "model",
