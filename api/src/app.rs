@@ -17,7 +17,7 @@ use keyledger_infra::gateway::GatewaySettings;
 use keyledger_infra::providers::{EndpointPolicy, ProviderClient};
 use keyledger_infra::services::ServiceDeps;
 use keyledger_infra::{Config, Gateway, Keyrings, UsageRecorder};
-use keyledger_projections::{EventLog, Projector};
+use keyledger_projections::{CallRetention, EventLog, Projector};
 use keyledger_store::material::MaterialStore;
 use keyledger_store::Database;
 use tokio::sync::watch;
@@ -75,7 +75,9 @@ pub async fn build_state(mut config: Config) -> Result<AppState, StartError> {
         plans: config.plans,
     });
     let views = db.clone();
-    let projector = Arc::new(Projector::new(views.clone(), keyledger_projections::views::all()));
+    let call_retention = config.usage_calls_days.map(|days| CallRetention { days });
+    let projector =
+        Arc::new(Projector::new(views.clone(), keyledger_projections::views::all(call_retention)));
     projector.ensure_checkpoints().await.map_err(StartError::Projections)?;
     let keyrings = Arc::new(Keyrings::new(&db, Arc::clone(&deps)));
     keyrings.calls().bound_cache(config.cache_orgs);
@@ -119,18 +121,22 @@ pub async fn build_state(mut config: Config) -> Result<AppState, StartError> {
         metrics: Arc::default(),
         gateway: Arc::new(gateway),
         access_log: config.access_log,
+        call_retention,
     })
 }
 
-/// Starts what a serving replica runs in the background: the projector (it stops when the
-/// returned sender sends `true`) and, on PostgreSQL, the watch that lets model calls use
-/// cached Keyrings. Commands-only uses (the CLI) start neither.
+/// Starts what a serving replica runs in the background: the projector and the pruning of old
+/// calls (they stop when the returned sender sends `true`) and, on PostgreSQL, the watch that
+/// lets model calls use cached Keyrings. Commands-only uses (the CLI) start none.
 #[must_use]
 pub fn start_serving(state: &AppState) -> watch::Sender<bool> {
     state.keyrings.calls().start_watching();
     let tokens = Arc::clone(&state.tokens);
     tokio::spawn(async move { tokens.warm_up().await });
     let (stop, stopped) = watch::channel(false);
+    if let Some(retention) = state.call_retention {
+        tokio::spawn(retention.run(state.views.clone(), stopped.clone()));
+    }
     tokio::spawn(Arc::clone(&state.projector).run(stopped));
     stop
 }

@@ -34,6 +34,8 @@ pub struct AppState {
     pub gateway: Arc<keyledger_infra::Gateway>,
     /// Which answered requests get an access-log line.
     pub access_log: keyledger_infra::AccessLog,
+    /// How long the list of single calls keeps a call (`KEYLEDGER_USAGE_CALLS_DAYS`).
+    pub call_retention: Option<keyledger_projections::CallRetention>,
 }
 
 /// What a caller's token is checked with, for the extractor of [`Caller`].

@@ -138,7 +138,7 @@ async fn change_plan_then_read_it(setup: &Setup, server: &Server, plan: &str) ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_share_the_projections_and_the_survivor_takes_over() {
     // One advisory lock per projection pipeline.
-    let projections = keyledger_projections::views::all().len();
+    let projections = keyledger_projections::views::all(None).len();
     let setup = Setup::new(true).await;
     let first = setup.serve().await;
     let mut db = setup.sql().await;

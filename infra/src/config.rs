@@ -61,6 +61,9 @@ pub struct Config {
     pub cache_orgs: usize,
     /// `KEYLEDGER_USAGE_DURABILITY`: `async` (default) or `sync`.
     pub usage_durability: Durability,
+    /// `KEYLEDGER_USAGE_CALLS_DAYS`: how many days the list of single calls keeps a call
+    /// (`None`: for ever). The daily totals keep every day whatever it says.
+    pub usage_calls_days: Option<u32>,
     /// `KEYLEDGER_ACCESS_LOG`: which answered requests get a log line.
     pub access_log: AccessLog,
     /// Secrets dev mode generated or loaded from the data dir, to warn about loudly.
@@ -274,6 +277,10 @@ impl Config {
             Some(text) => count(&text, "KEYLEDGER_CACHE_ORGS", "organizations")?,
             None => DEFAULT_CACHE_ORGS,
         };
+        let usage_calls_days = match var("KEYLEDGER_USAGE_CALLS_DAYS") {
+            Some(text) => Some(count(&text, "KEYLEDGER_USAGE_CALLS_DAYS", "days")?),
+            None => None,
+        };
         let usage_durability = match var("KEYLEDGER_USAGE_DURABILITY")
             .map(|v| v.trim().to_ascii_lowercase())
             .as_deref()
@@ -330,6 +337,7 @@ impl Config {
             model_families,
             usage_queue,
             cache_orgs,
+            usage_calls_days,
             usage_durability,
             access_log,
             dev_secrets,
@@ -500,6 +508,23 @@ mod tests {
         for bad in ["0", "soon", "10 years", "-5", "25h", "18446744073709551615s"] {
             let err = with("KEYLEDGER_MODEL_CALL_TIMEOUT", bad).expect_err(bad);
             assert!(err.to_string().starts_with("KEYLEDGER_MODEL_CALL_TIMEOUT"), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_calls_list_keeps_every_call_unless_told_a_number_of_days() {
+        let key = MasterKeyRing::generate_encoded().to_string();
+        let with = |value: Option<&str>| {
+            let mut vars =
+                vec![("KEYLEDGER_MASTER_KEY", key.as_str()), ("KEYLEDGER_JWT_SECRET", "x")];
+            vars.extend(value.map(|v| ("KEYLEDGER_USAGE_CALLS_DAYS", v)));
+            config(&vars)
+        };
+        assert_eq!(with(None).expect("valid").usage_calls_days, None);
+        assert_eq!(with(Some(" 90 ")).expect("valid").usage_calls_days, Some(90));
+        for bad in ["0", "-1", "ninety", "1.5", "99999999999"] {
+            let err = with(Some(bad)).expect_err(bad);
+            assert!(err.to_string().starts_with("KEYLEDGER_USAGE_CALLS_DAYS"), "{err}");
         }
     }
 

@@ -7,8 +7,10 @@ pub mod projection;
 pub mod projector;
 pub mod queries;
 mod replicas;
+pub mod retention;
 pub mod views;
 
 pub use log::{Cursor, EventLog, LoggedEvent};
 pub use projection::{Projection, ProjectionError};
 pub use projector::{Lag, Projector};
+pub use retention::CallRetention;

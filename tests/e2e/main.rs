@@ -30,3 +30,4 @@ mod unified;
 mod usage;
 mod usage_backlog;
 mod usage_bounds;
+mod usage_retention;

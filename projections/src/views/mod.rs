@@ -17,16 +17,17 @@ pub use usage::UsageCockpit;
 
 use crate::projector::Projection;
 
-/// Every projection keyledger keeps.
+/// Every projection keyledger keeps, the usage cockpit listing calls for `retention` (all of
+/// them if `None`).
 #[must_use]
-pub fn all() -> Vec<Arc<dyn Projection>> {
+pub fn all(retention: Option<crate::CallRetention>) -> Vec<Arc<dyn Projection>> {
     vec![
         Arc::new(KeysView),
         Arc::new(ProviderOrderView),
         Arc::new(OrgStatusView),
         Arc::new(OrgDirectory),
         Arc::new(AuditLog),
-        Arc::new(UsageCockpit),
+        Arc::new(UsageCockpit { retention }),
     ]
 }
 

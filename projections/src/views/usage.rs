@@ -8,13 +8,18 @@ use async_trait::async_trait;
 use super::values_placeholders;
 use crate::log::{Fact, LoggedEvent};
 use crate::projection::{Projection, ProjectionError};
+use crate::CallRetention;
 use cqrs_es::Aggregate;
 use keyledger_domain::usage::UsageLedger;
 use keyledger_store::{Arg, Tx};
 
 /// `usage_daily` and `usage_calls`. Costs are kept in micro-dollars so sums are exact.
-#[derive(Debug, Clone, Copy)]
-pub struct UsageCockpit;
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UsageCockpit {
+    /// How long `usage_calls` lists a call: one older than that when projected (a rebuild,
+    /// a call reported late) is counted in its day and not listed.
+    pub retention: Option<CallRetention>,
+}
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 struct Totals {
@@ -73,16 +78,20 @@ impl Projection for UsageCockpit {
     }
 
     fn bulk_load_indexes(&self) -> &'static [(&'static str, &'static str)] {
-        &[(
-            "usage_calls_recent",
-            "create index if not exists usage_calls_recent on usage_calls (org_id, position)",
-        )]
+        &[
+            (
+                "usage_calls_recent",
+                "create index if not exists usage_calls_recent on usage_calls (org_id, position)",
+            ),
+            ("usage_calls_at", "create index if not exists usage_calls_at on usage_calls (at)"),
+        ]
     }
 
     async fn apply(&self, tx: &mut Tx, events: &[&LoggedEvent]) -> Result<(), ProjectionError> {
         // Fold the whole batch first: one upsert per group, not per call.
         let mut daily: BTreeMap<(String, String, String, String, String), Totals> = BTreeMap::new();
         let mut calls: Vec<Vec<Arg>> = Vec::new();
+        let listed_from = self.retention.map(|r| r.cutoff(chrono::Utc::now()));
         for event in events {
             let Fact::Usage(usage) = &event.fact else { continue };
             for (slot, call) in usage.calls().iter().enumerate() {
@@ -96,6 +105,9 @@ impl Projection for UsageCockpit {
                     call.key_source.as_str().to_owned(),
                 );
                 daily.entry(key).or_default().add(input, output, cost);
+                if listed_from.is_some_and(|from| call.at < from) {
+                    continue;
+                }
                 calls.push(vec![
                     Arg::Text(call.org.clone()),
                     Arg::Int(event.cursor.position),
