@@ -362,6 +362,10 @@ async fn a_batch_is_stored_as_a_few_events_and_reads_back_call_by_call(backend: 
     let stored = app.count(events).await;
     assert!((10..=20).contains(&stored), "1,000 calls in {stored} events");
     assert_eq!(app.count("select count(*) from usage_requests where org = 'acme'").await, 1000);
+    // A snapshot follows grouped calls: loading the ledger never replays thousands of calls.
+    let last = "select max(sequence) from events where aggregate_type = 'UsageLedger'";
+    let snapshot = "select max(last_sequence) from snapshots where aggregate_type = 'UsageLedger'";
+    assert_eq!(app.count(snapshot).await, app.count(last).await, "snapshotted at its last event");
 
     // Ten calls sent again (with other figures) and ten new ones.
     let again: Vec<serde_json::Value> = (0..10)

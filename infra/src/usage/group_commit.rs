@@ -138,6 +138,9 @@ pub(super) async fn run(
 /// failure (a connection the server dropped) is tried again after a pause.
 const GROUP_ATTEMPTS: usize = 3;
 
+/// The event type of calls stored together.
+const GROUPED_CALLS: &str = "ModelCallsRecorded";
+
 /// The most calls stored in one event. A ledger loads by replaying up to a snapshot interval
 /// of events; bounding their calls bounds that replay.
 const MAX_CALLS_PER_EVENT: usize = 100;
@@ -176,7 +179,12 @@ async fn commit_batch(
         let mut decided = decide(ledgers, batch).await;
         alone.append(&mut decided.alone);
         let events = decided.store();
-        let snapshots = snapshots(ledgers, &mut decided.ledgers);
+        let grouped: HashSet<&str> = events
+            .iter()
+            .filter(|event| event.event_type == GROUPED_CALLS)
+            .map(|event| event.aggregate_id.as_str())
+            .collect();
+        let snapshots = snapshots(ledgers, &mut decided.ledgers, &grouped);
         let appended = appender.append(&events, &snapshots).await;
         if appended.is_ok() {
             for (id, (_, state)) in decided.ledgers {
@@ -416,14 +424,21 @@ fn serialize_ledger(
 }
 
 /// Snapshots of the ledgers whose events in this batch cross a snapshot boundary, as the
-/// store would take them one commit at a time; their snapshot counters move on with them.
+/// store would take them one commit at a time, and of those `grouped` calls were stored for:
+/// the store counts events, and a few events of a hundred calls each would otherwise leave
+/// thousands of calls to replay after a snapshot. Their snapshot counters move on with them.
 fn snapshots(
     ledgers: &Ledgers,
     touched: &mut HashMap<String, (usize, Cached)>,
+    grouped: &HashSet<&str>,
 ) -> Vec<SnapshotUpdate> {
     let mut snapshots = Vec::new();
     for (id, (from, state)) in touched.iter_mut() {
-        let Some(next) = ledgers.store.next_snapshot(*from, state.sequence, state.snapshot) else {
+        let next = ledgers
+            .store
+            .next_snapshot(*from, state.sequence, state.snapshot)
+            .or_else(|| grouped.contains(id.as_str()).then(|| state.snapshot.map_or(1, |n| n + 1)));
+        let Some(next) = next else {
             continue;
         };
         let Ok(payload) = serde_json::to_value(&state.ledger) else {
