@@ -84,6 +84,10 @@ impl Projection for UsageCockpit {
                 "create index if not exists usage_calls_recent on usage_calls (org_id, position)",
             ),
             ("usage_calls_at", "create index if not exists usage_calls_at on usage_calls (at)"),
+            (
+                "usage_calls_org_at",
+                "create index if not exists usage_calls_org_at on usage_calls (org_id, at)",
+            ),
         ]
     }
 
