@@ -24,6 +24,7 @@ use super::ledgers::{Cached, Done, Freshness, Ledgers};
 use super::outcome::{RecordError, Recorded};
 use keyledger_domain::usage::{group_calls, UsageCommand, UsageEvent, UsageLedger};
 use keyledger_store::event_store::{serialize_event, AppendError, Appender, SnapshotUpdate};
+use keyledger_store::metadata::EventMetadata;
 use keyledger_store::StorageFailure;
 
 /// The most commands one transaction takes.
@@ -138,9 +139,6 @@ pub(super) async fn run(
 /// failure (a connection the server dropped) is tried again after a pause.
 const GROUP_ATTEMPTS: usize = 3;
 
-/// The event type of calls stored together.
-const GROUPED_CALLS: &str = "ModelCallsRecorded";
-
 /// The most calls stored in one event. A ledger loads by replaying up to a snapshot interval
 /// of events; bounding their calls bounds that replay.
 const MAX_CALLS_PER_EVENT: usize = 100;
@@ -152,10 +150,9 @@ type PendingEvent = (UsageEvent, HashMap<String, String>);
 #[derive(Debug, Default)]
 struct Decided {
     /// Each touched ledger's new events in the order decided, with their metadata; stored
-    /// once the whole batch is decided, its calls in a row grouped (see [`group_calls`]).
-    pending: HashMap<String, Vec<PendingEvent>>,
-    /// The ledgers in the order the batch first touched them: the order they are written in.
-    order: Vec<String>,
+    /// once the whole batch is decided, its calls in a row grouped (see [`group_calls`]). The
+    /// ledgers are written in the order the batch first touched them.
+    pending: hashlink::LinkedHashMap<String, Vec<PendingEvent>>,
     /// Each touched ledger: the sequence it stood at before the batch, and its state after.
     ledgers: HashMap<String, (usize, Cached)>,
     /// Each command with its outcome, to be answered once the batch is committed.
@@ -178,12 +175,7 @@ async fn commit_batch(
     for attempt in 1..=GROUP_ATTEMPTS {
         let mut decided = decide(ledgers, batch).await;
         alone.append(&mut decided.alone);
-        let events = decided.store();
-        let grouped: HashSet<&str> = events
-            .iter()
-            .filter(|event| event.event_type == GROUPED_CALLS)
-            .map(|event| event.aggregate_id.as_str())
-            .collect();
+        let (events, grouped) = decided.store();
         let snapshots = snapshots(ledgers, &mut decided.ledgers, &grouped);
         let appended = appender.append(&events, &snapshots).await;
         if appended.is_ok() {
@@ -334,13 +326,7 @@ async fn decide_one(
     let Cached { mut ledger, sequence, snapshot } = state;
     let sink = EventSink::default();
     ledger.handle(queued.command.clone(), &(), &sink).await.map_err(RecordError::Refused)?;
-    let pending = match decided.pending.entry(queued.ledger.clone()) {
-        std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
-        std::collections::hash_map::Entry::Vacant(entry) => {
-            decided.order.push(queued.ledger.clone());
-            entry.insert(Vec::new())
-        }
-    };
+    let pending = decided.pending.entry(queued.ledger.clone()).or_insert_with(Vec::new);
     pending.extend(sink.collect().await.into_iter().map(|e| (e, queued.metadata.clone())));
     decided.ledgers.insert(queued.ledger.clone(), (from, Cached { ledger, sequence, snapshot }));
     // The sequence is the ledger's last in the batch, known once it is stored.
@@ -349,19 +335,22 @@ async fn decide_one(
 
 impl Decided {
     /// The batch's events as stored, each ledger's in the order decided with its calls in a
-    /// row grouped; the touched ledgers' sequences and the answers' move to where they end.
-    /// A ledger whose events cannot be serialized is dropped from the batch and its commands
-    /// answered with the failure.
-    fn store(&mut self) -> Vec<SerializedEvent> {
+    /// row grouped, and the ledgers that got calls grouped; the touched ledgers' sequences
+    /// and the answers' move to where they end. A ledger whose events cannot be serialized is
+    /// dropped from the batch and its commands answered with the failure.
+    fn store(&mut self) -> (Vec<SerializedEvent>, HashSet<String>) {
         let mut stored = Vec::new();
+        let mut grouped = HashSet::new();
         let mut failed = HashMap::new();
-        for id in std::mem::take(&mut self.order) {
-            let pending = self.pending.remove(&id).unwrap_or_default();
+        for (id, pending) in std::mem::take(&mut self.pending) {
             let Some((from, state)) = self.ledgers.get_mut(&id) else { continue };
             match serialize_ledger(&id, *from, pending) {
-                Ok(events) => {
+                Ok((events, calls_grouped)) => {
                     state.sequence = *from + events.len();
                     stored.extend(events);
+                    if calls_grouped {
+                        grouped.insert(id);
+                    }
                 }
                 Err(error) => {
                     failed.insert(id, error);
@@ -382,45 +371,43 @@ impl Decided {
                 }
             }
         }
-        stored
+        (stored, grouped)
     }
 }
 
 /// `pending`, the events decided on ledger `id` after its sequence `from`, as stored: each run
 /// by one author (the same actor, role and request) with its calls in a row grouped into
-/// events of at most [`MAX_CALLS_PER_EVENT`], under the run's first metadata. Calls of
-/// different authors are not grouped, so each event still says who caused it.
+/// events of at most [`MAX_CALLS_PER_EVENT`], under the run's first metadata; and whether any
+/// calls were grouped. Calls of different authors are not grouped, so each event still says
+/// who caused it.
 fn serialize_ledger(
     id: &str,
     from: usize,
     pending: Vec<PendingEvent>,
-) -> Result<Vec<SerializedEvent>, String> {
+) -> Result<(Vec<SerializedEvent>, bool), String> {
     let author = |metadata: &HashMap<String, String>| {
-        let mut author: Vec<(String, String)> = metadata
-            .iter()
-            .filter(|(key, _)| key.as_str() != "occurred_at")
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        author.sort();
-        author
+        let EventMetadata { actor, role, request_id, .. } = EventMetadata::from_map(metadata);
+        (actor, role, request_id)
     };
-    let mut runs: Vec<(HashMap<String, String>, Vec<UsageEvent>)> = Vec::new();
+    let mut runs: Vec<(_, HashMap<String, String>, Vec<UsageEvent>)> = Vec::new();
     for (event, metadata) in pending {
+        let by = author(&metadata);
         match runs.last_mut() {
-            Some((first, run)) if author(first) == author(&metadata) => run.push(event),
-            _ => runs.push((metadata, vec![event])),
+            Some((first, _, run)) if *first == by => run.push(event),
+            _ => runs.push((by, metadata, vec![event])),
         }
     }
-    let mut events = Vec::new();
-    for (metadata, run) in runs {
+    let (mut events, mut grouped) = (Vec::new(), false);
+    for (_, metadata, run) in runs {
         for event in group_calls(run, MAX_CALLS_PER_EVENT) {
+            grouped |= matches!(event, UsageEvent::ModelCallsRecorded(_));
             let sequence = from + events.len() + 1;
             let event = serialize_event::<UsageLedger>(id, sequence, &event, &metadata)
                 .map_err(|e| e.to_string())?;
             events.push(event);
         }
     }
-    Ok(events)
+    Ok((events, grouped))
 }
 
 /// Snapshots of the ledgers whose events in this batch cross a snapshot boundary, as the
@@ -430,14 +417,14 @@ fn serialize_ledger(
 fn snapshots(
     ledgers: &Ledgers,
     touched: &mut HashMap<String, (usize, Cached)>,
-    grouped: &HashSet<&str>,
+    grouped: &HashSet<String>,
 ) -> Vec<SnapshotUpdate> {
     let mut snapshots = Vec::new();
     for (id, (from, state)) in touched.iter_mut() {
         let next = ledgers
             .store
             .next_snapshot(*from, state.sequence, state.snapshot)
-            .or_else(|| grouped.contains(id.as_str()).then(|| state.snapshot.map_or(1, |n| n + 1)));
+            .or_else(|| grouped.contains(id).then(|| state.snapshot.map_or(1, |n| n + 1)));
         let Some(next) = next else {
             continue;
         };
