@@ -125,9 +125,10 @@ pub async fn build_state(mut config: Config) -> Result<AppState, StartError> {
     })
 }
 
-/// Starts what a serving replica runs in the background: the projector and the pruning of old
-/// calls (they stop when the returned sender sends `true`) and, on PostgreSQL, the watch that
-/// lets model calls use cached Keyrings. Commands-only uses (the CLI) start none.
+/// Starts what a serving replica runs in the background: the projector, the pruning of old
+/// calls and the making of the coming months' log partitions (they stop when the returned
+/// sender sends `true`) and, on PostgreSQL, the watch that lets model calls use cached
+/// Keyrings. Commands-only uses (the CLI) start none.
 #[must_use]
 pub fn start_serving(state: &AppState) -> watch::Sender<bool> {
     state.keyrings.calls().start_watching();
@@ -137,6 +138,7 @@ pub fn start_serving(state: &AppState) -> watch::Sender<bool> {
     if let Some(retention) = state.call_retention {
         tokio::spawn(retention.run(state.views.clone(), stopped.clone()));
     }
+    tokio::spawn(keyledger_store::log_months::keep_ahead(state.views.clone(), stopped.clone()));
     tokio::spawn(Arc::clone(&state.projector).run(stopped));
     stop
 }

@@ -149,16 +149,21 @@ impl Database {
         }
     }
 
-    /// Applies the migrations of this backend that have not run yet.
+    /// Applies the migrations of this backend that have not run yet, and on PostgreSQL makes
+    /// the log partitions of this month and the next two.
     ///
     /// # Errors
-    /// [`DatabaseError::Migrate`] when a migration fails or was changed after it ran.
+    /// [`DatabaseError::Migrate`] when a migration fails or was changed after it ran, or the
+    /// partitions cannot be made.
     pub async fn migrate(&self) -> Result<(), DatabaseError> {
         match self {
             Self::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await,
             Self::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await,
         }
-        .map_err(DatabaseError::Migrate)
+        .map_err(DatabaseError::Migrate)?;
+        crate::log_months::prepare(self)
+            .await
+            .map_err(|error| DatabaseError::Migrate(sqlx::migrate::MigrateError::Execute(error)))
     }
 
     /// Copies a SQLite database, online and consistent, into a new file at `path` (`VACUUM

@@ -4,6 +4,7 @@
 
 pub mod database;
 pub mod event_store;
+pub mod log_months;
 pub mod material;
 pub mod metadata;
 mod sql;

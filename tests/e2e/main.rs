@@ -17,6 +17,7 @@ mod global_order;
 mod jwks;
 mod keys;
 mod lifecycle;
+mod log_partitions;
 mod material_commits;
 mod observability;
 mod plans;

@@ -121,7 +121,8 @@ impl Appender {
     }
 }
 
-/// A lone statement is a transaction of its own: most batches commit in one round trip.
+/// A lone statement is a transaction of its own: most batches commit in one round trip. Each
+/// event names its log month, so a usage event goes straight to its month's partition.
 async fn append_postgres(
     connection: &mut PgConnection,
     events: &[SerializedEvent],
@@ -129,8 +130,8 @@ async fn append_postgres(
 ) -> Result<(), AppendError> {
     let insert = sqlx::query(
         "insert into events \
-         (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
-         select t, i, s, e, v, p::json, m::json \
+         (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, log_month) \
+         select t, i, s, e, v, p::json, m::json, keyledger_log_month_of(t, i) \
          from unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[]) \
          with ordinality as batch(t, i, s, e, v, p, m, n) order by n",
     )
@@ -214,8 +215,8 @@ pub(super) async fn append_in(
     let (insert, upsert) = if tx.is_postgres() {
         (
             "insert into events \
-             (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
-             values ($1, $2, $3, $4, $5, $6::json, $7::json)",
+             (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, log_month) \
+             values ($1, $2, $3, $4, $5, $6::json, $7::json, keyledger_log_month_of($1, $2))",
             upsert_snapshot("$5::json"),
         )
     } else {

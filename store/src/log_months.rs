@@ -1,0 +1,43 @@
+//! The log's monthly partitions on PostgreSQL (migration 0014): each month's usage events go
+//! to a partition of their own, `events_YYYY_MM`, which an operator can detach and archive
+//! whole. Partitions are made ahead of their month, so none is created while calls pour in;
+//! a month that has none still takes its events, in `events_usage_default`.
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::database::Database;
+
+/// How often a serving replica makes sure the coming months have their partitions.
+const LOOK_EVERY: Duration = Duration::from_secs(6 * 60 * 60);
+
+/// Makes the partitions of this month and the next two that do not exist yet (nothing on
+/// SQLite, whose log is one table).
+///
+/// # Errors
+/// The database's error.
+pub async fn prepare(db: &Database) -> Result<(), sqlx::Error> {
+    if !db.is_postgres() {
+        return Ok(());
+    }
+    db.execute(
+        "select keyledger_create_log_months(current_date, (current_date + interval '2 months')::date)",
+        &[],
+    )
+    .await
+    .map(drop)
+}
+
+/// Prepares the coming months now and every six hours until `shutdown` turns true.
+pub async fn keep_ahead(db: Database, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        if let Err(error) = prepare(&db).await {
+            tracing::warn!(%error, "could not make the coming months' log partitions; trying again later");
+        }
+        tokio::select! {
+            () = tokio::time::sleep(LOOK_EVERY) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+    }
+}
