@@ -40,6 +40,10 @@ struct Args {
     /// Ledgers up to this many events are also replayed from their first event.
     #[arg(long, default_value_t = 100_000)]
     replay_up_to: u64,
+    /// Months of usage partitions the log holds before the measured month, on PostgreSQL (a
+    /// load that does not name its month looks into each).
+    #[arg(long, default_value_t = 12)]
+    months_kept: u32,
     #[arg(long, default_value = "bench/results/ledger.md")]
     out: std::path::PathBuf,
 }
@@ -64,6 +68,18 @@ async fn main() {
     let outcomes = keyledger_bench::on_backends(&args.backend, |backend, url| async move {
         let db = Database::connect(&url).await.expect("database");
         db.migrate().await.expect("migrations");
+        if db.is_postgres() && args_ref.months_kept > 0 {
+            // The measured ledgers are of 2026-12; the months before it have partitions of
+            // their own, as a year of history kept would.
+            let first = chrono::NaiveDate::from_ymd_opt(2026, 12, 1).expect("date")
+                - chrono::Months::new(args_ref.months_kept);
+            db.execute(
+                &format!("select keyledger_create_log_months('{first}', '2026-12-01')"),
+                &[],
+            )
+            .await
+            .expect("past months' partitions");
+        }
         let mut measured = Vec::new();
         for &size in &args_ref.sizes {
             measured.push(measure(&db, backend, size, args_ref).await);
@@ -73,10 +89,12 @@ async fn main() {
     .await;
     let mut table = format!(
         "# Loading a usage ledger\n\n\
-         `cargo run --release -p keyledger-bench --bin ledger -- --sizes {} --loads {} --backend {}`, \
+         `cargo run --release -p keyledger-bench --bin ledger -- --sizes {} --loads {} --backend {} --months-kept {}`, \
          {} UTC, this 2-core machine.\n\n\
          One organization's ledger for a month, seeded with that many one-call events, its \
-         snapshot followed by {} of them (the most a snapshot interval leaves). Each load reads \
+         snapshot followed by {} of them (the most a snapshot interval leaves). On PostgreSQL \
+         the log is partitioned by month for usage and holds partitions for the {} months \
+         before the ledger's and those made ahead of today. Each load reads \
          the snapshot and the events after it and is checked to count every call. Replay: the \
          same ledger folded from its first event, as without snapshots.\n\n\
          | backend | events in the ledger | load p50 ms | load p99 ms | replay from the first event |\n\
@@ -84,8 +102,10 @@ async fn main() {
         args.sizes.iter().map(u64::to_string).collect::<Vec<_>>().join(","),
         args.loads,
         args.backend,
+        args.months_kept,
         started.format("%Y-%m-%d %H:%M"),
         SNAPSHOT_EVERY - 1,
+        args.months_kept,
     );
     for m in outcomes.into_iter().flatten() {
         table.push_str(&format!(
@@ -161,25 +181,36 @@ async fn measure(db: &Database, backend: &'static str, size: u64, args: &Args) -
 /// [`SEED_CHUNK`] rows.
 async fn seed(db: &Database, id: &str, from: u64, count: u64) {
     let postgres = db.is_postgres();
-    let (object, metadata, series, series_prefix) = if postgres {
-        ("json_build_object", "'{}'::json", "generate_series($2::bigint, $3::bigint) i", "")
+    // On PostgreSQL each row names its log month, as keyledger's writer does, so it goes
+    // straight to the month's partition.
+    let (object, metadata, series, series_prefix, month) = if postgres {
+        (
+            "json_build_object",
+            "'{}'::json",
+            "generate_series($2::bigint, $3::bigint) i",
+            "",
+            ("log_month, ", "keyledger_log_month($1), "),
+        )
     } else {
         (
             "json_object",
             "'{}'",
             "s",
             "with recursive s(i) as (select $2 union all select i + 1 from s where i < $3)",
+            ("", ""),
         )
     };
     // Request ids unique in the organization: the ledger's id and the event's sequence.
     let sql = format!(
-        "{series_prefix} insert into events (aggregate_type, aggregate_id, sequence, event_type, \
+        "{series_prefix} insert into events ({}aggregate_type, aggregate_id, sequence, event_type, \
          event_version, payload, metadata) \
-         select 'UsageLedger', $1, i, 'ModelCallRecorded', '1.0', {object}('ModelCallRecorded', \
+         select {}'UsageLedger', $1, i, 'ModelCallRecorded', '1.0', {object}('ModelCallRecorded', \
          {object}('org', 'bench', 'request_id', $1 || ':' || i, 'provider', 'openai', \
          'model', 'gpt-4o-mini', 'input_tokens', 100, 'output_tokens', 20, 'cost_usd', 0.0001, \
          'key_source', 'byok', 'key_version', 1, 'at', '2026-12-01T00:00:00Z')), {metadata} \
-         from {series}"
+         from {series}",
+        month.0,
+        month.1
     );
     let mut start = from;
     let end = from + count;

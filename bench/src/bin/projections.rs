@@ -207,9 +207,11 @@ async fn insert(db: &Database, rows: &[(String, String, i64, String, Value, Valu
     const SQL: &str = "insert into events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) ";
     match db {
         Database::Postgres(pool) => {
+            // Each row names its log month, as keyledger's writer does: straight to its partition.
+            const PG_SQL: &str = "insert into events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, log_month) ";
             let mut tx = pool.begin().await.expect("begin");
             for chunk in rows.chunks(2_000) {
-                let mut query = QueryBuilder::new(SQL);
+                let mut query = QueryBuilder::new(PG_SQL);
                 query.push_values(chunk, |mut b, r| {
                     b.push_bind(&r.0)
                         .push_bind(&r.1)
@@ -217,7 +219,12 @@ async fn insert(db: &Database, rows: &[(String, String, i64, String, Value, Valu
                         .push_bind(&r.3)
                         .push_bind("1.0")
                         .push_bind(&r.4)
-                        .push_bind(&r.5);
+                        .push_bind(&r.5)
+                        .push("keyledger_log_month_of(")
+                        .push_bind_unseparated(&r.0)
+                        .push_unseparated(", ")
+                        .push_bind_unseparated(&r.1)
+                        .push_unseparated(")");
                 });
                 query.build().execute(&mut *tx).await.expect("insert");
             }

@@ -194,6 +194,16 @@ impl GlobalOrder {
         Ok(rows.first().is_some_and(|(b,)| *b))
     }
 
+    /// How a cursor's transaction is read, and (PostgreSQL) the condition that keeps a lookup
+    /// of aggregate `$1`/`$2` to its log month's partition.
+    fn cursor_columns(&self) -> (&'static str, &'static str) {
+        if self.pool.is_postgres() {
+            ("transaction_id::text::bigint", "and log_month = keyledger_log_month_of($1, $2)")
+        } else {
+            ("0", "")
+        }
+    }
+
     /// Where the latest event of an aggregate stands in the global order (`None`: no events).
     ///
     /// # Errors
@@ -203,10 +213,10 @@ impl GlobalOrder {
         aggregate_type: &str,
         aggregate_id: &str,
     ) -> Result<Option<Cursor>, sqlx::Error> {
-        let txid = if self.pool.is_postgres() { "transaction_id::text::bigint" } else { "0" };
+        let (txid, month) = self.cursor_columns();
         let sql = format!(
             "select {txid} as txid, global_position as position from events \
-             where aggregate_type = $1 and aggregate_id = $2 order by sequence desc limit 1"
+             where aggregate_type = $1 and aggregate_id = $2 {month} order by sequence desc limit 1"
         );
         let args = [Arg::Text(aggregate_type.to_owned()), Arg::Text(aggregate_id.to_owned())];
         Ok(self.pool.fetch_all::<Cursor>(&sql, &args).await?.into_iter().next())
@@ -244,10 +254,10 @@ impl GlobalOrder {
         aggregate_id: &str,
         sequence: i64,
     ) -> Result<Option<Cursor>, sqlx::Error> {
-        let txid = if self.pool.is_postgres() { "transaction_id::text::bigint" } else { "0" };
+        let (txid, month) = self.cursor_columns();
         let sql = format!(
             "select {txid} as txid, global_position as position from events \
-             where aggregate_type = $1 and aggregate_id = $2 and sequence = $3"
+             where aggregate_type = $1 and aggregate_id = $2 and sequence = $3 {month}"
         );
         let args = [
             Arg::Text(aggregate_type.to_owned()),

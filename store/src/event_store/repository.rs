@@ -10,12 +10,16 @@ use cqrs_es::Aggregate;
 use postgres_es::PostgresEventRepository;
 use serde_json::Value;
 use sqlite_es::SqliteEventRepository;
+use sqlx::PgPool;
 
-use crate::database::Database;
+use crate::database::{is_unavailable, Database};
 
-/// postgres-es or sqlite-es, as the database is.
+/// postgres-es or sqlite-es, as the database is. On PostgreSQL an aggregate's events are read
+/// here rather than by postgres-es, whose queries name no log month: PostgreSQL would look for
+/// the aggregate in every month's partition of the log (and plan that afresh for each snapshot
+/// position, which postgres-es writes into the statement's text).
 pub enum EventRepository {
-    Postgres(PostgresEventRepository),
+    Postgres(PostgresEventRepository, PgPool),
     Sqlite(SqliteEventRepository),
 }
 
@@ -24,7 +28,9 @@ impl EventRepository {
     #[must_use]
     pub fn new(db: &Database) -> Self {
         match db {
-            Database::Postgres(pool) => Self::Postgres(PostgresEventRepository::new(pool.clone())),
+            Database::Postgres(pool) => {
+                Self::Postgres(PostgresEventRepository::new(pool.clone()), pool.clone())
+            }
             Database::Sqlite(pool) => Self::Sqlite(SqliteEventRepository::new(pool.clone())),
         }
     }
@@ -33,9 +39,63 @@ impl EventRepository {
 impl std::fmt::Debug for EventRepository {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Postgres(_) => f.write_str("EventRepository::Postgres"),
+            Self::Postgres(..) => f.write_str("EventRepository::Postgres"),
             Self::Sqlite(_) => f.write_str("EventRepository::Sqlite"),
         }
+    }
+}
+
+/// The events of one aggregate after a sequence, in its log month's partition only.
+const PG_EVENTS_AFTER: &str = "select aggregate_type, aggregate_id, sequence, event_type, \
+     event_version, payload, metadata from events \
+     where aggregate_type = $1 and aggregate_id = $2 \
+     and log_month = keyledger_log_month_of($1, $2) and sequence > $3 order by sequence";
+
+async fn pg_events_after(
+    pool: &PgPool,
+    aggregate_type: &str,
+    aggregate_id: &str,
+    after: usize,
+) -> Result<Vec<SerializedEvent>, PersistenceError> {
+    let after = i64::try_from(after).unwrap_or(i64::MAX);
+    let rows: Vec<PgEventRow> = sqlx::query_as(PG_EVENTS_AFTER)
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .bind(after)
+        .fetch_all(pool)
+        .await
+        .map_err(|error| {
+            if is_unavailable(&error) {
+                PersistenceError::ConnectionError(Box::new(error))
+            } else {
+                PersistenceError::UnknownError(Box::new(error))
+            }
+        })?;
+    Ok(rows.into_iter().map(PgEventRow::into_event).collect())
+}
+
+#[derive(sqlx::FromRow)]
+struct PgEventRow {
+    aggregate_type: String,
+    aggregate_id: String,
+    sequence: i64,
+    event_type: String,
+    event_version: String,
+    payload: Value,
+    metadata: Value,
+}
+
+impl PgEventRow {
+    fn into_event(self) -> SerializedEvent {
+        SerializedEvent::new(
+            self.aggregate_id,
+            usize::try_from(self.sequence).unwrap_or_default(),
+            self.aggregate_type,
+            self.event_type,
+            self.event_version,
+            self.payload,
+            self.metadata,
+        )
     }
 }
 
@@ -45,7 +105,7 @@ impl PersistedEventRepository for EventRepository {
         aggregate_id: &str,
     ) -> Result<Vec<SerializedEvent>, PersistenceError> {
         match self {
-            Self::Postgres(repo) => repo.get_events::<A>(aggregate_id).await,
+            Self::Postgres(_, pool) => pg_events_after(pool, A::TYPE, aggregate_id, 0).await,
             Self::Sqlite(repo) => repo.get_events::<A>(aggregate_id).await,
         }
     }
@@ -56,7 +116,9 @@ impl PersistedEventRepository for EventRepository {
         last_sequence: usize,
     ) -> Result<Vec<SerializedEvent>, PersistenceError> {
         match self {
-            Self::Postgres(repo) => repo.get_last_events::<A>(aggregate_id, last_sequence).await,
+            Self::Postgres(_, pool) => {
+                pg_events_after(pool, A::TYPE, aggregate_id, last_sequence).await
+            }
             Self::Sqlite(repo) => repo.get_last_events::<A>(aggregate_id, last_sequence).await,
         }
     }
@@ -66,7 +128,7 @@ impl PersistedEventRepository for EventRepository {
         aggregate_id: &str,
     ) -> Result<Option<SerializedSnapshot>, PersistenceError> {
         match self {
-            Self::Postgres(repo) => repo.get_snapshot::<A>(aggregate_id).await,
+            Self::Postgres(repo, _) => repo.get_snapshot::<A>(aggregate_id).await,
             Self::Sqlite(repo) => repo.get_snapshot::<A>(aggregate_id).await,
         }
     }
@@ -77,7 +139,7 @@ impl PersistedEventRepository for EventRepository {
         snapshot_update: Option<(String, Value, usize)>,
     ) -> Result<(), PersistenceError> {
         match self {
-            Self::Postgres(repo) => repo.persist::<A>(events, snapshot_update).await,
+            Self::Postgres(repo, _) => repo.persist::<A>(events, snapshot_update).await,
             Self::Sqlite(repo) => repo.persist::<A>(events, snapshot_update).await,
         }
     }
@@ -87,14 +149,14 @@ impl PersistedEventRepository for EventRepository {
         aggregate_id: &str,
     ) -> Result<ReplayStream, PersistenceError> {
         match self {
-            Self::Postgres(repo) => repo.stream_events::<A>(aggregate_id).await,
+            Self::Postgres(repo, _) => repo.stream_events::<A>(aggregate_id).await,
             Self::Sqlite(repo) => repo.stream_events::<A>(aggregate_id).await,
         }
     }
 
     async fn stream_all_events<A: Aggregate>(&self) -> Result<ReplayStream, PersistenceError> {
         match self {
-            Self::Postgres(repo) => repo.stream_all_events::<A>().await,
+            Self::Postgres(repo, _) => repo.stream_all_events::<A>().await,
             Self::Sqlite(repo) => repo.stream_all_events::<A>().await,
         }
     }
