@@ -9,6 +9,27 @@ use tokio::sync::watch;
 
 use crate::database::Database;
 
+/// The one aggregate type whose events are kept by month (its ids end in `/YYYY-MM`); the
+/// database's `keyledger_log_month_of` says the same.
+const MONTHLY_TYPE: &str = "UsageLedger";
+
+/// Where a PostgreSQL read of one aggregate of `aggregate_type` finds its events: the table,
+/// and a condition (to follow `where`, ending in `and`) naming the month of the aggregate whose
+/// id is the SQL expression `id`.
+///
+/// A usage ledger's events are in its month's partition: naming the month keeps the read to
+/// that one partition. Every other aggregate's events are in `events_main`, read as a plain
+/// table: through the partitioned parent PostgreSQL would plan each read afresh (it prunes per
+/// value), which cost more than the read itself.
+#[must_use]
+pub(crate) fn pg_events_of(aggregate_type: &str, id: &str) -> (&'static str, String) {
+    if aggregate_type == MONTHLY_TYPE {
+        ("events", format!("log_month = keyledger_log_month_of($1, {id}) and"))
+    } else {
+        ("events_main", String::new())
+    }
+}
+
 /// How often a serving replica makes sure the coming months have their partitions.
 const LOOK_EVERY: Duration = Duration::from_secs(6 * 60 * 60);
 

@@ -14,7 +14,9 @@
 //!   trusting its cache before its lease lapses.
 //! - After committing a Keyring command, a replica notifies a barrier and waits until every
 //!   replica with a live lease has acknowledged it (each does so after the invalidations that
-//!   came before it), or until that replica's lease has lapsed.
+//!   came before it), or until that replica's lease has lapsed. Commands that commit while a
+//!   barrier is out share the next one: any barrier notified after a commit vouches for it, so
+//!   a replica runs one barrier at a time, not one per command.
 //!
 //! A replica that does not trust its cache asks the log on every call, as before.
 
@@ -24,7 +26,7 @@ use std::time::Duration;
 
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
 use super::cache::CallCache;
@@ -67,6 +69,11 @@ struct State {
     beats: u64,
     /// Barriers this replica waits on, by token: who acknowledged, and a wake-up.
     barriers: HashMap<String, (HashSet<String>, Arc<Notify>)>,
+    /// The next barrier, not notified yet: commands committed since the last one was notified
+    /// wait for it. Its outcome is whether every replica acknowledged.
+    next_round: Option<Arc<watch::Sender<Option<bool>>>>,
+    /// Whether a task is running barriers (one at a time, while commands wait for them).
+    rounds_running: bool,
 }
 
 impl Watch {
@@ -96,14 +103,14 @@ impl Watch {
     /// The database's clock only picks whom to wait for; how long is this process's to say.
     pub(super) async fn barrier(&self, committed: Instant) {
         let deadline = committed + LEASE;
-        let waiting = Waiting::register(&self.shared);
-        match self.shared.await_acknowledgements(&waiting, deadline).await {
-            Ok(true) => {}
-            Ok(false) => tokio::time::sleep_until(deadline).await,
-            Err(error) => {
-                tracing::warn!(%error, "cannot ask the replicas; waiting out their leases");
-                tokio::time::sleep_until(deadline).await;
-            }
+        let mut outcome = Shared::join_next_round(&self.shared);
+        let acknowledged =
+            match tokio::time::timeout_at(deadline, outcome.wait_for(Option::is_some)).await {
+                Ok(Ok(outcome)) => *outcome == Some(true),
+                _ => false,
+            };
+        if !acknowledged {
+            tokio::time::sleep_until(deadline).await;
         }
     }
 
@@ -156,6 +163,19 @@ impl Shared {
 
     fn cache(&self) -> std::sync::MutexGuard<'_, CallCache> {
         self.cache.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The outcome of the next barrier, one notified after this call: the barrier that vouches
+    /// for a command committed before it. Starts the task that runs barriers if none runs.
+    fn join_next_round(shared: &Arc<Self>) -> watch::Receiver<Option<bool>> {
+        let mut state = shared.state();
+        let round = state.next_round.get_or_insert_with(|| Arc::new(watch::channel(None).0));
+        let outcome = round.subscribe();
+        if !state.rounds_running {
+            state.rounds_running = true;
+            tokio::spawn(run_rounds(Arc::clone(shared)));
+        }
+        outcome
     }
 
     /// Notifies the barrier and waits until `deadline` for the replicas leased lately to
@@ -248,6 +268,32 @@ impl Shared {
         state.listening = false;
         state.awaited = None;
         self.cache().clear();
+    }
+}
+
+/// Runs barriers one after another while commands wait for one, each for the commands that
+/// joined before it was notified; ends when none waits.
+async fn run_rounds(shared: Arc<Shared>) {
+    loop {
+        let round = {
+            let mut state = shared.state();
+            let Some(round) = state.next_round.take() else {
+                state.rounds_running = false;
+                return;
+            };
+            round
+        };
+        let waiting = Waiting::register(&shared);
+        let acknowledged =
+            match shared.await_acknowledgements(&waiting, Instant::now() + LEASE).await {
+                Ok(all) => all,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot ask the replicas; waiting out their leases");
+                    false
+                }
+            };
+        drop(waiting);
+        round.send_replace(Some(acknowledged));
     }
 }
 

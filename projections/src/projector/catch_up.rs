@@ -114,7 +114,7 @@ impl Projector {
         let mut progress = self.progress.subscribe();
         let showing = self.consumers_of(aggregate_type);
         loop {
-            match self.checkpoints().await {
+            match self.checkpoints_read_since(tokio::time::Instant::now()).await {
                 Ok(checkpoints)
                     if checkpoints
                         .iter()
@@ -132,5 +132,24 @@ impl Projector {
                 () = tokio::time::sleep_until(deadline) => return false,
             }
         }
+    }
+
+    /// The checkpoints as read by a read that began at or after `asked`. Waiters asking at
+    /// once share a read: one waits for the read under way to end, and if that read began after
+    /// it asked, takes its answer; otherwise it reads, for itself and whoever asks meanwhile.
+    async fn checkpoints_read_since(
+        &self,
+        asked: tokio::time::Instant,
+    ) -> Result<Vec<(String, Cursor)>, ProjectionError> {
+        let mut latest = self.shared_read.lock().await;
+        if let Some((began, checkpoints)) = latest.as_ref() {
+            if *began >= asked {
+                return Ok(checkpoints.clone());
+            }
+        }
+        let began = tokio::time::Instant::now();
+        let checkpoints = self.checkpoints().await?;
+        *latest = Some((began, checkpoints.clone()));
+        Ok(checkpoints)
     }
 }

@@ -45,7 +45,13 @@ pub struct Projector {
     /// Pipelines whose last run panicked (by their projections' names), with the panic's
     /// message, until they complete a step again: said by `/readyz`.
     panicked: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
+    /// The latest read of the checkpoints for commands waiting on the views, and when it began:
+    /// concurrent waiters share one read instead of each asking the database.
+    shared_read: tokio::sync::Mutex<Option<CheckpointsRead>>,
 }
+
+/// Where each projection stood, by name, and when the read that said so began.
+type CheckpointsRead = (tokio::time::Instant, Vec<(String, Cursor)>);
 
 #[derive(sqlx::FromRow)]
 struct Checkpoint {
@@ -64,7 +70,14 @@ impl Projector {
         types.dedup();
         let nudges = types.into_iter().map(|t| (t, watch::channel(0).0)).collect();
         let panicked = std::sync::Mutex::default();
-        Self { pool, projections, nudges, progress: watch::channel(0).0, panicked }
+        Self {
+            pool,
+            projections,
+            nudges,
+            progress: watch::channel(0).0,
+            panicked,
+            shared_read: tokio::sync::Mutex::default(),
+        }
     }
 
     /// The names of its projections.

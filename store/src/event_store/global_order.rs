@@ -194,13 +194,15 @@ impl GlobalOrder {
         Ok(rows.first().is_some_and(|(b,)| *b))
     }
 
-    /// How a cursor's transaction is read, and (PostgreSQL) the condition that keeps a lookup
-    /// of aggregate `$1`/`$2` to its log month's partition.
-    fn cursor_columns(&self) -> (&'static str, &'static str) {
+    /// How a cursor's transaction is read, and where (PostgreSQL: the table and the month's
+    /// condition, see [`crate::log_months::pg_events_of`]) a lookup of aggregate `$1`/`$2`
+    /// finds its events.
+    fn cursor_columns(&self, aggregate_type: &str) -> (&'static str, &'static str, String) {
         if self.pool.is_postgres() {
-            ("transaction_id::text::bigint", "and log_month = keyledger_log_month_of($1, $2)")
+            let (table, month) = crate::log_months::pg_events_of(aggregate_type, "$2");
+            ("transaction_id::text::bigint", table, month)
         } else {
-            ("0", "")
+            ("0", "events", String::new())
         }
     }
 
@@ -213,10 +215,10 @@ impl GlobalOrder {
         aggregate_type: &str,
         aggregate_id: &str,
     ) -> Result<Option<Cursor>, sqlx::Error> {
-        let (txid, month) = self.cursor_columns();
+        let (txid, table, month) = self.cursor_columns(aggregate_type);
         let sql = format!(
-            "select {txid} as txid, global_position as position from events \
-             where aggregate_type = $1 and aggregate_id = $2 {month} order by sequence desc limit 1"
+            "select {txid} as txid, global_position as position from {table} \
+             where {month} aggregate_type = $1 and aggregate_id = $2 order by sequence desc limit 1"
         );
         let args = [Arg::Text(aggregate_type.to_owned()), Arg::Text(aggregate_id.to_owned())];
         Ok(self.pool.fetch_all::<Cursor>(&sql, &args).await?.into_iter().next())
@@ -254,10 +256,10 @@ impl GlobalOrder {
         aggregate_id: &str,
         sequence: i64,
     ) -> Result<Option<Cursor>, sqlx::Error> {
-        let (txid, month) = self.cursor_columns();
+        let (txid, table, month) = self.cursor_columns(aggregate_type);
         let sql = format!(
-            "select {txid} as txid, global_position as position from events \
-             where aggregate_type = $1 and aggregate_id = $2 and sequence = $3 {month}"
+            "select {txid} as txid, global_position as position from {table} \
+             where {month} aggregate_type = $1 and aggregate_id = $2 and sequence = $3"
         );
         let args = [
             Arg::Text(aggregate_type.to_owned()),

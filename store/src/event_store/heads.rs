@@ -138,25 +138,23 @@ async fn query(
 ) -> Result<HashMap<String, usize>, sqlx::Error> {
     const ONE: &str = "select $2, coalesce(max(sequence), 0) from events \
                        where aggregate_type = $1 and aggregate_id = $2";
-    // On PostgreSQL each probe names the aggregate's log month: one partition, not every one.
-    const PG_ONE: &str = "select $2, coalesce(max(sequence), 0) from events \
-                          where aggregate_type = $1 and aggregate_id = $2 \
-                          and log_month = keyledger_log_month_of($1, $2)";
     let rows: Vec<(String, i64)> = match (db, ids) {
         (Database::Postgres(pool), [id]) => {
-            sqlx::query_as(PG_ONE).bind(aggregate_type).bind(id).fetch_all(pool).await?
+            let (table, month) = crate::log_months::pg_events_of(aggregate_type, "$2");
+            let one = format!(
+                "select $2, coalesce(max(sequence), 0) from {table} \
+                 where {month} aggregate_type = $1 and aggregate_id = $2"
+            );
+            sqlx::query_as(&one).bind(aggregate_type).bind(id).fetch_all(pool).await?
         }
         (Database::Postgres(pool), _) => {
-            sqlx::query_as(
-                "select h.id, coalesce((select max(e.sequence) from events e \
-                 where e.aggregate_type = $1 and e.aggregate_id = h.id \
-                 and e.log_month = keyledger_log_month_of($1, h.id)), 0) \
-                 from unnest($2::text[]) as h(id)",
-            )
-            .bind(aggregate_type)
-            .bind(ids)
-            .fetch_all(pool)
-            .await?
+            let (table, month) = crate::log_months::pg_events_of(aggregate_type, "h.id");
+            let each = format!(
+                "select h.id, coalesce((select max(sequence) from {table} \
+                 where {month} aggregate_type = $1 and aggregate_id = h.id), 0) \
+                 from unnest($2::text[]) as h(id)"
+            );
+            sqlx::query_as(&each).bind(aggregate_type).bind(ids).fetch_all(pool).await?
         }
         (Database::Sqlite(pool), [id]) => {
             sqlx::query_as(ONE).bind(aggregate_type).bind(id).fetch_all(pool).await?

@@ -45,12 +45,6 @@ impl std::fmt::Debug for EventRepository {
     }
 }
 
-/// The events of one aggregate after a sequence, in its log month's partition only.
-const PG_EVENTS_AFTER: &str = "select aggregate_type, aggregate_id, sequence, event_type, \
-     event_version, payload, metadata from events \
-     where aggregate_type = $1 and aggregate_id = $2 \
-     and log_month = keyledger_log_month_of($1, $2) and sequence > $3 order by sequence";
-
 async fn pg_events_after(
     pool: &PgPool,
     aggregate_type: &str,
@@ -58,7 +52,13 @@ async fn pg_events_after(
     after: usize,
 ) -> Result<Vec<SerializedEvent>, PersistenceError> {
     let after = i64::try_from(after).unwrap_or(i64::MAX);
-    let rows: Vec<PgEventRow> = sqlx::query_as(PG_EVENTS_AFTER)
+    let (table, month) = crate::log_months::pg_events_of(aggregate_type, "$2");
+    let sql = format!(
+        "select aggregate_type, aggregate_id, sequence, event_type, event_version, payload, \
+         metadata from {table} where {month} aggregate_type = $1 and aggregate_id = $2 \
+         and sequence > $3 order by sequence"
+    );
+    let rows: Vec<PgEventRow> = sqlx::query_as(&sql)
         .bind(aggregate_type)
         .bind(aggregate_id)
         .bind(after)
