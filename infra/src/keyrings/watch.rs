@@ -71,7 +71,7 @@ struct State {
     barriers: HashMap<String, (HashSet<String>, Arc<Notify>)>,
     /// The next barrier, not notified yet: commands committed since the last one was notified
     /// wait for it. Its outcome is whether every replica acknowledged.
-    next_round: Option<Arc<watch::Sender<Option<bool>>>>,
+    next_round: Option<watch::Sender<Option<bool>>>,
     /// Whether a task is running barriers (one at a time, while commands wait for them).
     rounds_running: bool,
 }
@@ -169,7 +169,7 @@ impl Shared {
     /// for a command committed before it. Starts the task that runs barriers if none runs.
     fn join_next_round(shared: &Arc<Self>) -> watch::Receiver<Option<bool>> {
         let mut state = shared.state();
-        let round = state.next_round.get_or_insert_with(|| Arc::new(watch::channel(None).0));
+        let round = state.next_round.get_or_insert_with(|| watch::channel(None).0);
         let outcome = round.subscribe();
         if !state.rounds_running {
             state.rounds_running = true;

@@ -114,7 +114,7 @@ impl Projector {
         let mut progress = self.progress.subscribe();
         let showing = self.consumers_of(aggregate_type);
         loop {
-            match self.checkpoints_read_since(tokio::time::Instant::now()).await {
+            match self.shared_checkpoints().await {
                 Ok(checkpoints)
                     if checkpoints
                         .iter()
@@ -134,13 +134,11 @@ impl Projector {
         }
     }
 
-    /// The checkpoints as read by a read that began at or after `asked`. Waiters asking at
+    /// The checkpoints, as read by a read that began after this was asked. Waiters asking at
     /// once share a read: one waits for the read under way to end, and if that read began after
     /// it asked, takes its answer; otherwise it reads, for itself and whoever asks meanwhile.
-    async fn checkpoints_read_since(
-        &self,
-        asked: tokio::time::Instant,
-    ) -> Result<Vec<(String, Cursor)>, ProjectionError> {
+    async fn shared_checkpoints(&self) -> Result<Vec<(String, Cursor)>, ProjectionError> {
+        let asked = tokio::time::Instant::now();
         let mut latest = self.shared_read.lock().await;
         if let Some((began, checkpoints)) = latest.as_ref() {
             if *began >= asked {
