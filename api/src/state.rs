@@ -14,6 +14,8 @@ use keyledger_store::Database;
 /// How long a command waits for the views to show it before answering anyway.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
 
+const KEYRING: &str = <keyledger_domain::Keyring as cqrs_es::Aggregate>::TYPE;
+
 /// Shared state of the HTTP API.
 #[derive(Debug, Clone)]
 pub struct AppState {
@@ -60,7 +62,12 @@ impl AppState {
         let (state, org, actor) = (self.clone(), org.clone(), caller.actor());
         self.run_to_the_end(async move {
             let committed = state.keyrings.execute(&org, command, &actor).await?;
-            state.settle(&org).await;
+            match committed.cursor {
+                Some(cursor) => state.wait_for_views(Ok(Some(cursor)), KEYRING).await,
+                // Nothing committed, or a commit that could not say where: the latest event
+                // the caller may have seen is the organization's latest.
+                None => state.settle(&org).await,
+            }
             Ok(committed)
         })
         .await
@@ -99,10 +106,8 @@ impl AppState {
 
     /// Waits until the views include `org`'s latest Keyring event.
     pub async fn settle(&self, org: &OrgId) {
-        let keyring = <keyledger_domain::Keyring as cqrs_es::Aggregate>::TYPE;
-        self.projector.nudge_for(keyring);
-        let cursor = self.log.order().latest_cursor(keyring, org.as_str()).await;
-        self.wait_for_views(cursor, keyring).await;
+        let cursor = self.log.order().latest_cursor(KEYRING, org.as_str()).await;
+        self.wait_for_views(cursor, KEYRING).await;
     }
 
     /// Waits until the usage views include every call recorded so far for `org` (`None`: for
@@ -137,6 +142,7 @@ impl AppState {
     ) {
         match cursor {
             Ok(Some(cursor)) => {
+                self.projector.nudge_for(aggregate_type);
                 if !self.projector.wait_until(cursor, aggregate_type, SETTLE_TIMEOUT).await {
                     tracing::warn!("views did not catch up in time; answering anyway");
                 }

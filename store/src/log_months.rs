@@ -13,6 +13,12 @@ use crate::database::Database;
 /// database's `keyledger_log_month_of` says the same.
 const MONTHLY_TYPE: &str = "UsageLedger";
 
+/// Whether the events of `aggregate_type` are kept by month.
+#[must_use]
+pub(crate) fn is_monthly(aggregate_type: &str) -> bool {
+    aggregate_type == MONTHLY_TYPE
+}
+
 /// Where a PostgreSQL read of one aggregate of `aggregate_type` finds its events: the table,
 /// and a condition (to follow `where`, ending in `and`) naming the month of the aggregate whose
 /// id is the SQL expression `id`.
@@ -23,7 +29,7 @@ const MONTHLY_TYPE: &str = "UsageLedger";
 /// value), which cost more than the read itself.
 #[must_use]
 pub(crate) fn pg_events_of(aggregate_type: &str, id: &str) -> (&'static str, String) {
-    if aggregate_type == MONTHLY_TYPE {
+    if is_monthly(aggregate_type) {
         ("events", format!("log_month = keyledger_log_month_of($1, {id}) and"))
     } else {
         ("events_main", String::new())

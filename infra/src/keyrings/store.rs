@@ -21,7 +21,7 @@ use keyledger_domain::{
     Keyring, KeyringCommand, KeyringContext, KeyringError, OrgId, ProviderId, Verification,
     VerificationOutcome,
 };
-use keyledger_store::event_store::{EventRepository, SnapshottingStore};
+use keyledger_store::event_store::{Commit, Cursor, EventRepository, SnapshottingStore};
 use keyledger_store::material::{MaterialChanges, MaterialRow};
 use keyledger_store::metadata::{Actor, EventMetadata};
 use keyledger_store::Database;
@@ -31,6 +31,8 @@ use keyledger_store::Database;
 pub struct Committed {
     pub state: Keyring,
     pub events: Vec<EventEnvelope<Keyring>>,
+    /// Where its last event stands in the global order, when the commit said so.
+    pub cursor: Option<Cursor>,
 }
 
 /// The command side of organizations' Keyrings; the call-key side is [`CallKeys`].
@@ -131,7 +133,7 @@ impl Keyrings {
             context.aggregate.apply(event.clone());
         }
         let metadata = actor.metadata(rules.now()).into_map();
-        let events = self
+        let Commit { events, cursor } = self
             .store
             .commit_with_material(&self.db, events, &context, &metadata, &material)
             .await?;
@@ -145,7 +147,7 @@ impl Keyrings {
                 material.destroyed.iter().copied().map(MaterialId).collect();
             self.calls.outlast(committed_at, &released).await;
         }
-        Ok(Committed { state: context.aggregate, events })
+        Ok(Committed { state: context.aggregate, events, cursor })
     }
 
     /// Does what `preparation` asks for `command`: asks the provider about its key, seals it.

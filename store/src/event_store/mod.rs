@@ -4,6 +4,7 @@
 mod append;
 mod global_order;
 mod heads;
+mod one_statement;
 mod repository;
 mod snapshot_store;
 
@@ -12,7 +13,7 @@ pub use global_order::{read_after_in, Cursor, GlobalOrder, StoredEvent};
 pub use heads::Heads;
 pub use repository::EventRepository;
 pub use snapshot_store::serialize_event;
-pub use snapshot_store::{SnapshottingStore, SNAPSHOT_EVERY};
+pub use snapshot_store::{Commit, SnapshottingStore, SNAPSHOT_EVERY};
 
 use cqrs_es::AggregateError;
 

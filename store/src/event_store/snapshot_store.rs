@@ -14,6 +14,8 @@ use cqrs_es::persist::{
 use cqrs_es::{Aggregate, AggregateError, DomainEvent, EventEnvelope, EventStore};
 
 use super::append::{append_in, AppendError, SnapshotUpdate};
+use super::global_order::Cursor;
+use super::one_statement;
 use crate::database::Database;
 use crate::material::MaterialChanges;
 
@@ -141,6 +143,29 @@ where
     }
 }
 
+/// A command's commit as a transaction of statements: its events, its snapshot and its
+/// material; it cannot say where its events stand without reading again.
+async fn commit_in_transaction(
+    db: &Database,
+    events: &[SerializedEvent],
+    snapshot: Option<&SnapshotUpdate>,
+    material: &MaterialChanges,
+) -> Result<Option<Cursor>, sqlx::Error> {
+    let mut tx = db.begin().await?;
+    append_in(&mut tx, events, snapshot).await?;
+    material.write(&mut tx).await?;
+    tx.commit().await?;
+    Ok(None)
+}
+
+/// A command's committed events, and where the last of them stands in the global order when
+/// the commit could say (PostgreSQL) without another read.
+#[derive(Debug)]
+pub struct Commit<A: Aggregate> {
+    pub events: Vec<EventEnvelope<A>>,
+    pub cursor: Option<Cursor>,
+}
+
 /// A commit ready to be written: its events as cqrs-es hands them on and as the table keeps
 /// them, and the snapshot it writes, if any.
 struct Staged<A: Aggregate> {
@@ -169,20 +194,24 @@ where
         context: &EventStoreAggregateContext<A>,
         metadata: &HashMap<String, String>,
         material: &MaterialChanges,
-    ) -> Result<Vec<EventEnvelope<A>>, AggregateError<A::Error>> {
+    ) -> Result<Commit<A>, AggregateError<A::Error>> {
         let staged = self.stage(events, context, metadata)?;
         if staged.envelopes.is_empty() && material.kept.is_empty() && material.destroyed.is_empty()
         {
-            return Ok(staged.envelopes);
+            return Ok(Commit { events: staged.envelopes, cursor: None });
         }
-        let written = async {
-            let mut tx = db.begin().await?;
-            append_in(&mut tx, &staged.serialized, staged.snapshot.as_ref()).await?;
-            material.write(&mut tx).await?;
-            tx.commit().await
+        let snapshot = staged.snapshot.as_ref();
+        let written = match db {
+            // Usage ledgers are kept by month, through the partitioned parent.
+            Database::Postgres(pool)
+                if !staged.serialized.is_empty() && !crate::log_months::is_monthly(A::TYPE) =>
+            {
+                one_statement::commit(pool, &staged.serialized, snapshot, material).await
+            }
+            _ => commit_in_transaction(db, &staged.serialized, snapshot, material).await,
         };
-        match written.await.map_err(AppendError::from) {
-            Ok(()) => Ok(staged.envelopes),
+        match written.map_err(AppendError::from) {
+            Ok(cursor) => Ok(Commit { events: staged.envelopes, cursor }),
             Err(AppendError::Conflict) => Err(AggregateError::AggregateConflict),
             Err(AppendError::Storage(error)) => {
                 Err(AggregateError::DatabaseConnectionError(Box::new(error)))
