@@ -285,7 +285,8 @@ where
         .bind(snapshot.payload.to_string())
 }
 
-fn sequence(n: usize) -> i64 {
+/// A sequence or snapshot number as the tables keep it.
+pub(super) fn sequence(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 

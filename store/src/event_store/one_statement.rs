@@ -11,7 +11,7 @@
 
 use sqlx::PgPool;
 
-use super::append::SnapshotUpdate;
+use super::append::{sequence, SnapshotUpdate};
 use super::global_order::Cursor;
 use cqrs_es::persist::SerializedEvent;
 
@@ -68,13 +68,13 @@ pub(super) async fn commit(
     let (txid, position): (Option<i64>, Option<i64>) = sqlx::query_as(COMMIT)
         .bind(&first.aggregate_type)
         .bind(&first.aggregate_id)
-        .bind(events.iter().map(|e| number(e.sequence)).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| sequence(e.sequence)).collect::<Vec<_>>())
         .bind(events.iter().map(|e| e.event_type.clone()).collect::<Vec<_>>())
         .bind(events.iter().map(|e| e.event_version.clone()).collect::<Vec<_>>())
         .bind(events.iter().map(|e| e.payload.to_string()).collect::<Vec<_>>())
         .bind(events.iter().map(|e| e.metadata.to_string()).collect::<Vec<_>>())
-        .bind(snapshot.map(|s| number(s.last_sequence)))
-        .bind(snapshot.map(|s| number(s.current_snapshot)))
+        .bind(snapshot.map(|s| sequence(s.last_sequence)))
+        .bind(snapshot.map(|s| sequence(s.current_snapshot)))
         .bind(snapshot.map(|s| s.payload.to_string()))
         .bind(kept.iter().map(|r| r.id).collect::<Vec<_>>())
         .bind(kept.iter().map(|r| r.org.clone()).collect::<Vec<_>>())
@@ -90,8 +90,4 @@ pub(super) async fn commit(
         .fetch_one(pool)
         .await?;
     Ok(txid.zip(position).map(|(txid, position)| Cursor { txid, position }))
-}
-
-fn number(n: usize) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
 }
