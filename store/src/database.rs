@@ -121,6 +121,17 @@ impl Database {
                 // connection before it is answered 503: long enough for a server restart's
                 // first seconds, short enough that a caller hears the outage rather than hangs.
                 .acquire_timeout(Duration::from_secs(3))
+                // A connection's buffers grow to the largest message it has sent or received
+                // (a usage batch binds hundreds of records) and keep that size. Over a long run
+                // each pooled connection comes to hold its largest, and the process's memory
+                // creeps up until the pool recycles them; shrunk on release, the pool holds
+                // what its connections are doing now.
+                .after_release(|connection, _| {
+                    Box::pin(async move {
+                        sqlx::Connection::shrink_buffers(connection);
+                        Ok(true)
+                    })
+                })
                 .connect_with(options)
                 .await
                 .map_err(DatabaseError::Connect)?;

@@ -195,3 +195,36 @@ async fn once_a_command_returns_the_views_say_they_are_caught_up(backend: Backen
     assert_eq!(ready.status, axum::http::StatusCode::OK);
     app.finish().await;
 }
+
+/// Statements built for one batch's size (a row of placeholders per row, as the usage cockpit
+/// writes) are not kept prepared on the connection: kept, one per size seen and each holding
+/// the types of its thousands of parameters, they grew a long-running process by tens of MiB.
+#[tokio::test]
+async fn statements_built_for_a_batch_are_not_kept_prepared() {
+    let url = keyledger_tests::postgres::fresh_database().await;
+    let db = keyledger_store::Database::connect(&url).await.expect("connect");
+    let mut tx = db.begin().await.expect("begin");
+    tx.execute("create temporary table batch_rows (n bigint)", &[]).await.expect("table");
+    let kept = "select count(*) from pg_prepared_statements where statement like 'insert into batch_rows%'";
+    let insert = |rows: usize| {
+        let values: Vec<String> = (1..=rows).map(|i| format!("(${i})")).collect();
+        let args: Vec<keyledger_store::Arg> =
+            (1..=rows).map(|i| keyledger_store::Arg::Int(i as i64)).collect();
+        (format!("insert into batch_rows values {}", values.join(", ")), args)
+    };
+    for rows in 1..=5 {
+        let (sql, args) = insert(rows);
+        assert_eq!(tx.execute_built(&sql, &args).await.expect("insert"), rows as u64);
+    }
+    let (count,): (i64,) = tx.fetch_all(kept, &[]).await.expect("count").remove(0);
+    assert_eq!(count, 0, "a statement built for a batch stayed prepared");
+
+    // An ordinary statement is kept, which is what makes the count above mean something.
+    let (sql, args) = insert(2);
+    tx.execute(&sql, &args).await.expect("insert");
+    let (count,): (i64,) = tx.fetch_all(kept, &[]).await.expect("count").remove(0);
+    assert_eq!(count, 1);
+    tx.commit().await.expect("commit");
+    drop(db);
+    keyledger_tests::postgres::drop_database(&url).await;
+}

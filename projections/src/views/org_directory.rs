@@ -59,7 +59,7 @@ impl Projection for OrgDirectory {
                 values_placeholders(chunk.len(), 1)
             );
             let args: Vec<Arg> = chunk.iter().map(|org| Arg::Text((*org).to_owned())).collect();
-            tx.execute(&sql, &args).await?;
+            tx.execute_built(&sql, &args).await?;
         }
         Ok(())
     }

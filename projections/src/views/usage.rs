@@ -161,7 +161,7 @@ impl Projection for UsageCockpit {
                  do update set {update}",
                 values_placeholders(chunk.len(), 9)
             );
-            tx.execute(&sql, &chunk.concat()).await?;
+            tx.execute_built(&sql, &chunk.concat()).await?;
         }
         let columns = [
             "org_id",

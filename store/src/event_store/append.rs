@@ -174,7 +174,8 @@ async fn append_sqlite(
         .collect();
     let inserts =
         statements.iter().zip(events.chunks(SQLITE_ROWS_PER_STATEMENT)).map(|(sql, chunk)| {
-            chunk.iter().fold(sqlx::query(sql), |insert, event| {
+            // Built for this chunk's size: not kept prepared (see `Tx::execute_built`).
+            chunk.iter().fold(sqlx::query(sql).persistent(false), |insert, event| {
                 insert
                     .bind(&event.aggregate_type)
                     .bind(&event.aggregate_id)
