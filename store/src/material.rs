@@ -46,7 +46,7 @@ pub struct MaterialRow {
 }
 
 /// The key material that comes and goes with a command's events.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct MaterialChanges {
     /// Sealed by the command.
     pub kept: Vec<MaterialRow>,

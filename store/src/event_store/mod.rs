@@ -3,6 +3,7 @@
 
 mod append;
 mod global_order;
+mod group_commit;
 mod heads;
 mod one_statement;
 mod repository;

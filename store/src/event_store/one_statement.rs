@@ -1,6 +1,7 @@
-//! A command's commit on PostgreSQL as one statement: its events, its snapshot, the key
-//! material it keeps and destroys, and the notifications of the change, in one round trip and
-//! one transaction, answering where its last event stands in the global order.
+//! Commits of aggregates' events on PostgreSQL as one statement: the events, snapshots, key
+//! material kept and destroyed, and the notifications of the change, of one command or of a
+//! group of commands on different aggregates, in one round trip and one transaction,
+//! answering where each aggregate's last event stands in the global order.
 //!
 //! The same commit as a transaction of statements took six round trips (begin, events,
 //! snapshot, material in, material out, commit), each a wake-up of both processes on a busy
@@ -8,6 +9,9 @@
 //! and loop over them in PL/pgSQL to notify. A command's events are of one aggregate, never a
 //! usage ledger, so they go straight to `events_main`; the notifications the parent's trigger
 //! would send (`keyledger_events.<type>`, and `keyledger_watch` for a Keyring) are sent here.
+//! Commands grouped in one statement share its commit: see [`super::group_commit`].
+
+use std::collections::HashMap;
 
 use sqlx::PgPool;
 
@@ -18,19 +22,20 @@ use cqrs_es::persist::SerializedEvent;
 use crate::material::MaterialChanges;
 
 /// The statement. Every part is there every time, so its plan is prepared once a connection:
-/// no snapshot is a snapshot row filtered out, no material is an empty array.
+/// no snapshot and no material are empty arrays.
 const COMMIT: &str = "\
 with appended as (
     insert into events_main
         (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-    select $1, $2, s, e, v, p::json, m::json
-    from unnest($3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[])
-         with ordinality as batch(s, e, v, p, m, n)
+    select $1, a, s, e, v, p::json, m::json
+    from unnest($2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[])
+         with ordinality as batch(a, s, e, v, p, m, n)
     order by n
-    returning transaction_id::text::bigint as txid, global_position as position
+    returning aggregate_id, transaction_id::text::bigint as txid, global_position as position
 ), snapshot as (
     insert into snapshots (aggregate_type, aggregate_id, last_sequence, current_snapshot, payload)
-    select $1, $2, $8, $9, $10::json where $8::bigint is not null
+    select $1, a, l, c, p::json
+    from unnest($8::text[], $9::bigint[], $10::bigint[], $11::text[]) as taken(a, l, c, p)
     on conflict (aggregate_type, aggregate_id) do update
     set last_sequence = excluded.last_sequence, current_snapshot = excluded.current_snapshot,
         payload = excluded.payload
@@ -38,44 +43,68 @@ with appended as (
 ), kept as (
     insert into key_material (material_id, org_id, provider, key_id, version, master_key_id,
                               dek_nonce, wrapped_dek, key_nonce, ciphertext)
-    select * from unnest($11::uuid[], $12::text[], $13::text[], $14::bigint[], $15::bigint[],
-                         $16::text[], $17::bytea[], $18::bytea[], $19::bytea[], $20::bytea[])
+    select * from unnest($12::uuid[], $13::text[], $14::text[], $15::bigint[], $16::bigint[],
+                         $17::text[], $18::bytea[], $19::bytea[], $20::bytea[], $21::bytea[])
 ), destroyed as (
-    delete from key_material where material_id = any($21::uuid[])
+    delete from key_material where material_id = any($22::uuid[])
 ), notified as (
-    select pg_notify('keyledger_events.' || $1, ''),
-           case when $1 = 'Keyring' then pg_notify('keyledger_watch', 'keyring:' || $2) end
+    select pg_notify('keyledger_events.' || $1, '') as events,
+           (select count(pg_notify('keyledger_watch', 'keyring:' || org))
+            from (select distinct org from unnest($2::text[]) as changed(org)) as orgs
+            where $1 = 'Keyring') as keyrings
 )
-select max(txid) as txid, max(position) as position from appended cross join notified";
+select aggregate_id, max(txid) as txid, max(position) as position
+from appended cross join notified
+group by aggregate_id";
 
-/// Commits `events` (all of one aggregate, in sequence order, at least one) with `snapshot`
-/// and `material`; where the last event stands.
+/// One command's commit: its events (of one aggregate, in sequence order, at least one), the
+/// snapshot it takes and the key material it keeps and destroys.
+#[derive(Debug)]
+pub(super) struct CommandCommit {
+    pub events: Vec<SerializedEvent>,
+    pub snapshot: Option<SnapshotUpdate>,
+    pub material: MaterialChanges,
+}
+
+impl CommandCommit {
+    pub(super) fn aggregate_id(&self) -> &str {
+        self.events.first().map_or("", |e| e.aggregate_id.as_str())
+    }
+}
+
+/// Commits `commits` (of one aggregate type, each of a different aggregate) in one statement;
+/// where each one's last event stands, in their order.
 ///
 /// # Errors
 /// The database's error; a unique violation when another writer took one of the sequences,
-/// and then nothing is written.
+/// and then nothing of any of them is written.
 pub(super) async fn commit(
     pool: &PgPool,
-    events: &[SerializedEvent],
-    snapshot: Option<&SnapshotUpdate>,
-    material: &MaterialChanges,
-) -> Result<Option<Cursor>, sqlx::Error> {
-    let Some(first) = events.first() else {
-        return Ok(None);
+    commits: &[&CommandCommit],
+) -> Result<Vec<Option<Cursor>>, sqlx::Error> {
+    let Some(aggregate_type) =
+        commits.iter().find_map(|c| c.events.first()).map(|e| e.aggregate_type.clone())
+    else {
+        return Ok(commits.iter().map(|_| None).collect());
     };
-    // `notified` is joined to the events so it runs; a command always has some.
-    let kept = &material.kept;
-    let (txid, position): (Option<i64>, Option<i64>) = sqlx::query_as(COMMIT)
-        .bind(&first.aggregate_type)
-        .bind(&first.aggregate_id)
+    let events: Vec<&SerializedEvent> = commits.iter().flat_map(|c| &c.events).collect();
+    let snapshots: Vec<&SnapshotUpdate> =
+        commits.iter().filter_map(|c| c.snapshot.as_ref()).collect();
+    let kept: Vec<_> = commits.iter().flat_map(|c| &c.material.kept).collect();
+    let destroyed: Vec<uuid::Uuid> =
+        commits.iter().flat_map(|c| c.material.destroyed.iter().copied()).collect();
+    let rows: Vec<(String, Option<i64>, Option<i64>)> = sqlx::query_as(COMMIT)
+        .bind(aggregate_type)
+        .bind(events.iter().map(|e| e.aggregate_id.clone()).collect::<Vec<_>>())
         .bind(events.iter().map(|e| sequence(e.sequence)).collect::<Vec<_>>())
         .bind(events.iter().map(|e| e.event_type.clone()).collect::<Vec<_>>())
         .bind(events.iter().map(|e| e.event_version.clone()).collect::<Vec<_>>())
         .bind(events.iter().map(|e| e.payload.to_string()).collect::<Vec<_>>())
         .bind(events.iter().map(|e| e.metadata.to_string()).collect::<Vec<_>>())
-        .bind(snapshot.map(|s| sequence(s.last_sequence)))
-        .bind(snapshot.map(|s| sequence(s.current_snapshot)))
-        .bind(snapshot.map(|s| s.payload.to_string()))
+        .bind(snapshots.iter().map(|s| s.aggregate_id.clone()).collect::<Vec<_>>())
+        .bind(snapshots.iter().map(|s| sequence(s.last_sequence)).collect::<Vec<_>>())
+        .bind(snapshots.iter().map(|s| sequence(s.current_snapshot)).collect::<Vec<_>>())
+        .bind(snapshots.iter().map(|s| s.payload.to_string()).collect::<Vec<_>>())
         .bind(kept.iter().map(|r| r.id).collect::<Vec<_>>())
         .bind(kept.iter().map(|r| r.org.clone()).collect::<Vec<_>>())
         .bind(kept.iter().map(|r| r.provider.to_owned()).collect::<Vec<_>>())
@@ -86,8 +115,12 @@ pub(super) async fn commit(
         .bind(kept.iter().map(|r| r.sealed.wrapped_dek.clone()).collect::<Vec<_>>())
         .bind(kept.iter().map(|r| r.sealed.key_nonce.clone()).collect::<Vec<_>>())
         .bind(kept.iter().map(|r| r.sealed.ciphertext.clone()).collect::<Vec<_>>())
-        .bind(&material.destroyed)
-        .fetch_one(pool)
+        .bind(&destroyed)
+        .fetch_all(pool)
         .await?;
-    Ok(txid.zip(position).map(|(txid, position)| Cursor { txid, position }))
+    let stands: HashMap<String, Cursor> = rows
+        .into_iter()
+        .filter_map(|(id, txid, position)| Some((id, Cursor { txid: txid?, position: position? })))
+        .collect();
+    Ok(commits.iter().map(|c| stands.get(c.aggregate_id()).copied()).collect())
 }

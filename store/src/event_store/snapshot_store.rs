@@ -15,7 +15,8 @@ use cqrs_es::{Aggregate, AggregateError, DomainEvent, EventEnvelope, EventStore}
 
 use super::append::{append_in, AppendError, SnapshotUpdate};
 use super::global_order::Cursor;
-use super::one_statement;
+use super::group_commit::GroupCommitter;
+use super::one_statement::CommandCommit;
 use crate::database::Database;
 use crate::material::MaterialChanges;
 
@@ -27,6 +28,9 @@ pub const SNAPSHOT_EVERY: usize = 50;
 pub struct SnapshottingStore<R, A> {
     repo: R,
     snapshot_every: usize,
+    /// Commands' commits on PostgreSQL, grouped (started by the first; a store commits to
+    /// one database).
+    grouped: std::sync::OnceLock<GroupCommitter>,
     _aggregate: PhantomData<fn() -> A>,
 }
 
@@ -42,7 +46,12 @@ where
 
     /// A store that snapshots every `snapshot_every` events (at least 1).
     pub fn with_snapshot_every(repo: R, snapshot_every: usize) -> Self {
-        Self { repo, snapshot_every: snapshot_every.max(1), _aggregate: PhantomData }
+        Self {
+            repo,
+            snapshot_every: snapshot_every.max(1),
+            grouped: std::sync::OnceLock::new(),
+            _aggregate: PhantomData,
+        }
     }
 
     /// The number of the snapshot a commit that takes an aggregate from sequence `from` to
@@ -200,18 +209,20 @@ where
         {
             return Ok(Commit { events: staged.envelopes, cursor: None });
         }
-        let snapshot = staged.snapshot.as_ref();
+        let Staged { envelopes, serialized, snapshot } = staged;
         let written = match db {
             // Usage ledgers are kept by month, through the partitioned parent.
             Database::Postgres(pool)
-                if !staged.serialized.is_empty() && !crate::log_months::is_monthly(A::TYPE) =>
+                if !serialized.is_empty() && !crate::log_months::is_monthly(A::TYPE) =>
             {
-                one_statement::commit(pool, &staged.serialized, snapshot, material).await
+                let committer = self.grouped.get_or_init(|| GroupCommitter::start(pool.clone()));
+                let material = material.clone();
+                committer.commit(CommandCommit { events: serialized, snapshot, material }).await
             }
-            _ => commit_in_transaction(db, &staged.serialized, snapshot, material).await,
+            _ => commit_in_transaction(db, &serialized, snapshot.as_ref(), material).await,
         };
         match written.map_err(AppendError::from) {
-            Ok(cursor) => Ok(Commit { events: staged.envelopes, cursor }),
+            Ok(cursor) => Ok(Commit { events: envelopes, cursor }),
             Err(AppendError::Conflict) => Err(AggregateError::AggregateConflict),
             Err(AppendError::Storage(error)) => {
                 Err(AggregateError::DatabaseConnectionError(Box::new(error)))
