@@ -17,13 +17,14 @@ use super::append::{append_in, AppendError, SnapshotUpdate};
 use super::global_order::Cursor;
 use super::group_commit::GroupCommitter;
 use super::one_statement::CommandCommit;
+use super::repository::EventRepository;
 use crate::database::Database;
 use crate::material::MaterialChanges;
 
 /// How many events may follow a snapshot before the next one is taken.
 pub const SNAPSHOT_EVERY: usize = 50;
 
-/// A cqrs-es [`EventStore`] with correct snapshots over any [`PersistedEventRepository`].
+/// A cqrs-es [`EventStore`] with correct snapshots over keyledger's [`EventRepository`].
 #[derive(Debug)]
 pub struct SnapshottingStore<R, A> {
     repo: R,
@@ -34,18 +35,17 @@ pub struct SnapshottingStore<R, A> {
     _aggregate: PhantomData<fn() -> A>,
 }
 
-impl<R, A> SnapshottingStore<R, A>
+impl<A> SnapshottingStore<EventRepository, A>
 where
-    R: PersistedEventRepository,
     A: Aggregate,
 {
     /// A store over `repo` that snapshots every [`SNAPSHOT_EVERY`] events.
-    pub fn new(repo: R) -> Self {
+    pub fn new(repo: EventRepository) -> Self {
         Self::with_snapshot_every(repo, SNAPSHOT_EVERY)
     }
 
     /// A store that snapshots every `snapshot_every` events (at least 1).
-    pub fn with_snapshot_every(repo: R, snapshot_every: usize) -> Self {
+    pub fn with_snapshot_every(repo: EventRepository, snapshot_every: usize) -> Self {
         Self {
             repo,
             snapshot_every: snapshot_every.max(1),
@@ -63,7 +63,7 @@ where
     }
 
     /// The repository underneath.
-    pub fn repository(&self) -> &R {
+    pub fn repository(&self) -> &EventRepository {
         &self.repo
     }
 
@@ -84,9 +84,8 @@ where
     }
 }
 
-impl<R, A> EventStore<A> for SnapshottingStore<R, A>
+impl<A> EventStore<A> for SnapshottingStore<EventRepository, A>
 where
-    R: PersistedEventRepository,
     A: Aggregate,
 {
     type AC = EventStoreAggregateContext<A>;
@@ -103,7 +102,13 @@ where
         &self,
         aggregate_id: &str,
     ) -> Result<Self::AC, AggregateError<A::Error>> {
-        let snapshot = self.repo.get_snapshot::<A>(aggregate_id).await?;
+        let (snapshot, mut tail) = self.repo.snapshot_and_tail::<A>(aggregate_id).await?;
+        let fresh = |current_snapshot| EventStoreAggregateContext {
+            aggregate_id: aggregate_id.to_owned(),
+            aggregate: A::default(),
+            current_sequence: 0,
+            current_snapshot,
+        };
         let mut context = match snapshot {
             Some(snapshot) => match serde_json::from_value::<A>(snapshot.aggregate) {
                 Ok(aggregate) => EventStoreAggregateContext {
@@ -114,21 +119,13 @@ where
                 },
                 // A snapshot of an older shape of the aggregate: replay everything instead,
                 // and keep counting snapshots so the next one replaces it.
-                Err(_) => EventStoreAggregateContext {
-                    aggregate_id: aggregate_id.to_owned(),
-                    aggregate: A::default(),
-                    current_sequence: 0,
-                    current_snapshot: Some(snapshot.current_snapshot),
-                },
+                Err(_) => {
+                    tail = self.repo.get_last_events::<A>(aggregate_id, 0).await?;
+                    fresh(Some(snapshot.current_snapshot))
+                }
             },
-            None => EventStoreAggregateContext {
-                aggregate_id: aggregate_id.to_owned(),
-                aggregate: A::default(),
-                current_sequence: 0,
-                current_snapshot: None,
-            },
+            None => fresh(None),
         };
-        let tail = self.repo.get_last_events::<A>(aggregate_id, context.current_sequence).await?;
         for event in tail {
             let envelope = deserialize::<A>(event)?;
             context.current_sequence = envelope.sequence;
@@ -183,9 +180,8 @@ struct Staged<A: Aggregate> {
     snapshot: Option<SnapshotUpdate>,
 }
 
-impl<R, A> SnapshottingStore<R, A>
+impl<A> SnapshottingStore<EventRepository, A>
 where
-    R: PersistedEventRepository,
     A: Aggregate,
 {
     /// Commits `events` after `context` with the key material that comes and goes with them,
