@@ -61,14 +61,21 @@ impl AppState {
     ) -> Result<Committed, ApiError> {
         let (state, org, actor) = (self.clone(), org.clone(), caller.actor());
         self.run_to_the_end(async move {
-            let committed = state.keyrings.execute(&org, command, &actor).await?;
-            match committed.cursor {
-                Some(cursor) => state.wait_for_views(Ok(Some(cursor)), KEYRING).await,
-                // Nothing committed, or a commit that could not say where: the latest event
-                // the caller may have seen is the organization's latest.
-                None => state.settle(&org).await,
-            }
-            Ok(committed)
+            // The views and the replicas are waited for at the same time: neither needs the
+            // other, and the answer needs both.
+            let views = |committed: &Committed| {
+                let cursor = committed.cursor;
+                let (state, org) = (state.clone(), org.clone());
+                async move {
+                    match cursor {
+                        Some(cursor) => state.wait_for_views(Ok(Some(cursor)), KEYRING).await,
+                        // Nothing committed, or a commit that could not say where: the latest
+                        // event the caller may have seen is the organization's latest.
+                        None => state.settle(&org).await,
+                    }
+                }
+            };
+            Ok(state.keyrings.execute_and(&org, command, &actor, views).await?)
         })
         .await
     }

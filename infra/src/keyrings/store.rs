@@ -118,6 +118,46 @@ impl Keyrings {
         command: KeyringCommand,
         actor: &Actor,
     ) -> Result<Committed, CommandError> {
+        self.execute_and(org, command, actor, |_| async {}).await
+    }
+
+    /// [`Keyrings::execute`], with `beside` run once the command is committed, at the same
+    /// time as the wait for the replicas rather than after it: what else its caller waits for
+    /// before answering (the views showing the command). Returns once both are done.
+    ///
+    /// # Errors
+    /// As [`Keyrings::execute`]; `beside` runs only for a committed command.
+    pub async fn execute_and<F, Fut>(
+        &self,
+        org: &OrgId,
+        command: KeyringCommand,
+        actor: &Actor,
+        beside: F,
+    ) -> Result<Committed, CommandError>
+    where
+        F: FnOnce(&Committed) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let (committed, released) = self.decide_and_commit(org, command, actor).await?;
+        let committed_at = tokio::time::Instant::now();
+        let outlast = async {
+            // Not done until no replica can still call with what this replaced.
+            if let Some(released) = released {
+                self.calls.outlast(committed_at, &released).await;
+            }
+        };
+        tokio::join!(outlast, beside(&committed));
+        Ok(committed)
+    }
+
+    /// Runs `command` up to its commit; the committed command and, when it changed what model
+    /// calls use, the material it released (what replicas must be waited for).
+    async fn decide_and_commit(
+        &self,
+        org: &OrgId,
+        command: KeyringCommand,
+        actor: &Actor,
+    ) -> Result<(Committed, Option<Vec<MaterialId>>), CommandError> {
         let mut context = self.store.load_aggregate(org.as_str()).await?;
         let rules = OrgContext::new(org.clone(), Arc::clone(&self.deps));
         let preparation =
@@ -137,17 +177,14 @@ impl Keyrings {
             .store
             .commit_with_material(&self.db, events, &context, &metadata, &material)
             .await?;
-        let committed_at = tokio::time::Instant::now();
         if !material.destroyed.is_empty() {
             self.deps.material.destroyed();
         }
-        // Not done until no replica can still call with what this replaced.
-        if events.iter().any(|e| e.payload.changes_what_calls_use()) {
-            let released: Vec<MaterialId> =
-                material.destroyed.iter().copied().map(MaterialId).collect();
-            self.calls.outlast(committed_at, &released).await;
-        }
-        Ok(Committed { state: context.aggregate, events, cursor })
+        let released = events
+            .iter()
+            .any(|e| e.payload.changes_what_calls_use())
+            .then(|| material.destroyed.iter().copied().map(MaterialId).collect());
+        Ok((Committed { state: context.aggregate, events, cursor }, released))
     }
 
     /// Does what `preparation` asks for `command`: asks the provider about its key, seals it.

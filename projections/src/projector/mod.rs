@@ -198,6 +198,7 @@ impl Projector {
                 events: tokio::spawn(async move { log.read_after_of(last, BATCH, &types).await }),
             });
         }
+        let mut advanced = Vec::with_capacity(checkpoints.len());
         for checkpoint in &checkpoints {
             let at = Cursor { txid: checkpoint.txid, position: checkpoint.position };
             let Some(projection) = self.projections.iter().find(|p| p.name() == checkpoint.name)
@@ -209,11 +210,21 @@ impl Projector {
                 continue;
             }
             projection.apply(&mut tx, &newer).await?;
-            tx.execute(
-                "update projection_checkpoints set transaction_id = $1, position = $2, updated_at = $3 where name = $4",
-                &[Arg::Int(last.txid), Arg::Int(last.position), Arg::Time(chrono::Utc::now()), Arg::Text(checkpoint.name.clone())],
-            )
-            .await?;
+            advanced.push(checkpoint.name.clone());
+        }
+        // Every projection that applied the batch now stands at its end: one statement for all
+        // of them (a pipeline has a handful, so the statement has as many shapes).
+        if !advanced.is_empty() {
+            let names: Vec<String> = (4..4 + advanced.len()).map(|n| format!("${n}")).collect();
+            let sql = format!(
+                "update projection_checkpoints set transaction_id = $1, position = $2, \
+                 updated_at = $3 where name in ({})",
+                names.join(", ")
+            );
+            let mut args =
+                vec![Arg::Int(last.txid), Arg::Int(last.position), Arg::Time(chrono::Utc::now())];
+            args.extend(advanced.into_iter().map(Arg::Text));
+            tx.execute(&sql, &args).await?;
         }
         tx.commit().await?;
         self.progress.send_modify(|n| *n += 1);
