@@ -184,22 +184,10 @@ impl Projection for AuditLog {
     }
 
     async fn apply(&self, tx: &mut Tx, events: &[&LoggedEvent]) -> Result<(), ProjectionError> {
-        let mut heads: HashMap<String, String> = HashMap::new();
+        let mut heads = chain_heads(tx, events).await?;
         for event in events {
             let Fact::Keyring(fact) = &event.fact else { continue };
             let org = &event.stored.aggregate_id;
-            if !heads.contains_key(org) {
-                let head: Vec<(String,)> = tx
-                    .fetch_all(
-                        "select hash from audit_log where org_id = $1 order by seq desc limit 1",
-                        &[Arg::Text(org.clone())],
-                    )
-                    .await?;
-                heads.insert(
-                    org.clone(),
-                    head.into_iter().next().map_or_else(|| GENESIS.to_owned(), |(h,)| h),
-                );
-            }
             let prev = heads.get(org).cloned().unwrap_or_else(|| GENESIS.to_owned());
             let e = entry(event, fact, &prev);
             tx.execute(
@@ -224,6 +212,39 @@ impl Projection for AuditLog {
         }
         Ok(())
     }
+}
+
+/// Where the trail of each organization with Keyring events in `events` ends (its last entry's
+/// hash, or the genesis hash): one statement for the batch, not one an organization. The
+/// statement is the same whatever the number of organizations (their names go as one JSON
+/// array), so it is prepared once.
+async fn chain_heads(
+    tx: &mut Tx,
+    events: &[&LoggedEvent],
+) -> Result<HashMap<String, String>, ProjectionError> {
+    let mut orgs: Vec<&str> = events
+        .iter()
+        .filter(|e| matches!(e.fact, Fact::Keyring(_)))
+        .map(|e| e.stored.aggregate_id.as_str())
+        .collect();
+    orgs.sort_unstable();
+    orgs.dedup();
+    if orgs.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let sql = if tx.is_postgres() {
+        "select org, (select hash from audit_log where org_id = org order by seq desc limit 1) \
+         from json_array_elements_text($1::json) as asked(org)"
+    } else {
+        "select value, (select hash from audit_log where org_id = value order by seq desc limit 1) \
+         from json_each($1)"
+    };
+    let names = serde_json::to_string(&orgs).unwrap_or_else(|_| "[]".to_owned());
+    let rows: Vec<(String, Option<String>)> = tx.fetch_all(sql, &[Arg::Text(names)]).await?;
+    Ok(rows
+        .into_iter()
+        .map(|(org, head)| (org, head.unwrap_or_else(|| GENESIS.to_owned())))
+        .collect())
 }
 
 /// The result of verifying an organization's trail.

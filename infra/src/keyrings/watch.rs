@@ -185,15 +185,6 @@ impl Shared {
         waiting: &Waiting<'_>,
         deadline: Instant,
     ) -> sqlx::Result<bool> {
-        // Generous: a replica whose lease lapsed only just may still be trusting its cache by
-        // its own clock; waiting for it costs at most the deadline.
-        let mut pending: Vec<String> = sqlx::query_scalar(
-            "select id from keyledger_replicas \
-             where expires_at > now() - $1 * interval '1 millisecond'",
-        )
-        .bind(i64::try_from(LEASE.as_millis()).unwrap_or(i64::MAX))
-        .fetch_all(&self.pool)
-        .await?;
         // Acknowledgements are heard through the listener: it must be listening first.
         while !self.state().listening {
             if Instant::now() >= deadline {
@@ -201,11 +192,19 @@ impl Shared {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        sqlx::query("select pg_notify($1, $2)")
-            .bind(CHANNEL)
-            .bind(format!("barrier:{}", waiting.token))
-            .execute(&self.pool)
-            .await?;
+        // The barrier, and whom it waits for, in one round trip. Generous: a replica whose
+        // lease lapsed only just may still be trusting its cache by its own clock; waiting for
+        // it costs at most the deadline.
+        let mut pending: Vec<String> = sqlx::query_scalar(
+            "with notified as (select pg_notify($1, $2)) \
+             select id from keyledger_replicas cross join notified \
+             where expires_at > now() - $3 * interval '1 millisecond'",
+        )
+        .bind(CHANNEL)
+        .bind(format!("barrier:{}", waiting.token))
+        .bind(i64::try_from(LEASE.as_millis()).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
         loop {
             let acked = self.state().barriers.get(&waiting.token).map(|(acked, _)| acked.clone());
             pending.retain(|id| !acked.as_ref().is_some_and(|a| a.contains(id)));
