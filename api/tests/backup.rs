@@ -47,7 +47,10 @@ async fn history(base: &str, fake: &fake_provider::FakeProvider) {
             let body = json!({"provider": "anthropic", "key": key});
             let body = if n == 0 { body } else { json!({"key": body["key"]}) };
             let sent = client.request(method, url).bearer_auth(token(org, Role::Owner)).json(&body);
-            assert!(sent.send().await.expect("key").status().is_success(), "{org} key {n}");
+            let answer = sent.send().await.expect("key");
+            let status = answer.status();
+            let said = answer.text().await.unwrap_or_default();
+            assert!(status.is_success(), "{org} key {n}: {status} {said}");
         }
     }
 }

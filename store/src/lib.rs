@@ -10,4 +10,4 @@ pub mod metadata;
 mod sql;
 
 pub use database::{is_unavailable, Database, DatabaseError, StorageFailure};
-pub use sql::{Arg, Tx};
+pub use sql::{in_list, Arg, Tx};

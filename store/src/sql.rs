@@ -252,7 +252,7 @@ impl Tx {
             + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
             + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>,
     {
-        let (in_list, args) = in_list(values);
+        let (in_list, args) = in_list(1, values);
         let lock = if self.is_postgres() {
             " for update"
         } else {
@@ -270,7 +270,7 @@ impl Tx {
         column: &str,
         values: &[&str],
     ) -> Result<(), sqlx::Error> {
-        let (in_list, args) = in_list(values);
+        let (in_list, args) = in_list(1, values);
         let sql = format!("update {table} set {column} = {column} where {column} in ({in_list})");
         self.execute(&sql, &args).await.map(|_| ())
     }
@@ -322,9 +322,12 @@ impl Tx {
     }
 }
 
-/// `$1, $2, …` for `values`, and the values bound to them.
-fn in_list(values: &[&str]) -> (String, Vec<Arg>) {
-    let list = (1..=values.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+/// `$first, $first+1, …` for `values` (for `where … in (…)` after `first - 1` other
+/// placeholders), and the values bound to them.
+#[must_use]
+pub fn in_list(first: usize, values: &[&str]) -> (String, Vec<Arg>) {
+    let list =
+        (first..first + values.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
     (list, values.iter().map(|v| Arg::Text((*v).to_owned())).collect())
 }
 

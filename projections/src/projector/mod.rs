@@ -198,7 +198,7 @@ impl Projector {
                 events: tokio::spawn(async move { log.read_after_of(last, BATCH, &types).await }),
             });
         }
-        let mut advanced = Vec::with_capacity(checkpoints.len());
+        let mut advanced: Vec<&str> = Vec::with_capacity(checkpoints.len());
         for checkpoint in &checkpoints {
             let at = Cursor { txid: checkpoint.txid, position: checkpoint.position };
             let Some(projection) = self.projections.iter().find(|p| p.name() == checkpoint.name)
@@ -210,20 +210,19 @@ impl Projector {
                 continue;
             }
             projection.apply(&mut tx, &newer).await?;
-            advanced.push(checkpoint.name.clone());
+            advanced.push(&checkpoint.name);
         }
         // Every projection that applied the batch now stands at its end: one statement for all
         // of them (a pipeline has a handful, so the statement has as many shapes).
         if !advanced.is_empty() {
-            let names: Vec<String> = (4..4 + advanced.len()).map(|n| format!("${n}")).collect();
+            let (names, named) = keyledger_store::in_list(4, &advanced);
             let sql = format!(
                 "update projection_checkpoints set transaction_id = $1, position = $2, \
-                 updated_at = $3 where name in ({})",
-                names.join(", ")
+                 updated_at = $3 where name in ({names})"
             );
             let mut args =
                 vec![Arg::Int(last.txid), Arg::Int(last.position), Arg::Time(chrono::Utc::now())];
-            args.extend(advanced.into_iter().map(Arg::Text));
+            args.extend(named);
             tx.execute(&sql, &args).await?;
         }
         tx.commit().await?;

@@ -82,7 +82,15 @@ async fn pg_snapshot_and_tail(
     let (table, month) = crate::log_months::pg_events_of(aggregate_type, "$2");
     // The snapshot's row says where it stands (`last_sequence`); an event's row does not.
     let sql = format!(
-        "with taken as (select last_sequence, current_snapshot, payload from snapshots                         where aggregate_type = $1 and aggregate_id = $2)          select last_sequence, current_snapshot, last_sequence as sequence,                 null::text as event_type, null::text as event_version, payload,                 null::json as metadata from taken          union all          select null, null, sequence, event_type, event_version, payload, metadata          from {table} where {month} aggregate_type = $1 and aggregate_id = $2          and sequence > coalesce((select last_sequence from taken), 0)"
+        "with taken as (select last_sequence, current_snapshot, payload from snapshots \
+                        where aggregate_type = $1 and aggregate_id = $2) \
+         select last_sequence, current_snapshot, last_sequence as sequence, \
+                null::text as event_type, null::text as event_version, payload, \
+                null::json as metadata from taken \
+         union all \
+         select null, null, sequence, event_type, event_version, payload, metadata \
+         from {table} where {month} aggregate_type = $1 and aggregate_id = $2 \
+         and sequence > coalesce((select last_sequence from taken), 0)"
     );
     let rows: Vec<PgLoadRow> = sqlx::query_as(&sql)
         .bind(aggregate_type)
@@ -144,6 +152,14 @@ fn persistence_error(error: sqlx::Error) -> PersistenceError {
 }
 
 impl EventRepository {
+    /// The PostgreSQL pool underneath, if it is PostgreSQL's.
+    pub(super) fn pg_pool(&self) -> Option<&PgPool> {
+        match self {
+            Self::Postgres(_, pool) => Some(pool),
+            Self::Sqlite(_) => None,
+        }
+    }
+
     /// `aggregate_id`'s latest snapshot and the events after it: one statement on PostgreSQL,
     /// sqlite-es's two reads on SQLite (where a read is no round trip).
     ///

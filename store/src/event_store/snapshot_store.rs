@@ -29,8 +29,8 @@ pub const SNAPSHOT_EVERY: usize = 50;
 pub struct SnapshottingStore<R, A> {
     repo: R,
     snapshot_every: usize,
-    /// Commands' commits on PostgreSQL, grouped (started by the first; a store commits to
-    /// one database).
+    /// Commands' commits on PostgreSQL, grouped, on the repository's pool (started by the
+    /// first).
     grouped: std::sync::OnceLock<GroupCommitter>,
     _aggregate: PhantomData<fn() -> A>,
 }
@@ -206,16 +206,22 @@ where
             return Ok(Commit { events: staged.envelopes, cursor: None });
         }
         let Staged { envelopes, serialized, snapshot } = staged;
-        let written = match db {
-            // Usage ledgers are kept by month, through the partitioned parent.
-            Database::Postgres(pool)
+        // Commands' commits on PostgreSQL go through the repository's group committer;
+        // usage ledgers are kept by month, through the partitioned parent.
+        let grouped = match (db, self.repo.pg_pool()) {
+            (Database::Postgres(_), Some(pool))
                 if !serialized.is_empty() && !crate::log_months::is_monthly(A::TYPE) =>
             {
-                let committer = self.grouped.get_or_init(|| GroupCommitter::start(pool.clone()));
+                Some(self.grouped.get_or_init(|| GroupCommitter::start(pool.clone())))
+            }
+            _ => None,
+        };
+        let written = match grouped {
+            Some(committer) => {
                 let material = material.clone();
                 committer.commit(CommandCommit { events: serialized, snapshot, material }).await
             }
-            _ => commit_in_transaction(db, &serialized, snapshot.as_ref(), material).await,
+            None => commit_in_transaction(db, &serialized, snapshot.as_ref(), material).await,
         };
         match written.map_err(AppendError::from) {
             Ok(cursor) => Ok(Commit { events: envelopes, cursor }),
