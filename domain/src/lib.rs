@@ -5,6 +5,7 @@
 pub mod api_key;
 pub mod keyring;
 pub mod mask;
+pub mod merkle;
 pub mod org;
 pub mod plan;
 pub mod pricing;
