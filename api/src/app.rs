@@ -12,14 +12,15 @@ use tokio::net::TcpListener;
 use crate::auth::TokenKeys;
 use crate::state::AppState;
 use keyledger_domain::usage::UsageLedger;
-use keyledger_infra::crypto::Envelope;
+use keyledger_infra::crypto::{AuditSigner, Envelope};
 use keyledger_infra::gateway::GatewaySettings;
 use keyledger_infra::providers::{EndpointPolicy, ProviderClient};
 use keyledger_infra::services::ServiceDeps;
 use keyledger_infra::{Config, Gateway, Keyrings, UsageRecorder};
-use keyledger_projections::{CallRetention, EventLog, Projector};
+use keyledger_projections::{audit_tree, CallRetention, EventLog, Projector};
 use keyledger_store::material::MaterialStore;
 use keyledger_store::Database;
+use secrecy::ExposeSecret as _;
 use tokio::sync::watch;
 
 pub use crate::router::{BODY_LIMIT, GATEWAY_BODY_LIMIT};
@@ -68,6 +69,18 @@ pub async fn build_state(mut config: Config) -> Result<AppState, StartError> {
     let endpoints = EndpointPolicy { allow_private: config.allow_private_endpoints };
     let providers = ProviderClient::new(config.provider_base_urls.clone(), endpoints)
         .map_err(StartError::Http)?;
+    let audit_signer = Arc::new(match &config.audit_signing_seed {
+        Some(seed) => AuditSigner::from_seed(seed.expose_secret()),
+        None => AuditSigner::derived(config.master_keys.active()),
+    });
+    let since = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let signing_key = audit_tree::SigningKey {
+        key_id: audit_signer.key_id().to_owned(),
+        public_key: audit_signer.public_key(),
+    };
+    audit_tree::remember_signing_key(&db, &signing_key, &since)
+        .await
+        .map_err(|e| StartError::Projections(e.into()))?;
     let deps = Arc::new(ServiceDeps {
         envelope: Envelope::new(config.master_keys),
         material,
@@ -76,8 +89,13 @@ pub async fn build_state(mut config: Config) -> Result<AppState, StartError> {
     });
     let views = db.clone();
     let call_retention = config.usage_calls_days.map(|days| CallRetention { days });
-    let projector =
-        Arc::new(Projector::new(views.clone(), keyledger_projections::views::all(call_retention)));
+    let projector = Arc::new(Projector::new(
+        views.clone(),
+        keyledger_projections::views::all(
+            call_retention,
+            Some(Arc::new(crate::checkpoints::ViewSigner(Arc::clone(&audit_signer)))),
+        ),
+    ));
     projector.ensure_checkpoints().await.map_err(StartError::Projections)?;
     let keyrings = Arc::new(Keyrings::new(&db, Arc::clone(&deps)));
     keyrings.calls().bound_cache(config.cache_orgs);
@@ -122,6 +140,7 @@ pub async fn build_state(mut config: Config) -> Result<AppState, StartError> {
         gateway: Arc::new(gateway),
         access_log: config.access_log,
         call_retention,
+        audit_signer,
     })
 }
 

@@ -2,6 +2,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod checkpoints;
 mod error;
 mod extract;
 mod layers;

@@ -83,11 +83,73 @@ enum ProjectionsCommand {
 
 #[derive(Debug, Subcommand)]
 enum AuditCommand {
-    /// Verify an organization's audit trail; exit 0 if intact, 1 if not.
+    /// Verify an organization's audit trail; exit 0 if intact, 1 if not. With `--checkpoint`,
+    /// also that the trail is still the history a checkpoint saved earlier signed.
     Verify {
         #[arg(long)]
         org: String,
+        /// A checkpoint saved from `GET /v1/orgs/{org}/audit/checkpoint`.
+        #[arg(long)]
+        checkpoint: Option<std::path::PathBuf>,
     },
+}
+
+/// A checkpoint as `GET …/audit/checkpoint` gave it.
+fn read_checkpoint(
+    path: &std::path::Path,
+) -> Result<keyledger_projections::audit_tree::Checkpoint, Box<dyn std::error::Error>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the checkpoint {}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| {
+        format!("{} is not a checkpoint as GET …/audit/checkpoint gives one: {e}", path.display())
+            .into()
+    })
+}
+
+/// Checks `saved` against `org`'s live trail; an error (exit 1) that says what differs.
+async fn check_checkpoint(
+    state: &keyledger_api::AppState,
+    org: &str,
+    saved: &keyledger_projections::audit_tree::Checkpoint,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use keyledger_api::checkpoints::Finding;
+    let mut keys: Vec<(String, String)> =
+        keyledger_projections::audit_tree::signing_keys(&state.views)
+            .await?
+            .into_iter()
+            .map(|k| (k.key_id, k.public_key))
+            .collect();
+    keys.push((state.audit_signer.key_id().to_owned(), state.audit_signer.public_key()));
+    let finding = keyledger_api::checkpoints::check(&state.views, org, saved, &keys).await?;
+    let failure = match finding {
+        Finding::Consistent { tree_size, live_size } => {
+            println!(
+                "the checkpoint of {org} at {} ({tree_size} entries, signed by {}) holds: the \
+                 trail's first {tree_size} of {live_size} entries are the history it signed",
+                saved.at, saved.key_id
+            );
+            return Ok(());
+        }
+        Finding::BadSignature => format!(
+            "the checkpoint's signature does not verify with key {} (or no key by that id has \
+             signed here)",
+            saved.key_id
+        ),
+        Finding::OtherOrg(other) => format!("the checkpoint is of {other}, not {org}"),
+        Finding::Shortened { tree_size, live_size } => format!(
+            "the trail of {org} has {live_size} entries, fewer than the {tree_size} the \
+             checkpoint signed: entries were removed"
+        ),
+        Finding::Rewritten { first: Some(seq), .. } => format!(
+            "the trail of {org} is not the history the checkpoint signed: the first entry that \
+             differs is seq {seq}"
+        ),
+        Finding::Rewritten { first: None, between: (low, high) } => format!(
+            "the trail of {org} is not the history the checkpoint signed: the first entry that \
+             differs is one of seq {low} to {high}"
+        ),
+    };
+    Err(failure.into())
 }
 
 fn parse_ttl(text: &str) -> Result<Duration, String> {
@@ -161,10 +223,17 @@ async fn run(command: Command, config: Config) -> Result<(), Box<dyn std::error:
             );
             Ok(())
         }
-        Command::Audit { command: AuditCommand::Verify { org } } => {
+        Command::Audit { command: AuditCommand::Verify { org, checkpoint } } => {
             let org = keyledger_domain::OrgId::parse(&org)?;
+            let saved = match &checkpoint {
+                Some(path) => Some(read_checkpoint(path)?),
+                None => None,
+            };
             let state = build_state(config).await?;
             state.projector.catch_up().await?;
+            if let Some(saved) = saved {
+                check_checkpoint(&state, org.as_str(), &saved).await?;
+            }
             let report = keyledger_projections::audit::verify(&state.views, org.as_str()).await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             if report.ok {

@@ -21,7 +21,9 @@ use utoipa_axum::routes;
 use crate::error::{ApiError, ErrorCode};
 use crate::layers;
 use crate::openapi::ApiDoc;
-use crate::routes::{audit, catalogue, console, export, gateway, keys, openai, ops, orgs, usage};
+use crate::routes::{
+    audit, catalogue, checkpoints, console, export, gateway, keys, openai, ops, orgs, usage,
+};
 use crate::state::AppState;
 use keyledger_infra::AccessLog;
 
@@ -157,6 +159,11 @@ fn bounded_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(audit::audit_page))
         .routes(routes!(audit::audit_verify))
         .routes(routes!(audit::events))
+        .routes(routes!(checkpoints::signing_keys))
+        .routes(routes!(checkpoints::checkpoint))
+        .routes(routes!(checkpoints::checkpoints))
+        .routes(routes!(checkpoints::inclusion_proof))
+        .routes(routes!(checkpoints::consistency_proof))
         .routes(routes!(usage::usage, usage::record_usage))
         .routes(routes!(usage::recent_calls))
         .merge(

@@ -38,6 +38,8 @@ pub struct AppState {
     pub access_log: keyledger_infra::AccessLog,
     /// How long the list of single calls keeps a call (`KEYLEDGER_USAGE_CALLS_DAYS`).
     pub call_retention: Option<keyledger_projections::CallRetention>,
+    /// Signs audit checkpoints.
+    pub audit_signer: Arc<keyledger_infra::crypto::AuditSigner>,
 }
 
 /// What a caller's token is checked with, for the extractor of [`Caller`].
@@ -103,7 +105,7 @@ impl AppState {
     /// Runs an accepted command as a task of its own: a caller that goes away (its connection
     /// closed, its request timed out) drops only the waiting, never the command half-way, so
     /// what it committed is always shredded, acknowledged and projected.
-    async fn run_to_the_end<T: Send + 'static>(
+    pub(crate) async fn run_to_the_end<T: Send + 'static>(
         &self,
         command: impl std::future::Future<Output = Result<T, ApiError>> + Send + 'static,
     ) -> Result<T, ApiError> {

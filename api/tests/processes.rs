@@ -138,7 +138,7 @@ async fn change_plan_then_read_it(setup: &Setup, server: &Server, plan: &str) ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_share_the_projections_and_the_survivor_takes_over() {
     // One advisory lock per projection pipeline.
-    let projections = keyledger_projections::views::all(None).len();
+    let projections = keyledger_projections::views::all(None, None).len();
     let setup = Setup::new(true).await;
     let first = setup.serve().await;
     let mut db = setup.sql().await;
@@ -215,6 +215,87 @@ async fn audit_verify_exits_zero_when_intact_and_one_when_tampered() {
     assert_eq!(tampered.status.code(), Some(1));
     let report: Value = serde_json::from_slice(&tampered.stdout).expect("json report");
     assert_eq!(report["first_bad_seq"], 2);
+}
+
+/// An auditor saves a checkpoint; later an insider rewrites an old event in the log and has
+/// keyledger itself recompute the trail, its chain and its tree (`projections rebuild audit`).
+/// `audit verify` alone is satisfied; with the saved checkpoint it exits 1 naming the entry.
+async fn audit_verify_with_a_saved_checkpoint_names_a_rewritten_entry(postgres: bool) {
+    let setup = Setup::new(postgres).await;
+    let server = setup.serve().await;
+    let admin = setup.token("*", "platform_admin");
+    let client = reqwest::Client::new();
+    let change_plans = |plans: &'static [&'static str]| {
+        let (client, admin, base) = (client.clone(), admin.clone(), server.base.clone());
+        async move {
+            for plan in plans {
+                client
+                    .put(format!("{base}/v1/orgs/acme/plan"))
+                    .bearer_auth(&admin)
+                    .json(&json!({"plan": plan}))
+                    .send()
+                    .await
+                    .expect("plan");
+            }
+        }
+    };
+    change_plans(&["pro", "business", "pro", "business"]).await;
+    let checkpoint = client
+        .get(format!("{}/v1/orgs/acme/audit/checkpoint", server.base))
+        .bearer_auth(setup.token("acme", "auditor"))
+        .send()
+        .await
+        .expect("checkpoint")
+        .text()
+        .await
+        .expect("body");
+    let saved = setup.dir.join("saved-checkpoint.json");
+    std::fs::write(&saved, &checkpoint).expect("saved");
+    change_plans(&["pro", "business"]).await;
+    server.stop();
+
+    let verify = |setup: &Setup| {
+        setup
+            .command()
+            .args(["audit", "verify", "--org", "acme", "--checkpoint"])
+            .arg(&saved)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output()
+            .expect("verify")
+    };
+    let holds = verify(&setup);
+    let said = String::from_utf8_lossy(&holds.stdout).to_string();
+    assert_eq!(holds.status.code(), Some(0), "{said}{}", String::from_utf8_lossy(&holds.stderr));
+    assert!(said.contains("first 4 of 6 entries"), "{said}");
+
+    let rewrite = if postgres {
+        "update events set payload = replace(payload::text, '\"business\"', '\"enterprise\"')::json \
+         where aggregate_id = 'acme' and sequence = 2"
+    } else {
+        "update events set payload = replace(payload, '\"business\"', '\"enterprise\"') \
+         where aggregate_id = 'acme' and sequence = 2"
+    };
+    setup.sql().await.execute(rewrite).await;
+    let rebuilt = setup.command().args(["projections", "rebuild", "audit"]).status();
+    assert!(rebuilt.expect("rebuild").success());
+    let chain_only = setup.command().args(["audit", "verify", "--org", "acme"]).status();
+    assert!(chain_only.expect("verify").success(), "the chain alone cannot tell");
+
+    let caught = verify(&setup);
+    let said = String::from_utf8_lossy(&caught.stderr).to_string();
+    assert_eq!(caught.status.code(), Some(1), "{said}");
+    assert!(said.contains("the first entry that differs is seq 2"), "{said}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_verify_with_a_saved_checkpoint_names_a_rewritten_entry_on_sqlite() {
+    audit_verify_with_a_saved_checkpoint_names_a_rewritten_entry(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_verify_with_a_saved_checkpoint_names_a_rewritten_entry_on_postgres() {
+    audit_verify_with_a_saved_checkpoint_names_a_rewritten_entry(true).await;
 }
 
 // The fake providers of the end-to-end tests, shared by path as the harness is.

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 
 use std::time::Duration;
 
-use secrecy::SecretString;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use secrecy::{ExposeSecretMut as _, SecretBox, SecretString};
 use zeroize::Zeroizing;
 
 use crate::crypto::{MasterKeyError, MasterKeyRing};
@@ -30,6 +32,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// The master key ring; the first key seals.
     pub master_keys: MasterKeyRing,
+    /// `KEYLEDGER_AUDIT_SIGNING_KEY`: the Ed25519 seed that signs audit checkpoints; derived
+    /// from the active master key when not given.
+    pub audit_signing_seed: Option<SecretBox<[u8; 32]>>,
     /// `KEYLEDGER_JWT_SECRET`: the HS256 secret of keyledger's own bearer tokens. `None` when
     /// only the identity provider's tokens are accepted (`KEYLEDGER_JWKS_URL` without a secret).
     pub jwt_secret: Option<SecretString>,
@@ -211,6 +216,23 @@ impl Config {
             None => None,
         };
 
+        let audit_signing_seed = match secret(&var, "KEYLEDGER_AUDIT_SIGNING_KEY")? {
+            Some(text) => {
+                let decoded = Zeroizing::new(STANDARD.decode(text.as_bytes()).unwrap_or_default());
+                drop(Zeroizing::new(text));
+                let mut seed = SecretBox::new(Box::new([0u8; 32]));
+                if decoded.len() != 32 {
+                    return Err(invalid(
+                        "KEYLEDGER_AUDIT_SIGNING_KEY",
+                        "base64 of a 32-byte Ed25519 seed (openssl rand -base64 32)",
+                    ));
+                }
+                seed.expose_secret_mut().copy_from_slice(&decoded);
+                Some(seed)
+            }
+            None => None,
+        };
+
         let jwt_secret = match secret(&var, "KEYLEDGER_JWT_SECRET")? {
             Some(text) => Some(text),
             // The identity provider's tokens only: no HS256 at all, so no shared secret can be
@@ -324,6 +346,7 @@ impl Config {
             production,
             data_dir,
             master_keys,
+            audit_signing_seed,
             jwt_secret: jwt_secret.map(SecretString::from),
             jwks,
             jwt_issuer: var("KEYLEDGER_JWT_ISSUER"),

@@ -7,6 +7,7 @@
 //! log (which also catches a chain recomputed by whoever edited it).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
@@ -165,9 +166,12 @@ fn entry(event: &LoggedEvent, fact: &E, prev_hash: &str) -> AuditEntry {
     entry
 }
 
-/// `audit_log`.
-#[derive(Debug, Clone, Copy)]
-pub struct AuditLog;
+/// `audit_log`, and the trail's Merkle tree in `audit_tree`; with a signer, a checkpoint kept
+/// each time an organization's trail grows.
+#[derive(Debug, Clone, Default)]
+pub struct AuditLog {
+    pub signer: Option<Arc<dyn crate::audit_tree::CheckpointSigner>>,
+}
 
 #[async_trait]
 impl Projection for AuditLog {
@@ -180,11 +184,13 @@ impl Projection for AuditLog {
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &["audit_log"]
+        &["audit_log", "audit_tree"]
     }
 
     async fn apply(&self, tx: &mut Tx, events: &[&LoggedEvent]) -> Result<(), ProjectionError> {
         let mut heads = chain_heads(tx, events).await?;
+        // Each organization's new entries, in order, for its Merkle tree: (first seq, hashes).
+        let mut appended: HashMap<String, (i64, Vec<String>)> = HashMap::new();
         for event in events {
             let Fact::Keyring(fact) = &event.fact else { continue };
             let org = &event.stored.aggregate_id;
@@ -208,7 +214,15 @@ impl Projection for AuditLog {
                 ],
             )
             .await?;
+            appended
+                .entry(org.clone())
+                .or_insert_with(|| (e.seq, Vec::new()))
+                .1
+                .push(e.hash.clone());
             heads.insert(org.clone(), e.hash);
+        }
+        for (org, (first_seq, hashes)) in &appended {
+            crate::audit_tree::append(tx, org, *first_seq, hashes, self.signer.as_ref()).await?;
         }
         Ok(())
     }

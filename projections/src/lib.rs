@@ -2,6 +2,7 @@
 //! the projector that keeps them caught up, durable and rebuildable.
 
 pub mod audit;
+pub mod audit_tree;
 pub mod log;
 pub mod projection;
 pub mod projector;

@@ -7,8 +7,8 @@ use crate::keys;
 use keyledger_api::Role;
 use keyledger_tests::{on_both_backends, Backend, TestApp};
 
-/// An org with a short history: plan, store, rotate, verify, order, remove.
-async fn history(app: &TestApp) {
+/// An org with a short history: plan, store, rotate, verify, order, remove (six entries).
+pub(crate) async fn history(app: &TestApp) {
     app.set_plan("acme", "pro").await;
     let owner = app.owner("acme");
     let key = keys::anthropic();

@@ -4,6 +4,7 @@ mod access;
 mod audit;
 mod bad_input;
 mod chat;
+mod checkpoints;
 mod concurrency;
 mod cost_cap;
 mod directory;

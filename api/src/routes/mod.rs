@@ -2,6 +2,7 @@
 
 pub(crate) mod audit;
 pub(crate) mod catalogue;
+pub(crate) mod checkpoints;
 pub(crate) mod console;
 pub(crate) mod export;
 pub(crate) mod gateway;

@@ -18,15 +18,18 @@ pub use usage::UsageCockpit;
 use crate::projector::Projection;
 
 /// Every projection keyledger keeps, the usage cockpit listing calls for `retention` (all of
-/// them if `None`).
+/// them if `None`), the audit trail keeping checkpoints signed by `signer`.
 #[must_use]
-pub fn all(retention: Option<crate::CallRetention>) -> Vec<Arc<dyn Projection>> {
+pub fn all(
+    retention: Option<crate::CallRetention>,
+    signer: Option<Arc<dyn crate::audit_tree::CheckpointSigner>>,
+) -> Vec<Arc<dyn Projection>> {
     vec![
         Arc::new(KeysView),
         Arc::new(ProviderOrderView),
         Arc::new(OrgStatusView),
         Arc::new(OrgDirectory),
-        Arc::new(AuditLog),
+        Arc::new(AuditLog { signer }),
         Arc::new(UsageCockpit { retention }),
     ]
 }

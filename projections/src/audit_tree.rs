@@ -1,0 +1,394 @@
+//! The audit trail as an RFC 6962 Merkle tree, and the signed checkpoints kept over it.
+//!
+//! Leaf `i` of an organization's tree is its entry with `seq = i + 1`, the leaf data that
+//! entry's 32-byte hash. The audit view writes the hash of every complete subtree next to the
+//! entries (`audit_tree`), so a root or a proof reads a few dozen rows however long the trail.
+//! Checkpoints (`audit_checkpoints`) are not part of the view: they are signed when asked for
+//! and kept, and a rebuild leaves them alone, which is what lets them testify against a
+//! rewritten history.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::projection::ProjectionError;
+use keyledger_domain::merkle::{self, Hash, MemoryTree, Node};
+use keyledger_store::{Arg, Database, Tx};
+
+/// The leaf hash of an entry whose hash (hex) is `entry_hash`. A hash that is not 32 bytes of
+/// hex (only an edit of the table makes one) is hashed as the text it is.
+fn leaf(entry_hash: &str) -> Hash {
+    match hex::decode(entry_hash) {
+        Ok(bytes) if bytes.len() == 32 => merkle::leaf_hash(&bytes),
+        _ => merkle::leaf_hash(entry_hash.as_bytes()),
+    }
+}
+
+fn unhex(text: &str) -> Hash {
+    let mut hash = [0u8; 32];
+    if hex::decode_to_slice(text, &mut hash).is_err() {
+        // Unreadable, so it matches nothing a proof or a root could need.
+        hash = merkle::leaf_hash(text.as_bytes());
+    }
+    hash
+}
+
+/// `(level, idx) in ((…), …)` for `nodes`: their numbers are the tree's own, written inline.
+fn node_list(nodes: &[Node]) -> String {
+    let pairs: Vec<String> = nodes.iter().map(|n| format!("({}, {})", n.level, n.index)).collect();
+    format!("(level, idx) in ({})", pairs.join(", "))
+}
+
+fn found(rows: Vec<(i64, i64, String)>) -> HashMap<Node, Hash> {
+    rows.into_iter()
+        .map(|(level, idx, hash)| (Node { level: level as u32, index: idx as u64 }, unhex(&hash)))
+        .collect()
+}
+
+/// Signs checkpoints: the audit view keeps one each time an organization's trail grows.
+pub trait CheckpointSigner: Send + Sync + std::fmt::Debug {
+    /// The signing key's id.
+    fn key_id(&self) -> &str;
+    /// The signature of `text`, base64.
+    fn sign(&self, text: &str) -> String;
+}
+
+/// A checkpoint of `org`'s tree of `tree_size` entries with `root`, signed now.
+#[must_use]
+pub fn sign(signer: &dyn CheckpointSigner, org: &str, tree_size: u64, root: &Hash) -> Checkpoint {
+    let (tree_size, root_hash) = (tree_size as i64, hex::encode(root));
+    let at = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
+    let signature = signer.sign(&signed_text(org, tree_size, &root_hash, &at));
+    Checkpoint {
+        org: org.to_owned(),
+        tree_size,
+        root_hash,
+        at,
+        key_id: signer.key_id().to_owned(),
+        signature,
+    }
+}
+
+/// Appends entries `first_seq`, `first_seq + 1`, … (their hashes) to `org`'s tree, in the
+/// transaction that writes them to the trail; with a `signer`, keeps a checkpoint of the
+/// grown tree. A checkpoint kept for that size already stays: after a rebuild over a log
+/// someone rewrote, the old one is what testifies to the history as it was.
+pub(crate) async fn append(
+    tx: &mut Tx,
+    org: &str,
+    first_seq: i64,
+    entry_hashes: &[String],
+    signer: Option<&Arc<dyn CheckpointSigner>>,
+) -> Result<(), ProjectionError> {
+    let mut size = (first_seq - 1).max(0) as u64;
+    let frontier = merkle::frontier(size);
+    let mut known = if frontier.is_empty() {
+        HashMap::new()
+    } else {
+        let rows = tx
+            .fetch_all(
+                &format!(
+                    "select level, idx, hash from audit_tree where org_id = $1 and {}",
+                    node_list(&frontier)
+                ),
+                &[Arg::Text(org.to_owned())],
+            )
+            .await?;
+        found(rows)
+    };
+    let mut made: Vec<(Node, Hash)> = Vec::new();
+    if known.len() < frontier.len() {
+        // A trail written before its tree was kept: the tree of what is there first.
+        let hashes: Vec<(String,)> = tx
+            .fetch_all(
+                "select hash from audit_log where org_id = $1 and seq <= $2 order by seq",
+                &[Arg::Text(org.to_owned()), Arg::Int(size as i64)],
+            )
+            .await?;
+        tx.execute("delete from audit_tree where org_id = $1", &[Arg::Text(org.to_owned())])
+            .await?;
+        known.clear();
+        for (at, (hash,)) in hashes.iter().enumerate() {
+            made.extend(merkle::append(&mut known, at as u64, leaf(hash)));
+        }
+        size = hashes.len() as u64;
+    }
+    for hash in entry_hashes {
+        made.extend(merkle::append(&mut known, size, leaf(hash)));
+        size += 1;
+    }
+    let rows: Vec<Vec<Arg>> = made
+        .into_iter()
+        .map(|(node, hash)| {
+            vec![
+                Arg::Text(org.to_owned()),
+                Arg::Int(i64::from(node.level)),
+                Arg::Int(node.index as i64),
+                Arg::Text(hex::encode(hash)),
+            ]
+        })
+        .collect();
+    tx.insert_rows("audit_tree", &["org_id", "level", "idx", "hash"], &rows).await?;
+    if let Some(signer) = signer {
+        let root = merkle::root(&|node| known.get(&node).copied().unwrap_or_default(), size);
+        let checkpoint = sign(signer.as_ref(), org, size, &root);
+        tx.execute(
+            &format!("{INSERT_CHECKPOINT} on conflict (org_id, tree_size) do nothing"),
+            &checkpoint_args(&checkpoint),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// How many entries `org`'s trail has: its tree's size.
+///
+/// # Errors
+/// The database's error.
+pub async fn size(db: &Database, org: &str) -> Result<u64, sqlx::Error> {
+    let rows: Vec<(Option<i64>,)> = db
+        .fetch_all("select max(seq) from audit_log where org_id = $1", &[Arg::Text(org.to_owned())])
+        .await?;
+    Ok(rows.first().and_then(|r| r.0).unwrap_or(0).max(0) as u64)
+}
+
+/// Answers `question` about `org`'s tree from the complete subtrees it needs, fetched in one
+/// statement; from the trail's leaves if the tree lacks some (a trail written before trees
+/// were kept, not yet appended to since).
+async fn answer<T>(
+    db: &Database,
+    org: &str,
+    size: u64,
+    question: impl Fn(&dyn Fn(Node) -> Hash) -> T,
+) -> Result<T, sqlx::Error> {
+    let nodes = merkle::needed(|tree| question(tree));
+    if nodes.is_empty() {
+        return Ok(question(&|_| [0u8; 32]));
+    }
+    let rows = db
+        .fetch_all(
+            &format!(
+                "select level, idx, hash from audit_tree where org_id = $1 and {}",
+                node_list(&nodes)
+            ),
+            &[Arg::Text(org.to_owned())],
+        )
+        .await?;
+    let known = found(rows);
+    if known.len() == nodes.len() {
+        return Ok(question(&|node| known[&node]));
+    }
+    let tree = leaves(db, org, size).await?;
+    Ok(question(&|node| merkle::Subtrees::subtree(&tree, node)))
+}
+
+/// The tree of `org`'s first `size` entries, from the trail.
+///
+/// # Errors
+/// The database's error.
+pub async fn leaves(db: &Database, org: &str, size: u64) -> Result<MemoryTree, sqlx::Error> {
+    let hashes: Vec<(String,)> = db
+        .fetch_all(
+            "select hash from audit_log where org_id = $1 and seq <= $2 order by seq",
+            &[Arg::Text(org.to_owned()), Arg::Int(size as i64)],
+        )
+        .await?;
+    let mut tree = MemoryTree::default();
+    for (hash,) in hashes {
+        tree.push(leaf(&hash));
+    }
+    Ok(tree)
+}
+
+/// Every complete subtree kept for `org` within its first `size` entries, as they are now.
+///
+/// # Errors
+/// The database's error.
+pub async fn kept_subtrees(
+    db: &Database,
+    org: &str,
+    size: u64,
+) -> Result<HashMap<Node, Hash>, sqlx::Error> {
+    let rows = db
+        .fetch_all(
+            "select level, idx, hash from audit_tree where org_id = $1 and ((idx + 1) << cast(level as integer)) <= $2",
+            &[Arg::Text(org.to_owned()), Arg::Int(size as i64)],
+        )
+        .await?;
+    Ok(found(rows))
+}
+
+/// The root of `org`'s tree of `size` entries (`size` at most the trail's length).
+///
+/// # Errors
+/// The database's error.
+pub async fn root(db: &Database, org: &str, size: u64) -> Result<Hash, sqlx::Error> {
+    answer(db, org, size, |tree| merkle::root(&tree, size)).await
+}
+
+/// The inclusion proof of entry `seq` in `org`'s tree of `size` entries.
+///
+/// # Errors
+/// The database's error.
+pub async fn inclusion(
+    db: &Database,
+    org: &str,
+    seq: u64,
+    size: u64,
+) -> Result<Vec<Hash>, sqlx::Error> {
+    answer(db, org, size, |tree| merkle::inclusion_proof(&tree, seq - 1, size)).await
+}
+
+/// The proof that `org`'s tree of `to` entries extends its tree of `from`.
+///
+/// # Errors
+/// The database's error.
+pub async fn consistency(
+    db: &Database,
+    org: &str,
+    from: u64,
+    to: u64,
+) -> Result<Vec<Hash>, sqlx::Error> {
+    answer(db, org, to, |tree| merkle::consistency_proof(&tree, from, to)).await
+}
+
+/// A signed tree head: `org`'s trail of `tree_size` entries had this root at `at`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct Checkpoint {
+    pub org: String,
+    pub tree_size: i64,
+    /// Hex.
+    pub root_hash: String,
+    /// RFC 3339, as signed.
+    pub at: String,
+    pub key_id: String,
+    /// Base64 of the Ed25519 signature over [`Checkpoint::signed_text`].
+    pub signature: String,
+}
+
+impl Checkpoint {
+    /// What the signature is over.
+    #[must_use]
+    pub fn signed_text(&self) -> String {
+        signed_text(&self.org, self.tree_size, &self.root_hash, &self.at)
+    }
+}
+
+/// The text a checkpoint's signature is over.
+#[must_use]
+pub fn signed_text(org: &str, tree_size: i64, root_hash: &str, at: &str) -> String {
+    format!("keyledger-checkpoint/v1\n{org}\n{tree_size}\n{root_hash}\n{at}\n")
+}
+
+const INSERT_CHECKPOINT: &str = "insert into audit_checkpoints \
+     (org_id, tree_size, root_hash, at, key_id, signature) values ($1, $2, $3, $4, $5, $6)";
+
+fn checkpoint_args(checkpoint: &Checkpoint) -> [Arg; 6] {
+    [
+        Arg::Text(checkpoint.org.clone()),
+        Arg::Int(checkpoint.tree_size),
+        Arg::Text(checkpoint.root_hash.clone()),
+        Arg::Text(checkpoint.at.clone()),
+        Arg::Text(checkpoint.key_id.clone()),
+        Arg::Text(checkpoint.signature.clone()),
+    ]
+}
+
+const CHECKPOINT_COLUMNS: &str = "org_id as org, tree_size, root_hash, at, key_id, signature";
+
+/// The checkpoint kept for `org` at `tree_size`, if one is.
+///
+/// # Errors
+/// The database's error.
+pub async fn kept_at(
+    db: &Database,
+    org: &str,
+    tree_size: i64,
+) -> Result<Option<Checkpoint>, sqlx::Error> {
+    let rows: Vec<Checkpoint> = db
+        .fetch_all(
+            &format!(
+                "select {CHECKPOINT_COLUMNS} from audit_checkpoints where org_id = $1 and tree_size = $2"
+            ),
+            &[Arg::Text(org.to_owned()), Arg::Int(tree_size)],
+        )
+        .await?;
+    Ok(rows.into_iter().next())
+}
+
+/// Keeps `checkpoint`; if one for that size is kept already (signed meanwhile by another
+/// request or replica), that one stays and is returned.
+///
+/// # Errors
+/// The database's error.
+pub async fn keep(db: &Database, checkpoint: &Checkpoint) -> Result<Checkpoint, sqlx::Error> {
+    db.execute(
+        &format!("{INSERT_CHECKPOINT} on conflict (org_id, tree_size) do nothing"),
+        &checkpoint_args(checkpoint),
+    )
+    .await?;
+    Ok(kept_at(db, &checkpoint.org, checkpoint.tree_size)
+        .await?
+        .unwrap_or_else(|| checkpoint.clone()))
+}
+
+/// `org`'s kept checkpoints for trees larger than `after`, smallest first, at most `limit`.
+///
+/// # Errors
+/// The database's error.
+pub async fn kept(
+    db: &Database,
+    org: &str,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<Checkpoint>, sqlx::Error> {
+    db.fetch_all(
+        &format!(
+            "select {CHECKPOINT_COLUMNS} from audit_checkpoints where org_id = $1 and tree_size > $2 \
+             order by tree_size limit $3"
+        ),
+        &[Arg::Text(org.to_owned()), Arg::Int(after), Arg::Int(limit)],
+    )
+    .await
+}
+
+/// A key that signs, or has signed, checkpoints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct SigningKey {
+    pub key_id: String,
+    /// Base64 of the 32-byte Ed25519 public key.
+    pub public_key: String,
+}
+
+/// Every key that has signed checkpoints here, the oldest first.
+///
+/// # Errors
+/// The database's error.
+pub async fn signing_keys(db: &Database) -> Result<Vec<SigningKey>, sqlx::Error> {
+    db.fetch_all("select key_id, public_key from audit_signing_keys order by since, key_id", &[])
+        .await
+}
+
+/// Lists `key` among the signing keys (from `since`, RFC 3339), if it is not yet.
+///
+/// # Errors
+/// The database's error.
+pub async fn remember_signing_key(
+    db: &Database,
+    key: &SigningKey,
+    since: &str,
+) -> Result<(), sqlx::Error> {
+    db.execute(
+        "insert into audit_signing_keys (key_id, public_key, since) values ($1, $2, $3) \
+         on conflict (key_id) do nothing",
+        &[
+            Arg::Text(key.key_id.clone()),
+            Arg::Text(key.public_key.clone()),
+            Arg::Text(since.to_owned()),
+        ],
+    )
+    .await?;
+    Ok(())
+}
