@@ -73,7 +73,7 @@ pub async fn build_state(mut config: Config) -> Result<AppState, StartError> {
         Some(seed) => AuditSigner::from_seed(seed.expose_secret()),
         None => AuditSigner::derived(config.master_keys.active()),
     });
-    let since = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let since = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     let signing_key = audit_tree::SigningKey {
         key_id: audit_signer.key_id().to_owned(),
         public_key: audit_signer.public_key(),

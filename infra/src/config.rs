@@ -488,6 +488,27 @@ mod tests {
     }
 
     #[test]
+    fn an_audit_signing_key_is_a_32_byte_seed_and_never_shown() {
+        let master = MasterKeyRing::generate_encoded();
+        let seed = MasterKeyRing::generate_encoded();
+        let base = [("KEYLEDGER_MASTER_KEY", master.as_str()), ("KEYLEDGER_JWT_SECRET", "x")];
+        let given =
+            config(&[base[0], base[1], ("KEYLEDGER_AUDIT_SIGNING_KEY", &seed)]).expect("valid");
+        assert!(given.audit_signing_seed.is_some());
+        assert!(!format!("{given:?}").contains(seed.as_str()));
+        assert!(
+            config(&base).expect("valid").audit_signing_seed.is_none(),
+            "derived when not given"
+        );
+        let short = config(&[base[0], base[1], ("KEYLEDGER_AUDIT_SIGNING_KEY", "c2hvcnQ=")]);
+        let error = short.expect_err("16 bytes are no seed").to_string();
+        assert!(
+            error.contains("KEYLEDGER_AUDIT_SIGNING_KEY") && error.contains("32-byte"),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn platform_keys_and_a_prices_file_are_read() {
         let dir = std::env::temp_dir().join(format!("keyledger-prices-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).expect("dir");

@@ -324,3 +324,52 @@ async fn proofs_refuse_what_does_not_exist_and_readers_are_those_of_the_trail(ba
     assert_eq!(other.status, StatusCode::FORBIDDEN, "another organization's auditor");
     app.finish().await;
 }
+
+on_both_backends!(old_signing_keys_stay_listed_after_a_master_key_change);
+
+/// A new active master key brings a new signing key; the old one stays listed, so a checkpoint
+/// saved before the change still verifies.
+async fn old_signing_keys_stay_listed_after_a_master_key_change(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    history(&app).await;
+    let auditor = app.token("acme", Role::Auditor, "carol");
+    let saved = app.get("/v1/orgs/acme/audit/checkpoint", &auditor).await.json();
+    let old_ring = app.setting("KEYLEDGER_MASTER_KEY").expect("a master key").to_owned();
+    let new_ring = format!(
+        "new:{},default:{old_ring}",
+        keyledger_infra::crypto::MasterKeyRing::generate_encoded().as_str()
+    );
+    let changed = app.replica_with(&[("KEYLEDGER_MASTER_KEY", &new_ring)]).await;
+    let published = changed.send(Method::GET, "/v1/audit/keys", None, None).await.json();
+    let ids: Vec<&str> = published["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .filter_map(|k| k["key_id"].as_str())
+        .collect();
+    assert_eq!(ids.len(), 2, "the old key and the new: {published}");
+    assert_eq!(ids[0], saved["key_id"], "the old key first");
+    assert!(signed(&saved, &published), "the checkpoint saved before the change verifies");
+    changed.finish().await;
+    app.finish().await;
+}
+
+on_both_backends!(a_given_signing_key_signs_the_checkpoints);
+
+async fn a_given_signing_key_signs_the_checkpoints(backend: Backend) {
+    let seed = [42u8; 32];
+    let app =
+        TestApp::start_with(backend, &[("KEYLEDGER_AUDIT_SIGNING_KEY", &STANDARD.encode(seed))])
+            .await;
+    history(&app).await;
+    let checkpoint = app
+        .get("/v1/orgs/acme/audit/checkpoint", &app.token("acme", Role::Auditor, "carol"))
+        .await
+        .json();
+    let pair = ring::signature::Ed25519KeyPair::from_seed_unchecked(&seed).expect("a seed");
+    let public = ring::signature::KeyPair::public_key(&pair).as_ref().to_vec();
+    assert_eq!(checkpoint["key_id"], hex::encode(Sha256::digest(&public))[..16]);
+    let published = app.send(Method::GET, "/v1/audit/keys", None, None).await.json();
+    assert!(signed(&checkpoint, &published));
+    app.finish().await;
+}

@@ -142,6 +142,12 @@ impl TestApp {
         (state, router, stop_projector)
     }
 
+    /// The value of `name` in this instance's configuration.
+    #[must_use]
+    pub fn setting(&self, name: &str) -> Option<&str> {
+        self.env.get(name).map(String::as_str)
+    }
+
     /// Another replica on the same database, with the same secrets and fake provider.
     pub async fn replica(&self) -> Self {
         self.replica_with(&[]).await
