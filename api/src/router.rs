@@ -209,6 +209,10 @@ mod tests {
         for name in ["as_of", "after", "limit", "from", "to", "group_by"] {
             let mut found = 0;
             for (path, methods) in doc["paths"].as_object().expect("paths") {
+                // A proof's sizes are what it is about: there they are required.
+                if path.contains("/audit/proof/") {
+                    continue;
+                }
                 for (_, operation) in methods.as_object().expect("methods") {
                     for param in operation["parameters"].as_array().into_iter().flatten() {
                         if param["name"] == name {

@@ -78,7 +78,8 @@ fn not_negative(after: Option<i64>) -> Result<i64, ApiError> {
     }
 }
 
-fn query<T>(
+/// The query of a request, or a problem saying it is malformed.
+pub(crate) fn query<T>(
     query: Result<Query<T>, axum::extract::rejection::QueryRejection>,
 ) -> Result<T, ApiError> {
     query

@@ -10,6 +10,7 @@ use crate::auth::{Access, Caller};
 use crate::error::{ApiError, ErrorCode, Problem};
 use crate::extract::OrgParam;
 use crate::openapi::OrgPath;
+use crate::routes::audit::query;
 use crate::state::AppState;
 use keyledger_projections::audit_tree::{self, Checkpoint};
 
@@ -85,7 +86,7 @@ pub(crate) struct CheckpointsQuery {
 pub(crate) struct InclusionQuery {
     /// The entry's sequence number.
     #[param(minimum = 1)]
-    seq: Option<i64>,
+    seq: i64,
     /// The tree's size; the trail's current length when absent.
     #[param(minimum = 1)]
     tree_size: Option<i64>,
@@ -108,7 +109,7 @@ pub(crate) struct InclusionProof {
 pub(crate) struct ConsistencyQuery {
     /// The older tree's size.
     #[param(minimum = 0)]
-    from: Option<i64>,
+    from: i64,
     /// The newer tree's size; the trail's current length when absent.
     #[param(minimum = 0)]
     to: Option<i64>,
@@ -121,14 +122,6 @@ pub(crate) struct ConsistencyProof {
     to: u64,
     /// Hex hashes (RFC 6962 §2.1.2).
     proof: Vec<String>,
-}
-
-fn query<T>(
-    query: Result<Query<T>, axum::extract::rejection::QueryRejection>,
-) -> Result<T, ApiError> {
-    query
-        .map(|Query(q)| q)
-        .map_err(|_| ApiError::invalid_request("unknown or malformed query parameter"))
 }
 
 fn store(error: &sqlx::Error) -> ApiError {
@@ -237,9 +230,7 @@ pub(crate) async fn inclusion_proof(
 ) -> Result<axum::Json<InclusionProof>, ApiError> {
     caller.authorize(&org, Access::ReadAudit)?;
     let params = query(params)?;
-    let Some(seq) = params.seq else {
-        return Err(ApiError::invalid_request("seq is required: the entry to prove"));
-    };
+    let seq = params.seq;
     let size = audit_tree::size(&state.views, org.as_str()).await.map_err(|e| store(&e))?;
     let tree_size = existing(params.tree_size.unwrap_or(size as i64), size, "tree_size")?;
     if seq < 1 {
@@ -274,9 +265,7 @@ pub(crate) async fn consistency_proof(
 ) -> Result<axum::Json<ConsistencyProof>, ApiError> {
     caller.authorize(&org, Access::ReadAudit)?;
     let params = query(params)?;
-    let Some(from) = params.from else {
-        return Err(ApiError::invalid_request("from is required: the older tree's size"));
-    };
+    let from = params.from;
     let size = audit_tree::size(&state.views, org.as_str()).await.map_err(|e| store(&e))?;
     let to = params.to.unwrap_or(size as i64);
     if from > to {
