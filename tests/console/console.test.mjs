@@ -250,9 +250,22 @@ test("the audit trail lists who did what, filters, verifies its chain, downloads
   await page.getByLabel("Action", { exact: true }).selectOption("key.rotated");
   await page.waitForFunction(() => document.querySelectorAll("#audit-entries tbody tr").length === 1);
   assert.match(await entries.first().textContent(), /AI key rotated.*sk-proj-••••/);
+  // Two filter changes in a row: the first one's answer is held back until after the second's,
+  // as a slow network may do; the page must end on the newer answer, not the later one.
+  const unfiltered = /\/audit\?(?!.*provider=)/;
+  await page.route(unfiltered, async (route) => {
+    await new Promise((resolve) => setTimeout(resolve, 700));
+    await route.continue();
+  });
+  const late = page.waitForResponse((response) => unfiltered.test(response.url()));
   await page.getByLabel("Action", { exact: true }).selectOption("");
   await page.getByLabel("Provider", { exact: true }).selectOption("anthropic");
-  await page.waitForFunction(() => [...document.querySelectorAll("#audit-entries tbody tr")].every((r) => r.textContent.includes("Anthropic")));
+  const onlyAnthropic = () => [...document.querySelectorAll("#audit-entries tbody tr")].every((r) => r.textContent.includes("Anthropic"));
+  await page.waitForFunction(onlyAnthropic);
+  await late;
+  await page.waitForTimeout(300);
+  assert.ok(await page.evaluate(onlyAnthropic), "the held-back unfiltered answer replaced the filtered one");
+  await page.unroute(unfiltered);
   await page.getByRole("button", { name: "Verify chain" }).click();
   await page.locator("#chain").filter({ hasText: "Chain intact" }).waitFor();
   const [download] = await Promise.all([page.waitForEvent("download"), page.getByRole("button", { name: /Download raw history/ }).click()]);

@@ -13,11 +13,15 @@ export async function render(ctx, view) {
   const search = h("input", { id: "org-search", type: "search", placeholder: "part of an org id" });
   const open = h("input", { id: "org-open", placeholder: "org id", pattern: "[A-Za-z0-9][A-Za-z0-9._-]{0,63}", required: true });
 
+  let asked = 0; // loads started; only the latest one's answer is shown
   async function load() {
+    const mine = ++asked;
     const params = new URLSearchParams({ limit: PAGE });
     if (pages.at(-1)) params.set("after", pages.at(-1));
     if (query) params.set("q", query);
     const list = await api.get(`/v1/orgs?${params}`);
+    // A newer search or page was asked meanwhile: its answer is the one to show.
+    if (mine !== asked) return;
     fill(body,
       list.orgs.length === 0 ? h("p", { class: "muted" }, "No organizations.") : h("table", { id: "org-list" },
         h("caption", { class: "cap" }, "Organizations with any event, by id"),

@@ -24,11 +24,16 @@ export async function render(ctx, view) {
   const body = h("div", { id: "audit" });
   const chain = h("div", { id: "chain", role: "status", "aria-live": "polite" });
 
+  let asked = 0; // loads started; only the latest one's answer is shown
   async function load() {
+    const mine = ++asked;
     const params = new URLSearchParams({ after: pages.at(-1), limit: PAGE });
     if (filters.action) params.set("action", filters.action);
     if (filters.provider) params.set("provider", filters.provider);
     const page = await api.get(`${api.org(ctx.org)}/audit?${params}`);
+    // Filters changed while this was on its way: an older answer arriving last must not
+    // replace the newer one.
+    if (mine !== asked) return;
     fill(body,
       page.entries.length === 0 ? h("p", { class: "muted" }, "No entries.") : h("table", { id: "audit-entries" },
         h("caption", { class: "cap" }, `Entries ${page.entries[0].seq} to ${page.entries.at(-1).seq}, oldest first`),
