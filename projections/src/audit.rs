@@ -190,7 +190,7 @@ impl Projection for AuditLog {
     async fn apply(&self, tx: &mut Tx, events: &[&LoggedEvent]) -> Result<(), ProjectionError> {
         let mut heads = chain_heads(tx, events).await?;
         // Each organization's new entries, in order, for its Merkle tree: (first seq, hashes).
-        let mut appended: HashMap<String, (i64, Vec<String>)> = HashMap::new();
+        let mut appended: HashMap<String, crate::audit_tree::Appended> = HashMap::new();
         for event in events {
             let Fact::Keyring(fact) = &event.fact else { continue };
             let org = &event.stored.aggregate_id;
@@ -214,16 +214,14 @@ impl Projection for AuditLog {
                 ],
             )
             .await?;
-            appended
-                .entry(org.clone())
-                .or_insert_with(|| (e.seq, Vec::new()))
-                .1
-                .push(e.hash.clone());
+            let new = appended.entry(org.clone()).or_insert_with(|| crate::audit_tree::Appended {
+                first_seq: e.seq,
+                hashes: Vec::new(),
+            });
+            new.hashes.push(e.hash.clone());
             heads.insert(org.clone(), e.hash);
         }
-        for (org, (first_seq, hashes)) in &appended {
-            crate::audit_tree::append(tx, org, *first_seq, hashes, self.signer.as_ref()).await?;
-        }
+        crate::audit_tree::append(tx, &appended, self.signer.as_ref()).await?;
         Ok(())
     }
 }

@@ -71,76 +71,130 @@ pub fn sign(signer: &dyn CheckpointSigner, org: &str, tree_size: u64, root: &Has
     }
 }
 
-/// Appends entries `first_seq`, `first_seq + 1`, … (their hashes) to `org`'s tree, in the
-/// transaction that writes them to the trail; with a `signer`, keeps a checkpoint of the
-/// grown tree. A checkpoint kept for that size already stays: after a rebuild over a log
-/// someone rewrote, the old one is what testifies to the history as it was.
+/// New entries of one organization's trail, for its tree: the first one's seq, and the
+/// hashes of it and those after it, in order.
+#[derive(Debug, Default)]
+pub(crate) struct Appended {
+    pub first_seq: i64,
+    pub hashes: Vec<String>,
+}
+
+/// Appends each organization's new entries to its tree, in the transaction that writes them to
+/// the trail: one statement reads every frontier, one writes every new subtree and one keeps
+/// every checkpoint, however many organizations the step holds. With a `signer`, keeps a
+/// checkpoint of each grown tree. A checkpoint kept for that size already stays: after a
+/// rebuild over a log someone rewrote, the old one is what testifies to the history as it was.
 pub(crate) async fn append(
     tx: &mut Tx,
-    org: &str,
-    first_seq: i64,
-    entry_hashes: &[String],
+    appended: &HashMap<String, Appended>,
     signer: Option<&Arc<dyn CheckpointSigner>>,
 ) -> Result<(), ProjectionError> {
-    let mut size = (first_seq - 1).max(0) as u64;
-    let frontier = merkle::frontier(size);
-    let mut known = if frontier.is_empty() {
-        HashMap::new()
-    } else {
-        let rows = tx
-            .fetch_all(
-                &format!(
-                    "select level, idx, hash from audit_tree where org_id = $1 and {}",
-                    node_list(&frontier)
-                ),
-                &[Arg::Text(org.to_owned())],
-            )
-            .await?;
-        found(rows)
-    };
-    let mut made: Vec<(Node, Hash)> = Vec::new();
-    if known.len() < frontier.len() {
-        // A trail written before its tree was kept: the tree of what is there first.
-        let hashes: Vec<(String,)> = tx
-            .fetch_all(
-                "select hash from audit_log where org_id = $1 and seq <= $2 order by seq",
-                &[Arg::Text(org.to_owned()), Arg::Int(size as i64)],
-            )
-            .await?;
-        tx.execute("delete from audit_tree where org_id = $1", &[Arg::Text(org.to_owned())])
-            .await?;
-        known.clear();
-        for (at, (hash,)) in hashes.iter().enumerate() {
-            made.extend(merkle::append(&mut known, at as u64, leaf(hash)));
+    let mut known = frontiers(tx, appended).await?;
+    let mut nodes: Vec<Vec<Arg>> = Vec::new();
+    let mut checkpoints: Vec<Checkpoint> = Vec::new();
+    for (org, new) in appended {
+        let mut size = (new.first_seq - 1).max(0) as u64;
+        let known = known.entry(org.clone()).or_default();
+        let mut made: Vec<(Node, Hash)> = Vec::new();
+        if known.len() < merkle::frontier(size).len() {
+            // A trail written before its tree was kept: the tree of what is there first.
+            size = rebuild_tree(tx, org, size, known, &mut made).await?;
         }
-        size = hashes.len() as u64;
-    }
-    for hash in entry_hashes {
-        made.extend(merkle::append(&mut known, size, leaf(hash)));
-        size += 1;
-    }
-    let rows: Vec<Vec<Arg>> = made
-        .into_iter()
-        .map(|(node, hash)| {
+        for hash in &new.hashes {
+            made.extend(merkle::append(known, size, leaf(hash)));
+            size += 1;
+        }
+        nodes.extend(made.into_iter().map(|(node, hash)| {
             vec![
-                Arg::Text(org.to_owned()),
+                Arg::Text(org.clone()),
                 Arg::Int(i64::from(node.level)),
                 Arg::Int(node.index as i64),
                 Arg::Text(hex::encode(hash)),
             ]
-        })
-        .collect();
-    tx.insert_rows("audit_tree", &["org_id", "level", "idx", "hash"], &rows).await?;
-    if let Some(signer) = signer {
-        let root = merkle::root(&|node| known.get(&node).copied().unwrap_or_default(), size);
-        let checkpoint = sign(signer.as_ref(), org, size, &root);
-        tx.execute(
-            &format!("{INSERT_CHECKPOINT} on conflict (org_id, tree_size) do nothing"),
-            &checkpoint_args(&checkpoint),
+        }));
+        if let Some(signer) = signer {
+            let root = merkle::root(&|node| known.get(&node).copied().unwrap_or_default(), size);
+            checkpoints.push(sign(signer.as_ref(), org, size, &root));
+        }
+    }
+    tx.insert_rows("audit_tree", &["org_id", "level", "idx", "hash"], &nodes).await?;
+    for chunk in checkpoints.chunks(CHECKPOINTS_PER_STATEMENT) {
+        let args: Vec<Arg> = chunk.iter().flat_map(checkpoint_args).collect();
+        tx.execute_built(
+            &format!(
+                "{INSERT_CHECKPOINTS} {} on conflict (org_id, tree_size) do nothing",
+                crate::views::values_placeholders(chunk.len(), 6)
+            ),
+            &args,
         )
         .await?;
     }
     Ok(())
+}
+
+/// Checkpoints one statement keeps: well within SQLite's 32,766 placeholders.
+const CHECKPOINTS_PER_STATEMENT: usize = 1_000;
+
+/// The frontier subtrees of every organization in `appended` (those appending needs), read in
+/// one statement that is the same whatever the number of organizations (the wanted subtrees
+/// go as one JSON array), so it is prepared once.
+async fn frontiers(
+    tx: &mut Tx,
+    appended: &HashMap<String, Appended>,
+) -> Result<HashMap<String, HashMap<Node, Hash>>, ProjectionError> {
+    let wanted: Vec<(&str, u32, u64)> = appended
+        .iter()
+        .flat_map(|(org, new)| {
+            merkle::frontier((new.first_seq - 1).max(0) as u64)
+                .into_iter()
+                .map(move |node| (org.as_str(), node.level, node.index))
+        })
+        .collect();
+    let mut known: HashMap<String, HashMap<Node, Hash>> = HashMap::new();
+    if wanted.is_empty() {
+        return Ok(known);
+    }
+    let sql = if tx.is_postgres() {
+        "select t.org_id, t.level, t.idx, t.hash from audit_tree t \
+         join json_to_recordset($1::json) as w(o text, l bigint, i bigint) \
+           on t.org_id = w.o and t.level = w.l and t.idx = w.i"
+    } else {
+        "select t.org_id, t.level, t.idx, t.hash from json_each($1) w \
+         join audit_tree t on t.org_id = json_extract(w.value, '$.o') \
+          and t.level = json_extract(w.value, '$.l') and t.idx = json_extract(w.value, '$.i')"
+    };
+    let wanted: Vec<serde_json::Value> =
+        wanted.iter().map(|(o, l, i)| serde_json::json!({"o": o, "l": l, "i": i})).collect();
+    let wanted = serde_json::to_string(&wanted).unwrap_or_else(|_| "[]".to_owned());
+    let rows: Vec<(String, i64, i64, String)> = tx.fetch_all(sql, &[Arg::Text(wanted)]).await?;
+    for (org, level, idx, hash) in rows {
+        let node = Node { level: level as u32, index: idx as u64 };
+        known.entry(org).or_default().insert(node, unhex(&hash));
+    }
+    Ok(known)
+}
+
+/// Writes `org`'s tree again from its first `size` entries (their subtrees into `made`, the
+/// frontier into `known`); the size it found.
+async fn rebuild_tree(
+    tx: &mut Tx,
+    org: &str,
+    size: u64,
+    known: &mut HashMap<Node, Hash>,
+    made: &mut Vec<(Node, Hash)>,
+) -> Result<u64, ProjectionError> {
+    let hashes: Vec<(String,)> = tx
+        .fetch_all(
+            "select hash from audit_log where org_id = $1 and seq <= $2 order by seq",
+            &[Arg::Text(org.to_owned()), Arg::Int(size as i64)],
+        )
+        .await?;
+    tx.execute("delete from audit_tree where org_id = $1", &[Arg::Text(org.to_owned())]).await?;
+    known.clear();
+    for (at, (hash,)) in hashes.iter().enumerate() {
+        made.extend(merkle::append(known, at as u64, leaf(hash)));
+    }
+    Ok(hashes.len() as u64)
 }
 
 /// How many entries `org`'s trail has: its tree's size.
@@ -282,8 +336,8 @@ pub fn signed_text(org: &str, tree_size: i64, root_hash: &str, at: &str) -> Stri
     format!("keyledger-checkpoint/v1\n{org}\n{tree_size}\n{root_hash}\n{at}\n")
 }
 
-const INSERT_CHECKPOINT: &str = "insert into audit_checkpoints \
-     (org_id, tree_size, root_hash, at, key_id, signature) values ($1, $2, $3, $4, $5, $6)";
+const INSERT_CHECKPOINTS: &str =
+    "insert into audit_checkpoints (org_id, tree_size, root_hash, at, key_id, signature) values";
 
 fn checkpoint_args(checkpoint: &Checkpoint) -> [Arg; 6] {
     [
@@ -325,7 +379,9 @@ pub async fn kept_at(
 /// The database's error.
 pub async fn keep(db: &Database, checkpoint: &Checkpoint) -> Result<Checkpoint, sqlx::Error> {
     db.execute(
-        &format!("{INSERT_CHECKPOINT} on conflict (org_id, tree_size) do nothing"),
+        &format!(
+            "{INSERT_CHECKPOINTS} ($1, $2, $3, $4, $5, $6) on conflict (org_id, tree_size) do nothing"
+        ),
         &checkpoint_args(checkpoint),
     )
     .await?;

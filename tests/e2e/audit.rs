@@ -179,8 +179,14 @@ async fn trails_of_organizations_projected_in_one_batch_each_chain_on_their_own(
     let trail = "select org_id || ' ' || seq || ' ' || prev_hash || ' ' || hash from audit_log \
                  order by org_id, seq";
     let before = app.texts(trail).await;
+    // The trails' Merkle trees too: every complete subtree, as the commands left them.
+    let tree = "select org_id || ' ' || level || ' ' || idx || ' ' || hash from audit_tree \
+                order by org_id, level, idx";
+    let tree_before = app.texts(tree).await;
+    assert!(tree_before.len() >= 2 * before.len() - orgs.len(), "{tree_before:?}");
     app.state.projector.rebuild(Some("audit")).await.expect("rebuild");
     assert_eq!(app.texts(trail).await, before, "the same chains, batch or not");
+    assert_eq!(app.texts(tree).await, tree_before, "the same trees, batch or not");
     for org in orgs {
         let entries = before.iter().filter(|row| row.starts_with(&format!("{org} "))).count();
         assert!(entries >= 3, "{org}: an entry for each key event at least");
