@@ -63,6 +63,8 @@ const CALLERS: u64 = 64;
 struct Sample {
     at: Duration,
     rss_kib: u64,
+    /// The process's threads: a heap the allocator keeps per thread lives as long as it.
+    threads: u64,
     calls: u64,
     failed: u64,
 }
@@ -105,10 +107,14 @@ fn start(binary: &std::path::Path, url: &str, fake: &str) -> (Child, String) {
         ("RUST_LOG", "warn".to_owned()),
         ("PATH", std::env::var("PATH").unwrap_or_default()),
     ]);
+    // The allocator's own settings (`MIMALLOC_PURGE_DELAY=0`, …) reach the binary, so a run can
+    // tell memory in use from memory the allocator keeps.
+    let allocator = std::env::vars().filter(|(name, _)| name.starts_with("MIMALLOC_"));
     let child = Command::new(binary)
         .arg("serve")
         .env_clear()
         .envs(env)
+        .envs(allocator)
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -116,12 +122,13 @@ fn start(binary: &std::path::Path, url: &str, fake: &str) -> (Child, String) {
     (child, format!("http://127.0.0.1:{port}"))
 }
 
-fn rss_kib(pid: u32) -> u64 {
+/// A number from `/proc/PID/status` (`VmRSS:` in KiB, `Threads:`), 0 once the process is gone.
+fn status_field(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|status| {
             status.lines().find_map(|line| {
-                line.strip_prefix("VmRSS:")?.trim().trim_end_matches("kB").trim().parse().ok()
+                line.strip_prefix(field)?.trim().trim_end_matches("kB").trim().parse().ok()
             })
         })
         .unwrap_or(0)
@@ -231,14 +238,16 @@ async fn run(url: &str, fake: &str, args: &Args) -> Vec<Sample> {
         tokio::time::sleep_until(tokio::time::Instant::from_std(next_sample.min(until))).await;
         let sample = Sample {
             at: started.elapsed(),
-            rss_kib: rss_kib(pid),
+            rss_kib: status_field(pid, "VmRSS:"),
+            threads: status_field(pid, "Threads:"),
             calls: calls.load(Ordering::Relaxed),
             failed: failed.load(Ordering::Relaxed),
         };
         eprintln!(
-            "{:>5.0}s rss {:>7} KiB calls {} failed {}",
+            "{:>5.0}s rss {:>7} KiB threads {} calls {} failed {}",
             sample.at.as_secs_f64(),
             sample.rss_kib,
+            sample.threads,
             sample.calls,
             sample.failed
         );
@@ -298,13 +307,14 @@ fn report(args: &Args, outcomes: &[(&str, Vec<Sample>)]) -> String {
     }
     for (backend, samples) in outcomes {
         out.push_str(&format!(
-            "\n## {backend}: every sample\n\n| s | RSS | calls | failed |\n|---|---|---|---|\n"
+            "\n## {backend}: every sample\n\n| s | RSS | threads | calls | failed |\n|---|---|---|---|---|\n"
         ));
         for sample in samples {
             out.push_str(&format!(
-                "| {:.0} | {} | {} | {} |\n",
+                "| {:.0} | {} | {} | {} | {} |\n",
                 sample.at.as_secs_f64(),
                 mib(sample.rss_kib),
+                sample.threads,
                 sample.calls,
                 sample.failed
             ));
