@@ -67,6 +67,11 @@ struct Sample {
     threads: u64,
     calls: u64,
     failed: u64,
+    /// Model calls answered but not yet recorded (`keyledger_usage_backlog`): each holds its
+    /// record in memory until the writer commits it.
+    backlog: u64,
+    /// Events the furthest-behind view has yet to apply (`keyledger_projection_lag_events`).
+    lag: u64,
 }
 
 #[tokio::main]
@@ -236,7 +241,11 @@ async fn run(url: &str, fake: &str, args: &Args) -> Vec<Sample> {
     while Instant::now() < until {
         next_sample += Duration::from_secs(args.sample_seconds);
         tokio::time::sleep_until(tokio::time::Instant::from_std(next_sample.min(until))).await;
+        let gauges = gauges(&client, &base).await;
+        let gauge = |name: &str| gauges.get(name).copied().unwrap_or(0.0).max(0.0) as u64;
         let sample = Sample {
+            backlog: gauge("keyledger_usage_backlog"),
+            lag: gauge("keyledger_projection_lag_events"),
             at: started.elapsed(),
             rss_kib: status_field(pid, "VmRSS:"),
             threads: status_field(pid, "Threads:"),
@@ -244,10 +253,12 @@ async fn run(url: &str, fake: &str, args: &Args) -> Vec<Sample> {
             failed: failed.load(Ordering::Relaxed),
         };
         eprintln!(
-            "{:>5.0}s rss {:>7} KiB threads {} calls {} failed {}",
+            "{:>5.0}s rss {:>7} KiB threads {} backlog {} lag {} calls {} failed {}",
             sample.at.as_secs_f64(),
             sample.rss_kib,
             sample.threads,
+            sample.backlog,
+            sample.lag,
             sample.calls,
             sample.failed
         );
@@ -259,6 +270,21 @@ async fn run(url: &str, fake: &str, args: &Args) -> Vec<Sample> {
     let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
     let _ = child.wait();
     samples
+}
+
+/// The process's gauges from `GET /metrics`, empty when it does not answer.
+async fn gauges(client: &reqwest::Client, base: &str) -> HashMap<String, f64> {
+    let Ok(answer) = client.get(format!("{base}/metrics")).send().await else {
+        return HashMap::new();
+    };
+    let text = answer.text().await.unwrap_or_default();
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            Some((name.to_owned(), value.parse().ok()?))
+        })
+        .collect()
 }
 
 fn report(args: &Args, outcomes: &[(&str, Vec<Sample>)]) -> String {
@@ -307,14 +333,16 @@ fn report(args: &Args, outcomes: &[(&str, Vec<Sample>)]) -> String {
     }
     for (backend, samples) in outcomes {
         out.push_str(&format!(
-            "\n## {backend}: every sample\n\n| s | RSS | threads | calls | failed |\n|---|---|---|---|---|\n"
+            "\n## {backend}: every sample\n\n| s | RSS | threads | usage backlog | view lag | calls | failed |\n|---|---|---|---|---|---|---|\n"
         ));
         for sample in samples {
             out.push_str(&format!(
-                "| {:.0} | {} | {} | {} | {} |\n",
+                "| {:.0} | {} | {} | {} | {} | {} | {} |\n",
                 sample.at.as_secs_f64(),
                 mib(sample.rss_kib),
                 sample.threads,
+                sample.backlog,
+                sample.lag,
                 sample.calls,
                 sample.failed
             ));
