@@ -10,6 +10,7 @@
 //! stays flat however many organizations a platform has.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use hashlink::LruCache;
 
@@ -20,7 +21,9 @@ use keyledger_domain::Keyring;
 /// Keyring states by organization, with the sequence each is at, and sealed material by id.
 #[derive(Debug)]
 pub(super) struct CallCache {
-    states: LruCache<String, (Keyring, usize)>,
+    /// Shared, not copied, with the calls that use them: a call takes a reference where a
+    /// copy of the state (its keys' masks, hints, descriptions) cost dozens of allocations.
+    states: LruCache<String, (Arc<Keyring>, usize)>,
     /// Only material a held state uses: it leaves with that state.
     sealed: HashMap<MaterialId, SealedKey>,
     generation: u64,
@@ -66,7 +69,7 @@ impl CallCache {
     }
 
     /// `org`'s state, now the most recently used.
-    pub(super) fn state(&mut self, org: &str) -> Option<(Keyring, usize)> {
+    pub(super) fn state(&mut self, org: &str) -> Option<(Arc<Keyring>, usize)> {
         self.states.get(org).cloned()
     }
 
@@ -75,7 +78,7 @@ impl CallCache {
     pub(super) fn put_state(
         &mut self,
         org: &str,
-        state: Keyring,
+        state: Arc<Keyring>,
         sequence: usize,
         generation: u64,
     ) {
@@ -152,10 +155,10 @@ mod tests {
         let mut cache = CallCache::default();
         let began = cache.generation();
         cache.invalidate("acme");
-        cache.put_state("acme", Keyring::default(), 3, began);
+        cache.put_state("acme", Arc::default(), 3, began);
         assert!(cache.state("acme").is_none(), "the state may predate the change");
 
-        cache.put_state("acme", Keyring::default(), 4, cache.generation());
+        cache.put_state("acme", Arc::default(), 4, cache.generation());
         assert_eq!(cache.state("acme").map(|(_, at)| at), Some(4));
     }
 
@@ -196,12 +199,12 @@ mod tests {
         let mut cache = CallCache::holding(2);
         for (n, org) in [(1, "a"), (2, "b")] {
             let (state, material) = using_material(n);
-            cache.put_state(org, state, 1, cache.generation());
+            cache.put_state(org, Arc::new(state), 1, cache.generation());
             cache.put_sealed(org, material, sealed(), cache.generation());
         }
         assert!(cache.state("a").is_some(), "a is used again: b is now the least recent");
         let (state, _) = using_material(3);
-        cache.put_state("c", state, 1, cache.generation());
+        cache.put_state("c", Arc::new(state), 1, cache.generation());
 
         assert_eq!(cache.len(), 2, "never more than the bound");
         assert!(cache.state("b").is_none(), "the least recently used left");
@@ -213,8 +216,8 @@ mod tests {
     #[test]
     fn clearing_drops_every_state() {
         let mut cache = CallCache::default();
-        cache.put_state("acme", Keyring::default(), 1, cache.generation());
-        cache.put_state("other", Keyring::default(), 1, cache.generation());
+        cache.put_state("acme", Arc::default(), 1, cache.generation());
+        cache.put_state("other", Arc::default(), 1, cache.generation());
         cache.clear();
         assert!(cache.state("acme").is_none() && cache.state("other").is_none());
     }

@@ -114,7 +114,7 @@ impl CallKeys {
     ///
     /// # Errors
     /// [`CommandError::Storage`] when the store cannot be read.
-    pub async fn current(&self, org: &OrgId) -> Result<Keyring, CommandError> {
+    pub async fn current(&self, org: &OrgId) -> Result<Arc<Keyring>, CommandError> {
         let (generation, cached) = {
             let mut cache = self.cache();
             (cache.generation(), cache.state(org.as_str()))
@@ -132,8 +132,8 @@ impl CallKeys {
             }
         }
         let context = self.store.load_aggregate(org.as_str()).await?;
-        let (state, at) = (context.aggregate, context.current_sequence);
-        self.cache().put_state(org.as_str(), state.clone(), at, generation);
+        let (state, at) = (Arc::new(context.aggregate), context.current_sequence);
+        self.cache().put_state(org.as_str(), Arc::clone(&state), at, generation);
         Ok(state)
     }
 
@@ -142,11 +142,11 @@ impl CallKeys {
     ///
     /// # Errors
     /// [`CommandError::Storage`] when the store cannot be read.
-    pub async fn reread(&self, org: &OrgId) -> Result<Keyring, CommandError> {
+    pub async fn reread(&self, org: &OrgId) -> Result<Arc<Keyring>, CommandError> {
         let generation = self.cache().generation();
         let context = self.store.load_aggregate(org.as_str()).await?;
-        let (state, at) = (context.aggregate, context.current_sequence);
-        self.cache().put_state(org.as_str(), state.clone(), at, generation);
+        let (state, at) = (Arc::new(context.aggregate), context.current_sequence);
+        self.cache().put_state(org.as_str(), Arc::clone(&state), at, generation);
         Ok(state)
     }
 
