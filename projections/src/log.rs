@@ -14,7 +14,7 @@ use keyledger_store::event_store::{self, GlobalOrder, StoredEvent};
 use keyledger_store::metadata::EventMetadata;
 use keyledger_store::{Database, Tx};
 
-pub use keyledger_store::event_store::Cursor;
+pub use keyledger_store::event_store::{Cursor, ReadLimit};
 
 /// An event as the log holds it, decoded.
 #[derive(Debug, Clone)]
@@ -92,7 +92,7 @@ fn decoded(events: Vec<StoredEvent>) -> Vec<LoggedEvent> {
 pub async fn read_after_in(
     tx: &mut Tx,
     cursor: Cursor,
-    limit: i64,
+    limit: ReadLimit,
     types: &[&str],
 ) -> Result<Vec<LoggedEvent>, sqlx::Error> {
     Ok(decoded(event_store::read_after_in(tx, cursor, limit, types).await?))
@@ -119,7 +119,7 @@ impl EventLog {
     pub async fn read_after_of(
         &self,
         cursor: Cursor,
-        limit: i64,
+        limit: ReadLimit,
         types: &[&str],
     ) -> Result<Vec<LoggedEvent>, sqlx::Error> {
         Ok(decoded(self.order.read_after_of(cursor, limit, types).await?))

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use keyledger_projections::{Cursor, EventLog};
+use keyledger_projections::{Cursor, EventLog, ReadLimit};
 use keyledger_store::Database;
 use keyledger_tests::{on_both_backends, Backend, TestApp};
 
@@ -45,7 +45,7 @@ async fn a_catch_up_reader_sees_every_event_once_in_aggregate_order_under_concur
     // it is given time to see everything rather than stopped when the writers stop.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while (seen.len() as i64) < total && tokio::time::Instant::now() < deadline {
-        let batch = log.read_after_of(cursor, 7, &[]).await.expect("read");
+        let batch = log.read_after_of(cursor, ReadLimit::events(7), &[]).await.expect("read");
         for event in &batch {
             assert!(event.cursor > cursor, "the reader never goes backwards");
             cursor = event.cursor;
@@ -63,7 +63,7 @@ async fn a_catch_up_reader_sees_every_event_once_in_aggregate_order_under_concur
         writer.await.expect("writer");
     }
     assert!(
-        log.read_after_of(cursor, 7, &[]).await.expect("read").is_empty(),
+        log.read_after_of(cursor, ReadLimit::events(7), &[]).await.expect("read").is_empty(),
         "nothing past the end"
     );
 
@@ -103,6 +103,94 @@ async fn write_one(pool: &Database, aggregate: &str, sequence: i64, hold: Durati
                 .expect("insert");
             tokio::time::sleep(hold).await;
             tx.commit().await.expect("commit");
+        }
+    }
+}
+
+on_both_backends!(a_read_stops_at_its_bytes_of_json_and_the_first_event_always_comes);
+
+/// Bytes of JSON in each event [`write_sized`] writes, about (PostgreSQL spaces its text).
+const EVENT_JSON: i64 = 1_000;
+
+async fn a_read_stops_at_its_bytes_of_json_and_the_first_event_always_comes(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let pool = keyledger_store::Database::connect(&app.database_url).await.expect("connect");
+    let total = 10;
+    for sequence in 1..=total {
+        write_sized(&pool, "sized", sequence).await;
+    }
+    let log = EventLog::new(pool.clone());
+    // On PostgreSQL other tests' transactions may hold the horizon back for a moment.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while (log
+        .read_after_of(Cursor::default(), ReadLimit::events(100), &[])
+        .await
+        .expect("read")
+        .len() as i64)
+        < total
+    {
+        assert!(tokio::time::Instant::now() < deadline, "the writes settle");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // Under two and a half events' worth of JSON: the third crosses the bound and is the last.
+    let limit = ReadLimit { events: 100, json_bytes: EVENT_JSON * 5 / 2 };
+    let batch = log.read_after_of(Cursor::default(), limit, &[]).await.expect("read");
+    assert_eq!(batch.len(), 3, "the read ends with the event that crosses the bound");
+    assert!(limit.reached(batch.iter().map(|e| &e.stored)), "a read cut short says more may wait");
+
+    // An event larger than the bound still comes, alone: a reader always moves on.
+    let tiny = ReadLimit { events: 100, json_bytes: 10 };
+    let one = log.read_after_of(Cursor::default(), tiny, &[]).await.expect("read");
+    assert_eq!(one.len(), 1);
+
+    // Read to the end under the bound: every event once, in order, and the last read says the
+    // log ended rather than the bound.
+    let mut cursor = Cursor::default();
+    let mut sequences = Vec::new();
+    loop {
+        let batch = log.read_after_of(cursor, limit, &[]).await.expect("read");
+        sequences.extend(batch.iter().map(|e| e.stored.sequence));
+        let Some(last) = batch.last() else { break };
+        cursor = last.cursor;
+        if !limit.reached(batch.iter().map(|e| &e.stored)) {
+            break;
+        }
+    }
+    assert_eq!(sequences, (1..=total).collect::<Vec<_>>(), "every event read once, in order");
+    assert!(log.read_after_of(cursor, limit, &[]).await.expect("read").is_empty());
+
+    // JSON a reader does not ask for is not read, so it does not count against the bound.
+    let others =
+        log.read_after_of(Cursor::default(), limit, &["SomeOtherType"]).await.expect("read");
+    assert_eq!(others.len() as i64, total);
+    app.finish().await;
+}
+
+/// Writes an event of `aggregate` whose payload holds about [`EVENT_JSON`] bytes.
+async fn write_sized(pool: &Database, aggregate: &str, sequence: i64) {
+    let padding = "x".repeat(usize::try_from(EVENT_JSON).expect("size") - 12);
+    let payload = format!(r#"{{"padding":"{padding}"}}"#);
+    let insert = "insert into events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+                  values ('OrderTest', $1, $2, 'Happened', '1.0', $3, '{}')";
+    match pool {
+        Database::Postgres(pool) => {
+            sqlx::query(&insert.replace("$3, '{}'", "$3::json, '{}'::json"))
+                .bind(aggregate)
+                .bind(sequence)
+                .bind(payload)
+                .execute(pool)
+                .await
+                .expect("insert");
+        }
+        Database::Sqlite(pool) => {
+            sqlx::query(insert)
+                .bind(aggregate)
+                .bind(sequence)
+                .bind(payload)
+                .execute(pool)
+                .await
+                .expect("insert");
         }
     }
 }

@@ -228,3 +228,49 @@ async fn statements_built_for_a_batch_are_not_kept_prepared() {
     drop(db);
     keyledger_tests::postgres::drop_database(&url).await;
 }
+
+on_both_backends!(a_rebuild_over_more_json_than_one_batch_holds_gives_the_same_rows);
+
+/// The projector reads the log in batches bounded by bytes of JSON as well as by events (a
+/// usage event holds up to a hundred calls): a log of many such events is projected over
+/// several batches, each call once.
+async fn a_rebuild_over_more_json_than_one_batch_holds_gives_the_same_rows(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    app.set_plan("acme", "pro").await;
+    let stored = app
+        .post(
+            "/v1/orgs/acme/keys",
+            &app.owner("acme"),
+            json!({"provider": "anthropic", "key": keys::anthropic()}),
+        )
+        .await;
+    assert!(stored.status.is_success(), "{}", stored.everything());
+    let service = app.token("acme", keyledger_api::Role::Service, "worker");
+    let batches = 12;
+    for batch in 0..batches {
+        let calls: Vec<serde_json::Value> = (0..1_000)
+            .map(|n| {
+                json!({"request_id": format!("r-{batch}-{n}"), "provider": "anthropic",
+                       "model": "claude-3-5-haiku-latest", "input_tokens": 10, "output_tokens": 5})
+            })
+            .collect();
+        let recorded =
+            app.post("/v1/orgs/acme/usage/batch", &service, json!({"calls": calls})).await;
+        assert!(recorded.status.is_success(), "{}", recorded.everything());
+    }
+    let json = app
+        .count("select cast(sum(length(cast(payload as text))) as bigint) from events where aggregate_type = 'UsageLedger'")
+        .await;
+    assert!(json > 2 * 1024 * 1024, "more JSON than one batch reads ({json} bytes)");
+    app.state.projector.catch_up().await.expect("caught up");
+    let before = view_rows(&app).await;
+
+    app.execute_sql("delete from usage_calls").await;
+    app.execute_sql("delete from usage_daily").await;
+    app.state.projector.rebuild(Some("usage")).await.expect("rebuild");
+    assert_eq!(view_rows(&app).await, before, "a rebuild in bounded batches gives the same rows");
+    let calls =
+        app.count("select cast(sum(calls) as bigint) from usage_daily where org_id = 'acme'").await;
+    assert_eq!(calls, batches * 1_000, "each call counted once");
+    app.finish().await;
+}

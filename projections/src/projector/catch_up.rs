@@ -36,7 +36,7 @@ impl Projector {
         let mut total = 0;
         let mut ahead = None;
         loop {
-            let read = self.step_ahead(names, &mut ahead).await?;
+            let read = self.step_ahead(names, &mut ahead).await?.read;
             total += read as u64;
             if read > 0 {
                 continue;

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::log::{Cursor, EventLog, LoggedEvent};
+use crate::log::{Cursor, EventLog, LoggedEvent, ReadLimit};
 pub use crate::projection::{Projection, ProjectionError};
 use keyledger_store::{Arg, Database};
 
@@ -25,8 +25,10 @@ mod running;
 
 pub use lag::Lag;
 
-/// Events read and applied per transaction.
-const BATCH: i64 = 10_000;
+/// Events read and applied per transaction, at most: ten thousand, or as many as hold 2 MiB of
+/// JSON (about 4,000 single calls, or 60 groups of a hundred), so a pipeline's memory stays
+/// bounded whatever the events carry. Read ahead, two batches are in memory at once.
+const BATCH: ReadLimit = ReadLimit { events: 10_000, json_bytes: 2 * 1024 * 1024 };
 /// How often an idle projector looks for new events when nothing woke it (on PostgreSQL a
 /// notification normally does, on SQLite a local nudge).
 const POLL: Duration = Duration::from_millis(100);
@@ -143,7 +145,7 @@ impl Projector {
     /// # Errors
     /// The database's error; the batch is then not applied at all.
     pub async fn step(&self, names: &[&'static str]) -> Result<usize, ProjectionError> {
-        self.step_ahead(names, &mut None).await
+        Ok(self.step_ahead(names, &mut None).await?.read)
     }
 
     /// [`Projector::step`], reading the following batch on another connection while this one
@@ -153,9 +155,9 @@ impl Projector {
         &self,
         names: &[&'static str],
         ahead: &mut Option<ReadAhead>,
-    ) -> Result<usize, ProjectionError> {
+    ) -> Result<Stepped, ProjectionError> {
         if names.is_empty() {
-            return Ok(0);
+            return Ok(Stepped::default());
         }
         let mut tx = self.pool.begin_projecting().await?;
         // Lock the checkpoints as they are read: concurrent steps (a rebuild, another process
@@ -171,7 +173,7 @@ impl Projector {
         let Some(from) =
             checkpoints.iter().map(|c| Cursor { txid: c.txid, position: c.position }).min()
         else {
-            return Ok(0);
+            return Ok(Stepped::default());
         };
         let mut types: Vec<&'static str> = self
             .projections
@@ -188,10 +190,11 @@ impl Projector {
             _ => crate::log::read_after_in(&mut tx, from, BATCH, &types).await?,
         };
         let Some(last) = events.last().map(|e| e.cursor) else {
-            return Ok(0);
+            return Ok(Stepped::default());
         };
         // Only a full batch says more is waiting (a rebuild, a backlog): worth reading ahead.
-        if let (Database::Postgres(_), true) = (&self.pool, events.len() as i64 == BATCH) {
+        let full = BATCH.reached(events.iter().map(|e| &e.stored));
+        if let (Database::Postgres(_), true) = (&self.pool, full) {
             let log = EventLog::new(self.pool.clone());
             *ahead = Some(ReadAhead {
                 from: last,
@@ -227,8 +230,17 @@ impl Projector {
         }
         tx.commit().await?;
         self.progress.send_modify(|n| *n += 1);
-        Ok(events.len())
+        Ok(Stepped { read: events.len(), full })
     }
+}
+
+/// What a step did.
+#[derive(Debug, Default, Clone, Copy)]
+struct Stepped {
+    /// Events read.
+    read: usize,
+    /// Whether the batch stopped at [`BATCH`]: more is waiting.
+    full: bool,
 }
 
 /// A batch being read ahead from `from`.

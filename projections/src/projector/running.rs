@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::{Projection, Projector, BATCH, POLL, RETRY};
+use super::{Projection, Projector, POLL, RETRY};
 use crate::replicas::{drain_notifications, listen, next_notification, Locks};
 use keyledger_store::Database;
 
@@ -108,15 +108,18 @@ impl Projector {
                 Database::Sqlite(_) => names.clone(),
             };
             drain_notifications(&mut listener);
-            let read =
-                if held.is_empty() { Ok(0) } else { self.step_ahead(&held, &mut ahead).await };
+            let read = if held.is_empty() {
+                Ok(super::Stepped::default())
+            } else {
+                self.step_ahead(&held, &mut ahead).await
+            };
             if read.is_ok() {
                 self.panicked_slot().remove(&pipeline);
             }
             match read {
                 // A full batch: more is waiting. Anything committed while a smaller one was
                 // applied has nudged or notified since, so waiting for that loses nothing.
-                Ok(read) if read as i64 == BATCH => {}
+                Ok(stepped) if stepped.full => {}
                 Ok(_) => {
                     // With notifications, every commit announces itself (in any replica):
                     // local nudges would only wake the pipeline twice for one commit.

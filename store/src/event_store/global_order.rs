@@ -67,31 +67,86 @@ fn columns(postgres: bool, types: &[&str]) -> String {
         wanted(metadata)
     )
 }
+
+/// The fields of [`StoredEvent`], as [`columns`] names them.
+const EVENT_FIELDS: &str =
+    "position, txid, aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata";
+
+/// How much one read of the log returns at most: a number of events, and bytes of their JSON.
+/// A usage event carries up to a hundred calls, so a count alone would let one read of ten
+/// thousand events hold a million calls in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadLimit {
+    pub events: i64,
+    /// Bytes of payload and metadata text: the event that crosses it is the last read (the
+    /// first is read whatever its size, so a reader always moves on).
+    pub json_bytes: i64,
+}
+
+impl ReadLimit {
+    /// Up to `events` events, whatever their size.
+    #[must_use]
+    pub const fn events(events: i64) -> Self {
+        Self { events, json_bytes: i64::MAX }
+    }
+
+    /// Whether `read`, read under this limit, ended at the limit rather than at the end of the
+    /// log: more may wait. (Said at times when the log happened to end right there too.)
+    pub fn reached<'a>(&self, read: impl ExactSizeIterator<Item = &'a StoredEvent>) -> bool {
+        if read.len() as i64 >= self.events {
+            return true;
+        }
+        let json: usize = read.map(|e| e.payload.len() + e.metadata.len()).sum();
+        json as i64 >= self.json_bytes
+    }
+}
 /// Only transactions older than every one still running: nothing can commit behind them.
 const PG_SETTLED: &str = "transaction_id < pg_snapshot_xmin(pg_current_snapshot())";
 
 fn read_after_query(
     postgres: bool,
     cursor: Cursor,
-    limit: i64,
+    limit: ReadLimit,
     types: &[&str],
 ) -> (String, Vec<Arg>) {
     let columns = columns(postgres, types);
-    if postgres {
+    let (next, mut args) = if postgres {
         (
             format!(
                 "select {columns} from events \
                  where (transaction_id, global_position) > ($1::bigint::text::xid8, $2) and {PG_SETTLED} \
                  order by transaction_id, global_position limit $3"
             ),
-            vec![Arg::Int(cursor.txid), Arg::Int(cursor.position), Arg::Int(limit)],
+            vec![Arg::Int(cursor.txid), Arg::Int(cursor.position), Arg::Int(limit.events)],
         )
     } else {
         (
             format!("select {columns} from events where global_position > $1 order by global_position limit $2"),
-            vec![Arg::Int(cursor.position), Arg::Int(limit)],
+            vec![Arg::Int(cursor.position), Arg::Int(limit.events)],
         )
+    };
+    if limit.json_bytes == i64::MAX {
+        return (next, args);
     }
+    // The events in order as long as the JSON before each stays under the bound: the first
+    // always comes, and the one that crosses the bound is the last.
+    let bytes = format!("${}", args.len() + 1);
+    args.push(Arg::Int(limit.json_bytes));
+    let json = if postgres {
+        "octet_length(payload) + octet_length(metadata)"
+    } else {
+        "length(payload) + length(metadata)"
+    };
+    (
+        format!(
+            "select {EVENT_FIELDS} from (\
+               select *, coalesce(sum({json}) over (order by txid, position \
+                 rows between unbounded preceding and 1 preceding), 0) as json_before \
+               from ({next}) next\
+             ) bounded where json_before < {bytes} order by txid, position"
+        ),
+        args,
+    )
 }
 
 /// Up to `limit` events after `cursor`, read within `tx` (a projector holding SQLite's write
@@ -102,7 +157,7 @@ fn read_after_query(
 pub async fn read_after_in(
     tx: &mut Tx,
     cursor: Cursor,
-    limit: i64,
+    limit: ReadLimit,
     types: &[&str],
 ) -> Result<Vec<StoredEvent>, sqlx::Error> {
     let (sql, args) = read_after_query(matches!(tx, Tx::Postgres(_)), cursor, limit, types);
@@ -130,7 +185,7 @@ impl GlobalOrder {
     pub async fn read_after_of(
         &self,
         cursor: Cursor,
-        limit: i64,
+        limit: ReadLimit,
         types: &[&str],
     ) -> Result<Vec<StoredEvent>, sqlx::Error> {
         let (sql, args) = read_after_query(self.pool.is_postgres(), cursor, limit, types);
