@@ -84,8 +84,22 @@ fn decoded(events: Vec<StoredEvent>) -> Vec<LoggedEvent> {
     events.into_iter().map(LoggedEvent::decode).collect()
 }
 
-/// Up to `limit` events after `cursor`, read within `tx`, decoded; JSON only of events of
-/// `types` (all if empty).
+/// Events read in global order under a [`ReadLimit`], decoded.
+#[derive(Debug, Clone, Default)]
+pub struct Batch {
+    pub events: Vec<LoggedEvent>,
+    /// The read stopped at its limit rather than at the end of the log: more may wait.
+    pub full: bool,
+}
+
+impl From<event_store::Batch> for Batch {
+    fn from(read: event_store::Batch) -> Self {
+        Self { events: decoded(read.events), full: read.full }
+    }
+}
+
+/// The events after `cursor` that `limit` allows, read within `tx`, decoded; JSON only of
+/// events of `types` (all if empty).
 ///
 /// # Errors
 /// The database's error.
@@ -94,8 +108,8 @@ pub async fn read_after_in(
     cursor: Cursor,
     limit: ReadLimit,
     types: &[&str],
-) -> Result<Vec<LoggedEvent>, sqlx::Error> {
-    Ok(decoded(event_store::read_after_in(tx, cursor, limit, types).await?))
+) -> Result<Batch, sqlx::Error> {
+    Ok(event_store::read_after_in(tx, cursor, limit, types).await?.into())
 }
 
 /// The global event log, decoded.
@@ -121,8 +135,8 @@ impl EventLog {
         cursor: Cursor,
         limit: ReadLimit,
         types: &[&str],
-    ) -> Result<Vec<LoggedEvent>, sqlx::Error> {
-        Ok(decoded(self.order.read_after_of(cursor, limit, types).await?))
+    ) -> Result<Batch, sqlx::Error> {
+        Ok(self.order.read_after_of(cursor, limit, types).await?.into())
     }
 
     /// Up to `limit` events of `org` (its Keyring and usage ledgers) after the event at global

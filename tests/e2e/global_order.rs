@@ -45,7 +45,8 @@ async fn a_catch_up_reader_sees_every_event_once_in_aggregate_order_under_concur
     // it is given time to see everything rather than stopped when the writers stop.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while (seen.len() as i64) < total && tokio::time::Instant::now() < deadline {
-        let batch = log.read_after_of(cursor, ReadLimit::events(7), &[]).await.expect("read");
+        let batch =
+            log.read_after_of(cursor, ReadLimit::events(7), &[]).await.expect("read").events;
         for event in &batch {
             assert!(event.cursor > cursor, "the reader never goes backwards");
             cursor = event.cursor;
@@ -63,7 +64,7 @@ async fn a_catch_up_reader_sees_every_event_once_in_aggregate_order_under_concur
         writer.await.expect("writer");
     }
     assert!(
-        log.read_after_of(cursor, ReadLimit::events(7), &[]).await.expect("read").is_empty(),
+        log.read_after_of(cursor, ReadLimit::events(7), &[]).await.expect("read").events.is_empty(),
         "nothing past the end"
     );
 
@@ -122,27 +123,26 @@ async fn a_read_stops_at_its_bytes_of_json_and_the_first_event_always_comes(back
     let log = EventLog::new(pool.clone());
     // On PostgreSQL other tests' transactions may hold the horizon back for a moment.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while (log
-        .read_after_of(Cursor::default(), ReadLimit::events(100), &[])
-        .await
-        .expect("read")
-        .len() as i64)
-        < total
-    {
+    let everything = ReadLimit::events(100);
+    let settled =
+        || async { log.read_after_of(Cursor::default(), everything, &[]).await.expect("read") };
+    while (settled().await.events.len() as i64) < total {
         assert!(tokio::time::Instant::now() < deadline, "the writes settle");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    assert!(!settled().await.full, "a read that reached the end of the log says so");
 
     // Under two and a half events' worth of JSON: the third crosses the bound and is the last.
     let limit = ReadLimit { events: 100, json_bytes: EVENT_JSON * 5 / 2 };
     let batch = log.read_after_of(Cursor::default(), limit, &[]).await.expect("read");
-    assert_eq!(batch.len(), 3, "the read ends with the event that crosses the bound");
-    assert!(limit.reached(batch.iter().map(|e| &e.stored)), "a read cut short says more may wait");
+    assert_eq!(batch.events.len(), 3, "the read ends with the event that crosses the bound");
+    assert!(batch.full, "a read cut short says more may wait");
 
     // An event larger than the bound still comes, alone: a reader always moves on.
     let tiny = ReadLimit { events: 100, json_bytes: 10 };
     let one = log.read_after_of(Cursor::default(), tiny, &[]).await.expect("read");
-    assert_eq!(one.len(), 1);
+    assert_eq!(one.events.len(), 1);
+    assert!(one.full);
 
     // Read to the end under the bound: every event once, in order, and the last read says the
     // log ended rather than the bound.
@@ -150,20 +150,21 @@ async fn a_read_stops_at_its_bytes_of_json_and_the_first_event_always_comes(back
     let mut sequences = Vec::new();
     loop {
         let batch = log.read_after_of(cursor, limit, &[]).await.expect("read");
-        sequences.extend(batch.iter().map(|e| e.stored.sequence));
-        let Some(last) = batch.last() else { break };
+        sequences.extend(batch.events.iter().map(|e| e.stored.sequence));
+        let Some(last) = batch.events.last() else { break };
         cursor = last.cursor;
-        if !limit.reached(batch.iter().map(|e| &e.stored)) {
+        if !batch.full {
             break;
         }
     }
     assert_eq!(sequences, (1..=total).collect::<Vec<_>>(), "every event read once, in order");
-    assert!(log.read_after_of(cursor, limit, &[]).await.expect("read").is_empty());
+    assert!(log.read_after_of(cursor, limit, &[]).await.expect("read").events.is_empty());
 
     // JSON a reader does not ask for is not read, so it does not count against the bound.
     let others =
         log.read_after_of(Cursor::default(), limit, &["SomeOtherType"]).await.expect("read");
-    assert_eq!(others.len() as i64, total);
+    assert_eq!(others.events.len() as i64, total);
+    assert!(!others.full);
     app.finish().await;
 }
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::log::{Cursor, EventLog, LoggedEvent, ReadLimit};
+use crate::log::{Batch, Cursor, EventLog, LoggedEvent, ReadLimit};
 pub use crate::projection::{Projection, ProjectionError};
 use keyledger_store::{Arg, Database};
 
@@ -25,10 +25,10 @@ mod running;
 
 pub use lag::Lag;
 
-/// Events read and applied per transaction, at most: ten thousand, or as many as hold 2 MiB of
-/// JSON (about 4,000 single calls, or 60 groups of a hundred), so a pipeline's memory stays
-/// bounded whatever the events carry. Read ahead, two batches are in memory at once.
-const BATCH: ReadLimit = ReadLimit { events: 10_000, json_bytes: 2 * 1024 * 1024 };
+/// Events read and applied per transaction, at most: ten thousand, or as many as hold 4 MiB of
+/// JSON (ten thousand single calls, or about 190 groups of a hundred), so a pipeline's memory
+/// stays bounded whatever the events carry. Read ahead, two batches are in memory at once.
+const BATCH: ReadLimit = ReadLimit { events: 10_000, json_bytes: 4 * 1024 * 1024 };
 /// How often an idle projector looks for new events when nothing woke it (on PostgreSQL a
 /// notification normally does, on SQLite a local nudge).
 const POLL: Duration = Duration::from_millis(100);
@@ -183,7 +183,7 @@ impl Projector {
             .collect();
         types.sort_unstable();
         types.dedup();
-        let events = match ahead.take() {
+        let Batch { events, full } = match ahead.take() {
             Some(read) if read.from == from => {
                 read.events.await.map_err(|e| sqlx::Error::Protocol(e.to_string()))??
             }
@@ -193,7 +193,6 @@ impl Projector {
             return Ok(Stepped::default());
         };
         // Only a full batch says more is waiting (a rebuild, a backlog): worth reading ahead.
-        let full = BATCH.reached(events.iter().map(|e| &e.stored));
         if let (Database::Postgres(_), true) = (&self.pool, full) {
             let log = EventLog::new(self.pool.clone());
             *ahead = Some(ReadAhead {
@@ -246,5 +245,5 @@ struct Stepped {
 /// A batch being read ahead from `from`.
 struct ReadAhead {
     from: Cursor,
-    events: tokio::task::JoinHandle<Result<Vec<LoggedEvent>, sqlx::Error>>,
+    events: tokio::task::JoinHandle<Result<Batch, sqlx::Error>>,
 }

@@ -78,8 +78,9 @@ const EVENT_FIELDS: &str =
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReadLimit {
     pub events: i64,
-    /// Bytes of payload and metadata text: the event that crosses it is the last read (the
-    /// first is read whatever its size, so a reader always moves on).
+    /// Bytes of payload and metadata text (of the types whose JSON is read; the others come
+    /// as `null`): the event that crosses it is the last read, and the first is read whatever
+    /// its size, so a reader always moves on.
     pub json_bytes: i64,
 }
 
@@ -88,16 +89,6 @@ impl ReadLimit {
     #[must_use]
     pub const fn events(events: i64) -> Self {
         Self { events, json_bytes: i64::MAX }
-    }
-
-    /// Whether `read`, read under this limit, ended at the limit rather than at the end of the
-    /// log: more may wait. (Said at times when the log happened to end right there too.)
-    pub fn reached<'a>(&self, read: impl ExactSizeIterator<Item = &'a StoredEvent>) -> bool {
-        if read.len() as i64 >= self.events {
-            return true;
-        }
-        let json: usize = read.map(|e| e.payload.len() + e.metadata.len()).sum();
-        json as i64 >= self.json_bytes
     }
 }
 /// Only transactions older than every one still running: nothing can commit behind them.
@@ -110,43 +101,65 @@ fn read_after_query(
     types: &[&str],
 ) -> (String, Vec<Arg>) {
     let columns = columns(postgres, types);
-    let (next, mut args) = if postgres {
+    let (after, order, mut args) = if postgres {
         (
             format!(
-                "select {columns} from events \
-                 where (transaction_id, global_position) > ($1::bigint::text::xid8, $2) and {PG_SETTLED} \
-                 order by transaction_id, global_position limit $3"
+                "(transaction_id, global_position) > ($1::bigint::text::xid8, $2) and {PG_SETTLED}"
             ),
-            vec![Arg::Int(cursor.txid), Arg::Int(cursor.position), Arg::Int(limit.events)],
+            "transaction_id, global_position",
+            vec![Arg::Int(cursor.txid), Arg::Int(cursor.position)],
         )
     } else {
-        (
-            format!("select {columns} from events where global_position > $1 order by global_position limit $2"),
-            vec![Arg::Int(cursor.position), Arg::Int(limit.events)],
-        )
+        ("global_position > $1".to_owned(), "global_position", vec![Arg::Int(cursor.position)])
     };
+    args.push(Arg::Int(limit.events));
+    let events = format!("${}", args.len());
     if limit.json_bytes == i64::MAX {
-        return (next, args);
+        let sql = format!(
+            "select {columns}, false as cut from events where {after} order by {order} limit {events}"
+        );
+        return (sql, args);
     }
-    // The events in order as long as the JSON before each stays under the bound: the first
-    // always comes, and the one that crosses the bound is the last.
-    let bytes = format!("${}", args.len() + 1);
     args.push(Arg::Int(limit.json_bytes));
-    let json = if postgres {
-        "octet_length(payload) + octet_length(metadata)"
-    } else {
-        "length(payload) + length(metadata)"
-    };
-    (
-        format!(
-            "select {EVENT_FIELDS} from (\
-               select *, coalesce(sum({json}) over (order by txid, position \
-                 rows between unbounded preceding and 1 preceding), 0) as json_before \
-               from ({next}) next\
-             ) bounded where json_before < {bytes} order by txid, position"
-        ),
-        args,
-    )
+    let bytes = format!("${}", args.len());
+    // The next events in order while the JSON before each stays under the bound: the first
+    // always comes, the one that crosses the bound is the last, and `cut` says an event was
+    // left for the next read. The window orders by the table's own columns, which the rows
+    // already come in: ordered by the converted `txid`, PostgreSQL sorted them again, on disk.
+    let length = if postgres { "octet_length" } else { "length" };
+    let sql = format!(
+        "select {EVENT_FIELDS}, cut from (\
+           select *, sum({length}(payload) + {length}(metadata)) over next_in_order \
+                       - {length}(payload) - {length}(metadata) as json_before, \
+                  lead(position) over next_in_order is not null as cut \
+           from (select {columns}, {order} from events where {after} order by {order} limit {events}) next \
+           window next_in_order as (order by {order} rows between unbounded preceding and current row)\
+         ) bounded where json_before < {bytes} order by {order}"
+    );
+    (sql, args)
+}
+
+/// An event as read in a batch, and whether the read left events after it.
+#[derive(sqlx::FromRow)]
+struct BatchRow {
+    #[sqlx(flatten)]
+    event: StoredEvent,
+    cut: bool,
+}
+
+/// Events read in global order under a [`ReadLimit`].
+#[derive(Debug, Clone, Default)]
+pub struct Batch {
+    pub events: Vec<StoredEvent>,
+    /// The read stopped at its limit rather than at the end of the log: more may wait.
+    pub full: bool,
+}
+
+impl Batch {
+    fn of(rows: Vec<BatchRow>, limit: ReadLimit) -> Self {
+        let full = rows.len() as i64 >= limit.events || rows.last().is_some_and(|r| r.cut);
+        Self { events: rows.into_iter().map(|r| r.event).collect(), full }
+    }
 }
 
 /// Up to `limit` events after `cursor`, read within `tx` (a projector holding SQLite's write
@@ -159,9 +172,9 @@ pub async fn read_after_in(
     cursor: Cursor,
     limit: ReadLimit,
     types: &[&str],
-) -> Result<Vec<StoredEvent>, sqlx::Error> {
+) -> Result<Batch, sqlx::Error> {
     let (sql, args) = read_after_query(matches!(tx, Tx::Postgres(_)), cursor, limit, types);
-    tx.fetch_all(&sql, &args).await
+    Ok(Batch::of(tx.fetch_all(&sql, &args).await?, limit))
 }
 
 /// The events table read in global order.
@@ -187,9 +200,9 @@ impl GlobalOrder {
         cursor: Cursor,
         limit: ReadLimit,
         types: &[&str],
-    ) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    ) -> Result<Batch, sqlx::Error> {
         let (sql, args) = read_after_query(self.pool.is_postgres(), cursor, limit, types);
-        self.pool.fetch_all(&sql, &args).await
+        Ok(Batch::of(self.pool.fetch_all(&sql, &args).await?, limit))
     }
 
     /// Up to `limit` events of `org` after the event at global position `after` (0: from the

@@ -10,7 +10,7 @@ mod repository;
 mod snapshot_store;
 
 pub use append::{AppendError, Appender, SnapshotUpdate};
-pub use global_order::{read_after_in, Cursor, GlobalOrder, ReadLimit, StoredEvent};
+pub use global_order::{read_after_in, Batch, Cursor, GlobalOrder, ReadLimit, StoredEvent};
 pub use heads::Heads;
 pub use repository::EventRepository;
 pub use snapshot_store::serialize_event;
