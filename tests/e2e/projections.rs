@@ -1,5 +1,7 @@
 //! The projections: durable, rebuildable to the same rows, and fed by usage events too.
 
+use std::time::{Duration, Instant};
+
 use chrono::{TimeZone, Utc};
 use serde_json::json;
 
@@ -272,5 +274,61 @@ async fn a_rebuild_over_more_json_than_one_batch_holds_gives_the_same_rows(backe
     let calls =
         app.count("select cast(sum(calls) as bigint) from usage_daily where org_id = 'acme'").await;
     assert_eq!(calls, batches * 1_000, "each call counted once");
+    app.finish().await;
+}
+
+/// Every commit notifies the projectors, hundreds a second on a busy gateway, and they must
+/// read the notifications as fast as they come. Left on the socket, they block the server's
+/// backend that sends them, and while blocked it holds a snapshot: vacuum can remove no row
+/// deleted since, in any table of the database. A rotated key's sealed material among them:
+/// its row would stay in the table's pages however often it is vacuumed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_commit_notifications_is_read_and_holds_back_no_vacuum() {
+    let app = TestApp::start(Backend::Postgres).await;
+    app.set_plan("acme", "pro").await;
+    let owner = app.owner("acme");
+    let first = keys::anthropic();
+    app.provider.accept(&first);
+    let stored = app
+        .post("/v1/orgs/acme/keys", &owner, json!({"provider": "anthropic", "key": first}))
+        .await;
+    assert!(stored.status.is_success(), "{}", stored.everything());
+
+    // About 40 MB of notifications, more than the sockets between the server and keyledger
+    // hold; payloads differ because PostgreSQL folds equal ones of a transaction into one.
+    app.execute_sql(
+        "select count(pg_notify('keyledger_events.UsageLedger', repeat('x', 150) || i)) \
+         from generate_series(1, 250000) i",
+    )
+    .await;
+    let second = keys::anthropic();
+    app.provider.accept(&second);
+    let rotated = app.put("/v1/orgs/acme/keys/anthropic", &owner, json!({"key": second})).await;
+    assert!(rotated.status.is_success(), "{}", rotated.everything());
+
+    let holding = "select count(*) from pg_stat_activity \
+                   where datname = current_database() and state = 'idle' and backend_xmin is not null";
+    // Sending 40 MB takes the server a moment, and a snapshot may be held briefly while it
+    // writes: what must hold is that none stays held.
+    let (started, mut clear_since) = (Instant::now(), None);
+    while started.elapsed() < Duration::from_secs(30) {
+        if app.count(holding).await > 0 {
+            clear_since = None;
+        } else if clear_since.get_or_insert_with(Instant::now).elapsed() > Duration::from_secs(3) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let cleared = clear_since.is_some_and(|since| since.elapsed() > Duration::from_secs(3));
+    assert!(cleared, "an idle session held a snapshot for 30 s: notifications left unread");
+
+    // What an operator's vacuum (or keyledger's own, at the next removal) then does: the first
+    // key's material is gone from the table, not kept as a dead row vacuum may not remove.
+    app.execute_sql("vacuum key_material").await;
+    let dead = app
+        .count("select n_dead_tup from pg_stat_user_tables where relname = 'key_material'")
+        .await;
+    assert_eq!(dead, 0, "vacuum left the destroyed material's row in the table");
+    assert_eq!(app.count("select count(*) from key_material").await, 1, "only the current key's");
     app.finish().await;
 }
