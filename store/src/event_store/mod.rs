@@ -10,7 +10,10 @@ mod repository;
 mod snapshot_store;
 
 pub use append::{AppendError, Appender, SnapshotUpdate};
-pub use global_order::{read_after_in, Batch, Cursor, GlobalOrder, ReadLimit, StoredEvent};
+pub use global_order::{
+    count_after_sql, read_after_in, Batch, Cursor, GlobalOrder, ReadLimit, StoredEvent,
+    COUNT_AFTER_PLAN,
+};
 pub use heads::Heads;
 pub use repository::EventRepository;
 pub use snapshot_store::serialize_event;
