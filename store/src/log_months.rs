@@ -36,6 +36,21 @@ pub(crate) fn pg_events_of(aggregate_type: &str, id: &str) -> (&'static str, Str
     }
 }
 
+/// Where a PostgreSQL read across every aggregate of `aggregate_type` finds its events: the
+/// table, and a condition (to follow `where`, ending in `and`) that leaves out the partitions
+/// holding none of them. Walking an index backwards to the latest usage event, PostgreSQL
+/// otherwise read every entry of `events_main` (every Keyring's events) to learn it had none
+/// (measured: 76 ms for 20,000 Keyring events, under load).
+#[must_use]
+pub(crate) fn pg_events_of_type(aggregate_type: &str) -> (&'static str, &'static str) {
+    if is_monthly(aggregate_type) {
+        // `events_main` holds the months before the year 1: `-infinity`, everything else's.
+        ("events", "log_month >= '0001-01-01' and")
+    } else {
+        ("events_main", "")
+    }
+}
+
 /// How often a serving replica makes sure the coming months have their partitions.
 const LOOK_EVERY: Duration = Duration::from_secs(6 * 60 * 60);
 
