@@ -14,9 +14,17 @@ pub trait Projection: Send + Sync + std::fmt::Debug {
     /// The tables it owns (emptied by a rebuild).
     fn tables(&self) -> &'static [&'static str];
 
-    /// The aggregate types whose events it reads (`Keyring`, `UsageLedger`); the reader leaves
-    /// the JSON of others out.
+    /// The aggregate types whose events it shows (`Keyring`, `UsageLedger`): what wakes it, and
+    /// what its lag and read-your-writes count.
     fn consumes(&self) -> &'static [&'static str];
+
+    /// The aggregate types whose payloads it reads; the reader leaves the JSON of others out
+    /// (their events still come, with the aggregate and position). Decoding JSON is most of
+    /// what a projector spends on a model call's event, so a view that needs only the aggregate
+    /// says so.
+    fn reads_payloads_of(&self) -> &'static [&'static str] {
+        self.consumes()
+    }
 
     /// How long, once woken, the projector may wait for more events before applying them to
     /// this projection: views that commands wait on (read-your-writes) take none; analytics

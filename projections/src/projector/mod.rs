@@ -179,7 +179,7 @@ impl Projector {
             .projections
             .iter()
             .filter(|p| names.contains(&p.name()))
-            .flat_map(|p| p.consumes().iter().copied())
+            .flat_map(|p| p.reads_payloads_of().iter().copied())
             .collect();
         types.sort_unstable();
         types.dedup();

@@ -7,10 +7,10 @@ use std::collections::BTreeSet;
 use async_trait::async_trait;
 
 use super::values_placeholders;
-use crate::log::{Fact, LoggedEvent};
+use crate::log::LoggedEvent;
 use crate::projection::{Projection, ProjectionError};
 use cqrs_es::Aggregate;
-use keyledger_domain::usage::UsageLedger;
+use keyledger_domain::usage::{org_of_ledger, UsageLedger};
 use keyledger_domain::Keyring;
 use keyledger_store::{Arg, Tx};
 
@@ -20,13 +20,16 @@ pub struct OrgDirectory;
 
 const ROWS_PER_STATEMENT: usize = 500;
 
-/// The organization an event belongs to: a Keyring's id is its organization; a usage event
-/// names its organization.
-fn org_of(event: &LoggedEvent) -> Option<&str> {
-    match &event.fact {
-        Fact::Keyring(_) => Some(&event.stored.aggregate_id),
-        Fact::Usage(usage) => usage.org(),
-        Fact::Unknown => None,
+/// The organization an event belongs to, from its aggregate alone: a Keyring's id is its
+/// organization; a usage ledger's id is its organization and month.
+fn org_of(event: &LoggedEvent) -> Option<String> {
+    let (kind, id) = (event.stored.aggregate_type.as_str(), event.stored.aggregate_id.as_str());
+    if kind == <Keyring as Aggregate>::TYPE {
+        Some(id.to_owned())
+    } else if kind == <UsageLedger as Aggregate>::TYPE {
+        org_of_ledger(id).map(|org| org.as_str().to_owned())
+    } else {
+        None
     }
 }
 
@@ -40,6 +43,13 @@ impl Projection for OrgDirectory {
         &[<Keyring as Aggregate>::TYPE, <UsageLedger as Aggregate>::TYPE]
     }
 
+    /// The organization is in the aggregate's id: a model call's payload need not be decoded
+    /// a second time for it (the usage cockpit decodes it in its own pipeline). Not none:
+    /// reading none would mean reading all.
+    fn reads_payloads_of(&self) -> &'static [&'static str] {
+        &[<Keyring as Aggregate>::TYPE]
+    }
+
     /// Usage arrives a call at a time; a batch names few organizations many times over.
     fn gather(&self) -> std::time::Duration {
         std::time::Duration::from_millis(5)
@@ -51,14 +61,14 @@ impl Projection for OrgDirectory {
 
     async fn apply(&self, tx: &mut Tx, events: &[&LoggedEvent]) -> Result<(), ProjectionError> {
         // Each organization once per batch.
-        let orgs: BTreeSet<&str> = events.iter().filter_map(|e| org_of(e)).collect();
-        let orgs: Vec<&str> = orgs.into_iter().collect();
+        let orgs: BTreeSet<String> = events.iter().filter_map(|e| org_of(e)).collect();
+        let orgs: Vec<String> = orgs.into_iter().collect();
         for chunk in orgs.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
                 "insert into view_orgs (org_id) values {} on conflict (org_id) do nothing",
                 values_placeholders(chunk.len(), 1)
             );
-            let args: Vec<Arg> = chunk.iter().map(|org| Arg::Text((*org).to_owned())).collect();
+            let args: Vec<Arg> = chunk.iter().map(|org| Arg::Text(org.clone())).collect();
             tx.execute_built(&sql, &args).await?;
         }
         Ok(())
