@@ -63,6 +63,8 @@ const CALLERS: u64 = 64;
 struct Sample {
     at: Duration,
     rss_kib: u64,
+    /// Of it, transparent huge pages (`AnonHugePages`): 2 MiB resident for any page in use.
+    huge_kib: u64,
     /// The process's threads: a heap the allocator keeps per thread lives as long as it.
     threads: u64,
     calls: u64,
@@ -129,10 +131,20 @@ fn start(binary: &std::path::Path, url: &str, fake: &str) -> (Child, String) {
 
 /// A number from `/proc/PID/status` (`VmRSS:` in KiB, `Threads:`), 0 once the process is gone.
 fn status_field(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
+    proc_field(&format!("/proc/{pid}/status"), field)
+}
+
+/// The process's transparent huge pages in KiB (`AnonHugePages:` of `/proc/PID/smaps_rollup`).
+fn huge_pages_kib(pid: u32) -> u64 {
+    proc_field(&format!("/proc/{pid}/smaps_rollup"), "AnonHugePages:")
+}
+
+/// The number after `field` in a `/proc` file of `name: value [kB]` lines, 0 if none.
+fn proc_field(path: &str, field: &str) -> u64 {
+    std::fs::read_to_string(path)
         .ok()
-        .and_then(|status| {
-            status.lines().find_map(|line| {
+        .and_then(|text| {
+            text.lines().find_map(|line| {
                 line.strip_prefix(field)?.trim().trim_end_matches("kB").trim().parse().ok()
             })
         })
@@ -248,14 +260,16 @@ async fn run(url: &str, fake: &str, args: &Args) -> Vec<Sample> {
             lag: gauge("keyledger_projection_lag_events"),
             at: started.elapsed(),
             rss_kib: status_field(pid, "VmRSS:"),
+            huge_kib: huge_pages_kib(pid),
             threads: status_field(pid, "Threads:"),
             calls: calls.load(Ordering::Relaxed),
             failed: failed.load(Ordering::Relaxed),
         };
         eprintln!(
-            "{:>5.0}s rss {:>7} KiB threads {} backlog {} lag {} calls {} failed {}",
+            "{:>5.0}s rss {:>7} KiB huge {:>6} KiB threads {} backlog {} lag {} calls {} failed {}",
             sample.at.as_secs_f64(),
             sample.rss_kib,
+            sample.huge_kib,
             sample.threads,
             sample.backlog,
             sample.lag,
@@ -297,8 +311,8 @@ fn report(args: &Args, outcomes: &[(&str, Vec<Sample>)]) -> String {
          {} callers send {} model calls a second round {} organizations (each on `pro` with an \
          OpenAI key of its own) to a fake provider. The first {} minutes are warm-up; the \
          figures after it are the steady state.\n\n\
-         | backend | calls answered | calls/s | failed | RSS after warm-up | RSS min | RSS max | RSS at the end | spread (max − min) / min |\n\
-         |---|---|---|---|---|---|---|---|---|\n",
+         | backend | calls answered | calls/s | failed | RSS after warm-up | RSS min | RSS max | RSS mean | around the mean | RSS at the end | spread (max − min) / min |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|\n",
         args.minutes,
         args.rate,
         args.orgs,
@@ -319,27 +333,34 @@ fn report(args: &Args, outcomes: &[(&str, Vec<Sample>)]) -> String {
         };
         let min = steady.iter().map(|s| s.rss_kib).min().unwrap_or(0);
         let max = steady.iter().map(|s| s.rss_kib).max().unwrap_or(0);
+        // Flat is judged as within ± 10 % of the mean, so the report gives both sides of it.
+        let mean = steady.iter().map(|s| s.rss_kib as f64).sum::<f64>() / steady.len() as f64;
+        let off = |kib: u64| (kib as f64 - mean) * 100.0 / mean;
         out.push_str(&format!(
-            "| {backend} | {} | {:.0} | {} | {} | {} | {} | {} | {:.1} % |\n",
+            "| {backend} | {} | {:.0} | {} | {} | {} | {} | {} | {:+.1} % / {:+.1} % | {} | {:.1} % |\n",
             last.calls,
             last.calls as f64 / last.at.as_secs_f64(),
             last.failed,
             mib(first.rss_kib),
             mib(min),
             mib(max),
+            mib(mean as u64),
+            off(max),
+            off(min),
             mib(last.rss_kib),
             (max - min) as f64 * 100.0 / min.max(1) as f64,
         ));
     }
     for (backend, samples) in outcomes {
         out.push_str(&format!(
-            "\n## {backend}: every sample\n\n| s | RSS | threads | usage backlog | view lag | calls | failed |\n|---|---|---|---|---|---|---|\n"
+            "\n## {backend}: every sample\n\n| s | RSS | of it huge pages | threads | usage backlog | view lag | calls | failed |\n|---|---|---|---|---|---|---|---|\n"
         ));
         for sample in samples {
             out.push_str(&format!(
-                "| {:.0} | {} | {} | {} | {} | {} | {} |\n",
+                "| {:.0} | {} | {} | {} | {} | {} | {} | {} |\n",
                 sample.at.as_secs_f64(),
                 mib(sample.rss_kib),
+                mib(sample.huge_kib),
                 sample.threads,
                 sample.backlog,
                 sample.lag,
