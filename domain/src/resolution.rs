@@ -95,7 +95,7 @@ mod tests {
         let mut keyring = Keyring { plan: PlanId::new("pro"), ..Keyring::default() };
         keyring.keys.insert(
             ProviderId::Anthropic,
-            KeyState {
+            Box::new(KeyState {
                 key_id: 1,
                 version: 3,
                 material_id: None,
@@ -108,7 +108,7 @@ mod tests {
                 created_at: DateTime::<Utc>::default(),
                 rotated_at: None,
                 last_verification: None,
-            },
+            }),
         );
         keyring
     }

@@ -17,7 +17,10 @@ use crate::verification::Verification;
 pub struct Keyring {
     pub(crate) plan: PlanId,
     pub(crate) byok_access: bool,
-    pub(crate) keys: BTreeMap<ProviderId, KeyState>,
+    /// Boxed, because a `BTreeMap` node keeps room for eleven entries: with the state inline, an
+    /// organization with one key took 2.4 KB (11 × 216 bytes), about 24 MB of a process that
+    /// caches 10,000 organizations.
+    pub(crate) keys: BTreeMap<ProviderId, Box<KeyState>>,
     pub(crate) provider_order: Vec<ProviderId>,
     /// Key ids handed out so far; ids are never reused within an organization, not even
     /// after an erasure.
@@ -92,14 +95,14 @@ impl Keyring {
 
     /// Every provider's current key, active or suspended, by provider id.
     #[must_use]
-    pub fn keys(&self) -> &BTreeMap<ProviderId, KeyState> {
+    pub fn keys(&self) -> &BTreeMap<ProviderId, Box<KeyState>> {
         &self.keys
     }
 
     /// The current key of `provider`, active or suspended.
     #[must_use]
     pub fn key(&self, provider: ProviderId) -> Option<&KeyState> {
-        self.keys.get(&provider)
+        self.keys.get(&provider).map(Box::as_ref)
     }
 
     /// The order the organization's calls try providers in (pro plans and up).
@@ -111,7 +114,7 @@ impl Keyring {
     /// The key of `provider` if it is active.
     #[must_use]
     pub fn active_key(&self, provider: ProviderId) -> Option<&KeyState> {
-        self.keys.get(&provider).filter(|k| k.status == KeyStatus::Active)
+        self.keys.get(&provider).map(Box::as_ref).filter(|k| k.status == KeyStatus::Active)
     }
 
     /// When the organization was erased, if it is erased now.
@@ -136,7 +139,7 @@ impl Keyring {
         match event {
             E::KeyStored(e) => {
                 self.keys_issued = self.keys_issued.max(e.key_id);
-                let key = KeyState {
+                let key = Box::new(KeyState {
                     key_id: e.key_id,
                     version: e.version,
                     material_id: e.material_id,
@@ -149,7 +152,7 @@ impl Keyring {
                     created_at: e.at,
                     rotated_at: None,
                     last_verification: None,
-                };
+                });
                 self.keys.insert(e.provider, key);
             }
             E::KeyRotated(e) => {
