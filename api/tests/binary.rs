@@ -15,6 +15,14 @@ fn keyledger(dir: &Path) -> Command {
     command
 }
 
+/// `keyledger serve` in `dir` on a free loopback port, and the base URL it will answer on.
+fn serve(dir: &Path) -> (Command, String) {
+    let port = free_port();
+    let mut command = keyledger(dir);
+    command.arg("serve").env("KEYLEDGER_LISTEN", format!("127.0.0.1:{port}"));
+    (command, format!("http://127.0.0.1:{port}"))
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -39,14 +47,8 @@ async fn wait_ready(base: &str) -> bool {
 async fn dev_mode_serves_the_embedded_default_and_stops_gracefully_on_sigterm() {
     let dir = std::env::temp_dir().join(format!("keyledger-bin-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
-    let port = free_port();
-    let mut server = keyledger(&dir)
-        .arg("serve")
-        .env("KEYLEDGER_LISTEN", format!("127.0.0.1:{port}"))
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn keyledger serve");
-    let base = format!("http://127.0.0.1:{port}");
+    let (mut serve, base) = serve(&dir);
+    let mut server = serve.stderr(Stdio::piped()).spawn().expect("spawn keyledger serve");
     assert!(wait_ready(&base).await, "keyledger serve did not become ready");
     assert!(dir.join("keyledger.db").exists(), "the embedded database is created");
     assert!(
@@ -107,14 +109,9 @@ fn production_refuses_to_start_without_secrets() {
 async fn the_served_process_keeps_its_memory_on_small_pages() {
     let dir = std::env::temp_dir().join(format!("keyledger-pages-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
-    let port = free_port();
-    let mut server = keyledger(&dir)
-        .arg("serve")
-        .env("KEYLEDGER_LISTEN", format!("127.0.0.1:{port}"))
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn keyledger serve");
-    let ready = wait_ready(&format!("http://127.0.0.1:{port}")).await;
+    let (mut serve, base) = serve(&dir);
+    let mut server = serve.stderr(Stdio::null()).spawn().expect("spawn keyledger serve");
+    let ready = wait_ready(&base).await;
     let status = std::fs::read_to_string(format!("/proc/{}/status", server.id()));
     server.kill().ok();
     server.wait().ok();
