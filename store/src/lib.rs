@@ -8,6 +8,7 @@ pub mod log_months;
 pub mod material;
 pub mod metadata;
 mod sql;
+mod upsert;
 
 pub use database::{is_unavailable, Database, DatabaseError, StorageFailure};
 pub use sql::{in_list, Arg, Tx};

@@ -28,7 +28,7 @@ pub use lag::Lag;
 /// Events read and applied per transaction, at most: ten thousand, or as many as hold 4 MiB of
 /// JSON (ten thousand single calls, or about 190 groups of a hundred), so a pipeline's memory
 /// stays bounded whatever the events carry. Read ahead, two batches are in memory at once.
-const BATCH: ReadLimit = ReadLimit { events: 10_000, json_bytes: 4 * 1024 * 1024 };
+pub const BATCH: ReadLimit = ReadLimit { events: 10_000, json_bytes: 4 * 1024 * 1024 };
 /// How often an idle projector looks for new events when nothing woke it (on PostgreSQL a
 /// notification normally does, on SQLite a local nudge).
 const POLL: Duration = Duration::from_millis(100);

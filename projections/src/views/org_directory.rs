@@ -6,7 +6,6 @@ use std::collections::BTreeSet;
 
 use async_trait::async_trait;
 
-use super::values_placeholders;
 use crate::log::LoggedEvent;
 use crate::projection::{Projection, ProjectionError};
 use cqrs_es::Aggregate;
@@ -17,8 +16,6 @@ use keyledger_store::{Arg, Tx};
 /// `view_orgs`: one row per organization.
 #[derive(Debug, Clone, Copy)]
 pub struct OrgDirectory;
-
-const ROWS_PER_STATEMENT: usize = 500;
 
 /// The organization an event belongs to, from its aggregate alone: a Keyring's id is its
 /// organization; a usage ledger's id is its organization and month.
@@ -62,15 +59,8 @@ impl Projection for OrgDirectory {
     async fn apply(&self, tx: &mut Tx, events: &[&LoggedEvent]) -> Result<(), ProjectionError> {
         // Each organization once per batch.
         let orgs: BTreeSet<String> = events.iter().filter_map(|e| org_of(e)).collect();
-        let orgs: Vec<String> = orgs.into_iter().collect();
-        for chunk in orgs.chunks(ROWS_PER_STATEMENT) {
-            let sql = format!(
-                "insert into view_orgs (org_id) values {} on conflict (org_id) do nothing",
-                values_placeholders(chunk.len(), 1)
-            );
-            let args: Vec<Arg> = chunk.iter().map(|org| Arg::Text(org.clone())).collect();
-            tx.execute_built(&sql, &args).await?;
-        }
+        let rows: Vec<Vec<Arg>> = orgs.into_iter().map(|org| vec![Arg::Text(org)]).collect();
+        tx.upsert_rows("view_orgs", &["org_id"], &rows, "on conflict (org_id) do nothing").await?;
         Ok(())
     }
 }

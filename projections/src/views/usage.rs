@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 
-use super::values_placeholders;
 use crate::log::{Fact, LoggedEvent};
 use crate::projection::{Projection, ProjectionError};
 use crate::CallRetention;
@@ -55,7 +54,18 @@ impl Totals {
     }
 }
 
-const ROWS_PER_STATEMENT: usize = 500;
+/// The columns of a day's sums, as [`UsageCockpit::apply`] lists them.
+const DAILY_COLUMNS: [&str; 9] = [
+    "org_id",
+    "provider",
+    "model",
+    "day",
+    "key_source",
+    "calls",
+    "input_tokens",
+    "output_tokens",
+    "cost_micros",
+];
 
 #[async_trait]
 impl Projection for UsageCockpit {
@@ -154,15 +164,15 @@ impl Projection for UsageCockpit {
             }
         };
         let update = ["calls", "input_tokens", "output_tokens", "cost_micros"].map(add).join(", ");
-        for chunk in daily.chunks(ROWS_PER_STATEMENT) {
-            let sql = format!(
-                "insert into usage_daily (org_id, provider, model, day, key_source, calls, input_tokens, \
-                 output_tokens, cost_micros) values {} on conflict (org_id, provider, model, day, key_source) \
-                 do update set {update}",
-                values_placeholders(chunk.len(), 9)
-            );
-            tx.execute_built(&sql, &chunk.concat()).await?;
-        }
+        tx.upsert_rows(
+            "usage_daily",
+            &DAILY_COLUMNS,
+            &daily,
+            &format!(
+                "on conflict (org_id, provider, model, day, key_source) do update set {update}"
+            ),
+        )
+        .await?;
         let columns = [
             "org_id",
             "position",

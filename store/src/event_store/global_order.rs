@@ -123,23 +123,24 @@ fn read_after_query(
     args.push(Arg::Int(limit.json_bytes));
     let bytes = format!("${}", args.len());
     // The next events in order while the JSON before each stays under the bound: the first
-    // always comes, the one that crosses the bound is the last, and `cut` says an event was
-    // left for the next read. The window orders by the table's own columns, which the rows
-    // already come in: ordered by the converted `txid`, PostgreSQL sorted them again, on disk.
+    // always comes, the one that crosses the bound is the last, and `cut` says the read
+    // reached the bound (so it left the events after it, if any; a log ending exactly there
+    // costs one empty read). A running sum is all it takes: asked whether a next row exists
+    // (`lead`), PostgreSQL spent a fifth of its time in a rebuild walking the window. The
+    // window orders by the table's own columns, which the rows already come in: ordered by
+    // the converted `txid`, PostgreSQL sorted them again, on disk.
     let length = if postgres { "octet_length" } else { "length" };
     let sql = format!(
-        "select {EVENT_FIELDS}, cut from (\
-           select *, sum({length}(payload) + {length}(metadata)) over next_in_order \
-                       - {length}(payload) - {length}(metadata) as json_before, \
-                  lead(position) over next_in_order is not null as cut \
+        "select {EVENT_FIELDS}, json_through >= {bytes} as cut from (\
+           select *, sum({length}(payload) + {length}(metadata)) over next_in_order as json_through \
            from (select {columns}, {order} from events where {after} order by {order} limit {events}) next \
            window next_in_order as (order by {order} rows between unbounded preceding and current row)\
-         ) bounded where json_before < {bytes} order by {order}"
+         ) bounded where json_through - {length}(payload) - {length}(metadata) < {bytes} order by {order}"
     );
     (sql, args)
 }
 
-/// An event as read in a batch, and whether the read left events after it.
+/// An event as read in a batch, and whether the read stopped at its byte bound with it.
 #[derive(sqlx::FromRow)]
 struct BatchRow {
     #[sqlx(flatten)]
