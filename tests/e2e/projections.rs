@@ -443,3 +443,67 @@ fn rows_read(node: &serde_json::Value) -> f64 {
     let children = node["Plans"].as_array().map_or(0.0, |plans| plans.iter().map(rows_read).sum());
     own + children
 }
+
+on_both_backends!(rows_upserted_in_one_call_keep_every_type_and_add_up_on_conflict);
+
+/// `Tx::upsert_rows` (how views write their sums): rows of every value type the views bind go
+/// in, absent values as nulls, and a row offered again for a key meets the conflict clause.
+async fn rows_upserted_in_one_call_keep_every_type_and_add_up_on_conflict(backend: Backend) {
+    use keyledger_store::Arg;
+    let app = TestApp::start(backend).await;
+    let db = keyledger_store::Database::connect(&app.database_url).await.expect("connect");
+    let mut tx = db.begin().await.expect("begin");
+    let table = if tx.is_postgres() {
+        "create temporary table sums (k text primary key, n bigint not null, flag boolean, \
+         at timestamptz, bytes bytea, id uuid, note text)"
+    } else {
+        "create temporary table sums (k text primary key, n integer not null, flag boolean, \
+         at text, bytes blob, id text, note text)"
+    };
+    tx.execute(table, &[]).await.expect("table");
+    let columns = ["k", "n", "flag", "at", "bytes", "id", "note"];
+    let at = Utc.with_ymd_and_hms(2026, 12, 6, 5, 30, 0).single().expect("instant");
+    let id = uuid::Uuid::new_v4();
+    let row = |k: &str, n: i64, note: Option<&str>| {
+        vec![
+            Arg::Text(k.to_owned()),
+            Arg::Int(n),
+            Arg::Bool(n % 2 == 1),
+            Arg::Time(at),
+            Arg::Bytes(vec![0, 1, 255]),
+            Arg::Uuid(id),
+            Arg::OptText(note.map(str::to_owned)),
+        ]
+    };
+    let on_conflict = "on conflict (k) do update set n = sums.n + excluded.n, \
+                       note = coalesce(excluded.note, sums.note)";
+    // More rows than SQLite takes in one statement, so it writes several.
+    let first: Vec<Vec<Arg>> =
+        (0..1_200).map(|i| row(&format!("k{i}"), i, Some("first"))).collect();
+    tx.upsert_rows("sums", &columns, &first, on_conflict).await.expect("first");
+    let again = vec![row("k1", 10, None), row("k2", 20, Some("again")), row("new", 5, None)];
+    tx.upsert_rows("sums", &columns, &again, on_conflict).await.expect("again");
+
+    let read: Vec<(String, i64, Option<String>)> = tx
+        .fetch_all("select k, n, note from sums where k in ('k1', 'k2', 'new') order by k", &[])
+        .await
+        .expect("read");
+    let expected = [("k1", 11, Some("first")), ("k2", 22, Some("again")), ("new", 5, None)]
+        .map(|(k, n, note)| (k.to_owned(), n, note.map(str::to_owned)));
+    assert_eq!(read, expected, "a conflict adds, and an absent value is a null");
+    let (count,): (i64,) =
+        tx.fetch_all("select count(*) from sums", &[]).await.expect("count").remove(0);
+    assert_eq!(count, 1_201);
+    // Each value reads back as what was bound.
+    let (same,): (i64,) = tx
+        .fetch_all(
+            "select count(*) from sums where flag = $1 and at = $2 and bytes = $3 and id = $4",
+            &[Arg::Bool(true), Arg::Time(at), Arg::Bytes(vec![0, 1, 255]), Arg::Uuid(id)],
+        )
+        .await
+        .expect("compare")
+        .remove(0);
+    assert_eq!(same, 601, "the rows with an odd n (600 first, and `new`)");
+    tx.commit().await.expect("commit");
+    app.finish().await;
+}
