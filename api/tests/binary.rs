@@ -1,8 +1,8 @@
 //! The real `keyledger` binary: dev mode on the embedded default, `token`, `migrate`, and a
 //! graceful stop on SIGTERM.
 
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn keyledger(dir: &Path) -> Command {
@@ -15,12 +15,24 @@ fn keyledger(dir: &Path) -> Command {
     command
 }
 
-/// `keyledger serve` in `dir` on a free loopback port, and the base URL it will answer on.
-fn serve(dir: &Path) -> (Command, String) {
+/// A new, empty directory of this test run named after `test`.
+fn fresh_dir(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("keyledger-{test}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    dir
+}
+
+/// `keyledger serve` started in `dir` on a free loopback port, its log going to `stderr`, and
+/// the base URL it will answer on.
+fn serve(dir: &Path, stderr: Stdio) -> (Child, String) {
     let port = free_port();
-    let mut command = keyledger(dir);
-    command.arg("serve").env("KEYLEDGER_LISTEN", format!("127.0.0.1:{port}"));
-    (command, format!("http://127.0.0.1:{port}"))
+    let server = keyledger(dir)
+        .arg("serve")
+        .env("KEYLEDGER_LISTEN", format!("127.0.0.1:{port}"))
+        .stderr(stderr)
+        .spawn()
+        .expect("spawn keyledger serve");
+    (server, format!("http://127.0.0.1:{port}"))
 }
 
 fn free_port() -> u16 {
@@ -45,10 +57,8 @@ async fn wait_ready(base: &str) -> bool {
 
 #[tokio::test]
 async fn dev_mode_serves_the_embedded_default_and_stops_gracefully_on_sigterm() {
-    let dir = std::env::temp_dir().join(format!("keyledger-bin-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let (mut serve, base) = serve(&dir);
-    let mut server = serve.stderr(Stdio::piped()).spawn().expect("spawn keyledger serve");
+    let dir = fresh_dir("bin");
+    let (mut server, base) = serve(&dir, Stdio::piped());
     assert!(wait_ready(&base).await, "keyledger serve did not become ready");
     assert!(dir.join("keyledger.db").exists(), "the embedded database is created");
     assert!(
@@ -91,8 +101,7 @@ async fn dev_mode_serves_the_embedded_default_and_stops_gracefully_on_sigterm() 
 
 #[test]
 fn production_refuses_to_start_without_secrets() {
-    let dir = std::env::temp_dir().join(format!("keyledger-prod-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir = fresh_dir("prod");
     let output =
         keyledger(&dir).arg("migrate").env("KEYLEDGER_ENV", "production").output().expect("run");
     assert!(!output.status.success());
@@ -107,10 +116,8 @@ fn production_refuses_to_start_without_secrets() {
 #[cfg(target_os = "linux")]
 #[tokio::test]
 async fn the_served_process_keeps_its_memory_on_small_pages() {
-    let dir = std::env::temp_dir().join(format!("keyledger-pages-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let (mut serve, base) = serve(&dir);
-    let mut server = serve.stderr(Stdio::null()).spawn().expect("spawn keyledger serve");
+    let dir = fresh_dir("pages");
+    let (mut server, base) = serve(&dir, Stdio::null());
     let ready = wait_ready(&base).await;
     let status = std::fs::read_to_string(format!("/proc/{}/status", server.id()));
     server.kill().ok();

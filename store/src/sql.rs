@@ -198,18 +198,30 @@ impl Tx {
                 copy.send(data.as_bytes()).await?;
                 copy.finish().await?;
             }
-            Self::Sqlite(_) => {
-                const ROWS_PER_STATEMENT: usize = 500;
-                for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-                    let row = format!("({})", vec!["?"; columns.len()].join(", "));
-                    let sql = format!(
-                        "insert into {table} ({}) values {}",
-                        columns.join(", "),
-                        vec![row; chunk.len()].join(", ")
-                    );
-                    self.execute_built(&sql, &chunk.concat()).await?;
-                }
-            }
+            Self::Sqlite(_) => self.insert_values(table, columns, rows, "").await?,
+        }
+        Ok(())
+    }
+
+    /// `rows` as multi-row inserts into `table`, each followed by `tail` (a conflict clause,
+    /// or nothing): how SQLite takes many rows, which has neither `COPY` nor arrays.
+    pub(crate) async fn insert_values(
+        &mut self,
+        table: &str,
+        columns: &[&str],
+        rows: &[Vec<Arg>],
+        tail: &str,
+    ) -> Result<(), sqlx::Error> {
+        // Within SQLite's 32,766 placeholders for tables of up to 65 columns.
+        const ROWS_PER_STATEMENT: usize = 500;
+        let row = format!("({})", vec!["?"; columns.len()].join(", "));
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "insert into {table} ({}) values {} {tail}",
+                columns.join(", "),
+                vec![row.as_str(); chunk.len()].join(", ")
+            );
+            self.execute_built(&sql, &chunk.concat()).await?;
         }
         Ok(())
     }

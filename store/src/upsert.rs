@@ -12,10 +12,6 @@ use chrono::{DateTime, Utc};
 
 use crate::sql::{Arg, Tx};
 
-/// Rows a multi-row insert holds on SQLite: within its limit of 32,766 placeholders for
-/// tables of up to 65 columns.
-const SQLITE_ROWS_PER_STATEMENT: usize = 500;
-
 /// One column of the rows, as the array PostgreSQL unnests.
 enum Column {
     Text(Vec<Option<String>>),
@@ -109,9 +105,9 @@ impl Tx {
         if rows.is_empty() {
             return Ok(());
         }
-        let names = columns.join(", ");
         match self {
             Self::Postgres(tx) => {
+                let names = columns.join(", ");
                 let arrays = columns_of(columns, rows)?;
                 let unnested = arrays
                     .iter()
@@ -135,16 +131,7 @@ impl Tx {
                 }
                 query.execute(&mut **tx).await?;
             }
-            Self::Sqlite(_) => {
-                let row = format!("({})", vec!["?"; columns.len()].join(", "));
-                for chunk in rows.chunks(SQLITE_ROWS_PER_STATEMENT) {
-                    let sql = format!(
-                        "insert into {table} ({names}) values {} {on_conflict}",
-                        vec![row.as_str(); chunk.len()].join(", ")
-                    );
-                    self.execute_built(&sql, &chunk.concat()).await?;
-                }
-            }
+            Self::Sqlite(_) => self.insert_values(table, columns, rows, on_conflict).await?,
         }
         Ok(())
     }
