@@ -41,6 +41,37 @@ pub trait Projection: Send + Sync + std::fmt::Debug {
 
     /// Folds `events` (in global order, all after its checkpoint) into its tables within `tx`.
     async fn apply(&self, tx: &mut Tx, events: &[&LoggedEvent]) -> Result<(), ProjectionError>;
+
+    /// Starts a step: one transaction that may apply several batches, when a backlog waits.
+    /// By default each batch is applied as it comes; a projection with writes worth making
+    /// once a transaction (sums over many events) gathers them until [`StepFold::finish`].
+    fn begin_step(&self) -> Box<dyn StepFold + '_> {
+        Box::new(EachBatch(self))
+    }
+}
+
+/// A projection's part of one step.
+#[async_trait]
+pub trait StepFold: Send {
+    /// Folds the next batch of the step (in global order, all after its checkpoint).
+    async fn add(&mut self, tx: &mut Tx, events: &[&LoggedEvent]) -> Result<(), ProjectionError>;
+
+    /// Writes whatever was kept for the end of the step, before the step commits.
+    async fn finish(self: Box<Self>, tx: &mut Tx) -> Result<(), ProjectionError>;
+}
+
+/// The default step: [`Projection::apply`] for each batch.
+struct EachBatch<'a, P: ?Sized>(&'a P);
+
+#[async_trait]
+impl<P: Projection + ?Sized> StepFold for EachBatch<'_, P> {
+    async fn add(&mut self, tx: &mut Tx, events: &[&LoggedEvent]) -> Result<(), ProjectionError> {
+        self.0.apply(tx, events).await
+    }
+
+    async fn finish(self: Box<Self>, _tx: &mut Tx) -> Result<(), ProjectionError> {
+        Ok(())
+    }
 }
 
 /// A projector failure.

@@ -277,6 +277,56 @@ async fn a_rebuild_over_more_json_than_one_batch_holds_gives_the_same_rows(backe
     app.finish().await;
 }
 
+on_both_backends!(a_backlog_is_applied_a_few_batches_a_step_each_call_once);
+
+/// A backlog (a rebuild, a projector that was down) is applied several batches to a
+/// transaction, so writes made once a transaction, such as the cockpit's daily sums, are spread
+/// over more calls; but never more than CATCH_UP_BATCHES of them, so a step's memory stays
+/// bounded. Past that bound the next step takes over where this one stopped, the batch read
+/// ahead included, and every call is counted once.
+async fn a_backlog_is_applied_a_few_batches_a_step_each_call_once(backend: Backend) {
+    use keyledger_projections::projector::{BATCH, CATCH_UP_BATCHES};
+
+    let app = TestApp::start(backend).await;
+    app.stop_projecting();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let step = CATCH_UP_BATCHES * usize::try_from(BATCH.events).expect("a batch's size");
+    let backlog = step + 1_000;
+    let cast = if backend == Backend::Postgres { "::json" } else { "" };
+    for start in (0..backlog).step_by(1_000) {
+        let rows: Vec<String> = (start..start + 1_000)
+            .map(|i| {
+                let payload = json!({"ModelCallRecorded": {"org": "acme", "request_id": format!("r-{i}"),
+                    "provider": "openai", "model": "gpt-4o-mini", "input_tokens": 3, "output_tokens": 2,
+                    "cost_usd": 0.0, "key_source": "byok", "key_version": 1,
+                    "at": format!("2026-12-{:02}T00:00:00Z", 1 + i % 28)}});
+                format!("('UsageLedger', 'acme/2026-12', {}, 'ModelCallRecorded', '1.0', '{payload}'{cast}, '{{}}'{cast})", i + 1)
+            })
+            .collect();
+        app.execute_sql(&format!(
+            "insert into events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) values {}",
+            rows.join(", ")
+        ))
+        .await;
+    }
+    let mut steps = Vec::new();
+    loop {
+        let read = app.state.projector.step(&["usage"]).await.expect("a step");
+        if read == 0 {
+            break;
+        }
+        steps.push(read);
+    }
+    assert_eq!(steps, [step, 1_000], "five batches in the first step, the rest in the next");
+    let calls = app.count("select cast(sum(calls) as bigint) from usage_daily").await;
+    assert_eq!(calls, i64::try_from(backlog).expect("a count"), "each call counted once");
+    let days = app.count("select count(*) from usage_daily").await;
+    assert_eq!(days, 28, "one row a day, however many steps added to it");
+    let listed = app.count("select count(*) from usage_calls").await;
+    assert_eq!(listed, i64::try_from(backlog).expect("a count"), "each call listed once");
+    app.finish().await;
+}
+
 /// Every commit notifies the projectors, hundreds a second on a busy gateway, and they must
 /// read the notifications as fast as they come. Left on the socket, they block the server's
 /// backend that sends them, and while blocked it holds a snapshot: vacuum can remove no row

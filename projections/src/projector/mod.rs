@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::log::{Batch, Cursor, EventLog, LoggedEvent, ReadLimit};
-pub use crate::projection::{Projection, ProjectionError};
+pub use crate::projection::{Projection, ProjectionError, StepFold};
 use keyledger_store::{Arg, Database};
 
 mod catch_up;
@@ -29,6 +29,12 @@ pub use lag::Lag;
 /// JSON (ten thousand single calls, or about 190 groups of a hundred), so a pipeline's memory
 /// stays bounded whatever the events carry. Read ahead, two batches are in memory at once.
 pub const BATCH: ReadLimit = ReadLimit { events: 10_000, json_bytes: 4 * 1024 * 1024 };
+/// Batches a step applies in one transaction, at most, when they are waiting (a rebuild, a
+/// backlog): writes a projection makes once a transaction, such as the usage cockpit's daily
+/// sums (one row per organization, model and day however many calls add to it), are then
+/// spread over up to fifty thousand events instead of ten. Each batch is applied while the
+/// next one is read, so a step still holds two batches in memory, not five.
+pub const CATCH_UP_BATCHES: usize = 5;
 /// How often an idle projector looks for new events when nothing woke it (on PostgreSQL a
 /// notification normally does, on SQLite a local nudge).
 const POLL: Duration = Duration::from_millis(100);
@@ -183,38 +189,64 @@ impl Projector {
             .collect();
         types.sort_unstable();
         types.dedup();
-        let Batch { events, full } = match ahead.take() {
-            Some(read) if read.from == from => {
-                read.events.await.map_err(|e| sqlx::Error::Protocol(e.to_string()))??
-            }
-            _ => crate::log::read_after_in(&mut tx, from, BATCH, &types).await?,
-        };
-        let Some(last) = events.last().map(|e| e.cursor) else {
-            return Ok(Stepped::default());
-        };
-        // Only a full batch says more is waiting (a rebuild, a backlog): worth reading ahead.
-        if let (Database::Postgres(_), true) = (&self.pool, full) {
-            let log = EventLog::new(self.pool.clone());
-            *ahead = Some(ReadAhead {
-                from: last,
-                events: tokio::spawn(async move { log.read_after_of(last, BATCH, &types).await }),
-            });
-        }
-        let mut advanced: Vec<&str> = Vec::with_capacity(checkpoints.len());
-        for checkpoint in &checkpoints {
-            let at = Cursor { txid: checkpoint.txid, position: checkpoint.position };
-            let Some(projection) = self.projections.iter().find(|p| p.name() == checkpoint.name)
-            else {
-                continue;
+        let mut steps: Vec<(&str, Cursor, Box<dyn StepFold + '_>)> = checkpoints
+            .iter()
+            .filter_map(|checkpoint| {
+                let at = Cursor { txid: checkpoint.txid, position: checkpoint.position };
+                let projection = self.projections.iter().find(|p| p.name() == checkpoint.name)?;
+                Some((checkpoint.name.as_str(), at, projection.begin_step()))
+            })
+            .collect();
+        let mut advanced: Vec<&str> = Vec::with_capacity(steps.len());
+        // Batches that are waiting are applied in this one transaction, up to CATCH_UP_BATCHES
+        // of them, each while the next is read.
+        let mut after = from;
+        let mut full = true;
+        let mut read = 0;
+        for _ in 0..CATCH_UP_BATCHES {
+            let Batch { events, full: more } = match ahead.take() {
+                Some(read) if read.from == after => {
+                    read.events.await.map_err(|e| sqlx::Error::Protocol(e.to_string()))??
+                }
+                _ => crate::log::read_after_in(&mut tx, after, BATCH, &types).await?,
             };
-            let newer: Vec<&LoggedEvent> = events.iter().filter(|e| e.cursor > at).collect();
-            if newer.is_empty() {
-                continue;
+            full = more;
+            let Some(last) = events.last().map(|e| e.cursor) else { break };
+            after = last;
+            read += events.len();
+            // Only a full batch says more is waiting (a rebuild, a backlog): worth reading ahead.
+            if let (Database::Postgres(_), true) = (&self.pool, full) {
+                let log = EventLog::new(self.pool.clone());
+                let types = types.clone();
+                *ahead = Some(ReadAhead {
+                    from: last,
+                    events: tokio::spawn(
+                        async move { log.read_after_of(last, BATCH, &types).await },
+                    ),
+                });
             }
-            projection.apply(&mut tx, &newer).await?;
-            advanced.push(&checkpoint.name);
+            for (name, at, step) in &mut steps {
+                let newer: Vec<&LoggedEvent> = events.iter().filter(|e| e.cursor > *at).collect();
+                if newer.is_empty() {
+                    continue;
+                }
+                step.add(&mut tx, &newer).await?;
+                if !advanced.contains(name) {
+                    advanced.push(name);
+                }
+            }
+            if !full {
+                break;
+            }
         }
-        // Every projection that applied the batch now stands at its end: one statement for all
+        if read == 0 {
+            return Ok(Stepped::default());
+        }
+        for (_, _, step) in steps {
+            step.finish(&mut tx).await?;
+        }
+        let last = after;
+        // Every projection that applied the step now stands at its end: one statement for all
         // of them (a pipeline has a handful, so the statement has as many shapes).
         if !advanced.is_empty() {
             let (names, named) = keyledger_store::in_list(4, &advanced);
@@ -229,7 +261,7 @@ impl Projector {
         }
         tx.commit().await?;
         self.progress.send_modify(|n| *n += 1);
-        Ok(Stepped { read: events.len(), full })
+        Ok(Stepped { read, full })
     }
 }
 

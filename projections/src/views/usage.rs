@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 
 use crate::log::{Fact, LoggedEvent};
-use crate::projection::{Projection, ProjectionError};
+use crate::projection::{Projection, ProjectionError, StepFold};
 use crate::CallRetention;
 use cqrs_es::Aggregate;
 use keyledger_domain::usage::UsageLedger;
@@ -54,7 +54,7 @@ impl Totals {
     }
 }
 
-/// The columns of a day's sums, as [`UsageCockpit::apply`] lists them.
+/// The columns of a day's sums, as [`CockpitStep::finish`] lists them.
 const DAILY_COLUMNS: [&str; 9] = [
     "org_id",
     "provider",
@@ -102,10 +102,51 @@ impl Projection for UsageCockpit {
     }
 
     async fn apply(&self, tx: &mut Tx, events: &[&LoggedEvent]) -> Result<(), ProjectionError> {
-        // Fold the whole batch first: one upsert per group, not per call.
-        let mut daily: BTreeMap<(String, String, String, String, String), Totals> = BTreeMap::new();
+        let mut step = self.begin_step();
+        step.add(tx, events).await?;
+        step.finish(tx).await
+    }
+
+    /// Calls are listed batch by batch; the daily sums are folded over the whole step and
+    /// written once at its end: a backlog touches the same days batch after batch.
+    fn begin_step(&self) -> Box<dyn StepFold + '_> {
+        Box::new(CockpitStep {
+            listed_from: self.retention.map(|r| r.cutoff(chrono::Utc::now())),
+            daily: BTreeMap::new(),
+        })
+    }
+}
+
+/// The cockpit's part of one step: each day's sums so far.
+struct CockpitStep {
+    /// Calls made before this are counted in their day and not listed.
+    listed_from: Option<chrono::DateTime<chrono::Utc>>,
+    daily: BTreeMap<DayKey, Totals>,
+}
+
+/// Organization, provider, model, day (`YYYY-MM-DD`) and key source.
+type DayKey = (String, String, String, String, String);
+
+/// The columns of a listed call, as [`CockpitStep::add`] lists them.
+const CALL_COLUMNS: [&str; 12] = [
+    "org_id",
+    "position",
+    "slot",
+    "request_id",
+    "provider",
+    "model",
+    "key_source",
+    "key_version",
+    "input_tokens",
+    "output_tokens",
+    "cost_micros",
+    "at",
+];
+
+#[async_trait]
+impl StepFold for CockpitStep {
+    async fn add(&mut self, tx: &mut Tx, events: &[&LoggedEvent]) -> Result<(), ProjectionError> {
         let mut calls: Vec<Vec<Arg>> = Vec::new();
-        let listed_from = self.retention.map(|r| r.cutoff(chrono::Utc::now()));
         for event in events {
             let Fact::Usage(usage) = &event.fact else { continue };
             for (slot, call) in usage.calls().iter().enumerate() {
@@ -118,8 +159,8 @@ impl Projection for UsageCockpit {
                     call.at.format("%Y-%m-%d").to_string(),
                     call.key_source.as_str().to_owned(),
                 );
-                daily.entry(key).or_default().add(input, output, cost);
-                if listed_from.is_some_and(|from| call.at < from) {
+                self.daily.entry(key).or_default().add(input, output, cost);
+                if self.listed_from.is_some_and(|from| call.at < from) {
                     continue;
                 }
                 calls.push(vec![
@@ -138,7 +179,13 @@ impl Projection for UsageCockpit {
                 ]);
             }
         }
-        let daily: Vec<Vec<Arg>> = daily
+        tx.insert_rows("usage_calls", &CALL_COLUMNS, &calls).await?;
+        Ok(())
+    }
+
+    async fn finish(self: Box<Self>, tx: &mut Tx) -> Result<(), ProjectionError> {
+        let daily: Vec<Vec<Arg>> = self
+            .daily
             .into_iter()
             .map(|((org, provider, model, day, source), t)| {
                 vec![
@@ -173,21 +220,6 @@ impl Projection for UsageCockpit {
             ),
         )
         .await?;
-        let columns = [
-            "org_id",
-            "position",
-            "slot",
-            "request_id",
-            "provider",
-            "model",
-            "key_source",
-            "key_version",
-            "input_tokens",
-            "output_tokens",
-            "cost_micros",
-            "at",
-        ];
-        tx.insert_rows("usage_calls", &columns, &calls).await?;
         Ok(())
     }
 }
