@@ -29,11 +29,13 @@ pub use lag::Lag;
 /// JSON (ten thousand single calls, or about 190 groups of a hundred), so a pipeline's memory
 /// stays bounded whatever the events carry. Read ahead, two batches are in memory at once.
 pub const BATCH: ReadLimit = ReadLimit { events: 10_000, json_bytes: 4 * 1024 * 1024 };
-/// Batches a step applies in one transaction, at most, when they are waiting (a rebuild, a
-/// backlog): writes a projection makes once a transaction, such as the usage cockpit's daily
-/// sums (one row per organization, model and day however many calls add to it), are then
-/// spread over up to fifty thousand events instead of ten. Each batch is applied while the
-/// next one is read, so a step still holds two batches in memory, not five.
+/// Batches a step applies in one transaction on PostgreSQL, at most, when they are waiting (a
+/// rebuild, a backlog): writes a projection makes once a transaction, such as the usage
+/// cockpit's daily sums (one row per organization, model and day however many calls add to
+/// it), are then spread over up to fifty thousand events instead of ten. Each batch is applied
+/// while the next one is read, so a step still holds two batches in memory, not five. SQLite
+/// reads inside its one writing transaction, so nothing overlaps there and a longer step would
+/// only hold the writer's lock longer: it applies one batch a step.
 pub const CATCH_UP_BATCHES: usize = 5;
 /// How often an idle projector looks for new events when nothing woke it (on PostgreSQL a
 /// notification normally does, on SQLite a local nudge).
@@ -200,10 +202,11 @@ impl Projector {
         let mut advanced: Vec<&str> = Vec::with_capacity(steps.len());
         // Batches that are waiting are applied in this one transaction, up to CATCH_UP_BATCHES
         // of them, each while the next is read.
+        let batches = if self.pool.is_postgres() { CATCH_UP_BATCHES } else { 1 };
         let mut after = from;
         let mut full = true;
         let mut read = 0;
-        for _ in 0..CATCH_UP_BATCHES {
+        for _ in 0..batches {
             let Batch { events, full: more } = match ahead.take() {
                 Some(read) if read.from == after => {
                     read.events.await.map_err(|e| sqlx::Error::Protocol(e.to_string()))??
