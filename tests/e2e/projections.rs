@@ -294,23 +294,13 @@ async fn a_backlog_is_applied_a_few_batches_a_step_each_call_once(backend: Backe
     let batch = usize::try_from(BATCH.events).expect("a batch's size");
     let step = CATCH_UP_BATCHES * batch;
     let backlog = step + 1_000;
-    let cast = if backend == Backend::Postgres { "::json" } else { "" };
-    for start in (0..backlog).step_by(1_000) {
-        let rows: Vec<String> = (start..start + 1_000)
-            .map(|i| {
-                let payload = json!({"ModelCallRecorded": {"org": "acme", "request_id": format!("r-{i}"),
-                    "provider": "openai", "model": "gpt-4o-mini", "input_tokens": 3, "output_tokens": 2,
-                    "cost_usd": 0.0, "key_source": "byok", "key_version": 1,
-                    "at": format!("2026-12-{:02}T00:00:00Z", 1 + i % 28)}});
-                format!("('UsageLedger', 'acme/2026-12', {}, 'ModelCallRecorded', '1.0', '{payload}'{cast}, '{{}}'{cast})", i + 1)
-            })
-            .collect();
-        app.execute_sql(&format!(
-            "insert into events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) values {}",
-            rows.join(", ")
-        ))
-        .await;
-    }
+    app.write_calls_by_hand("acme/2026-12", backlog, |i| {
+        json!({"org": "acme", "request_id": format!("r-{i}"), "provider": "openai",
+               "model": "gpt-4o-mini", "input_tokens": 3, "output_tokens": 2, "cost_usd": 0.0,
+               "key_source": "byok", "key_version": 1,
+               "at": format!("2026-12-{:02}T00:00:00Z", 1 + i % 28)})
+    })
+    .await;
     let mut steps = Vec::new();
     loop {
         let read = app.state.projector.step(&["usage"]).await.expect("a step");

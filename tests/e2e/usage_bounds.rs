@@ -140,21 +140,12 @@ async fn a_view_that_falls_behind_is_named_by_readiness(backend: Backend) {
     let app = TestApp::start(backend).await;
     app.stop_projecting();
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let cast = if backend == Backend::Postgres { "::json" } else { "" };
-    for start in (0..10_000).step_by(1_000) {
-        let rows: Vec<String> = (start..start + 1_000)
-            .map(|i| {
-                let payload = json!({"ModelCallRecorded": {"org": "acme", "request_id": format!("b-{i}"), "provider": "openai", "model": "m",
-                    "input_tokens": 1, "output_tokens": 1, "cost_usd": 0.0, "key_source": "byok", "key_version": 1, "at": "2026-12-01T00:00:00Z"}});
-                format!("('UsageLedger', 'acme/2026-12', {}, 'ModelCallRecorded', '1.0', '{payload}'{cast}, '{{}}'{cast})", i + 1)
-            })
-            .collect();
-        app.execute_sql(&format!(
-            "insert into events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) values {}",
-            rows.join(", ")
-        ))
-        .await;
-    }
+    app.write_calls_by_hand("acme/2026-12", 10_000, |i| {
+        json!({"org": "acme", "request_id": format!("b-{i}"), "provider": "openai", "model": "m",
+               "input_tokens": 1, "output_tokens": 1, "cost_usd": 0.0, "key_source": "byok",
+               "key_version": 1, "at": "2026-12-01T00:00:00Z"})
+    })
+    .await;
     let ready = app.send(axum::http::Method::GET, "/readyz", None, None).await;
     assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE, "{}", ready.everything());
     // The first view behind is named: one of the two that read usage events.

@@ -403,6 +403,34 @@ impl TestApp {
         }
     }
 
+    /// Writes one `ModelCallRecorded` event a call into the log of `ledger` by hand, bypassing
+    /// the usage writer (its sequences from 1), a thousand to a statement: a backlog, quickly.
+    /// `call(i)` is the i-th event's body.
+    pub async fn write_calls_by_hand(
+        &self,
+        ledger: &str,
+        count: usize,
+        call: impl Fn(usize) -> Value,
+    ) {
+        let cast = if self.backend == Backend::Postgres { "::json" } else { "" };
+        for start in (0..count).step_by(1_000) {
+            let rows: Vec<String> = (start..count.min(start + 1_000))
+                .map(|i| {
+                    let payload = serde_json::json!({ "ModelCallRecorded": call(i) });
+                    format!(
+                        "('UsageLedger', '{ledger}', {}, 'ModelCallRecorded', '1.0', '{payload}'{cast}, '{{}}'{cast})",
+                        i + 1
+                    )
+                })
+                .collect();
+            self.execute_sql(&format!(
+                "insert into events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) values {}",
+                rows.join(", ")
+            ))
+            .await;
+        }
+    }
+
     /// The text values of `sql`'s one column.
     pub async fn texts(&self, sql: &str) -> Vec<String> {
         match &self.state.db {

@@ -248,7 +248,6 @@ impl Projector {
         for (_, _, step) in steps {
             step.finish(&mut tx).await?;
         }
-        let last = after;
         // Every projection that applied the step now stands at its end: one statement for all
         // of them (a pipeline has a handful, so the statement has as many shapes).
         if !advanced.is_empty() {
@@ -258,7 +257,7 @@ impl Projector {
                  updated_at = $3 where name in ({names})"
             );
             let mut args =
-                vec![Arg::Int(last.txid), Arg::Int(last.position), Arg::Time(chrono::Utc::now())];
+                vec![Arg::Int(after.txid), Arg::Int(after.position), Arg::Time(chrono::Utc::now())];
             args.extend(named);
             tx.execute(&sql, &args).await?;
         }
