@@ -16,6 +16,7 @@ mod gateway;
 mod gateway_paths;
 mod global_order;
 mod jwks;
+mod keyring_steps;
 mod keys;
 mod lifecycle;
 mod log_partitions;

@@ -9,7 +9,7 @@ mod usage;
 use std::sync::Arc;
 
 pub use crate::audit::AuditLog;
-pub use keys::KeysView;
+pub use keys::{rows_of_orgs, KeysView};
 pub use org_directory::OrgDirectory;
 pub use org_status::OrgStatusView;
 pub use provider_order::ProviderOrderView;
