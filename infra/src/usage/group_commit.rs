@@ -102,6 +102,7 @@ pub(super) async fn run(
             if queue.recv_many(&mut batch, MAX_BATCH).await == 0 {
                 break;
             }
+            gather_unwaited(&mut queue, &mut batch).await;
         } else {
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(HELD_PAUSE.1);
@@ -131,6 +132,26 @@ pub(super) async fn run(
     }
     if !held.is_empty() {
         tracing::error!(commands = held.len(), "the usage writer stopped with calls unrecorded");
+    }
+}
+
+/// How long the writer waits for more when nobody waits for what it holds (the usage of model
+/// calls already answered): a commit is a log flush, a notification and a projector step, and at
+/// one connection the gateway's calls came a few to a commit, their writes taking a third of the
+/// machine beside the calls. A caller waiting for its record (`POST …/usage`) is never held.
+const GATHER_UNWAITED: Duration = Duration::from_millis(2);
+
+/// Adds to `batch` what `queue` brings within [`GATHER_UNWAITED`], while nobody waits for any
+/// of it and it is not full.
+async fn gather_unwaited(queue: &mut mpsc::Receiver<Queued>, batch: &mut Vec<Queued>) {
+    let unwaited = |batch: &[Queued]| batch.iter().all(|q| matches!(q.reply, Reply::Unwaited(_)));
+    let until = tokio::time::Instant::now() + GATHER_UNWAITED;
+    while batch.len() < MAX_BATCH && unwaited(batch) {
+        let more = queue.recv_many(batch, MAX_BATCH - batch.len());
+        match tokio::time::timeout_at(until, more).await {
+            Ok(0) | Err(_) => break, // every sender gone, or time is up
+            Ok(_) => {}
+        }
     }
 }
 
@@ -441,4 +462,88 @@ fn snapshots(
         });
     }
     snapshots
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU64;
+
+    use keyledger_domain::usage::ReleasePlatformCall;
+    use tokio::time::{sleep, Instant};
+
+    use super::*;
+
+    fn command(reply: Reply) -> Queued {
+        let release = ReleasePlatformCall {
+            org: "acme".to_owned(),
+            request_id: "r".to_owned(),
+            at: chrono::Utc::now(),
+        };
+        Queued {
+            ledger: "acme/2026-12".to_owned(),
+            command: UsageCommand::Release(release),
+            metadata: HashMap::new(),
+            reply,
+        }
+    }
+
+    fn unwaited(count: &Arc<AtomicU64>) -> Queued {
+        command(Reply::Unwaited(Unsettled::new(count)))
+    }
+
+    /// The usage of calls already answered waits up to GATHER_UNWAITED for more, so they are
+    /// committed many at a time; what comes later goes to the next commit.
+    #[tokio::test(start_paused = true)]
+    async fn commands_nobody_waits_for_are_gathered_for_a_moment() {
+        let count = Arc::new(AtomicU64::new(0));
+        let (send, mut queue) = mpsc::channel(16);
+        let mut batch = vec![unwaited(&count)];
+        let later = {
+            let (send, count) = (send.clone(), Arc::clone(&count));
+            tokio::spawn(async move {
+                sleep(GATHER_UNWAITED / 2).await;
+                for _ in 0..2 {
+                    send.send(unwaited(&count)).await.expect("queued");
+                }
+                sleep(GATHER_UNWAITED * 2).await;
+                send.send(unwaited(&count)).await.expect("queued");
+            })
+        };
+        let began = Instant::now();
+        gather_unwaited(&mut queue, &mut batch).await;
+        assert_eq!(began.elapsed(), GATHER_UNWAITED, "it waited the moment out");
+        assert_eq!(batch.len(), 3, "what came within the moment");
+        later.await.expect("sent");
+        assert_eq!(queue.try_recv().map(|_| ()), Ok(()), "the later one waits for the next");
+        drop(send);
+    }
+
+    /// A caller waiting for its record is never held: a batch holding one is committed at once,
+    /// and one arriving while others are gathered ends the gathering.
+    #[tokio::test(start_paused = true)]
+    async fn a_caller_waiting_for_its_record_is_never_held() {
+        let count = Arc::new(AtomicU64::new(0));
+        let (send, mut queue) = mpsc::channel(16);
+        let (answer, _heard) = oneshot::channel();
+        let mut batch = vec![command(Reply::Waiting(answer))];
+        let began = Instant::now();
+        gather_unwaited(&mut queue, &mut batch).await;
+        assert_eq!(began.elapsed(), Duration::ZERO, "committed at once");
+        assert_eq!(batch.len(), 1);
+
+        let mut batch = vec![unwaited(&count)];
+        let (answer, _heard) = oneshot::channel();
+        let arriving = {
+            let send = send.clone();
+            tokio::spawn(async move {
+                sleep(GATHER_UNWAITED / 2).await;
+                send.send(command(Reply::Waiting(answer))).await.expect("queued");
+            })
+        };
+        gather_unwaited(&mut queue, &mut batch).await;
+        assert_eq!(began.elapsed(), GATHER_UNWAITED / 2, "no longer than until it came");
+        assert_eq!(batch.len(), 2);
+        arriving.await.expect("sent");
+        drop(send);
+    }
 }
