@@ -136,8 +136,8 @@ pub(super) async fn run(
 }
 
 /// How long the writer waits for more when nobody waits for what it holds (the usage of model
-/// calls already answered): a commit is a log flush, a notification and a projector step, and at
-/// one connection the gateway's calls came a few to a commit, their writes taking a third of the
+/// calls already answered): every commit is a statement, its trigger and a log flush, and at one
+/// connection the gateway's calls came a few to a commit, the database taking a third of the
 /// machine beside the calls. A caller waiting for its record (`POST …/usage`) is never held.
 const GATHER_UNWAITED: Duration = Duration::from_millis(2);
 
