@@ -131,8 +131,16 @@ async function signedIn(who) {
 }
 
 async function open(page, name) {
-  await page.getByRole("navigation", { name: "Pages" }).getByRole("link", { name, exact: true }).click();
-  await page.locator("main h1").first().waitFor();
+  const link = page.getByRole("navigation", { name: "Pages" }).getByRole("link", { name, exact: true });
+  // The console routes a click on the hash change that follows it, so until then the page
+  // on screen is still there to be found: it is marked first, when the click will change the
+  // hash (a click on the page shown changes nothing).
+  const href = await link.getAttribute("href");
+  await page.evaluate((href) => {
+    if (location.hash !== href) document.querySelector("main .view")?.setAttribute("data-left", "");
+  }, href);
+  await link.click();
+  await page.locator("main .view:not([data-left]) h1").first().waitFor();
   await page.waitForFunction(() => !document.querySelector("main")?.textContent.includes("Loading…"));
 }
 
