@@ -166,8 +166,8 @@ fn entry(event: &LoggedEvent, fact: &E, prev_hash: &str) -> AuditEntry {
     entry
 }
 
-/// The columns of `audit_log` an entry is written to.
-const LOG_COLUMNS: [&str; 11] = [
+/// The columns of `audit_log` an entry is written to, in the order of its values.
+pub const LOG_COLUMNS: [&str; 11] = [
     "org_id",
     "seq",
     "at",

@@ -222,25 +222,9 @@ async fn seed(db: &Database, entries: u64) -> Hash {
         let frontier = merkle::frontier(last);
         known.retain(|node, _| frontier.contains(node));
         let mut tx = db.begin().await.expect("begin");
-        tx.insert_rows(
-            "audit_log",
-            &[
-                "org_id",
-                "seq",
-                "at",
-                "actor",
-                "action",
-                "summary",
-                "provider",
-                "details",
-                "prev_hash",
-                "hash",
-                "position",
-            ],
-            &trail,
-        )
-        .await
-        .expect("trail");
+        tx.insert_rows("audit_log", &keyledger_projections::audit::LOG_COLUMNS, &trail)
+            .await
+            .expect("trail");
         tx.insert_rows("audit_tree", &["org_id", "level", "idx", "hash"], &nodes)
             .await
             .expect("tree");
