@@ -11,7 +11,7 @@ mod replicas;
 pub mod retention;
 pub mod views;
 
-pub use log::{Batch, Cursor, EventLog, LoggedEvent, ReadLimit};
+pub use log::{Batch, Cursor, EventLog, LoggedEvent, ReadLimit, Selection};
 pub use projection::{Projection, ProjectionError};
 pub use projector::{Lag, Projector};
 pub use retention::CallRetention;

@@ -14,7 +14,7 @@ use keyledger_store::event_store::{self, GlobalOrder, StoredEvent};
 use keyledger_store::metadata::EventMetadata;
 use keyledger_store::{Database, Tx};
 
-pub use keyledger_store::event_store::{Cursor, ReadLimit};
+pub use keyledger_store::event_store::{Cursor, ReadLimit, Selection};
 
 /// An event as the log holds it, decoded.
 #[derive(Debug, Clone)]
@@ -98,8 +98,7 @@ impl From<event_store::Batch> for Batch {
     }
 }
 
-/// The events after `cursor` that `limit` allows, read within `tx`, decoded; JSON only of
-/// events of `types` (all if empty).
+/// The `selection`'s events after `cursor` that `limit` allows, read within `tx`, decoded.
 ///
 /// # Errors
 /// The database's error.
@@ -107,9 +106,9 @@ pub async fn read_after_in(
     tx: &mut Tx,
     cursor: Cursor,
     limit: ReadLimit,
-    types: &[&str],
+    selection: Selection<'_>,
 ) -> Result<Batch, sqlx::Error> {
-    Ok(event_store::read_after_in(tx, cursor, limit, types).await?.into())
+    Ok(event_store::read_after_in(tx, cursor, limit, selection).await?.into())
 }
 
 /// The global event log, decoded.
@@ -125,8 +124,7 @@ impl EventLog {
         Self { order: GlobalOrder::new(pool) }
     }
 
-    /// Up to `limit` events after `cursor`, in global order, with JSON only of events of
-    /// `types` (all if empty).
+    /// Up to `limit` of the `selection`'s events after `cursor`, in global order.
     ///
     /// # Errors
     /// The database's error.
@@ -134,9 +132,9 @@ impl EventLog {
         &self,
         cursor: Cursor,
         limit: ReadLimit,
-        types: &[&str],
+        selection: Selection<'_>,
     ) -> Result<Batch, sqlx::Error> {
-        Ok(self.order.read_after_of(cursor, limit, types).await?.into())
+        Ok(self.order.read_after_of(cursor, limit, selection).await?.into())
     }
 
     /// Up to `limit` events of `org` (its Keyring and usage ledgers) after the event at global

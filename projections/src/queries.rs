@@ -222,16 +222,23 @@ pub async fn org_list(
     limit: i64,
     month_start: &str,
 ) -> Result<Vec<OrgListRow>, sqlx::Error> {
-    let contains = pool.contains("o.org_id", "$2");
+    let contains = pool.contains("org_id", "$2");
+    // The directory is the organizations with a Keyring and those with usage, each kept by
+    // its own projection; both are walked in id order by their keys and merged, a page at a
+    // time.
     let sql = format!(
         "select o.org_id, s.plan, s.byok_access, \
            (select count(*) from view_keys k where k.org_id = o.org_id) as keys, \
            (select count(*) from view_keys k where k.org_id = o.org_id and k.status = 'active') as active_keys, \
            (select {calls} from usage_daily u where u.org_id = o.org_id and u.day >= $4) as calls, \
            (select {cost} from usage_daily u where u.org_id = o.org_id and u.day >= $4) as cost_micros \
-         from view_orgs o left join view_org_status s on s.org_id = o.org_id \
-         where o.org_id > $1 and ($2 = '' or {contains}) \
-         order by o.org_id limit $3",
+         from (select org_id from (\
+                 select org_id from view_orgs where org_id > $1 and ($2 = '' or {contains}) \
+                 union all \
+                 select org_id from usage_orgs where org_id > $1 and ($2 = '' or {contains})\
+               ) listed group by org_id order by org_id limit $3) o \
+         left join view_org_status s on s.org_id = o.org_id \
+         order by o.org_id",
         calls = pool.capped_sum("calls"),
         cost = pool.capped_sum("cost_micros"),
     );

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use keyledger_projections::{Cursor, EventLog, ReadLimit};
+use keyledger_projections::{Cursor, EventLog, ReadLimit, Selection};
 use keyledger_store::Database;
 use keyledger_tests::{on_both_backends, Backend, TestApp};
 
@@ -45,8 +45,11 @@ async fn a_catch_up_reader_sees_every_event_once_in_aggregate_order_under_concur
     // it is given time to see everything rather than stopped when the writers stop.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while (seen.len() as i64) < total && tokio::time::Instant::now() < deadline {
-        let batch =
-            log.read_after_of(cursor, ReadLimit::events(7), &[]).await.expect("read").events;
+        let batch = log
+            .read_after_of(cursor, ReadLimit::events(7), Selection::ALL)
+            .await
+            .expect("read")
+            .events;
         for event in &batch {
             assert!(event.cursor > cursor, "the reader never goes backwards");
             cursor = event.cursor;
@@ -64,7 +67,11 @@ async fn a_catch_up_reader_sees_every_event_once_in_aggregate_order_under_concur
         writer.await.expect("writer");
     }
     assert!(
-        log.read_after_of(cursor, ReadLimit::events(7), &[]).await.expect("read").events.is_empty(),
+        log.read_after_of(cursor, ReadLimit::events(7), Selection::ALL)
+            .await
+            .expect("read")
+            .events
+            .is_empty(),
         "nothing past the end"
     );
 
@@ -124,8 +131,9 @@ async fn a_read_stops_at_its_bytes_of_json_and_the_first_event_always_comes(back
     // On PostgreSQL other tests' transactions may hold the horizon back for a moment.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let everything = ReadLimit::events(100);
-    let settled =
-        || async { log.read_after_of(Cursor::default(), everything, &[]).await.expect("read") };
+    let settled = || async {
+        log.read_after_of(Cursor::default(), everything, Selection::ALL).await.expect("read")
+    };
     while (settled().await.events.len() as i64) < total {
         assert!(tokio::time::Instant::now() < deadline, "the writes settle");
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -134,13 +142,13 @@ async fn a_read_stops_at_its_bytes_of_json_and_the_first_event_always_comes(back
 
     // Under two and a half events' worth of JSON: the third crosses the bound and is the last.
     let limit = ReadLimit { events: 100, json_bytes: EVENT_JSON * 5 / 2 };
-    let batch = log.read_after_of(Cursor::default(), limit, &[]).await.expect("read");
+    let batch = log.read_after_of(Cursor::default(), limit, Selection::ALL).await.expect("read");
     assert_eq!(batch.events.len(), 3, "the read ends with the event that crosses the bound");
     assert!(batch.full, "a read cut short says more may wait");
 
     // An event larger than the bound still comes, alone: a reader always moves on.
     let tiny = ReadLimit { events: 100, json_bytes: 10 };
-    let one = log.read_after_of(Cursor::default(), tiny, &[]).await.expect("read");
+    let one = log.read_after_of(Cursor::default(), tiny, Selection::ALL).await.expect("read");
     assert_eq!(one.events.len(), 1);
     assert!(one.full);
 
@@ -149,7 +157,7 @@ async fn a_read_stops_at_its_bytes_of_json_and_the_first_event_always_comes(back
     let mut cursor = Cursor::default();
     let mut sequences = Vec::new();
     loop {
-        let batch = log.read_after_of(cursor, limit, &[]).await.expect("read");
+        let batch = log.read_after_of(cursor, limit, Selection::ALL).await.expect("read");
         sequences.extend(batch.events.iter().map(|e| e.stored.sequence));
         let Some(last) = batch.events.last() else { break };
         cursor = last.cursor;
@@ -158,11 +166,18 @@ async fn a_read_stops_at_its_bytes_of_json_and_the_first_event_always_comes(back
         }
     }
     assert_eq!(sequences, (1..=total).collect::<Vec<_>>(), "every event read once, in order");
-    assert!(log.read_after_of(cursor, limit, &[]).await.expect("read").events.is_empty());
+    assert!(log
+        .read_after_of(cursor, limit, Selection::ALL)
+        .await
+        .expect("read")
+        .events
+        .is_empty());
 
     // JSON a reader does not ask for is not read, so it does not count against the bound.
-    let others =
-        log.read_after_of(Cursor::default(), limit, &["SomeOtherType"]).await.expect("read");
+    let others = log
+        .read_after_of(Cursor::default(), limit, Selection::json_of(&["SomeOtherType"]))
+        .await
+        .expect("read");
     assert_eq!(others.events.len() as i64, total);
     assert!(!others.full);
     app.finish().await;

@@ -22,6 +22,7 @@ mod lifecycle;
 mod log_partitions;
 mod material_commits;
 mod observability;
+mod pipelines;
 mod plans;
 mod projections;
 mod recovery;

@@ -148,6 +148,8 @@ impl Db {
             "audit_log",
             "usage_daily",
             "usage_calls",
+            "usage_orgs",
+            "view_orgs",
         ] {
             let mut rows: Vec<String> = match self {
                 Self::Postgres(c) => sqlx::query_scalar(&format!("select t::text from {table} t"))
@@ -180,18 +182,34 @@ impl Db {
         all
     }
 
-    /// Whether every projection has applied every event.
+    /// Whether every projection has shown every event of the aggregate types it shows (the
+    /// Keyring views stand at the last Keyring event, however many model calls follow it).
     pub async fn caught_up(&mut self) -> bool {
-        let end = self.scalar("select coalesce(max(global_position), 0) from events").await;
-        let slowest =
-            self.scalar("select coalesce(min(position), 0) from projection_checkpoints").await;
-        let behind = match self {
-            Self::Postgres(_) => self.scalar(
-                "select count(*) from events e, (select min(transaction_id) t, min(position) p from projection_checkpoints) c \
-                 where (e.transaction_id::text::bigint, e.global_position) > (c.t, c.p)").await,
-            Self::Sqlite(_) => end - slowest,
-        };
-        behind == 0
+        for projection in keyledger_projections::views::all(None, None) {
+            let name = projection.name();
+            let types: Vec<String> =
+                projection.consumes().iter().map(|t| format!("'{t}'")).collect();
+            let after = match self {
+                Self::Postgres(_) => "(e.transaction_id::text::bigint, e.global_position) > (c.transaction_id, c.position)",
+                Self::Sqlite(_) => "e.global_position > c.position",
+            };
+            let checkpoints = self
+                .scalar(&format!(
+                    "select count(*) from projection_checkpoints where name = '{name}'"
+                ))
+                .await;
+            let behind = self
+                .scalar(&format!(
+                    "select count(*) from events e, projection_checkpoints c \
+                     where c.name = '{name}' and e.aggregate_type in ({}) and {after}",
+                    types.join(", ")
+                ))
+                .await;
+            if checkpoints == 0 || behind > 0 {
+                return false;
+            }
+        }
+        true
     }
 }
 

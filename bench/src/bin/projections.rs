@@ -20,7 +20,7 @@ use keyledger_infra::crypto::MasterKeyRing;
 use keyledger_infra::{Actor, Config, Recorded};
 use keyledger_projections::log::Fact;
 use keyledger_projections::projector::BATCH;
-use keyledger_projections::{Cursor, EventLog};
+use keyledger_projections::{Cursor, EventLog, Selection};
 use keyledger_store::Database;
 
 /// The allocator the `keyledger` binary runs with, so the figures are the binary's.
@@ -274,9 +274,9 @@ async fn replay_into_memory(db: &Database) -> (u64, Duration) {
     }
     let log = EventLog::new(db.clone());
     let read = |log: EventLog, after: Cursor| {
-        tokio::spawn(
-            async move { log.order().read_after_of(after, BATCH, &[]).await.expect("read") },
-        )
+        tokio::spawn(async move {
+            log.order().read_after_of(after, BATCH, Selection::ALL).await.expect("read")
+        })
     };
     let started = Instant::now();
     let mut daily: HashMap<(String, String, NaiveDate), Sums> = HashMap::new();

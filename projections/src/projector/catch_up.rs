@@ -32,6 +32,7 @@ impl Projector {
 
     async fn drain_pipeline(&self, names: &[&'static str]) -> Result<u64, ProjectionError> {
         let log = EventLog::new(self.pool.clone());
+        let consumed = self.consumed_by(names);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         let mut total = 0;
         let mut ahead = None;
@@ -52,7 +53,7 @@ impl Projector {
                 .min();
             match behind {
                 Some(cursor)
-                    if log.order().has_unsettled_after(cursor).await?
+                    if log.order().has_unsettled_after(cursor, &consumed).await?
                         && tokio::time::Instant::now() < deadline =>
                 {
                     tokio::time::sleep(Duration::from_millis(5)).await;

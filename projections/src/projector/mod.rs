@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::log::{Batch, Cursor, EventLog, LoggedEvent, ReadLimit};
+use crate::log::{Batch, Cursor, EventLog, LoggedEvent, ReadLimit, Selection};
 pub use crate::projection::{Projection, ProjectionError, StepFold};
 use keyledger_store::{Arg, Database};
 
@@ -93,6 +93,29 @@ impl Projector {
     /// The names of its projections.
     pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
         self.projections.iter().map(|p| p.name())
+    }
+
+    /// The aggregate types the projections named `names` show, each once: what a step of
+    /// theirs reads.
+    fn consumed_by(&self, names: &[&'static str]) -> Vec<&'static str> {
+        self.types_of(names, |p| p.consumes())
+    }
+
+    /// The aggregate types `of` names for the projections named `names`, each once.
+    fn types_of(
+        &self,
+        names: &[&'static str],
+        of: impl Fn(&dyn Projection) -> &'static [&'static str],
+    ) -> Vec<&'static str> {
+        let mut types: Vec<&'static str> = self
+            .projections
+            .iter()
+            .filter(|p| names.contains(&p.name()))
+            .flat_map(|p| of(p.as_ref()).iter().copied())
+            .collect();
+        types.sort_unstable();
+        types.dedup();
+        types
     }
 
     /// Wakes the pipelines that project events of `aggregate_type`: one was just written.
@@ -183,14 +206,11 @@ impl Projector {
         else {
             return Ok(Stepped::default());
         };
-        let mut types: Vec<&'static str> = self
-            .projections
-            .iter()
-            .filter(|p| names.contains(&p.name()))
-            .flat_map(|p| p.reads_payloads_of().iter().copied())
-            .collect();
-        types.sort_unstable();
-        types.dedup();
+        // Only the events the step's projections show are read, and the JSON of those that
+        // they decode.
+        let consumed = self.consumed_by(names);
+        let json_of = self.types_of(names, |p| p.reads_payloads_of());
+        let selection = Selection { events_of: &consumed, json_of: &json_of };
         let mut steps: Vec<(&str, Cursor, Box<dyn StepFold + '_>)> = checkpoints
             .iter()
             .filter_map(|checkpoint| {
@@ -211,7 +231,7 @@ impl Projector {
                 Some(read) if read.from == after => {
                     read.events.await.map_err(|e| sqlx::Error::Protocol(e.to_string()))??
                 }
-                _ => crate::log::read_after_in(&mut tx, after, BATCH, &types).await?,
+                _ => crate::log::read_after_in(&mut tx, after, BATCH, selection).await?,
             };
             full = more;
             let Some(last) = events.last().map(|e| e.cursor) else { break };
@@ -220,12 +240,13 @@ impl Projector {
             // Only a full batch says more is waiting (a rebuild, a backlog): worth reading ahead.
             if let (Database::Postgres(_), true) = (&self.pool, full) {
                 let log = EventLog::new(self.pool.clone());
-                let types = types.clone();
+                let (events_of, json_of) = (consumed.clone(), json_of.clone());
                 *ahead = Some(ReadAhead {
                     from: last,
-                    events: tokio::spawn(
-                        async move { log.read_after_of(last, BATCH, &types).await },
-                    ),
+                    events: tokio::spawn(async move {
+                        let selection = Selection { events_of: &events_of, json_of: &json_of };
+                        log.read_after_of(last, BATCH, selection).await
+                    }),
                 });
             }
             for (name, at, step) in &mut steps {

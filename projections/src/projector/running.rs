@@ -12,15 +12,23 @@ use keyledger_store::Database;
 
 impl Projector {
     /// The groups of projections that run side by side, each in its own transactions: on
-    /// PostgreSQL the usage cockpit (one row per call) apart from the rest; SQLite writes one
-    /// transaction at a time, so there it is one group.
+    /// PostgreSQL, projections of the same aggregate types together, each group reading only
+    /// those types' events (the Keyring views never read a model call; the usage cockpit, one
+    /// row per call, never waits behind them). SQLite writes one transaction at a time, so
+    /// there it is one group.
     pub(super) fn pipelines(&self, names: &[&'static str]) -> Vec<Vec<&'static str>> {
         if !self.pool.is_postgres() {
             return vec![names.to_vec()];
         }
-        let (usage, rest): (Vec<&'static str>, Vec<&'static str>) =
-            names.iter().partition(|n| **n == "usage");
-        [rest, usage].into_iter().filter(|group| !group.is_empty()).collect()
+        let mut groups: Vec<(Vec<&'static str>, Vec<&'static str>)> = Vec::new();
+        for name in names {
+            let consumed = self.consumed_by(&[*name]);
+            match groups.iter_mut().find(|(types, _)| *types == consumed) {
+                Some((_, group)) => group.push(*name),
+                None => groups.push((consumed, vec![*name])),
+            }
+        }
+        groups.into_iter().map(|(_, group)| group).collect()
     }
 
     /// Keeps the projections this process may run caught up until `shutdown` turns true.

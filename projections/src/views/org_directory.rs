@@ -1,6 +1,8 @@
-//! The organization directory: every organization the log has an event of, Keyring or usage,
-//! so a platform admin can list them (an organization that only ever called on the platform's
-//! key has no Keyring events, yet is a customer).
+//! The organization directory: every organization with a Keyring, so a platform admin can
+//! list them. An organization that only ever called on the platform's key has no Keyring
+//! events, yet is a customer: the usage cockpit keeps those (`usage_orgs`), and the directory's
+//! query lists both. Kept apart, the Keyring views read no model call: their projector reads
+//! only Keyring events, and a busy gateway's calls never wake it.
 
 use std::collections::BTreeSet;
 
@@ -9,25 +11,17 @@ use async_trait::async_trait;
 use crate::log::LoggedEvent;
 use crate::projection::{Projection, ProjectionError};
 use cqrs_es::Aggregate;
-use keyledger_domain::usage::{org_of_ledger, UsageLedger};
 use keyledger_domain::Keyring;
 use keyledger_store::{Arg, Tx};
 
-/// `view_orgs`: one row per organization.
+/// `view_orgs`: one row per organization with a Keyring.
 #[derive(Debug, Clone, Copy)]
 pub struct OrgDirectory;
 
-/// The organization an event belongs to, from its aggregate alone: a Keyring's id is its
-/// organization; a usage ledger's id is its organization and month.
+/// The organization of a Keyring event: the Keyring's id.
 fn org_of(event: &LoggedEvent) -> Option<String> {
     let (kind, id) = (event.stored.aggregate_type.as_str(), event.stored.aggregate_id.as_str());
-    if kind == <Keyring as Aggregate>::TYPE {
-        Some(id.to_owned())
-    } else if kind == <UsageLedger as Aggregate>::TYPE {
-        org_of_ledger(id).map(|org| org.as_str().to_owned())
-    } else {
-        None
-    }
+    (kind == <Keyring as Aggregate>::TYPE).then(|| id.to_owned())
 }
 
 #[async_trait]
@@ -37,19 +31,7 @@ impl Projection for OrgDirectory {
     }
 
     fn consumes(&self) -> &'static [&'static str] {
-        &[<Keyring as Aggregate>::TYPE, <UsageLedger as Aggregate>::TYPE]
-    }
-
-    /// The organization is in the aggregate's id: a model call's payload need not be decoded
-    /// a second time for it (the usage cockpit decodes it in its own pipeline). Not none:
-    /// reading none would mean reading all.
-    fn reads_payloads_of(&self) -> &'static [&'static str] {
         &[<Keyring as Aggregate>::TYPE]
-    }
-
-    /// Usage arrives a call at a time; a batch names few organizations many times over.
-    fn gather(&self) -> std::time::Duration {
-        std::time::Duration::from_millis(5)
     }
 
     fn tables(&self) -> &'static [&'static str] {

@@ -1,7 +1,8 @@
 //! The usage cockpit: calls, tokens and cost per organization × provider × model × day × key
-//! source, and every call for the recent-calls list.
+//! source, every call for the recent-calls list, and every organization with usage for the
+//! admin's directory.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use async_trait::async_trait;
 
@@ -9,10 +10,11 @@ use crate::log::{Fact, LoggedEvent};
 use crate::projection::{Projection, ProjectionError, StepFold};
 use crate::CallRetention;
 use cqrs_es::Aggregate;
-use keyledger_domain::usage::UsageLedger;
+use keyledger_domain::usage::{org_of_ledger, UsageLedger};
 use keyledger_store::{Arg, Tx};
 
-/// `usage_daily` and `usage_calls`. Costs are kept in micro-dollars so sums are exact.
+/// `usage_daily`, `usage_calls` and `usage_orgs`. Costs are kept in micro-dollars so sums are
+/// exact.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct UsageCockpit {
     /// How long `usage_calls` lists a call: one older than that when projected (a rebuild,
@@ -84,7 +86,7 @@ impl Projection for UsageCockpit {
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &["usage_daily", "usage_calls"]
+        &["usage_daily", "usage_calls", "usage_orgs"]
     }
 
     fn bulk_load_indexes(&self) -> &'static [(&'static str, &'static str)] {
@@ -113,15 +115,34 @@ impl Projection for UsageCockpit {
         Box::new(CockpitStep {
             listed_from: self.retention.map(|r| r.cutoff(chrono::Utc::now())),
             daily: BTreeMap::new(),
+            orgs: BTreeSet::new(),
         })
     }
 }
 
-/// The cockpit's part of one step: each day's sums so far.
+/// The cockpit's part of one step: each day's sums so far, and the organizations seen.
 struct CockpitStep {
     /// Calls made before this are counted in their day and not listed.
     listed_from: Option<chrono::DateTime<chrono::Utc>>,
     daily: BTreeMap<DayKey, Totals>,
+    /// Every organization a usage event of the step belongs to (by its ledger, so one that
+    /// only reserved a platform call counts): the directory lists them with the Keyring's.
+    orgs: BTreeSet<String>,
+}
+
+impl CockpitStep {
+    /// Notes the organization of `event`'s usage ledger, once a step: a batch names few
+    /// organizations many times over.
+    fn note_org(&mut self, event: &LoggedEvent) {
+        if event.stored.aggregate_type != <UsageLedger as Aggregate>::TYPE {
+            return;
+        }
+        let id = event.stored.aggregate_id.as_str();
+        let noted = id.rsplit_once('/').is_some_and(|(org, _)| self.orgs.contains(org));
+        if let (false, Some(org)) = (noted, org_of_ledger(id)) {
+            self.orgs.insert(org.as_str().to_owned());
+        }
+    }
 }
 
 /// Organization, provider, model, day (`YYYY-MM-DD`) and key source.
@@ -148,6 +169,7 @@ impl StepFold for CockpitStep {
     async fn add(&mut self, tx: &mut Tx, events: &[&LoggedEvent]) -> Result<(), ProjectionError> {
         let mut calls: Vec<Vec<Arg>> = Vec::new();
         for event in events {
+            self.note_org(event);
             let Fact::Usage(usage) = &event.fact else { continue };
             for (slot, call) in usage.calls().iter().enumerate() {
                 let (input, output) = (tokens(call.input_tokens), tokens(call.output_tokens));
@@ -184,6 +206,9 @@ impl StepFold for CockpitStep {
     }
 
     async fn finish(self: Box<Self>, tx: &mut Tx) -> Result<(), ProjectionError> {
+        let orgs: Vec<Vec<Arg>> =
+            self.orgs.iter().map(|org| vec![Arg::Text(org.clone())]).collect();
+        tx.upsert_rows("usage_orgs", &["org_id"], &orgs, "on conflict (org_id) do nothing").await?;
         let daily: Vec<Vec<Arg>> = self
             .daily
             .into_iter()

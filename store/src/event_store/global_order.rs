@@ -91,32 +91,77 @@ impl ReadLimit {
         Self { events, json_bytes: i64::MAX }
     }
 }
+/// Which events a read of the log takes, and which of them come with their JSON.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Selection<'a> {
+    /// The aggregate types whose events the reader needs (all if empty). On PostgreSQL the read
+    /// leaves out the partitions that hold none of them, and a reader's cursor passes those
+    /// events unread: a reader of Keyring events reads `events_main` and no usage month,
+    /// however many model calls the months hold. Events of other types kept in the same
+    /// place still come (on SQLite, every event: its log is one table), as with [`Self::ALL`].
+    pub events_of: &'a [&'a str],
+    /// The aggregate types whose payload and metadata are read (all if empty); the other
+    /// events still come, so a reader's cursor moves over them, but with `null` for their JSON.
+    pub json_of: &'a [&'a str],
+}
+
+impl Selection<'static> {
+    /// Every event, with its JSON.
+    pub const ALL: Self = Self { events_of: &[], json_of: &[] };
+}
+
+impl<'a> Selection<'a> {
+    /// Every event, with JSON only of events of `types`.
+    #[must_use]
+    pub const fn json_of(types: &'a [&'a str]) -> Self {
+        Self { events_of: &[], json_of: types }
+    }
+
+    /// Where a read of these events looks: the table, and a condition (to follow `where`,
+    /// ending in `and`) naming the partitions that can hold them. Where they are is the whole
+    /// test: a test of each event's type as well made PostgreSQL guess that few events pass it
+    /// (an expression's default selectivity) and read every usage month whole and sort it
+    /// rather than walk the global order to the batch's end (a rebuild ran at half the speed).
+    fn source(&self, postgres: bool) -> (&'static str, &'static str) {
+        if postgres {
+            crate::log_months::pg_events_of_types(self.events_of)
+        } else {
+            ("events", "")
+        }
+    }
+}
+
 /// Only transactions older than every one still running: nothing can commit behind them.
 const PG_SETTLED: &str = "transaction_id < pg_snapshot_xmin(pg_current_snapshot())";
 
-fn read_after_query(
+/// The statement that reads up to `limit` of the `selection`'s events after `cursor`, and its
+/// arguments: `$1` and `$2` the cursor on PostgreSQL (`$1` on SQLite), then the limit's events
+/// and, if bounded, its bytes. Public so a test can read its plan.
+#[must_use]
+pub fn read_after_statement(
     postgres: bool,
     cursor: Cursor,
     limit: ReadLimit,
-    types: &[&str],
+    selection: Selection<'_>,
 ) -> (String, Vec<Arg>) {
-    let columns = columns(postgres, types);
+    let columns = columns(postgres, selection.json_of);
+    let (events, of) = selection.source(postgres);
     let (after, order, mut args) = if postgres {
         (
             format!(
-                "(transaction_id, global_position) > ($1::bigint::text::xid8, $2) and {PG_SETTLED}"
+                "{of} (transaction_id, global_position) > ($1::bigint::text::xid8, $2) and {PG_SETTLED}"
             ),
             "transaction_id, global_position",
             vec![Arg::Int(cursor.txid), Arg::Int(cursor.position)],
         )
     } else {
-        ("global_position > $1".to_owned(), "global_position", vec![Arg::Int(cursor.position)])
+        (format!("{of} global_position > $1"), "global_position", vec![Arg::Int(cursor.position)])
     };
     args.push(Arg::Int(limit.events));
-    let events = format!("${}", args.len());
+    let count = format!("${}", args.len());
     if limit.json_bytes == i64::MAX {
         let sql = format!(
-            "select {columns}, false as cut from events where {after} order by {order} limit {events}"
+            "select {columns}, false as cut from {events} where {after} order by {order} limit {count}"
         );
         return (sql, args);
     }
@@ -133,7 +178,7 @@ fn read_after_query(
     let sql = format!(
         "select {EVENT_FIELDS}, json_through >= {bytes} as cut from (\
            select *, sum({length}(payload) + {length}(metadata)) over next_in_order as json_through \
-           from (select {columns}, {order} from events where {after} order by {order} limit {events}) next \
+           from (select {columns}, {order} from {events} where {after} order by {order} limit {count}) next \
            window next_in_order as (order by {order} rows between unbounded preceding and current row)\
          ) bounded where json_through - {length}(payload) - {length}(metadata) < {bytes} order by {order}"
     );
@@ -163,8 +208,8 @@ impl Batch {
     }
 }
 
-/// Up to `limit` events after `cursor`, read within `tx` (a projector holding SQLite's write
-/// lock must not wait for a second connection); JSON only of events of `types` (all if empty).
+/// Up to `limit` of the `selection`'s events after `cursor`, read within `tx` (a projector
+/// holding SQLite's write lock must not wait for a second connection).
 ///
 /// # Errors
 /// The database's error.
@@ -172,9 +217,9 @@ pub async fn read_after_in(
     tx: &mut Tx,
     cursor: Cursor,
     limit: ReadLimit,
-    types: &[&str],
+    selection: Selection<'_>,
 ) -> Result<Batch, sqlx::Error> {
-    let (sql, args) = read_after_query(matches!(tx, Tx::Postgres(_)), cursor, limit, types);
+    let (sql, args) = read_after_statement(matches!(tx, Tx::Postgres(_)), cursor, limit, selection);
     Ok(Batch::of(tx.fetch_all(&sql, &args).await?, limit))
 }
 
@@ -191,8 +236,7 @@ impl GlobalOrder {
         Self { pool }
     }
 
-    /// Up to `limit` events after `cursor`, in global order, with JSON only of events of
-    /// `types` (all if empty).
+    /// Up to `limit` of the `selection`'s events after `cursor`, in global order.
     ///
     /// # Errors
     /// The database's error.
@@ -200,9 +244,9 @@ impl GlobalOrder {
         &self,
         cursor: Cursor,
         limit: ReadLimit,
-        types: &[&str],
+        selection: Selection<'_>,
     ) -> Result<Batch, sqlx::Error> {
-        let (sql, args) = read_after_query(self.pool.is_postgres(), cursor, limit, types);
+        let (sql, args) = read_after_statement(self.pool.is_postgres(), cursor, limit, selection);
         Ok(Batch::of(self.pool.fetch_all(&sql, &args).await?, limit))
     }
 
@@ -244,22 +288,27 @@ impl GlobalOrder {
         self.pool.fetch_all(&sql, &args).await
     }
 
-    /// Whether committed events exist after `cursor` that a reader may not take yet (their
-    /// transactions are not below every running one). Always false on SQLite.
+    /// Whether committed events of `events_of` (all if empty) exist after `cursor` that a reader
+    /// may not take yet (their transactions are not below every running one), asked once a
+    /// read found nothing to take. Always false on SQLite.
     ///
     /// # Errors
     /// The database's error.
-    pub async fn has_unsettled_after(&self, cursor: Cursor) -> Result<bool, sqlx::Error> {
+    pub async fn has_unsettled_after(
+        &self,
+        cursor: Cursor,
+        events_of: &[&str],
+    ) -> Result<bool, sqlx::Error> {
         if !self.pool.is_postgres() {
             return Ok(false);
         }
-        let rows: Vec<(bool,)> = self
-            .pool
-            .fetch_all(
-                "select exists(select 1 from events where (transaction_id, global_position) > ($1::bigint::text::xid8, $2))",
-                &[Arg::Int(cursor.txid), Arg::Int(cursor.position)],
-            )
-            .await?;
+        let (events, of) = Selection { events_of, json_of: &[] }.source(true);
+        let sql = format!(
+            "select exists(select 1 from {events} where {of} \
+             (transaction_id, global_position) > ($1::bigint::text::xid8, $2))"
+        );
+        let rows: Vec<(bool,)> =
+            self.pool.fetch_all(&sql, &[Arg::Int(cursor.txid), Arg::Int(cursor.position)]).await?;
         Ok(rows.first().is_some_and(|(b,)| *b))
     }
 
@@ -360,7 +409,7 @@ impl GlobalOrder {
             vec![Arg::Int(bound), Arg::Int(at.position)]
         };
         args.extend(types.iter().map(|t| Arg::Text((*t).to_owned())));
-        let sql = count_after_sql(postgres, types.len());
+        let sql = count_after_sql(postgres, types);
         let rows: Vec<(i64,)> = if postgres {
             let mut tx = self.pool.begin().await?;
             tx.execute(COUNT_AFTER_PLAN, &[]).await?;
@@ -385,25 +434,29 @@ pub const COUNT_AFTER_PLAN: &str = "select set_config('enable_seqscan', 'off', t
      set_config('enable_bitmapscan', 'off', true), \
      set_config('max_parallel_workers_per_gather', '0', true)";
 
-/// The statement [`GlobalOrder::count_after`] runs for `types` types: `$1` the bound, then the
+/// The statement [`GlobalOrder::count_after`] runs for `types`: `$1` the bound, then the
 /// cursor (`$2`, `$3` on PostgreSQL: transaction and position; `$2` on SQLite: position), then
-/// the types. Public so a test can read its plan.
+/// the types, bound in their order. Public so a test can read its plan.
 ///
 /// On PostgreSQL it walks the `(transaction_id, global_position)` index from the cursor and
 /// tests each event's type, so it reads about as many events as were committed since the
-/// cursor (with [`COUNT_AFTER_PLAN`] set). The type test is kept out of the index's reach
-/// (`|| ''`): where a month's partition had not been analyzed yet, PostgreSQL intersected with
-/// the primary key's `aggregate_type` prefix, reading every event of the type in the month
-/// (measured in a soak with autovacuum off: 647,073 index entries and 113 ms to count 141
-/// usage events behind, growing with the month, on every `/metrics` and `/readyz`).
+/// cursor (with [`COUNT_AFTER_PLAN`] set), in the partitions that can hold them only: the
+/// Keyring views stand at the last Keyring event, however many model calls came after it, and
+/// a count over the whole log would walk every one of those calls. The type test is kept out of
+/// the index's reach (`|| ''`): where a month's partition had not been analyzed yet, PostgreSQL
+/// intersected with the primary key's `aggregate_type` prefix, reading every event of the type
+/// in the month (measured in a soak with autovacuum off: 647,073 index entries and 113 ms to
+/// count 141 usage events behind, growing with the month, on every `/metrics` and `/readyz`).
 #[must_use]
-pub fn count_after_sql(postgres: bool, types: usize) -> String {
+pub fn count_after_sql(postgres: bool, types: &[&str]) -> String {
     let first = if postgres { 4 } else { 3 };
-    let in_list = (first..first + types).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+    let in_list =
+        (first..first + types.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
     if postgres {
+        let (events, partitions) = crate::log_months::pg_events_of_types(types);
         format!(
-            "select count(*) from (select 1 from events \
-             where (transaction_id, global_position) > ($2::bigint::text::xid8, $3) \
+            "select count(*) from (select 1 from {events} \
+             where {partitions} (transaction_id, global_position) > ($2::bigint::text::xid8, $3) \
              and (aggregate_type || '') in ({in_list}) \
              order by transaction_id, global_position limit $1) behind"
         )

@@ -11,8 +11,8 @@ mod snapshot_store;
 
 pub use append::{AppendError, Appender, SnapshotUpdate};
 pub use global_order::{
-    count_after_sql, read_after_in, Batch, Cursor, GlobalOrder, ReadLimit, StoredEvent,
-    COUNT_AFTER_PLAN,
+    count_after_sql, read_after_in, read_after_statement, Batch, Cursor, GlobalOrder, ReadLimit,
+    Selection, StoredEvent, COUNT_AFTER_PLAN,
 };
 pub use heads::Heads;
 pub use repository::EventRepository;

@@ -1,0 +1,147 @@
+//! The projector's pipelines read only the events they show: the Keyring views never read a
+//! model call, the usage cockpit never a Keyring event. The organization directory lists both
+//! kinds of organization, each kept by its own projection, whichever of them is rebuilt.
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use serde_json::{json, Value};
+
+use crate::keys;
+use keyledger_api::Role;
+use keyledger_domain::plan::PlanId;
+use keyledger_domain::{KeyringCommand, OrgId};
+use keyledger_infra::Actor;
+use keyledger_projections::projector::BATCH;
+use keyledger_projections::{Cursor, Selection};
+use keyledger_store::event_store::{read_after_statement, GlobalOrder};
+use keyledger_store::Arg;
+use keyledger_tests::{on_both_backends, Backend, TestApp};
+
+fn orgs_of(page: &Value) -> Vec<String> {
+    let orgs = page["orgs"].as_array().expect("orgs");
+    orgs.iter().map(|o| o["org"].as_str().expect("org id").to_owned()).collect()
+}
+
+on_both_backends!(
+    the_directory_keeps_organizations_known_only_from_usage_whichever_view_is_rebuilt
+);
+
+/// acme has a Keyring; globex only ever called on the platform's key, so only its usage says
+/// it exists. The directory lists both after a rebuild of the Keyring directory alone, of the
+/// usage cockpit alone, and of everything.
+async fn the_directory_keeps_organizations_known_only_from_usage_whichever_view_is_rebuilt(
+    backend: Backend,
+) {
+    let app = TestApp::start(backend).await;
+    let admin = app.platform_admin();
+    app.set_plan("acme", "pro").await;
+    let key = json!({"provider": "openai", "key": keys::openai()});
+    let stored = app.post("/v1/orgs/acme/keys", &app.owner("acme"), key).await;
+    assert_eq!(stored.status, StatusCode::CREATED, "{}", stored.everything());
+    let call = json!({"request_id": "g-1", "provider": "openai", "model": "gpt-4o-mini",
+                      "input_tokens": 10, "output_tokens": 5});
+    let worker = app.token("globex", Role::Service, "worker");
+    let recorded = app.post("/v1/orgs/globex/usage", &worker, call).await;
+    assert_eq!(recorded.status, StatusCode::CREATED, "{}", recorded.everything());
+
+    let listed = app.get("/v1/orgs", &admin).await;
+    assert_eq!(listed.status, StatusCode::OK, "{}", listed.everything());
+    assert_eq!(orgs_of(&listed.json()), ["acme", "globex"]);
+    for rebuilt in [Some("org_directory"), Some("usage"), None] {
+        app.state.projector.rebuild(rebuilt).await.expect("a rebuild");
+        let listed = app.get("/v1/orgs", &admin).await.json();
+        assert_eq!(orgs_of(&listed), ["acme", "globex"], "after rebuilding {rebuilt:?}");
+        assert_eq!(listed["orgs"][1]["calls_this_month"], 1, "after rebuilding {rebuilt:?}");
+    }
+    app.finish().await;
+}
+
+/// Changes acme's plan, straight through the Keyring (the views are stopped, so nothing waits
+/// on them).
+async fn change_plan(app: &TestApp, plan: &str) {
+    let actor =
+        Actor { sub: "owner".to_owned(), role: "owner".to_owned(), request_id: String::new() };
+    let org = OrgId::parse("acme").expect("an organization id");
+    let command = KeyringCommand::ChangePlan { plan: PlanId::new(plan) };
+    app.state.keyrings.execute(&org, command, &actor).await.expect("the plan changed");
+}
+
+async fn write_calls(app: &TestApp, org: &str, count: usize) {
+    app.write_calls_by_hand(&format!("{org}/2026-12"), count, |i| {
+        json!({"org": org, "request_id": format!("{org}-{i}"), "provider": "openai", "model": "m",
+               "input_tokens": 1, "output_tokens": 1, "cost_usd": 0.0, "key_source": "platform",
+               "at": "2026-12-01T00:00:00Z"})
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_keyring_views_read_no_model_call_and_catch_up_past_any_number_of_them() {
+    let app = TestApp::start(Backend::Postgres).await;
+    app.stop_projecting();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    change_plan(&app, "pro").await;
+    write_calls(&app, "acme", 5_000).await;
+    change_plan(&app, "business").await;
+    write_calls(&app, "globex", 5_000).await;
+
+    // The Keyring views' pipeline ends at the last Keyring event, with calls after it that it
+    // never reads: catching up must see that nothing of its own is left, not wait for them.
+    let caught_up = tokio::time::timeout(Duration::from_secs(30), app.state.projector.catch_up())
+        .await
+        .expect("a catch-up that ends")
+        .expect("caught up");
+    assert!(caught_up >= 10_000, "the usage cockpit read every call: {caught_up}");
+    let status = app.get("/v1/orgs/acme", &app.owner("acme")).await;
+    assert_eq!(status.json()["plan"], "business", "{}", status.everything());
+    let order = GlobalOrder::new(app.state.db.clone());
+    let latest = |of: &'static str| {
+        let order = order.clone();
+        async move { order.latest_cursor_of_type(of).await.expect("read").expect("an event") }
+    };
+    let (keyring, usage) = (latest("Keyring").await, latest("UsageLedger").await);
+    let checkpoints = app.state.projector.checkpoints().await.expect("checkpoints");
+    for (name, at) in &checkpoints {
+        let expected = if name == "usage" { usage } else { keyring };
+        assert_eq!(*at, expected, "{name} stands at the last event it shows");
+    }
+
+    // Where each pipeline's read looks: only the partitions that can hold its events.
+    let keyledger_store::Database::Postgres(pool) = &app.state.db else { unreachable!() };
+    let mut connection = pool.acquire().await.expect("a connection");
+    for (types, holds, not) in [
+        // Month partitions are named `events_YYYY_MM`; a month without one goes to the default.
+        (["Keyring"], "events_main", ["events_usage_default", "events_2"]),
+        (["UsageLedger"], "events_usage_default", ["events_main", "events_main"]),
+    ] {
+        let selection = Selection { events_of: &types, json_of: &types };
+        let (sql, args) = read_after_statement(true, Cursor::default(), BATCH, selection);
+        assert_eq!(args.len(), 4, "{sql}");
+        let values = args
+            .iter()
+            .map(|arg| match arg {
+                Arg::Int(n) => n.to_string(),
+                _ => panic!("a read's arguments are numbers"),
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        sqlx::query(&format!("prepare read_after as {sql}"))
+            .execute(&mut *connection)
+            .await
+            .expect("prepared");
+        let plan: Vec<String> =
+            sqlx::query_scalar(&format!("explain execute read_after({values})"))
+                .fetch_all(&mut *connection)
+                .await
+                .expect("a plan");
+        sqlx::query("deallocate read_after").execute(&mut *connection).await.expect("deallocated");
+        let plan = plan.join("\n");
+        assert!(plan.contains(holds), "{types:?} read from {holds}:\n{plan}");
+        for other in not {
+            assert!(!plan.contains(other), "{types:?} never read from {other}:\n{plan}");
+        }
+    }
+    drop(connection);
+    app.finish().await;
+}
