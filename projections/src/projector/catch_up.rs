@@ -19,13 +19,14 @@ impl Projector {
     }
 
     /// Steps `names` until every event committed so far is applied, the pipelines side by
-    /// side; returns events read (by the busiest pipeline).
+    /// side; returns events read, by the pipelines together (on PostgreSQL each reads the
+    /// events of its own aggregate types only).
     pub(super) async fn drain(&self, names: &[&'static str]) -> Result<u64, ProjectionError> {
         let pipelines = self.pipelines(names);
         let runs = pipelines.iter().map(|group| self.drain_pipeline(group));
         let mut total = 0;
         for read in futures::future::join_all(runs).await {
-            total = total.max(read?);
+            total += read?;
         }
         Ok(total)
     }
