@@ -13,6 +13,7 @@ use keyledger_domain::{ApiKey, KeyringCommand, OrgId, ProviderId, VerificationOu
 use keyledger_infra::Actor;
 use keyledger_projections::queries::{self, KeyRow};
 use keyledger_projections::{audit_tree, views};
+use keyledger_tests::postgres::prepared_plan;
 use keyledger_tests::{on_both_backends, Backend, TestApp};
 
 /// Every projection that shows Keyring events, as one step takes them.
@@ -184,17 +185,7 @@ async fn what_a_step_reads_by_key_probes_the_key_even_in_a_plan_made_over_empty_
             0,
             "{table} is empty"
         );
-        sqlx::query(&format!("prepare read_by_key (json) as {sql}"))
-            .execute(&mut *connection)
-            .await
-            .expect("prepared");
-        let plan: Vec<String> =
-            sqlx::query_scalar(&format!("explain execute read_by_key('{asked}')"))
-                .fetch_all(&mut *connection)
-                .await
-                .expect("a plan");
-        sqlx::query("deallocate read_by_key").execute(&mut *connection).await.expect("deallocated");
-        let plan = plan.join("\n");
+        let plan = prepared_plan(&mut connection, "(json)", &sql, &format!("'{asked}'")).await;
         assert!(!plan.contains(&format!("Seq Scan on {table}")), "{table} scanned whole:\n{plan}");
         assert!(plan.contains(&format!("{table}_pkey")), "{table} probed by its key:\n{plan}");
     }

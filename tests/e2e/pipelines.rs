@@ -16,6 +16,7 @@ use keyledger_projections::projector::BATCH;
 use keyledger_projections::{Cursor, Selection};
 use keyledger_store::event_store::{read_after_statement, GlobalOrder};
 use keyledger_store::Arg;
+use keyledger_tests::postgres::prepared_plan;
 use keyledger_tests::{on_both_backends, Backend, TestApp};
 
 fn orgs_of(page: &Value) -> Vec<String> {
@@ -110,12 +111,13 @@ async fn the_keyring_views_read_no_model_call_and_catch_up_past_any_number_of_th
     // Where each pipeline's read looks: only the partitions that can hold its events.
     let keyledger_store::Database::Postgres(pool) = &app.state.db else { unreachable!() };
     let mut connection = pool.acquire().await.expect("a connection");
-    for (types, holds, not) in [
-        // Month partitions are named `events_YYYY_MM`; a month without one goes to the default.
-        (["Keyring"], "events_main", ["events_usage_default", "events_2"]),
-        (["UsageLedger"], "events_usage_default", ["events_main", "events_main"]),
-    ] {
-        let selection = Selection { events_of: &types, json_of: &types };
+    // Month partitions are named `events_YYYY_MM`; a month without one goes to the default.
+    let reads: [(&[&str], &str, &[&str]); 2] = [
+        (&["Keyring"], "events_main", &["events_usage_default", "events_2"]),
+        (&["UsageLedger"], "events_usage_default", &["events_main"]),
+    ];
+    for (types, holds, not) in reads {
+        let selection = Selection { events_of: types, json_of: types };
         let (sql, args) = read_after_statement(true, Cursor::default(), BATCH, selection);
         assert_eq!(args.len(), 4, "{sql}");
         let values = args
@@ -126,17 +128,7 @@ async fn the_keyring_views_read_no_model_call_and_catch_up_past_any_number_of_th
             })
             .collect::<Vec<_>>()
             .join(", ");
-        sqlx::query(&format!("prepare read_after as {sql}"))
-            .execute(&mut *connection)
-            .await
-            .expect("prepared");
-        let plan: Vec<String> =
-            sqlx::query_scalar(&format!("explain execute read_after({values})"))
-                .fetch_all(&mut *connection)
-                .await
-                .expect("a plan");
-        sqlx::query("deallocate read_after").execute(&mut *connection).await.expect("deallocated");
-        let plan = plan.join("\n");
+        let plan = prepared_plan(&mut connection, "", &sql, &values).await;
         assert!(plan.contains(holds), "{types:?} read from {holds}:\n{plan}");
         for other in not {
             assert!(!plan.contains(other), "{types:?} never read from {other}:\n{plan}");

@@ -73,3 +73,24 @@ async fn drop_leftovers() {
         }
     }
 }
+
+/// The plan PostgreSQL runs `sql` with as a prepared statement, its parameters typed by
+/// `parameter_types` (`(json)`, say, or empty to infer them), for `arguments` written as SQL
+/// literals: what `explain execute` shows, a line per row.
+pub async fn prepared_plan(
+    connection: &mut PgConnection,
+    parameter_types: &str,
+    sql: &str,
+    arguments: &str,
+) -> String {
+    sqlx::query(&format!("prepare planned {parameter_types} as {sql}"))
+        .execute(&mut *connection)
+        .await
+        .expect("prepared");
+    let plan: Vec<String> = sqlx::query_scalar(&format!("explain execute planned({arguments})"))
+        .fetch_all(&mut *connection)
+        .await
+        .expect("a plan");
+    sqlx::query("deallocate planned").execute(&mut *connection).await.expect("deallocated");
+    plan.join("\n")
+}

@@ -138,9 +138,10 @@ impl CockpitStep {
             return;
         }
         let id = event.stored.aggregate_id.as_str();
-        let noted = id.rsplit_once('/').is_some_and(|(org, _)| self.orgs.contains(org));
-        if let (false, Some(org)) = (noted, org_of_ledger(id)) {
-            self.orgs.insert(org.as_str().to_owned());
+        if let Some(org) = org_of_ledger(id) {
+            if !self.orgs.contains(org.as_str()) {
+                self.orgs.insert(org.as_str().to_owned());
+            }
         }
     }
 }
