@@ -134,6 +134,10 @@ pub async fn build_state(mut config: Config) -> Result<AppState, StartError> {
         endpoints,
         log: EventLog::new(views.clone()),
         views,
+        views_ahead: Arc::new(crate::ViewsAhead::start(
+            Arc::clone(&projector),
+            <keyledger_domain::Keyring as cqrs_es::Aggregate>::TYPE,
+        )),
         projector,
         prices,
         metrics: Arc::default(),

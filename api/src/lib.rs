@@ -14,8 +14,10 @@ mod routes;
 mod state;
 pub mod telemetry;
 mod views;
+mod views_ahead;
 
 pub use app::{build_state, start_serving, Application, StartError};
 pub use auth::{Role, TokenKeys};
 pub use router::router;
 pub use state::AppState;
+pub use views_ahead::ViewsAhead;

@@ -1,4 +1,5 @@
-//! Reads answered from the views.
+//! Reads answered from the views, once they show the organization's latest change (a client
+//! reads its own writes: commands answer without waiting for the views).
 
 use keyledger_domain::{KeyringError, OrgId, ProviderId};
 use keyledger_projections::queries;
@@ -7,22 +8,36 @@ use crate::error::ApiError;
 use crate::state::AppState;
 use crate::views::{KeyList, MaskedKey, OrgStatus, ProviderOrder};
 
+const KEYRING: &str = <keyledger_domain::Keyring as cqrs_es::Aggregate>::TYPE;
+
 fn storage(error: sqlx::Error) -> ApiError {
     ApiError::from_store(&error)
 }
 
-/// The masked keys of `org`.
+/// The masked keys of `org`, once the views show its latest change. The read of the keys
+/// itself says whether they do (see [`queries::keys_if_shown`]): most reads make one round
+/// trip; the others wait for the views and read again.
 pub(crate) async fn key_list(state: &AppState, org: &OrgId) -> Result<KeyList, ApiError> {
-    let mut keys: Vec<MaskedKey> = queries::keys(&state.views, org.as_str())
-        .await
-        .map_err(storage)?
-        .into_iter()
-        .map(MaskedKey::from)
-        .collect();
+    let showing = state.projector.consumers_of(KEYRING);
+    let read = queries::keys_if_shown(&state.views, org.as_str(), &showing).await;
+    if let Some(rows) = read.map_err(storage)? {
+        return Ok(list_of(rows));
+    }
+    state.settle(org).await;
+    keys_shown(state, org).await
+}
+
+/// The masked keys of `org` as the views show them now (the caller has settled).
+async fn keys_shown(state: &AppState, org: &OrgId) -> Result<KeyList, ApiError> {
+    Ok(list_of(queries::keys(&state.views, org.as_str()).await.map_err(storage)?))
+}
+
+fn list_of(rows: Vec<queries::KeyRow>) -> KeyList {
+    let mut keys: Vec<MaskedKey> = rows.into_iter().map(MaskedKey::from).collect();
     // Registry order, as everywhere else.
     keys.sort_by_key(|k| ProviderId::ALL.iter().position(|p| p.as_str() == k.provider));
     let byok_active = keys.iter().any(|k| k.status == "active");
-    Ok(KeyList { keys, byok_active })
+    KeyList { keys, byok_active }
 }
 
 /// One masked key of `org`.
@@ -44,6 +59,11 @@ pub(crate) async fn provider_order(
     state: &AppState,
     org: &OrgId,
 ) -> Result<ProviderOrder, ApiError> {
+    state.settle(org).await;
+    order_shown(state, org).await
+}
+
+async fn order_shown(state: &AppState, org: &OrgId) -> Result<ProviderOrder, ApiError> {
     Ok(ProviderOrder {
         providers: queries::provider_order(&state.views, org.as_str()).await.map_err(storage)?,
     })
@@ -51,19 +71,21 @@ pub(crate) async fn provider_order(
 
 /// The status of `org`: its defaults until something changed.
 pub(crate) async fn org_status(state: &AppState, org: &OrgId) -> Result<OrgStatus, ApiError> {
+    // The keys first: once they are read the views show the latest change, and the status
+    // and order read after them are at least as new.
+    let keys = key_list(state, org).await?;
     let row = queries::org_status(&state.views, org.as_str()).await.map_err(storage)?;
     let (plan, byok_access, erased_at) = row.map_or_else(
         || ("starter".to_owned(), true, None),
         |r| (r.plan, r.byok_access, r.erased_at),
     );
-    let keys = key_list(state, org).await?;
     Ok(OrgStatus {
         org: org.to_string(),
         plan,
         byok_access,
         byok_active: keys.byok_active,
         keys: keys.keys,
-        provider_order: provider_order(state, org).await?.providers,
+        provider_order: order_shown(state, org).await?.providers,
         erased_at,
     })
 }

@@ -11,8 +11,8 @@ use keyledger_infra::{Committed, Keyrings, UsageRecorder};
 use keyledger_projections::{EventLog, Projector};
 use keyledger_store::Database;
 
-/// How long a command waits for the views to show it before answering anyway.
-const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a command or a read waits for the views to show a change before going on anyway.
+pub(crate) const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
 
 const KEYRING: &str = <keyledger_domain::Keyring as cqrs_es::Aggregate>::TYPE;
 
@@ -28,6 +28,8 @@ pub struct AppState {
     pub views: Database,
     pub log: EventLog,
     pub projector: Arc<Projector>,
+    /// Keyring commands that answered before the views show them (bounded).
+    pub views_ahead: Arc<crate::ViewsAhead>,
     /// What model calls cost.
     pub prices: Arc<keyledger_domain::pricing::PriceTable>,
     /// What this process has counted, for `GET /metrics`.
@@ -50,8 +52,10 @@ impl axum::extract::FromRef<AppState> for Arc<TokenKeys> {
 }
 
 impl AppState {
-    /// Runs `command` on `org` for `caller`, then waits until the views show it, so that the
-    /// caller's next read sees its own write.
+    /// Runs `command` on `org` for `caller`. It answers once committed; the caller's next read
+    /// still sees its own write, for reads wait until the views show the organization's latest
+    /// event. Only when [`crate::ViewsAhead::BOUND`] commands are ahead of the views does it
+    /// wait for them itself.
     ///
     /// # Errors
     /// The command's refusal or failure.
@@ -69,11 +73,17 @@ impl AppState {
                 let cursor = committed.cursor;
                 let (state, org) = (state.clone(), org.clone());
                 async move {
+                    let cursor = match cursor {
+                        Some(cursor) => Ok(Some(cursor)),
+                        // Nothing committed, or a commit that could not say where (SQLite): the
+                        // latest event the caller may have seen is the organization's latest.
+                        None => state.log.order().latest_cursor(KEYRING, org.as_str()).await,
+                    };
                     match cursor {
-                        Some(cursor) => state.wait_for_views(Ok(Some(cursor)), KEYRING).await,
-                        // Nothing committed, or a commit that could not say where: the latest
-                        // event the caller may have seen is the organization's latest.
-                        None => state.settle(&org).await,
+                        Ok(Some(cursor)) if state.views_ahead.answer_ahead(cursor) => {
+                            state.projector.nudge_for(KEYRING);
+                        }
+                        cursor => state.wait_for_views(cursor, KEYRING).await,
                     }
                 }
             };
@@ -113,9 +123,17 @@ impl AppState {
         tokio::spawn(command.in_current_span()).await.map_err(|e| ApiError::internal(&e))?
     }
 
-    /// Waits until the views include `org`'s latest Keyring event.
+    /// Waits until the views include `org`'s latest Keyring event: what every read of the
+    /// Keyring views (keys, status, provider order, audit trail) does first.
     pub async fn settle(&self, org: &OrgId) {
         let cursor = self.log.order().latest_cursor(KEYRING, org.as_str()).await;
+        self.wait_for_views(cursor, KEYRING).await;
+    }
+
+    /// Waits until the views include every organization's latest Keyring event: what a read
+    /// across organizations does first.
+    pub async fn settle_all(&self) {
+        let cursor = self.log.order().latest_cursor_of_type(KEYRING).await;
         self.wait_for_views(cursor, KEYRING).await;
     }
 

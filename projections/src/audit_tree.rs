@@ -82,7 +82,7 @@ pub(crate) struct Appended {
 /// Appends each organization's new entries to its tree, in the transaction that writes them to
 /// the trail: one statement reads every frontier, one writes every new subtree and one keeps
 /// every checkpoint, however many organizations the step holds. With a `signer`, keeps a
-/// checkpoint of each grown tree. A checkpoint kept for that size already stays: after a
+/// checkpoint of each size a tree grows through. A checkpoint kept for that size already stays: after a
 /// rebuild over a log someone rewrote, the old one is what testifies to the history as it was.
 pub(crate) async fn append(
     tx: &mut Tx,
@@ -103,6 +103,13 @@ pub(crate) async fn append(
         for hash in &new.hashes {
             made.extend(merkle::append(known, size, leaf(hash)));
             size += 1;
+            // One for every size the trail passes through, however many entries a step
+            // brings: each is evidence that narrows where a later rewrite began.
+            if let Some(signer) = signer {
+                let root =
+                    merkle::root(&|node| known.get(&node).copied().unwrap_or_default(), size);
+                checkpoints.push(sign(signer.as_ref(), org, size, &root));
+            }
         }
         nodes.extend(made.into_iter().map(|(node, hash)| {
             vec![
@@ -112,10 +119,6 @@ pub(crate) async fn append(
                 Arg::Text(hex::encode(hash)),
             ]
         }));
-        if let Some(signer) = signer {
-            let root = merkle::root(&|node| known.get(&node).copied().unwrap_or_default(), size);
-            checkpoints.push(sign(signer.as_ref(), org, size, &root));
-        }
     }
     tx.insert_rows("audit_tree", &["org_id", "level", "idx", "hash"], &nodes).await?;
     for chunk in checkpoints.chunks(CHECKPOINTS_PER_STATEMENT) {

@@ -70,6 +70,104 @@ pub async fn keys(pool: &Database, org: &str) -> Result<Vec<KeyRow>, sqlx::Error
     .await
 }
 
+/// A row of the masked-key view (all null when the view holds no key of the organization),
+/// with what the same statement saw of the log and of the views' checkpoints.
+#[derive(sqlx::FromRow)]
+struct KeyRowAsSeen {
+    provider: Option<String>,
+    masked: Option<String>,
+    hint: Option<String>,
+    version: Option<i64>,
+    status: Option<String>,
+    description: Option<String>,
+    default_model: Option<String>,
+    endpoint: Option<String>,
+    created_at: Option<DateTime<Utc>>,
+    rotated_at: Option<DateTime<Utc>>,
+    verification_outcome: Option<String>,
+    verified_at: Option<DateTime<Utc>>,
+    latest_txid: Option<i64>,
+    latest_position: Option<i64>,
+    shown_txid: Option<i64>,
+    shown_position: Option<i64>,
+}
+
+impl KeyRowAsSeen {
+    /// Whether the view, as this statement saw it, shows the organization's latest event (or
+    /// the organization has none).
+    fn shows_latest(&self) -> bool {
+        let cursor = |txid: Option<i64>, position: Option<i64>| {
+            Some(crate::Cursor { txid: txid?, position: position? })
+        };
+        match (
+            cursor(self.latest_txid, self.latest_position),
+            cursor(self.shown_txid, self.shown_position),
+        ) {
+            (None, _) => true,
+            (Some(latest), Some(shown)) => shown >= latest,
+            (Some(_), None) => false,
+        }
+    }
+
+    fn key(self) -> Option<KeyRow> {
+        Some(KeyRow {
+            provider: self.provider?,
+            masked: self.masked?,
+            hint: self.hint?,
+            version: self.version?,
+            status: self.status?,
+            description: self.description,
+            default_model: self.default_model,
+            endpoint: self.endpoint,
+            created_at: self.created_at?,
+            rotated_at: self.rotated_at,
+            verification_outcome: self.verification_outcome,
+            verified_at: self.verified_at,
+        })
+    }
+}
+
+/// [`keys`] of `org` if the view, as read, already shows the organization's latest Keyring
+/// event: one statement reads the rows, where that event stands in the log and where the
+/// checkpoints of `showing` (the projections that show Keyring events) stand, all in one
+/// snapshot. `None` when the view is behind: the caller then waits for the views and reads
+/// again.
+///
+/// # Errors
+/// The database's error.
+pub async fn keys_if_shown(
+    pool: &Database,
+    org: &str,
+    showing: &[&str],
+) -> Result<Option<Vec<KeyRow>>, sqlx::Error> {
+    let keyring = <keyledger_domain::Keyring as cqrs_es::Aggregate>::TYPE;
+    let latest = keyledger_store::event_store::GlobalOrder::new(pool.clone())
+        .latest_cursor_table(keyring, "$1");
+    let (names, named) = keyledger_store::in_list(2, showing);
+    // A row even for an organization without keys: it carries what was seen. (Joined
+    // tables, not scalar subqueries: two lookups instead of four.)
+    let sql = format!(
+        "select k.provider, k.masked, k.hint, k.version, k.status, k.description, \
+         k.default_model, k.endpoint, k.created_at, k.rotated_at, k.verification_outcome, \
+         k.verified_at, latest.txid as latest_txid, latest.position as latest_position, \
+         shown.transaction_id as shown_txid, shown.position as shown_position \
+         from (select 1 as seen) as statement \
+         left join {latest} as latest on 1 = 1 \
+         left join (select transaction_id, position from projection_checkpoints \
+                    where name in ({names}) order by transaction_id, position limit 1) as shown \
+           on 1 = 1 \
+         left join view_keys k on k.org_id = $1 \
+         order by k.provider"
+    );
+    let mut args = vec![Arg::Text(org.to_owned())];
+    args.extend(named);
+    let rows: Vec<KeyRowAsSeen> = pool.fetch_all(&sql, &args).await?;
+    if !rows.first().is_some_and(KeyRowAsSeen::shows_latest) {
+        return Ok(None);
+    }
+    Ok(Some(rows.into_iter().filter_map(KeyRowAsSeen::key).collect()))
+}
+
 /// The plan and BYOK access of `org` (`None`: never changed, on its defaults).
 ///
 /// # Errors

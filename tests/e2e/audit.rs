@@ -176,6 +176,7 @@ async fn trails_of_organizations_projected_in_one_batch_each_chain_on_their_own(
             }
         }
     }
+    app.keyring_views_settled().await;
     let trail = "select org_id || ' ' || seq || ' ' || prev_hash || ' ' || hash from audit_log \
                  order by org_id, seq";
     let before = app.texts(trail).await;

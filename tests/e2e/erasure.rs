@@ -107,6 +107,7 @@ async fn erasing_destroys_every_key_keeps_the_history_and_a_later_store_starts_a
     assert_eq!(call.status, StatusCode::OK, "calls work again: {}", call.everything());
 
     // No key that was ever stored is anywhere in the database in plaintext.
+    app.keyring_views_settled().await;
     let everything = app.dump_database().await;
     for key in [&anthropic, &openai, &rotated] {
         assert!(!everything.contains(key.as_str()), "a key is in the database");

@@ -25,6 +25,7 @@ mod observability;
 mod pipelines;
 mod plans;
 mod projections;
+mod read_your_writes;
 mod recovery;
 mod replicas;
 mod secrecy;

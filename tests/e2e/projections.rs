@@ -180,9 +180,9 @@ async fn a_rebuild_from_position_zero_gives_the_same_rows(backend: Backend) {
     app.finish().await;
 }
 
-on_both_backends!(once_a_command_returns_the_views_say_they_are_caught_up);
+on_both_backends!(once_a_read_shows_a_command_the_views_say_they_are_caught_up);
 
-async fn once_a_command_returns_the_views_say_they_are_caught_up(backend: Backend) {
+async fn once_a_read_shows_a_command_the_views_say_they_are_caught_up(backend: Backend) {
     let app = TestApp::start(backend).await;
     app.set_plan("acme", "pro").await;
     let stored = app
@@ -193,6 +193,10 @@ async fn once_a_command_returns_the_views_say_they_are_caught_up(backend: Backen
         )
         .await;
     assert_eq!(stored.status, axum::http::StatusCode::CREATED, "{}", stored.everything());
+    // The read waits for the views to show the organization's latest event (the command
+    // answered without waiting for them).
+    let listed = app.get("/v1/orgs/acme/keys", &app.owner("acme")).await;
+    assert_eq!(listed.json()["keys"][0]["provider"], "anthropic", "{}", listed.everything());
     // The usage cockpit shows no Keyring event: it is not behind for not having read them.
     let ready = app.send(axum::http::Method::GET, "/readyz", None, None).await;
     assert_eq!(ready.json()["projection_lag"], 0, "{}", ready.everything());

@@ -135,6 +135,7 @@ async fn no_plaintext_key_is_in_any_table_response_header_or_log_line(backend: B
         "the calls went out with the keys"
     );
 
+    app.keyring_views_settled().await;
     let database = app.dump_database().await;
     let log = logs::captured();
     assert!(database.contains("sk-ant-••••"), "the dump does see the stored masks");

@@ -260,7 +260,6 @@ impl TestApp {
         self.send(Method::DELETE, path, Some(token), None).await
     }
 
-    /// Puts `org` on `plan` as the platform admin.
     /// The value of gauge or counter `name` in `/metrics` (NaN if it is not there).
     pub async fn metric(&self, name: &str) -> f64 {
         let metrics = self.send(Method::GET, "/metrics", None, None).await;
@@ -283,6 +282,19 @@ impl TestApp {
         true
     }
 
+    /// Waits, at most 10 s, until the views show every Keyring event committed so far, and
+    /// panics if they do not. Commands answer before the views show them (reads through the
+    /// API wait for them): a test that reads the views' tables itself waits here first.
+    pub async fn keyring_views_settled(&self) {
+        let keyring = <keyledger_domain::Keyring as cqrs_es::Aggregate>::TYPE;
+        let latest = self.state.log.order().latest_cursor_of_type(keyring).await.expect("latest");
+        if let Some(latest) = latest {
+            let shown = self.state.projector.wait_until(latest, keyring, Duration::from_secs(10));
+            assert!(shown.await, "the views did not show the latest Keyring event in 10 s");
+        }
+    }
+
+    /// Puts `org` on `plan` as the platform admin.
     pub async fn set_plan(&self, org: &str, plan: &str) {
         let response = self
             .put(

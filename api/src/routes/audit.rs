@@ -116,6 +116,7 @@ pub(crate) async fn audit_page(
         action: params.action,
         provider: provider.map(|p| p.as_str().to_owned()),
     };
+    state.settle(&org).await;
     let entries = audit::page(&state.views, org.as_str(), after, limit, &filter)
         .await
         .map_err(|e| ApiError::from_store(&e))?;
@@ -134,6 +135,7 @@ pub(crate) async fn audit_verify(
     OrgParam(org): OrgParam,
 ) -> Result<axum::Json<AuditVerification>, ApiError> {
     caller.authorize(&org, Access::ReadAudit)?;
+    state.settle(&org).await;
     let report =
         audit::verify(&state.views, org.as_str()).await.map_err(|e| ApiError::from_store(&e))?;
     Ok(axum::Json(report.into()))
@@ -156,6 +158,10 @@ pub(crate) async fn events(
 ) -> Result<Response, ApiError> {
     caller.authorize(&org, Access::ReadAudit)?;
     let after = not_negative(query(params)?.after)?;
+    // The log is read in global order up to where no transaction still open could come
+    // before: once the views show the organization's latest events, so can this.
+    state.settle(&org).await;
+    state.settle_usage_reads(Some(&org)).await;
     let log: EventLog = state.log.clone();
     let org = org.to_string();
     // Page through the log as the client reads, never holding the whole history.

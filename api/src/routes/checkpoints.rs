@@ -173,6 +173,7 @@ pub(crate) async fn checkpoint(
     OrgParam(org): OrgParam,
 ) -> Result<axum::Json<CheckpointBody>, ApiError> {
     caller.authorize(&org, Access::ReadAudit)?;
+    state.settle(&org).await;
     let org_id = org.to_string();
     // Signed and kept even if the caller goes: a second ask finds it kept.
     let (views, signer) = (state.views.clone(), state.audit_signer.clone());
@@ -211,6 +212,7 @@ pub(crate) async fn checkpoints(
     if after < 0 {
         return Err(ApiError::invalid_request("after is 0 or more"));
     }
+    state.settle(&org).await;
     let kept =
         audit_tree::kept(&state.views, org.as_str(), after, limit).await.map_err(|e| store(&e))?;
     let next = (kept.len() as i64 == limit).then(|| kept.last().map(|c| c.tree_size)).flatten();
@@ -231,6 +233,7 @@ pub(crate) async fn inclusion_proof(
     caller.authorize(&org, Access::ReadAudit)?;
     let params = query(params)?;
     let seq = params.seq;
+    state.settle(&org).await;
     let size = audit_tree::size(&state.views, org.as_str()).await.map_err(|e| store(&e))?;
     let tree_size = existing(params.tree_size.unwrap_or(size as i64), size, "tree_size")?;
     if seq < 1 {
@@ -266,6 +269,7 @@ pub(crate) async fn consistency_proof(
     caller.authorize(&org, Access::ReadAudit)?;
     let params = query(params)?;
     let from = params.from;
+    state.settle(&org).await;
     let size = audit_tree::size(&state.views, org.as_str()).await.map_err(|e| store(&e))?;
     let to = params.to.unwrap_or(size as i64);
     if from > to {

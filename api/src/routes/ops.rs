@@ -74,6 +74,11 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
                 state.usage.backlog() as f64,
             ),
             (
+                "keyledger_commands_ahead_of_views",
+                "Keyring commands answered here that the views do not show yet (at most 256; reads wait for them).",
+                state.views_ahead.depth() as f64,
+            ),
+            (
                 "keyledger_keyring_cache_trusted",
                 "1 while model calls here use cached Keyrings without asking the log.",
                 trusted,

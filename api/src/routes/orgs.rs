@@ -233,7 +233,9 @@ pub(crate) async fn org_list(
     if query.chars().count() > 64 {
         return Err(ApiError::invalid_request("q is at most 64 characters"));
     }
-    // This month's calls and cost include every call recorded so far.
+    // The list shows every change committed so far, and this month's calls and cost every
+    // call recorded so far.
+    state.settle_all().await;
     state.settle_usage_reads(None).await;
     let today = Utc::now().date_naive();
     let month_start = today.with_day(1).unwrap_or(today).format("%Y-%m-%d").to_string();

@@ -2,7 +2,9 @@
 //!
 //! - **keyledger**: rotate, rotate, remove, store, in that cycle, through HTTP with a token per
 //!   organization, each answered once committed (events and sealed material in one
-//!   transaction), seen by the views (read-your-writes) and past the replica barrier;
+//!   transaction) and past the replica barrier; the views follow, and reads wait for them
+//!   (read-your-writes): the phase reports how long after its end they showed every command,
+//!   and a last phase reads the masked keys;
 //! - **stock cqrs-es**: the same Keyring aggregate and the same commands, already prepared
 //!   (no sealing, no material table), executed by `CqrsFramework` over
 //!   `PostgresEventRepository` on tables of its own: the path a cqrs-es service takes when it
@@ -53,6 +55,8 @@ struct Phase {
     rate: f64,
     p50: Duration,
     p99: Duration,
+    /// keyledger: how long after the phase's last answer the views showed every command.
+    views_behind: Duration,
 }
 
 /// A command of the cycle: rotate, rotate, remove, store.
@@ -84,13 +88,13 @@ async fn main() {
         async move { run(&url, most, args).await }
     })
     .await;
-    let (ours, stock) = outcomes.into_iter().next().expect("postgres ran");
-    let report = report(&args, &ours, &stock);
+    let (ours, stock, reads) = outcomes.into_iter().next().expect("postgres ran");
+    let report = report(&args, &ours, &stock, &reads);
     println!("{report}");
     std::fs::write(&args.out, report).expect("write results");
 }
 
-async fn run(url: &str, most: usize, args: &Args) -> (Vec<Phase>, Vec<Phase>) {
+async fn run(url: &str, most: usize, args: &Args) -> (Vec<Phase>, Vec<Phase>, Phase) {
     // A line per request would measure the terminal.
     let served = keyledger_bench::serve(url, &[("KEYLEDGER_ACCESS_LOG", "off".to_owned())]).await;
     let (state, base) = (&served.state, served.base.clone());
@@ -154,7 +158,37 @@ async fn run(url: &str, most: usize, args: &Args) -> (Vec<Phase>, Vec<Phase>) {
             })
             .await,
         );
+        // Commands answer before the views show them: the phase is not over for the views
+        // until they do.
+        let keyring = <Keyring as cqrs_es::Aggregate>::TYPE;
+        let phase_over = std::time::Instant::now();
+        let latest = state.log.order().latest_cursor_of_type(keyring).await.expect("latest");
+        if let Some(latest) = latest {
+            let shown = state.projector.wait_until(latest, keyring, Duration::from_secs(60)).await;
+            assert!(shown, "the views did not catch up within a minute");
+        }
+        ours.last_mut().expect("a phase").views_behind = phase_over.elapsed();
     }
+
+    eprintln!("keyledger: reads of the masked keys, {most} callers for {}s", args.seconds);
+    let reads = {
+        let (client, base, orgs) = (client.clone(), base.clone(), Arc::clone(&orgs));
+        drive(most, args.seconds, move |caller, n| {
+            let (client, base, orgs) = (client.clone(), base.clone(), Arc::clone(&orgs));
+            async move {
+                let (org, owner) = &orgs[caller * ORGS_PER_CALLER + (n as usize % ORGS_PER_CALLER)];
+                let answer = client
+                    .get(format!("{base}/v1/orgs/{org}/keys"))
+                    .bearer_auth(owner)
+                    .send()
+                    .await
+                    .expect("read");
+                assert!(answer.status().is_success(), "read: {}", answer.status());
+                answer.bytes().await.expect("body");
+            }
+        })
+        .await
+    };
 
     eprintln!("stock cqrs-es: tables, seeding");
     let pool = sqlx::PgPool::connect(url).await.expect("pool");
@@ -221,7 +255,7 @@ async fn run(url: &str, most: usize, args: &Args) -> (Vec<Phase>, Vec<Phase>) {
             .await,
         );
     }
-    (ours, stock)
+    (ours, stock, reads)
 }
 
 fn api_key(n: u64, index: usize) -> ApiKey {
@@ -259,34 +293,46 @@ where
         rate: latencies.len() as f64 / elapsed.as_secs_f64(),
         p50: percentile(&latencies, 50.0),
         p99: percentile(&latencies, 99.0),
+        views_behind: Duration::ZERO,
     }
 }
 
-fn report(args: &Args, ours: &[Phase], stock: &[Phase]) -> String {
+fn report(args: &Args, ours: &[Phase], stock: &[Phase], reads: &Phase) -> String {
     let mut out = format!(
         "# Durable key commands per second (PostgreSQL)\n\n\
          `cargo run --release -p keyledger-bench --bin commands -- --seconds {}`, {}.\n\n\
          Rotate, rotate, remove, store, in that cycle, over {} organizations per caller.\n\
-         keyledger: through HTTP, each answered after its commit, read-your-writes and the\n\
-         replica barrier. Stock cqrs-es: `CqrsFramework` over `PostgresEventRepository`, the same\n\
-         Keyring aggregate and commands, already prepared (no sealing, no material, no views).\n\n\
-         | callers | keyledger commands/s | p50 ms | p99 ms | stock cqrs-es commands/s | p50 ms | p99 ms | keyledger / stock |\n\
-         |---|---|---|---|---|---|---|---|\n",
+         keyledger: through HTTP, each answered after its commit and the replica barrier; reads\n\
+         wait for the views to show the organization's latest change (read-your-writes), and\n\
+         \"views behind\" is how long after a phase's last answer they showed every command.\n\
+         Stock cqrs-es: `CqrsFramework` over `PostgresEventRepository`, the same Keyring\n\
+         aggregate and commands, already prepared (no sealing, no material, no views).\n\n\
+         | callers | keyledger commands/s | p50 ms | p99 ms | views behind ms | stock cqrs-es commands/s | p50 ms | p99 ms | keyledger / stock |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
         args.seconds,
         chrono::Utc::now().format("%Y-%m-%d"),
         ORGS_PER_CALLER,
     );
     for ((callers, ours), stock) in args.callers.iter().zip(ours).zip(stock) {
         out.push_str(&format!(
-            "| {callers} | {:.0} | {} | {} | {:.0} | {} | {} | {:.2} |\n",
+            "| {callers} | {:.0} | {} | {} | {} | {:.0} | {} | {} | {:.2} |\n",
             ours.rate,
             ms(ours.p50),
             ms(ours.p99),
+            ms(ours.views_behind),
             stock.rate,
             ms(stock.p50),
             ms(stock.p99),
             ours.rate / stock.rate,
         ));
     }
+    out.push_str(&format!(
+        "\nReads of the masked keys (`GET /v1/orgs/{{org}}/keys`) after the commands, {} callers: \
+         {:.0}/s, p50 {} ms, p99 {} ms.\n",
+        args.callers.iter().copied().max().unwrap_or(1),
+        reads.rate,
+        ms(reads.p50),
+        ms(reads.p99),
+    ));
     out
 }

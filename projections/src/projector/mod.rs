@@ -171,6 +171,19 @@ impl Projector {
             .collect())
     }
 
+    /// Keeps what waiters know of the checkpoints true to a step just committed: `names` stand
+    /// at `cursor`. Skipped while a read of them is under way (it holds the lock): that read
+    /// replaces what is known anyway.
+    fn known_to_stand_at(&self, names: &[&str], cursor: Cursor) {
+        let Ok(mut known) = self.shared_read.try_lock() else { return };
+        if let Some((_, checkpoints)) = known.as_mut() {
+            for (_, at) in checkpoints.iter_mut().filter(|(name, _)| names.contains(&name.as_str()))
+            {
+                *at = cursor.max(*at);
+            }
+        }
+    }
+
     /// Applies the next batch to the projections named `names`; returns how many events it read.
     ///
     /// # Errors
@@ -283,6 +296,7 @@ impl Projector {
             tx.execute(&sql, &args).await?;
         }
         tx.commit().await?;
+        self.known_to_stand_at(&advanced, after);
         self.progress.send_modify(|n| *n += 1);
         Ok(Stepped { read, full })
     }

@@ -342,6 +342,23 @@ impl GlobalOrder {
         Ok(self.pool.fetch_all::<Cursor>(&sql, &args).await?.into_iter().next())
     }
 
+    /// [`GlobalOrder::latest_cursor`] as a derived table (`txid`, `position`; no row: no
+    /// events) that another statement joins beside its own rows, of the aggregate whose id is
+    /// the statement's parameter `id_param`: a read of a view learns in the same round trip
+    /// whether the view shows the aggregate's latest event. Only for an aggregate type whose
+    /// events are not kept by month (one table, no partition to choose).
+    #[must_use]
+    pub fn latest_cursor_table(&self, aggregate_type: &'static str, id_param: &str) -> String {
+        debug_assert!(!crate::log_months::is_monthly(aggregate_type), "{aggregate_type}");
+        debug_assert!(aggregate_type.chars().all(|c| c.is_ascii_alphanumeric()));
+        let (txid, table, _) = self.cursor_columns(aggregate_type);
+        format!(
+            "(select {txid} as txid, global_position as position from {table} \
+             where aggregate_type = '{aggregate_type}' and aggregate_id = {id_param} \
+             order by sequence desc limit 1)"
+        )
+    }
+
     /// Where the latest event of any aggregate of `aggregate_type` stands in the global order
     /// (`None`: no events): every such event committed so far is at or before it.
     ///
