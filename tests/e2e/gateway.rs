@@ -583,8 +583,10 @@ async fn past_the_cache_bound_the_least_recent_organization_leaves_and_still_cal
             assert_eq!(answer.status, StatusCode::OK, "{org}: {}", answer.everything());
             let seen = app.provider.seen().pop().expect("the provider was called");
             assert_eq!(seen["x-api-key"], own.as_str(), "{org} calls with its own key");
+            // At most the bound; possibly none: on PostgreSQL the replica watch empties the
+            // cache whenever its trust begins anew (a late heartbeat on a busy machine).
             let held = app.metric("keyledger_keyring_cache_orgs").await;
-            assert!((1.0..=2.0).contains(&held), "{org}: {held} organizations held, bound 2");
+            assert!((0.0..=2.0).contains(&held), "{org}: {held} organizations held, bound 2");
         }
     }
     assert!(app.usage_settled(Duration::from_secs(10)).await);
