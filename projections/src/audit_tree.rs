@@ -82,8 +82,9 @@ pub(crate) struct Appended {
 /// Appends each organization's new entries to its tree, in the transaction that writes them to
 /// the trail: one statement reads every frontier, one writes every new subtree and one keeps
 /// every checkpoint, however many organizations the step holds. With a `signer`, keeps a
-/// checkpoint of each size a tree grows through. A checkpoint kept for that size already stays: after a
-/// rebuild over a log someone rewrote, the old one is what testifies to the history as it was.
+/// checkpoint of each size a tree grows through. A checkpoint kept for that size already
+/// stays: after a rebuild over a log someone rewrote, the old one is what testifies to the
+/// history as it was.
 pub(crate) async fn append(
     tx: &mut Tx,
     appended: &HashMap<String, Appended>,
