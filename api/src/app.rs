@@ -136,7 +136,7 @@ pub async fn build_state(mut config: Config) -> Result<AppState, StartError> {
         views,
         views_ahead: Arc::new(crate::ViewsAhead::start(
             Arc::clone(&projector),
-            <keyledger_domain::Keyring as cqrs_es::Aggregate>::TYPE,
+            crate::state::KEYRING,
         )),
         projector,
         prices,

@@ -5,10 +5,8 @@ use keyledger_domain::{KeyringError, OrgId, ProviderId};
 use keyledger_projections::queries;
 
 use crate::error::ApiError;
-use crate::state::AppState;
+use crate::state::{AppState, KEYRING};
 use crate::views::{KeyList, MaskedKey, OrgStatus, ProviderOrder};
-
-const KEYRING: &str = <keyledger_domain::Keyring as cqrs_es::Aggregate>::TYPE;
 
 fn storage(error: sqlx::Error) -> ApiError {
     ApiError::from_store(&error)

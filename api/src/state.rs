@@ -12,9 +12,10 @@ use keyledger_projections::{EventLog, Projector};
 use keyledger_store::Database;
 
 /// How long a command or a read waits for the views to show a change before going on anyway.
-pub(crate) const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
 
-const KEYRING: &str = <keyledger_domain::Keyring as cqrs_es::Aggregate>::TYPE;
+/// The aggregate type of the Keyrings: what commands write and the Keyring views show.
+pub(crate) const KEYRING: &str = <keyledger_domain::Keyring as cqrs_es::Aggregate>::TYPE;
 
 /// Shared state of the HTTP API.
 #[derive(Debug, Clone)]

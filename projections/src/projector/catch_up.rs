@@ -117,7 +117,7 @@ impl Projector {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut progress = self.progress.subscribe();
         let showing = self.consumers_of(aggregate_type);
-        if self.known_to_have_passed(target, aggregate_type).await {
+        if self.known_to_have_passed(target, &showing).await {
             return true;
         }
         loop {
@@ -134,14 +134,13 @@ impl Projector {
         }
     }
 
-    /// Whether every projection that shows events of `aggregate_type` is known to have passed
-    /// `target`, without asking the database: by the last read of the checkpoints, kept true to
-    /// this process's steps since. Checkpoints only move forward (a rebuild forgets what was
-    /// known), so most reads of the views find their organization's latest event passed here.
-    async fn known_to_have_passed(&self, target: Cursor, aggregate_type: &str) -> bool {
-        let showing = self.consumers_of(aggregate_type);
+    /// Whether every projection named in `showing` is known to have passed `target`, without
+    /// asking the database: by the last read of the checkpoints, kept true to this process's
+    /// steps since. Checkpoints only move forward (a rebuild forgets what was known), so most
+    /// waits for an organization's latest event end here.
+    async fn known_to_have_passed(&self, target: Cursor, showing: &[&str]) -> bool {
         let known = self.shared_read.lock().await;
-        known.as_ref().is_some_and(|(_, known)| all_passed(known, &showing, target))
+        known.as_ref().is_some_and(|(_, known)| all_passed(known, showing, target))
     }
 
     /// The checkpoints, as read by a read that began after this was asked. Waiters asking at
