@@ -28,6 +28,7 @@ mod projections;
 mod read_your_writes;
 mod recovery;
 mod replicas;
+mod request_claims;
 mod secrecy;
 mod snapshots;
 mod timeouts;

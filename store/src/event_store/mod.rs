@@ -7,6 +7,7 @@ mod group_commit;
 mod heads;
 mod one_statement;
 mod repository;
+mod request_claims;
 mod snapshot_store;
 
 pub use append::{AppendError, Appender, SnapshotUpdate};
