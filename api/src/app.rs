@@ -10,7 +10,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 
 use crate::auth::TokenKeys;
-use crate::state::AppState;
+use crate::state::{AppState, Services};
 use keyledger_domain::usage::UsageLedger;
 use keyledger_infra::crypto::{AuditSigner, Envelope};
 use keyledger_infra::gateway::GatewaySettings;
@@ -121,7 +121,7 @@ pub async fn build_state(mut config: Config) -> Result<AppState, StartError> {
             durability: config.usage_durability,
         },
     );
-    Ok(AppState {
+    Ok(AppState::new(Services {
         keyrings,
         usage,
         db,
@@ -145,7 +145,7 @@ pub async fn build_state(mut config: Config) -> Result<AppState, StartError> {
         access_log: config.access_log,
         call_retention,
         audit_signer,
-    })
+    }))
 }
 
 /// Starts what a serving replica runs in the background: the projector, the pruning of old

@@ -19,5 +19,5 @@ mod views_ahead;
 pub use app::{build_state, start_serving, Application, StartError};
 pub use auth::{Role, TokenKeys};
 pub use router::router;
-pub use state::AppState;
+pub use state::{AppState, Services};
 pub use views_ahead::ViewsAhead;

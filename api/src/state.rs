@@ -17,9 +17,31 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The aggregate type of the Keyrings: what commands write and the Keyring views show.
 pub(crate) const KEYRING: &str = <keyledger_domain::Keyring as cqrs_es::Aggregate>::TYPE;
 
-/// Shared state of the HTTP API.
+/// Shared state of the HTTP API: one allocation every request's handlers and layers share.
+/// Axum clones the state for each layer and extractor that takes it, several times a request;
+/// a clone of the services themselves touched a dozen reference counts each time, which two
+/// cores running the same requests kept passing between them.
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Services>);
+
+impl AppState {
+    #[must_use]
+    pub fn new(services: Services) -> Self {
+        Self(Arc::new(services))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+/// What the API's handlers use.
+#[derive(Debug)]
+pub struct Services {
     pub db: Database,
     pub keyrings: Arc<Keyrings>,
     pub usage: Arc<UsageRecorder>,
