@@ -412,3 +412,57 @@ async fn a_batch_is_stored_as_a_few_events_and_reads_back_call_by_call(backend: 
     );
     app.finish().await;
 }
+
+on_both_backends!(batches_of_several_organizations_at_once_are_each_decided_in_their_order);
+
+/// Batches of several organizations at once keep many calls waiting for the writer, which then
+/// commits two batches side by side: each organization's calls are still decided in the order
+/// sent, so exactly the first calls within its quota are recorded, and every call once.
+async fn batches_of_several_organizations_at_once_are_each_decided_in_their_order(
+    backend: Backend,
+) {
+    const ORGS: usize = 6;
+    const CALLS: usize = 1000;
+    const QUOTA: usize = 300;
+    let plans = plans_file(
+        json!({"tiny": {"byok": false, "max_providers": null, "provider_order": false, "monthly_platform_queries": QUOTA, "monthly_platform_cost_cap_usd": 1.0e9}}),
+    );
+    let app = Arc::new(TestApp::start_with(backend, &[("KEYLEDGER_PLANS_FILE", &plans)]).await);
+    for org in 0..ORGS {
+        app.set_plan(&format!("org{org}"), "tiny").await;
+    }
+    let sent: Vec<_> = (0..ORGS)
+        .map(|org| {
+            let app = Arc::clone(&app);
+            let service = app.token(&format!("org{org}"), Role::Service, "worker");
+            tokio::spawn(async move {
+                let calls: Vec<_> = (0..CALLS).map(|n| call(&format!("o{org}-{n:04}"))).collect();
+                let path = format!("/v1/orgs/org{org}/usage/batch");
+                app.post(&path, &service, json!({"calls": calls})).await
+            })
+        })
+        .collect();
+    for (org, answer) in sent.into_iter().enumerate() {
+        let answer = answer.await.expect("task");
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.everything());
+        let body = answer.json();
+        assert_eq!(
+            (body["recorded"].clone(), body["refused"].clone()),
+            (json!(QUOTA), json!(CALLS - QUOTA))
+        );
+        let outcomes: Vec<&str> = body["calls"]
+            .as_array()
+            .expect("calls")
+            .iter()
+            .map(|c| c["outcome"].as_str().expect("outcome"))
+            .collect();
+        let recorded = outcomes.iter().take_while(|o| **o == "recorded").count();
+        assert_eq!(recorded, QUOTA, "org{org}: the first calls within the quota, in order");
+        let requests = format!("select count(*) from usage_requests where org = 'org{org}'");
+        assert_eq!(app.count(&requests).await, QUOTA as i64);
+    }
+    match Arc::try_unwrap(app) {
+        Ok(app) => app.finish().await,
+        Err(_) => panic!("tasks still hold the app"),
+    }
+}
