@@ -28,7 +28,9 @@ use keyledger_store::event_store::{serialize_event, AppendError, Appender, Snaps
 use keyledger_store::metadata::EventMetadata;
 use keyledger_store::StorageFailure;
 
-/// The most commands one transaction takes.
+/// The most commands the writer takes for one transaction. When many more wait it takes twice
+/// as many and splits them by ledger in two, so one ledger's commands may then fill one
+/// transaction up to twice this.
 pub(super) const MAX_BATCH: usize = 512;
 
 /// A command waiting for the writer.
