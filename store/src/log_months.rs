@@ -9,14 +9,11 @@ use tokio::sync::watch;
 
 use crate::database::Database;
 
-/// The one aggregate type whose events are kept by month (its ids end in `/YYYY-MM`); the
-/// database's `keyledger_log_month_of` says the same.
-const MONTHLY_TYPE: &str = "UsageLedger";
-
-/// Whether the events of `aggregate_type` are kept by month.
+/// Whether the events of `aggregate_type` are kept by month: the usage ledgers' alone (their ids
+/// end in `/YYYY-MM`); the database's `keyledger_log_month_of` says the same.
 #[must_use]
 pub(crate) fn is_monthly(aggregate_type: &str) -> bool {
-    aggregate_type == MONTHLY_TYPE
+    aggregate_type == crate::USAGE_LEDGER
 }
 
 /// Where a PostgreSQL read of one aggregate of `aggregate_type` finds its events: the table,

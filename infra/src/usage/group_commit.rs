@@ -119,7 +119,7 @@ pub(super) async fn run(
         } else {
             Vec::new()
         };
-        let (first, beside) = (std::mem::take(&mut batch), beside);
+        let first = std::mem::take(&mut batch);
         let batches = AssertUnwindSafe(async {
             let (first, beside) = futures::join!(
                 commit_batch(&ledgers, &mut appenders.0, first),
@@ -243,6 +243,9 @@ async fn commit_batch(
     appender: &mut Appender,
     mut batch: Vec<Queued>,
 ) -> Vec<Queued> {
+    if batch.is_empty() {
+        return Vec::new(); // no second batch beside this commit
+    }
     let mut held = Vec::new();
     let mut alone = Vec::new();
     let mut outage = None;

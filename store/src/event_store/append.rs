@@ -122,6 +122,33 @@ impl Appender {
     }
 }
 
+/// The batch insert, as it is (`plain`) and with the claims of its calls' request ids
+/// (`claiming`), built once.
+struct BatchStatements {
+    plain: String,
+    claiming: String,
+}
+
+static BATCH_STATEMENTS: std::sync::LazyLock<BatchStatements> = std::sync::LazyLock::new(|| {
+    let insert_events = "insert into events \
+         (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, log_month) \
+         select t, i, s, e, v, p::json, m::json, keyledger_log_month_of(t, i) \
+         from unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[]) \
+         with ordinality as batch(t, i, s, e, v, p, m, n)";
+    BatchStatements {
+        plain: format!("{insert_events} order by n"),
+        // Joined with the one row that makes the setting, so it is made before any event row
+        // is (and so before the trigger runs, at the statement's end).
+        claiming: format!(
+            "with claimed as ( \
+                 insert into usage_requests (org, request_id, ledger, sequence) \
+                 select * from unnest($8::text[], $9::text[], $10::text[], $11::bigint[]) \
+             ), told as (select set_config('{CLAIMED_SETTING}', 'on', true)) \
+             {insert_events} cross join told order by n"
+        ),
+    }
+});
+
 /// A lone statement is a transaction of its own: most batches commit in one round trip. Each
 /// event names its log month, so a usage event goes straight to its month's partition. The
 /// request ids of the calls recorded are claimed in the same statement, from the payloads as
@@ -133,29 +160,16 @@ async fn append_postgres(
     snapshots: &[SnapshotUpdate],
 ) -> Result<(), AppendError> {
     let claims = RequestClaims::of(events);
-    let insert_events = "insert into events \
-         (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, log_month) \
-         select t, i, s, e, v, p::json, m::json, keyledger_log_month_of(t, i) \
-         from unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[]) \
-         with ordinality as batch(t, i, s, e, v, p, m, n)";
-    // Joined with the one row that makes the setting, so it is made before any event row is
-    // (and so before the trigger runs, at the statement's end).
-    let claiming = format!(
-        "with claimed as ( \
-             insert into usage_requests (org, request_id, ledger, sequence) \
-             select * from unnest($8::text[], $9::text[], $10::text[], $11::bigint[]) \
-         ), told as (select set_config('{CLAIMED_SETTING}', 'on', true)) \
-         {insert_events} cross join told order by n"
-    );
-    let plain = format!("{insert_events} order by n");
-    let insert = sqlx::query(if claims.is_empty() { &plain } else { &claiming })
-        .bind(column(events, |e| e.aggregate_type.clone()))
-        .bind(column(events, |e| e.aggregate_id.clone()))
-        .bind(column(events, |e| sequence(e.sequence)))
-        .bind(column(events, |e| e.event_type.clone()))
-        .bind(column(events, |e| e.event_version.clone()))
-        .bind(column(events, |e| e.payload.to_string()))
-        .bind(column(events, |e| e.metadata.to_string()));
+    let statements = &*BATCH_STATEMENTS;
+    let insert =
+        sqlx::query(if claims.is_empty() { &statements.plain } else { &statements.claiming })
+            .bind(column(events, |e| e.aggregate_type.clone()))
+            .bind(column(events, |e| e.aggregate_id.clone()))
+            .bind(column(events, |e| sequence(e.sequence)))
+            .bind(column(events, |e| e.event_type.clone()))
+            .bind(column(events, |e| e.event_version.clone()))
+            .bind(column(events, |e| e.payload.to_string()))
+            .bind(column(events, |e| e.metadata.to_string()));
     let insert = if claims.is_empty() {
         insert
     } else {

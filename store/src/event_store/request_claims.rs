@@ -12,6 +12,8 @@
 use cqrs_es::persist::SerializedEvent;
 use serde_json::Value;
 
+use crate::USAGE_LEDGER;
+
 /// The setting, local to the appending transaction, that tells the trigger the ids are
 /// claimed already.
 pub(super) const CLAIMED_SETTING: &str = "keyledger.usage_requests_claimed";
@@ -55,9 +57,6 @@ impl RequestClaims {
         self.request_ids.is_empty()
     }
 }
-
-/// The aggregate type whose events record model calls.
-const USAGE_LEDGER: &str = "UsageLedger";
 
 fn text(value: &Value) -> Option<String> {
     value.as_str().map(str::to_owned)
