@@ -2,6 +2,7 @@
 //! (PostgreSQL or an embedded SQLite file), its migrations, what a storage failure is, the SQL
 //! both dialects share (and where they differ), and the event store cqrs-es runs on.
 
+mod copy_binary;
 pub mod database;
 pub mod event_store;
 pub mod log_months;

@@ -164,10 +164,12 @@ impl Tx {
     }
 
     /// Appends `rows` to `table` (plain inserts, no conflict handling), as fast as the backend
-    /// allows: `COPY` on PostgreSQL, multi-row inserts on SQLite.
+    /// allows: a binary `COPY` on PostgreSQL (each value in its type's wire form, so an
+    /// [`Arg::Int`] goes into a `bigint` column and an [`Arg::Time`] into a `timestamptz`),
+    /// multi-row inserts on SQLite.
     ///
     /// # Errors
-    /// The database's error.
+    /// The database's error; a row of another length than `columns`.
     pub async fn insert_rows(
         &mut self,
         table: &str,
@@ -179,23 +181,15 @@ impl Tx {
         }
         match self {
             Self::Postgres(tx) => {
+                let stream = crate::copy_binary::encode(columns.len(), rows)
+                    .map_err(sqlx::Error::Protocol)?;
                 let mut copy = tx
                     .copy_in_raw(&format!(
-                        "copy {table} ({}) from stdin (format csv)",
+                        "copy {table} ({}) from stdin (format binary)",
                         columns.join(", ")
                     ))
                     .await?;
-                let mut data = String::with_capacity(rows.len() * 128);
-                for row in rows {
-                    for (i, arg) in row.iter().enumerate() {
-                        if i > 0 {
-                            data.push(',');
-                        }
-                        csv_field(&mut data, arg);
-                    }
-                    data.push('\n');
-                }
-                copy.send(data.as_bytes()).await?;
+                copy.send(stream).await?;
                 copy.finish().await?;
             }
             Self::Sqlite(_) => self.insert_values(table, columns, rows, "").await?,
@@ -341,41 +335,6 @@ pub fn in_list(first: usize, values: &[&str]) -> (String, Vec<Arg>) {
     let list =
         (first..first + values.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
     (list, values.iter().map(|v| Arg::Text((*v).to_owned())).collect())
-}
-
-/// One CSV field for `COPY … (format csv)`: NULL is an unquoted empty field, text is quoted.
-fn csv_field(out: &mut String, arg: &Arg) {
-    use std::fmt::Write as _;
-    let text = |out: &mut String, t: &str| {
-        out.push('"');
-        for c in t.chars() {
-            if c == '"' {
-                out.push('"');
-            }
-            out.push(c);
-        }
-        out.push('"');
-    };
-    match arg {
-        Arg::Text(t) | Arg::OptText(Some(t)) => text(out, t),
-        Arg::Int(n) | Arg::OptInt(Some(n)) => {
-            let _ = write!(out, "{n}");
-        }
-        Arg::Bool(b) => out.push_str(if *b { "t" } else { "f" }),
-        Arg::Time(t) | Arg::OptTime(Some(t)) => {
-            out.push_str(&t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
-        }
-        Arg::Bytes(bytes) => {
-            out.push_str("\\x");
-            for byte in bytes {
-                let _ = write!(out, "{byte:02x}");
-            }
-        }
-        Arg::Uuid(id) => {
-            let _ = write!(out, "{id}");
-        }
-        Arg::OptText(None) | Arg::OptInt(None) | Arg::OptTime(None) => {}
-    }
 }
 
 /// SQLite finds a named parameter (`$7`) by walking every name of the statement, so binding a
