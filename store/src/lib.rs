@@ -12,8 +12,8 @@ mod sql;
 mod upsert;
 
 pub use database::{is_unavailable, Database, DatabaseError, StorageFailure};
+pub use sql::{in_list, Arg, Tx};
 
 /// The aggregate type of the usage ledgers: the one whose events are kept by month, and whose
 /// recorded calls' request ids are claimed once (the migrations' functions name it too).
 pub(crate) const USAGE_LEDGER: &str = "UsageLedger";
-pub use sql::{in_list, Arg, Tx};

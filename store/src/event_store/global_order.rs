@@ -235,7 +235,9 @@ impl Batch {
 }
 
 /// Up to `limit` of the `selection`'s events after `cursor`, read within `tx` (a projector
-/// holding SQLite's write lock must not wait for a second connection).
+/// holding SQLite's write lock must not wait for a second connection). `tx` is one begun by
+/// [`Database::begin_reading_in_order`] or [`Database::begin_projecting`], which keep
+/// PostgreSQL from sorting the log where its index gives the order.
 ///
 /// # Errors
 /// The database's error.
