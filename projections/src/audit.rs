@@ -371,13 +371,16 @@ pub async fn verify(pool: &Database, org: &str) -> Result<ChainReport, sqlx::Err
     let mut derived: Vec<AuditEntry> = Vec::new();
     let mut must_exist = 0;
     let mut derived_prev = GENESIS.to_owned();
+    // The trail is the organization's Keyring, read by its key: its usage ledgers (every model
+    // call) say nothing the trail holds.
     let mut after = 0;
     loop {
-        let events = log.read_org_after(org, after, 5_000).await?;
+        let events =
+            log.read_aggregate_after(<Keyring as Aggregate>::TYPE, org, after, 5_000).await?;
         let Some(last) = events.last() else { break };
-        after = last.cursor.position;
+        after = last.stored.sequence;
         for event in &events {
-            if let (Fact::Keyring(fact), true) = (&event.fact, event.stored.aggregate_id == org) {
+            if let Fact::Keyring(fact) = &event.fact {
                 let e = entry(event, fact, &derived_prev);
                 derived_prev = e.hash.clone();
                 derived.push(e);

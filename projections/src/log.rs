@@ -152,6 +152,23 @@ impl EventLog {
         Ok(decoded(self.order.read_org_after(org, ledgers, after, limit).await?))
     }
 
+    /// Up to `limit` events of one aggregate after its event `after_sequence` (0: from its
+    /// first), in order, found by the aggregate's key rather than by walking the log.
+    ///
+    /// # Errors
+    /// The database's error.
+    pub async fn read_aggregate_after(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        after_sequence: i64,
+        limit: i64,
+    ) -> Result<Vec<LoggedEvent>, sqlx::Error> {
+        let events =
+            self.order.read_aggregate_after(aggregate_type, aggregate_id, after_sequence, limit);
+        Ok(decoded(events.await?))
+    }
+
     /// The store's reader underneath: positions and cursors, without decoding.
     #[must_use]
     pub fn order(&self) -> &GlobalOrder {

@@ -26,6 +26,13 @@ pub trait Projection: Send + Sync + std::fmt::Debug {
         self.consumes()
     }
 
+    /// Whether it asks an event who caused it or when ([`LoggedEvent::actor`],
+    /// [`LoggedEvent::occurred_at`]); a pipeline none of whose projections do reads no
+    /// metadata, and its events then say `system` and no time.
+    fn reads_metadata(&self) -> bool {
+        true
+    }
+
     /// How long, once woken, the projector may wait for more events before applying them to
     /// this projection: views that commands wait on (read-your-writes) take none; analytics
     /// fed by every model call gather a few milliseconds' worth into one transaction.

@@ -62,6 +62,16 @@ async fn every_key_event_has_an_audit_entry_with_actor_action_and_summary(backen
     assert_eq!(rest["entries"][0]["seq"], 5);
     assert_eq!(rest["next"], json!(null));
 
+    // Model calls of the organization (its usage ledger) and another organization's keys
+    // around its history change nothing the trail or its verification says.
+    let service = app.token("acme", Role::Service, "worker");
+    for request in 0..3 {
+        let call = json!({"request_id": format!("r-{request}"), "provider": "anthropic",
+                          "model": "claude-sonnet-4-5", "input_tokens": 10, "output_tokens": 5});
+        let recorded = app.post("/v1/orgs/acme/usage", &service, call).await;
+        assert_eq!(recorded.status, StatusCode::CREATED, "{}", recorded.everything());
+    }
+    app.set_plan("globex", "pro").await;
     let verified = app.get("/v1/orgs/acme/audit/verify", &auditor).await.json();
     assert_eq!(
         verified,

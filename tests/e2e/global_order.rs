@@ -83,6 +83,32 @@ async fn a_catch_up_reader_sees_every_event_once_in_aggregate_order_under_concur
         let previous = last.insert(aggregate, *sequence).unwrap_or(0);
         assert_eq!(*sequence, previous + 1, "{aggregate} read in its own order");
     }
+
+    // Read by its key, page by page, an aggregate's events are those the global order gave
+    // it, in the same order, and no one else's.
+    for writer in 0..WRITERS {
+        let aggregate = format!("writer-{writer}");
+        let in_global_order: Vec<(i64, i64)> = seen
+            .iter()
+            .filter(|(a, _, _)| *a == aggregate)
+            .map(|(_, sequence, position)| (*sequence, *position))
+            .collect();
+        let mut by_key: Vec<(i64, i64)> = Vec::new();
+        loop {
+            let after = by_key.last().map_or(0, |(sequence, _)| *sequence);
+            let page =
+                log.read_aggregate_after("OrderTest", &aggregate, after, 7).await.expect("read");
+            assert!(page.len() <= 7, "a page holds at most its limit");
+            if page.is_empty() {
+                break;
+            }
+            for event in &page {
+                assert_eq!(event.stored.aggregate_id, aggregate);
+                by_key.push((event.stored.sequence, event.cursor.position));
+            }
+        }
+        assert_eq!(by_key, in_global_order, "{aggregate} read by its key");
+    }
     app.finish().await;
 }
 
@@ -180,21 +206,36 @@ async fn a_read_stops_at_its_bytes_of_json_and_the_first_event_always_comes(back
         .expect("read");
     assert_eq!(others.events.len() as i64, total);
     assert!(!others.full);
+
+    // A reader that never asks who caused an event or when reads no metadata, and the same
+    // events and payloads.
+    let without_metadata = Selection { without_metadata: true, ..Selection::ALL };
+    let bare = log.read_after_of(Cursor::default(), everything, without_metadata).await;
+    let (bare, full) = (bare.expect("read").events, settled().await.events);
+    assert_eq!(bare.len(), full.len());
+    for (bare, full) in bare.iter().zip(&full) {
+        assert_eq!(full.actor(), "alice");
+        assert_eq!((bare.cursor, &bare.stored.payload), (full.cursor, &full.stored.payload));
+        assert_eq!((bare.stored.metadata.as_str(), bare.actor()), ("null", "system"));
+    }
     app.finish().await;
 }
 
-/// Writes an event of `aggregate` whose payload holds about [`EVENT_JSON`] bytes.
+/// Writes an event of `aggregate` whose payload holds about [`EVENT_JSON`] bytes, caused by
+/// `alice`.
 async fn write_sized(pool: &Database, aggregate: &str, sequence: i64) {
     let padding = "x".repeat(usize::try_from(EVENT_JSON).expect("size") - 12);
     let payload = format!(r#"{{"padding":"{padding}"}}"#);
+    let metadata = r#"{"actor":"alice"}"#;
     let insert = "insert into events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
-                  values ('OrderTest', $1, $2, 'Happened', '1.0', $3, '{}')";
+                  values ('OrderTest', $1, $2, 'Happened', '1.0', $3, $4)";
     match pool {
         Database::Postgres(pool) => {
-            sqlx::query(&insert.replace("$3, '{}'", "$3::json, '{}'::json"))
+            sqlx::query(&insert.replace("$3, $4", "$3::json, $4::json"))
                 .bind(aggregate)
                 .bind(sequence)
                 .bind(payload)
+                .bind(metadata)
                 .execute(pool)
                 .await
                 .expect("insert");
@@ -204,6 +245,7 @@ async fn write_sized(pool: &Database, aggregate: &str, sequence: i64) {
                 .bind(aggregate)
                 .bind(sequence)
                 .bind(payload)
+                .bind(metadata)
                 .execute(pool)
                 .await
                 .expect("insert");

@@ -144,14 +144,26 @@ impl Projector {
         Ok(())
     }
 
+    /// Builds the projections' bulk-load indexes that are missing; on PostgreSQL two at a
+    /// time, each on its own connection. A build sorts with PostgreSQL's parallel workers but
+    /// writes its index alone, and a second build beside it takes the core the first leaves
+    /// (a million calls' four indexes, timed by turns: 2.0–2.4 s in pairs, 2.1–2.7 s one after
+    /// another; a few per cent of a rebuild). SQLite builds one at a time.
     async fn create_bulk_load_indexes(
         &self,
         projections: &[&Arc<dyn Projection>],
     ) -> Result<(), ProjectionError> {
-        for projection in projections {
-            for (_, create) in projection.bulk_load_indexes() {
-                self.pool.execute(create, &[]).await?;
-            }
+        let at_once = if self.pool.is_postgres() { 2 } else { 1 };
+        let creates: Vec<&'static str> = projections
+            .iter()
+            .flat_map(|p| p.bulk_load_indexes())
+            .map(|(_, create)| *create)
+            .collect();
+        for builds in creates.chunks(at_once) {
+            futures::future::try_join_all(
+                builds.iter().map(|create| self.pool.execute(create, &[])),
+            )
+            .await?;
         }
         Ok(())
     }
@@ -219,11 +231,16 @@ impl Projector {
         else {
             return Ok(Stepped::default());
         };
-        // Only the events the step's projections show are read, and the JSON of those that
-        // they decode.
+        // Only the events the step's projections show are read, the JSON of those that they
+        // decode, and metadata only if one of them asks it.
         let consumed = self.consumed_by(names);
         let json_of = self.types_of(names, |p| p.reads_payloads_of());
-        let selection = Selection { events_of: &consumed, json_of: &json_of };
+        let without_metadata = self
+            .projections
+            .iter()
+            .filter(|p| names.contains(&p.name()))
+            .all(|p| !p.reads_metadata());
+        let selection = Selection { events_of: &consumed, json_of: &json_of, without_metadata };
         let mut steps: Vec<(&str, Cursor, Box<dyn StepFold + '_>)> = checkpoints
             .iter()
             .filter_map(|checkpoint| {
@@ -257,7 +274,11 @@ impl Projector {
                 *ahead = Some(ReadAhead {
                     from: last,
                     events: tokio::spawn(async move {
-                        let selection = Selection { events_of: &events_of, json_of: &json_of };
+                        let selection = Selection {
+                            events_of: &events_of,
+                            json_of: &json_of,
+                            without_metadata,
+                        };
                         log.read_after_of(last, BATCH, selection).await
                     }),
                 });

@@ -81,6 +81,12 @@ impl Projection for UsageCockpit {
         &[<UsageLedger as Aggregate>::TYPE]
     }
 
+    /// A call carries its own time and organization; the event's metadata says nothing the
+    /// cockpit shows, and left out it is a quarter fewer bytes to read in a rebuild.
+    fn reads_metadata(&self) -> bool {
+        false
+    }
+
     /// Every model call adds a row: projected one transaction a call, a busy gateway's calls
     /// would cost the database more than recording them did.
     fn gather(&self) -> std::time::Duration {
