@@ -64,7 +64,10 @@ pub fn init() -> Result<Telemetry, TelemetryError> {
     } else {
         None
     };
-    let log_filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // PostgreSQL's notices ("relation … already exists, skipping" at every start, from the
+    // migrations' `if not exists`) are not news: only its warnings are logged.
+    let log_filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx::postgres::notice=warn"));
     // Colour codes only where a person reads them: not into files, pipes or log collectors.
     let logs = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)

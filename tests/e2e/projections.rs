@@ -332,6 +332,8 @@ on_both_backends!(a_rebuild_over_more_json_than_one_batch_holds_gives_the_same_r
 /// usage event holds up to a hundred calls): a log of many such events is projected over
 /// several batches, each call once.
 async fn a_rebuild_over_more_json_than_one_batch_holds_gives_the_same_rows(backend: Backend) {
+    use keyledger_projections::projector::BATCH;
+
     let app = TestApp::start(backend).await;
     app.set_plan("acme", "pro").await;
     let stored = app
@@ -343,7 +345,8 @@ async fn a_rebuild_over_more_json_than_one_batch_holds_gives_the_same_rows(backe
         .await;
     assert!(stored.status.is_success(), "{}", stored.everything());
     let service = app.token("acme", keyledger_api::Role::Service, "worker");
-    let batches = 24;
+    // More than one batch's JSON: each call holds more than 170 bytes of it.
+    let batches = BATCH.json_bytes / (1_000 * 160) + 1;
     for batch in 0..batches {
         let calls: Vec<serde_json::Value> = (0..1_000)
             .map(|n| {
@@ -358,7 +361,7 @@ async fn a_rebuild_over_more_json_than_one_batch_holds_gives_the_same_rows(backe
     let json = app
         .count("select cast(sum(length(cast(payload as text))) as bigint) from events where aggregate_type = 'UsageLedger'")
         .await;
-    assert!(json > 4 * 1024 * 1024, "more JSON than one batch reads ({json} bytes)");
+    assert!(json > BATCH.json_bytes, "more JSON than one batch reads ({json} bytes)");
     app.state.projector.catch_up().await.expect("caught up");
     let before = view_rows(&app).await;
 

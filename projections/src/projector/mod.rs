@@ -25,14 +25,17 @@ mod running;
 
 pub use lag::Lag;
 
-/// Events read and applied per transaction, at most: ten thousand, or as many as hold 4 MiB of
-/// JSON (ten thousand single calls, or about 190 groups of a hundred), so a pipeline's memory
-/// stays bounded whatever the events carry. Read ahead, two batches are in memory at once.
-pub const BATCH: ReadLimit = ReadLimit { events: 10_000, json_bytes: 4 * 1024 * 1024 };
+/// Events read and applied per transaction, at most: twenty thousand, or as many as hold 8 MiB
+/// of JSON (twenty thousand single calls, or about 380 groups of a hundred), so a pipeline's
+/// memory stays bounded whatever the events carry. Read ahead, two batches are in memory at
+/// once. Twice the ten thousand of earlier builds: a rebuild of a million events ran 5-10 %
+/// faster (fewer round trips and batch ends), while forty thousand ran slower again (the read
+/// of the next batch and the applying of this one overlap less).
+pub const BATCH: ReadLimit = ReadLimit { events: 20_000, json_bytes: 8 * 1024 * 1024 };
 /// Batches a step applies in one transaction on PostgreSQL, at most, when they are waiting (a
 /// rebuild, a backlog): writes a projection makes once a transaction, such as the usage
 /// cockpit's daily sums (one row per organization, model and day however many calls add to
-/// it), are then spread over up to fifty thousand events instead of ten. Each batch is applied
+/// it), are then spread over up to a hundred thousand events instead of twenty. Each batch is applied
 /// while the next one is read, so a step still holds two batches in memory, not five. SQLite
 /// reads inside its one writing transaction, so nothing overlaps there and a longer step would
 /// only hold the writer's lock longer: it applies one batch a step.
