@@ -152,8 +152,7 @@ impl EventLog {
         Ok(decoded(self.order.read_org_after(org, ledgers, after, limit).await?))
     }
 
-    /// Up to `limit` events of one aggregate after its event `after_sequence` (0: from its
-    /// first), in order, found by the aggregate's key rather than by walking the log.
+    /// [`GlobalOrder::read_aggregate_after`], decoded.
     ///
     /// # Errors
     /// The database's error.

@@ -35,10 +35,10 @@ pub const BATCH: ReadLimit = ReadLimit { events: 20_000, json_bytes: 8 * 1024 * 
 /// Batches a step applies in one transaction on PostgreSQL, at most, when they are waiting (a
 /// rebuild, a backlog): writes a projection makes once a transaction, such as the usage
 /// cockpit's daily sums (one row per organization, model and day however many calls add to
-/// it), are then spread over up to a hundred thousand events instead of twenty. Each batch is applied
-/// while the next one is read, so a step still holds two batches in memory, not five. SQLite
-/// reads inside its one writing transaction, so nothing overlaps there and a longer step would
-/// only hold the writer's lock longer: it applies one batch a step.
+/// it), are then spread over up to a hundred thousand events instead of twenty. Each batch is
+/// applied while the next one is read, so a step still holds two batches in memory, not five.
+/// SQLite reads inside its one writing transaction, so nothing overlaps there and a longer step
+/// would only hold the writer's lock longer: it applies one batch a step.
 pub const CATCH_UP_BATCHES: usize = 5;
 /// How often an idle projector looks for new events when nothing woke it (on PostgreSQL a
 /// notification normally does, on SQLite a local nudge).
@@ -98,6 +98,14 @@ impl Projector {
         self.projections.iter().map(|p| p.name())
     }
 
+    /// The projections named `names`.
+    fn named<'a>(
+        &'a self,
+        names: &'a [&'static str],
+    ) -> impl Iterator<Item = &'a Arc<dyn Projection>> + 'a {
+        self.projections.iter().filter(move |p| names.contains(&p.name()))
+    }
+
     /// The aggregate types the projections named `names` show, each once: what a step of
     /// theirs reads.
     fn consumed_by(&self, names: &[&'static str]) -> Vec<&'static str> {
@@ -110,12 +118,8 @@ impl Projector {
         names: &[&'static str],
         of: impl Fn(&dyn Projection) -> &'static [&'static str],
     ) -> Vec<&'static str> {
-        let mut types: Vec<&'static str> = self
-            .projections
-            .iter()
-            .filter(|p| names.contains(&p.name()))
-            .flat_map(|p| of(p.as_ref()).iter().copied())
-            .collect();
+        let mut types: Vec<&'static str> =
+            self.named(names).flat_map(|p| of(p.as_ref()).iter().copied()).collect();
         types.sort_unstable();
         types.dedup();
         types
@@ -238,11 +242,7 @@ impl Projector {
         // decode, and metadata only if one of them asks it.
         let consumed = self.consumed_by(names);
         let json_of = self.types_of(names, |p| p.reads_payloads_of());
-        let without_metadata = self
-            .projections
-            .iter()
-            .filter(|p| names.contains(&p.name()))
-            .all(|p| !p.reads_metadata());
+        let without_metadata = self.named(names).all(|p| !p.reads_metadata());
         let selection = Selection { events_of: &consumed, json_of: &json_of, without_metadata };
         let mut steps: Vec<(&str, Cursor, Box<dyn StepFold + '_>)> = checkpoints
             .iter()

@@ -91,8 +91,7 @@ impl Projector {
     ) {
         let mut locks = Locks::default();
         let pipeline = names.join(", ");
-        let mine: Vec<Arc<dyn Projection>> =
-            self.projections.iter().filter(|p| names.contains(&p.name())).cloned().collect();
+        let mine: Vec<Arc<dyn Projection>> = self.named(&names).cloned().collect();
         let consumed: Vec<&'static str> =
             mine.iter().flat_map(|p| p.consumes().iter().copied()).collect();
         let mut nudged: Vec<watch::Receiver<u64>> = self
