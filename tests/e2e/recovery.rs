@@ -117,10 +117,10 @@ async fn away_and_back(durability: &str) {
     }
     assert_eq!(read.json()["keys"][0]["version"], 1, "the refused rotation changed nothing");
     let rotated = rotate(&app, "acme").await;
-    assert_eq!(rotated.status, StatusCode::OK, "{}", rotated.everything());
+    assert_eq!(rotated.status, StatusCode::OK, "{}", rotated.described());
     assert_eq!(rotated.json()["version"], 2);
     let made = call(&app, "anthropic", "v1/messages", claude()).await;
-    assert_eq!(made.status, StatusCode::OK, "{}", made.everything());
+    assert_eq!(made.status, StatusCode::OK, "{}", made.described());
 
     assert!(app.usage_settled(Duration::from_secs(15)).await, "the held record is written");
     assert_eq!(recorded_calls(&app, "acme").await, 2, "the held call and the call after");

@@ -64,6 +64,22 @@ impl TestResponse {
         self.json()["code"].as_str().unwrap_or_default().to_owned()
     }
 
+    /// [`TestResponse::everything`], and for an internal error what the server logged while
+    /// answering it (found by its request id): the cause a 500's body rightly leaves out, for
+    /// a failing assertion to say.
+    #[must_use]
+    pub fn described(&self) -> String {
+        let mut text = self.everything();
+        let id = self.header("x-request-id");
+        if self.status == StatusCode::INTERNAL_SERVER_ERROR && !id.is_empty() {
+            let logs = crate::logs::captured();
+            let logged: Vec<&str> = logs.lines().filter(|line| line.contains(id)).collect();
+            text.push_str("\n\nlogged while answering it:\n");
+            text.push_str(&logged.join("\n"));
+        }
+        text
+    }
+
     /// Headers and body as text, to search for what must not be there.
     #[must_use]
     pub fn everything(&self) -> String {
