@@ -41,8 +41,12 @@ pub(crate) async fn listen(
     pool: &sqlx::PgPool,
     consumed: &[&str],
 ) -> Option<sqlx::postgres::PgListener> {
-    let mut listener = sqlx::postgres::PgListener::connect_with(pool).await.ok()?;
-    let channels: Vec<String> = consumed.iter().map(|t| format!("keyledger_events.{t}")).collect();
+    let mut listener = keyledger_store::database::listener(pool).await.ok()?;
+    let mut channels: Vec<String> =
+        consumed.iter().map(|t| format!("keyledger_events.{t}")).collect();
+    // Projections of one pipeline consume the same types: a channel is listened to once.
+    channels.sort_unstable();
+    channels.dedup();
     listener.listen_all(channels.iter().map(String::as_str)).await.ok()?;
     Some(listener)
 }

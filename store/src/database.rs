@@ -3,7 +3,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 
@@ -223,6 +223,32 @@ impl Database {
             Self::Sqlite(_) => "sqlite",
         }
     }
+}
+
+/// A listener for PostgreSQL's notifications on the server `pool` connects to, holding a
+/// connection of its own rather than one of `pool`'s.
+///
+/// `PgListener::connect_with(pool)` borrows its connection from the pool it is given, and
+/// reconnects from it too. A reconnect cut short after its `LISTEN` was sent (the projector
+/// drains with `now_or_never`, waits in a `select!`; the Keyring watch waits under a timeout)
+/// hands the new connection back to that pool still subscribed, from the second reconnect on
+/// without the buffer its notifications would go to. The next query drawn on it fails on the
+/// first notification it meets ("unexpected message: NotificationResponse"): after the
+/// database came back, a key rotation now and then answered 500. A pool of one of its own
+/// keeps whatever a reconnect leaves behind away from everyone else's queries.
+///
+/// # Errors
+/// The connection error when the server cannot be reached.
+pub async fn listener(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
+    let own = PgPoolOptions::new()
+        .max_connections(1)
+        // As `PgListener::connect` makes its own: no idle or age limit (and so no reaper task),
+        // a connection tested before it is taken, so a reconnect skips a dead one.
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .acquire_timeout(Duration::from_secs(3))
+        .connect_lazy_with(PgConnectOptions::clone(&pool.connect_options()));
+    PgListener::connect_with(&own).await
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ mod jwks;
 mod keyring_steps;
 mod keys;
 mod lifecycle;
+mod listeners;
 mod log_partitions;
 mod material_commits;
 mod observability;

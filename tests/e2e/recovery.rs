@@ -10,6 +10,7 @@ use std::time::Duration;
 use axum::http::{Method, StatusCode};
 use http_body_util::BodyExt as _;
 use serde_json::json;
+use sqlx::Connection as _;
 use tokio::time::Instant;
 
 use crate::gateway::{call, claude, held_stream};
@@ -29,6 +30,33 @@ async fn rotations(app: &TestApp, org: &str) -> i64 {
          and payload::text like '%\"KeyRotated\"%'"
     ))
     .await
+}
+
+/// Waits until `listeners` sessions of the app's database listen for commits (one a projector
+/// pipeline, one the Keyring watch's), as the server tells it.
+async fn listen_within(app: &TestApp, listeners: i64, patience: Duration) {
+    let deadline = Instant::now() + patience;
+    let mut server = sqlx::PgConnection::connect(&keyledger_tests::postgres::server_url())
+        .await
+        .expect("connect to the server");
+    loop {
+        let listening: i64 = sqlx::query_scalar(
+            "select count(*) from pg_stat_activity where datname = $1 and query like 'LISTEN %'",
+        )
+        .bind(database_of(app))
+        .fetch_one(&mut server)
+        .await
+        .expect("count listening sessions");
+        if listening == listeners {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{listening} sessions listen, not {listeners}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn database_of(app: &TestApp) -> &str {
+    app.database_url.rsplit_once('/').expect("a database name").1
 }
 
 async fn rotate(app: &TestApp, org: &str) -> TestResponse {
@@ -59,6 +87,36 @@ async fn with_sync_durability_a_call_answered_while_the_database_is_away_is_stil
     away_and_back("sync").await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_server_refused_connections_the_projector_listens_again() {
+    let app = TestApp::start(keyledger_tests::Backend::Postgres).await;
+    listen_within(&app, 3, Duration::from_secs(10)).await;
+    let database = database_of(&app);
+    let mut admin = sqlx::PgConnection::connect(&keyledger_tests::postgres::server_url())
+        .await
+        .expect("connect to the server");
+
+    // The server turns every session of the database away at once, and refuses new ones with
+    // an error of its own (no waiting for a timeout): each listener's reconnect fails.
+    for sql in [
+        format!("alter database {database} allow_connections false"),
+        format!(
+            "select pg_terminate_backend(pid) from pg_stat_activity where datname = '{database}'"
+        ),
+    ] {
+        sqlx::query(&sql).execute(&mut admin).await.expect("turn sessions away");
+    }
+    listen_within(&app, 0, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    sqlx::query(&format!("alter database {database} allow_connections true"))
+        .execute(&mut admin)
+        .await
+        .expect("allow connections again");
+
+    listen_within(&app, 3, Duration::from_secs(10)).await;
+    app.finish().await;
+}
+
 async fn away_and_back(durability: &str) {
     let proxy = StoreProxy::start().await;
     let app = TestApp::start_behind(&proxy, &[("KEYLEDGER_USAGE_DURABILITY", durability)]).await;
@@ -67,6 +125,9 @@ async fn away_and_back(durability: &str) {
     // A streamed call under way when the database goes: its answer needs no database, its
     // record will have to wait for one.
     let held = held_stream(&app).await;
+    // The projector's two pipelines on PostgreSQL (Keyrings, usage) and the Keyring watch.
+    let listeners = 3;
+    listen_within(&app, listeners, Duration::from_secs(10)).await;
 
     proxy.cut();
     app.provider.release();
@@ -127,6 +188,9 @@ async fn away_and_back(durability: &str) {
     assert_eq!(rotations(&app, "acme").await, 1);
     let ready = app.send(Method::GET, "/readyz", None, None).await;
     assert_eq!(ready.status, StatusCode::OK, "{}", ready.everything());
+    // Every listener that broke with the connection listens again: other replicas' commits
+    // wake this one's projector at once, not at its next poll.
+    listen_within(&app, listeners, Duration::from_secs(10)).await;
     app.finish().await;
 }
 

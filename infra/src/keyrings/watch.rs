@@ -24,7 +24,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
-use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
@@ -301,7 +300,7 @@ async fn run_rounds(shared: Arc<Shared>) {
 async fn listen(shared: Weak<Shared>) {
     loop {
         let Some(pool) = shared.upgrade().map(|s| s.pool.clone()) else { return };
-        let mut listener = match PgListener::connect_with(&pool).await {
+        let mut listener = match keyledger_store::database::listener(&pool).await {
             Ok(mut listener) => match listener.listen(CHANNEL).await {
                 Ok(()) => listener,
                 Err(_) => {

@@ -5,10 +5,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use super::{Projection, Projector, POLL, RETRY};
 use crate::replicas::{drain_notifications, listen, next_notification, Locks};
 use keyledger_store::Database;
+
+/// How often a pipeline whose listener broke tries to listen again.
+const LISTEN_AGAIN: Duration = Duration::from_secs(1);
 
 impl Projector {
     /// The groups of projections that run side by side, each in its own transactions: on
@@ -100,15 +104,23 @@ impl Projector {
             .filter(|(t, _)| consumed.contains(t))
             .map(|(_, n)| n.subscribe())
             .collect();
-        let mut listener = match &self.pool {
-            Database::Postgres(pool) => listen(pool, &consumed).await,
-            Database::Sqlite(_) => None,
-        };
+        let mut listener = None;
+        let mut listen_again_at = Instant::now();
         let gather = mine.iter().map(|p| p.gather()).min().unwrap_or_default();
         let mut ahead = None;
         loop {
             if *shutdown.borrow() {
                 return;
+            }
+            // On PostgreSQL, a listener that broke (the database went away) is made again once
+            // in a while: until then local nudges and polling carry on, but other replicas'
+            // commits wait for the next poll. The step below reads whatever was committed
+            // before the listener was back.
+            if let (Database::Postgres(pool), None) = (&self.pool, &listener) {
+                if Instant::now() >= listen_again_at {
+                    listener = listen(pool, &consumed).await;
+                    listen_again_at = Instant::now() + LISTEN_AGAIN;
+                }
             }
             let held = match &self.pool {
                 Database::Postgres(pool) => locks.acquire(pool, &mine).await,
