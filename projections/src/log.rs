@@ -90,11 +90,13 @@ pub struct Batch {
     pub events: Vec<LoggedEvent>,
     /// The read stopped at its limit rather than at the end of the log: more may wait.
     pub full: bool,
+    /// Bytes of the events' JSON, as [`ReadLimit::json_bytes`] counts them.
+    pub json_bytes: i64,
 }
 
 impl From<event_store::Batch> for Batch {
     fn from(read: event_store::Batch) -> Self {
-        Self { events: decoded(read.events), full: read.full }
+        Self { events: decoded(read.events), full: read.full, json_bytes: read.json_bytes }
     }
 }
 

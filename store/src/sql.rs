@@ -337,6 +337,31 @@ impl Tx {
         }
     }
 
+    /// The rows of a statement as they arrive, for a reader that may stop early: the rows it
+    /// leaves are never decoded (PostgreSQL still sends them, and they are read off the
+    /// connection and dropped before its next statement).
+    pub fn fetch<'t, T>(
+        &'t mut self,
+        sql: &'t str,
+        args: &'t [Arg],
+    ) -> futures::stream::BoxStream<'t, Result<T, sqlx::Error>>
+    where
+        T: Send
+            + Unpin
+            + 't
+            + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
+            + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>,
+    {
+        match self {
+            Self::Postgres(tx) => {
+                bind_args!(sqlx::query_as::<_, T>(sql), args, postgres).fetch(&mut **tx)
+            }
+            Self::Sqlite(tx) => {
+                bind_args!(sqlx::query_as::<_, T>(sql), args, sqlite).fetch(&mut **tx)
+            }
+        }
+    }
+
     /// Commits.
     ///
     /// # Errors

@@ -148,7 +148,7 @@ async fn the_keyring_views_read_no_model_call_and_catch_up_past_any_number_of_th
 fn first_read_of(types: &'static [&'static str]) -> (String, String) {
     let selection = Selection { events_of: types, json_of: types, without_metadata: false };
     let (sql, args) = read_after_statement(true, Cursor::default(), BATCH, selection);
-    assert_eq!(args.len(), 4, "{sql}");
+    assert_eq!(args.len(), 3, "{sql}");
     let values = args
         .iter()
         .map(|arg| match arg {

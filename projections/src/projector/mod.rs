@@ -260,7 +260,7 @@ impl Projector {
         let mut full = true;
         let mut read = 0;
         for _ in 0..batches {
-            let Batch { events, full: more } = match ahead.take() {
+            let Batch { events, full: more, json_bytes } = match ahead.take() {
                 Some(read) if read.from == after => {
                     read.events.await.map_err(|e| sqlx::Error::Protocol(e.to_string()))??
                 }
@@ -274,6 +274,8 @@ impl Projector {
             if let (Database::Postgres(_), true) = (&self.pool, full) {
                 let log = EventLog::new(self.pool.clone());
                 let (events_of, json_of) = (consumed.clone(), json_of.clone());
+                // As many events as fit the JSON bound if they are like these.
+                let limit = BATCH.sized_for(events.len(), json_bytes);
                 *ahead = Some(ReadAhead {
                     from: last,
                     events: tokio::spawn(async move {
@@ -282,7 +284,7 @@ impl Projector {
                             json_of: &json_of,
                             without_metadata,
                         };
-                        log.read_after_of(last, BATCH, selection).await
+                        log.read_after_of(last, limit, selection).await
                     }),
                 });
             }
