@@ -248,10 +248,7 @@ pub async fn read_after_in(
     // events. The rows after the one that crosses it are not decoded; PostgreSQL still sends
     // them, which [`ReadLimit::sized_for`] keeps to a few.
     let mut rows = tx.fetch::<StoredEvent>(&sql, &args);
-    let mut batch = Batch {
-        events: Vec::with_capacity(usize::try_from(limit.events.clamp(0, 1 << 16)).unwrap_or(0)),
-        ..Batch::default()
-    };
+    let mut batch = Batch::default();
     while let Some(event) = rows.try_next().await? {
         batch.json_bytes = batch.json_bytes.saturating_add(json_length(&event));
         batch.events.push(event);
