@@ -100,6 +100,11 @@ pub fn is_unavailable(error: &sqlx::Error) -> bool {
     }
 }
 
+/// While the server cannot be reached, a request waits this long for a connection before it is
+/// answered 503: long enough for a server restart's first seconds, short enough that a caller
+/// hears the outage rather than hangs. A listener waits as long before it tries again.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 
@@ -117,10 +122,7 @@ impl Database {
                 // each query of a model call. A connection the server dropped fails its next
                 // query instead, and the pool discards it.
                 .test_before_acquire(false)
-                // While the server cannot be reached, a request waits this long for a
-                // connection before it is answered 503: long enough for a server restart's
-                // first seconds, short enough that a caller hears the outage rather than hangs.
-                .acquire_timeout(Duration::from_secs(3))
+                .acquire_timeout(ACQUIRE_TIMEOUT)
                 // A connection's buffers grow to the largest message it has sent or received
                 // (a usage batch binds hundreds of records) and keep that size. Over a long run
                 // each pooled connection comes to hold its largest, and the process's memory
@@ -246,7 +248,7 @@ pub async fn listener(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
         // a connection tested before it is taken, so a reconnect skips a dead one.
         .idle_timeout(None)
         .max_lifetime(None)
-        .acquire_timeout(Duration::from_secs(3))
+        .acquire_timeout(ACQUIRE_TIMEOUT)
         .connect_lazy_with(PgConnectOptions::clone(&pool.connect_options()));
     PgListener::connect_with(&own).await
 }

@@ -327,14 +327,7 @@ impl Tx {
             + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
             + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>,
     {
-        match self {
-            Self::Postgres(tx) => {
-                bind_args!(sqlx::query_as::<_, T>(sql), args, postgres).fetch_all(&mut **tx).await
-            }
-            Self::Sqlite(tx) => {
-                bind_args!(sqlx::query_as::<_, T>(sql), args, sqlite).fetch_all(&mut **tx).await
-            }
-        }
+        futures::TryStreamExt::try_collect(self.fetch(sql, args)).await
     }
 
     /// The rows of a statement as they arrive, for a reader that may stop early: the rows it
