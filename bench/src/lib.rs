@@ -198,3 +198,60 @@ where
     }
     (latencies, started.elapsed())
 }
+
+/// An event to seed: aggregate type, aggregate id, sequence, event type, payload, metadata.
+pub type SeedEvent = (String, String, i64, String, serde_json::Value, serde_json::Value);
+
+/// Writes `rows` into the log in one transaction, as keyledger's writer would: on PostgreSQL
+/// each names its log month, so it goes straight to its partition.
+///
+/// # Panics
+/// When the database refuses them.
+pub async fn insert_events(db: &keyledger_store::Database, rows: &[SeedEvent]) {
+    use keyledger_store::Database;
+    use sqlx::QueryBuilder;
+
+    const SQL: &str = "insert into events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) ";
+    match db {
+        Database::Postgres(pool) => {
+            const PG_SQL: &str = "insert into events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, log_month) ";
+            let mut tx = pool.begin().await.expect("begin");
+            for chunk in rows.chunks(2_000) {
+                let mut query = QueryBuilder::new(PG_SQL);
+                query.push_values(chunk, |mut b, r| {
+                    b.push_bind(&r.0)
+                        .push_bind(&r.1)
+                        .push_bind(r.2)
+                        .push_bind(&r.3)
+                        .push_bind("1.0")
+                        .push_bind(&r.4)
+                        .push_bind(&r.5)
+                        .push("keyledger_log_month_of(")
+                        .push_bind_unseparated(&r.0)
+                        .push_unseparated(", ")
+                        .push_bind_unseparated(&r.1)
+                        .push_unseparated(")");
+                });
+                query.build().execute(&mut *tx).await.expect("insert");
+            }
+            tx.commit().await.expect("commit");
+        }
+        Database::Sqlite(pool) => {
+            let mut tx = pool.begin().await.expect("begin");
+            for chunk in rows.chunks(2_000) {
+                let mut query = QueryBuilder::new(SQL);
+                query.push_values(chunk, |mut b, r| {
+                    b.push_bind(&r.0)
+                        .push_bind(&r.1)
+                        .push_bind(r.2)
+                        .push_bind(&r.3)
+                        .push_bind("1.0")
+                        .push_bind(r.4.to_string())
+                        .push_bind(r.5.to_string());
+                });
+                query.build().execute(&mut *tx).await.expect("insert");
+            }
+            tx.commit().await.expect("commit");
+        }
+    }
+}

@@ -150,8 +150,9 @@ impl EventLog {
         after: i64,
         limit: i64,
     ) -> Result<Vec<LoggedEvent>, sqlx::Error> {
+        let own = [<Keyring as Aggregate>::TYPE];
         let ledgers = <UsageLedger as Aggregate>::TYPE;
-        Ok(decoded(self.order.read_org_after(org, ledgers, after, limit).await?))
+        Ok(decoded(self.order.read_org_after(org, &own, ledgers, after, limit).await?))
     }
 
     /// [`GlobalOrder::read_aggregate_after`], decoded.

@@ -23,6 +23,7 @@ mod listeners;
 mod log_partitions;
 mod material_commits;
 mod observability;
+mod org_history;
 mod pipelines;
 mod plans;
 mod projections;

@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{NaiveDate, TimeZone, Utc};
 use clap::Parser;
-use serde_json::{json, Value};
-use sqlx::QueryBuilder;
+use serde_json::json;
 use tokio::sync::{mpsc, Semaphore};
 
 use keyledger_bench::{ms, percentile};
@@ -127,7 +126,7 @@ async fn run(backend: &'static str, url: &str, args: &Args) -> Outcome {
 async fn seed(db: &Database, total: usize) {
     const ORGS: usize = 1_000;
     let at = Utc.with_ymd_and_hms(2026, 11, 10, 9, 0, 0).single().expect("instant");
-    let mut rows: Vec<(String, String, i64, String, Value, Value)> = Vec::with_capacity(10_000);
+    let mut rows: Vec<keyledger_bench::SeedEvent> = Vec::with_capacity(10_000);
     let mut sequences: HashMap<String, i64> = HashMap::new();
     let mut written = 0;
     let metadata = |when: chrono::DateTime<Utc>| json!({"actor": "seed", "role": "owner", "request_id": "", "occurred_at": when.to_rfc3339()});
@@ -203,59 +202,12 @@ async fn seed(db: &Database, total: usize) {
             metadata(at),
         ));
         if rows.len() == 10_000 || n + 1 == total {
-            insert(db, &rows).await;
+            keyledger_bench::insert_events(db, &rows).await;
             written += rows.len();
             rows.clear();
             if written % 200_000 == 0 {
                 eprintln!("  seeded {written}");
             }
-        }
-    }
-}
-
-async fn insert(db: &Database, rows: &[(String, String, i64, String, Value, Value)]) {
-    const SQL: &str = "insert into events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) ";
-    match db {
-        Database::Postgres(pool) => {
-            // Each row names its log month, as keyledger's writer does: straight to its partition.
-            const PG_SQL: &str = "insert into events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, log_month) ";
-            let mut tx = pool.begin().await.expect("begin");
-            for chunk in rows.chunks(2_000) {
-                let mut query = QueryBuilder::new(PG_SQL);
-                query.push_values(chunk, |mut b, r| {
-                    b.push_bind(&r.0)
-                        .push_bind(&r.1)
-                        .push_bind(r.2)
-                        .push_bind(&r.3)
-                        .push_bind("1.0")
-                        .push_bind(&r.4)
-                        .push_bind(&r.5)
-                        .push("keyledger_log_month_of(")
-                        .push_bind_unseparated(&r.0)
-                        .push_unseparated(", ")
-                        .push_bind_unseparated(&r.1)
-                        .push_unseparated(")");
-                });
-                query.build().execute(&mut *tx).await.expect("insert");
-            }
-            tx.commit().await.expect("commit");
-        }
-        Database::Sqlite(pool) => {
-            let mut tx = pool.begin().await.expect("begin");
-            for chunk in rows.chunks(2_000) {
-                let mut query = QueryBuilder::new(SQL);
-                query.push_values(chunk, |mut b, r| {
-                    b.push_bind(&r.0)
-                        .push_bind(&r.1)
-                        .push_bind(r.2)
-                        .push_bind(&r.3)
-                        .push_bind("1.0")
-                        .push_bind(r.4.to_string())
-                        .push_bind(r.5.to_string());
-                });
-                query.build().execute(&mut *tx).await.expect("insert");
-            }
-            tx.commit().await.expect("commit");
         }
     }
 }

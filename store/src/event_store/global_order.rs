@@ -76,7 +76,7 @@ where
 /// of events of the `selection`'s JSON types (all if none are named), and metadata not at all
 /// if it reads none. The other events still come, so a reader's cursor moves over them, but
 /// without their JSON.
-fn columns(postgres: bool, selection: Selection<'_>) -> String {
+pub(super) fn columns(postgres: bool, selection: Selection<'_>) -> String {
     // Decoded by position without a type check, values cross as they are stored: a `xid8` as
     // the eight bytes of a bigint, a `json` as its text. Converted in the statement instead
     // (`::text::bigint`, `::text`), they cost PostgreSQL a third of a batch's read.
@@ -186,7 +186,7 @@ impl<'a> Selection<'a> {
 }
 
 /// Only transactions older than every one still running: nothing can commit behind them.
-const PG_SETTLED: &str = "transaction_id < pg_snapshot_xmin(pg_current_snapshot())";
+pub(super) const PG_SETTLED: &str = "transaction_id < pg_snapshot_xmin(pg_current_snapshot())";
 
 /// The statement that reads up to `limit.events` of the `selection`'s events after `cursor`,
 /// and its arguments: `$1` and `$2` the cursor on PostgreSQL (`$1` on SQLite), then the number
@@ -269,7 +269,7 @@ fn json_length(event: &StoredEvent) -> i64 {
 /// The events table read in global order.
 #[derive(Debug, Clone)]
 pub struct GlobalOrder {
-    pool: Database,
+    pub(super) pool: Database,
 }
 
 impl GlobalOrder {
@@ -293,44 +293,6 @@ impl GlobalOrder {
         let batch = read_after_in(&mut tx, cursor, limit, selection).await?;
         tx.commit().await?;
         Ok(batch)
-    }
-
-    /// Up to `limit` events of `org` after the event at global position `after` (0: from the
-    /// start), in global order: those of aggregate `org`, and those of aggregates of type
-    /// `per_org_type` whose ids are `org/…`.
-    ///
-    /// # Errors
-    /// The database's error.
-    pub async fn read_org_after(
-        &self,
-        org: &str,
-        per_org_type: &str,
-        after: i64,
-        limit: i64,
-    ) -> Result<Vec<StoredEvent>, sqlx::Error> {
-        // Aggregate type names come from the code, never from a request.
-        let of_org = format!(
-            "(aggregate_id = $1 or (aggregate_type = '{per_org_type}' \
-             and substr(aggregate_id, 1, length($1) + 1) = $1 || '/'))"
-        );
-        let columns = columns(self.pool.is_postgres(), Selection::ALL);
-        let (sql, args) = if self.pool.is_postgres() {
-            (
-                format!(
-                    "select {columns} from events where {of_org} and {PG_SETTLED} \
-                     and (transaction_id, global_position) > \
-                         (coalesce((select transaction_id from events where global_position = $2), '0'::xid8), $2) \
-                     order by transaction_id, global_position limit $3"
-                ),
-                vec![Arg::Text(org.to_owned()), Arg::Int(after), Arg::Int(limit)],
-            )
-        } else {
-            (
-                format!("select {columns} from events where {of_org} and global_position > $2 order by global_position limit $3"),
-                vec![Arg::Text(org.to_owned()), Arg::Int(after), Arg::Int(limit)],
-            )
-        };
-        self.pool.fetch_all(&sql, &args).await
     }
 
     /// Up to `limit` events of one aggregate after its event `after_sequence` (0: from its

@@ -6,6 +6,7 @@ mod global_order;
 mod group_commit;
 mod heads;
 mod one_statement;
+mod org_history;
 mod repository;
 mod request_claims;
 mod snapshot_store;
