@@ -5,9 +5,11 @@
 //! global order: that read every other organization's events on the way (70–580 ms a page of
 //! a million-event log, and the whole log for an organization with little history). Its
 //! aggregates are few and known by key: the ones named by the organization's id, and a ledger
-//! a month, `org/YYYY-MM`. Each is read through an index that keeps an aggregate's events in
-//! the global order (`events_by_aggregate_in_global_order`), and the reads are merged as the
-//! database goes, so a page costs its own events and one step into each aggregate.
+//! a month, `org/YYYY-MM`. Each ledger is read through an index that keeps a ledger's events
+//! in the global order (`events_by_aggregate_in_global_order`, of usage events alone, so key
+//! commands do not write it); the organization's own aggregates hold few events, read by the
+//! primary key and sorted. The reads are merged as the database goes, so a page costs its own
+//! events and one step into each aggregate.
 
 use chrono::NaiveDate;
 
@@ -120,7 +122,7 @@ with recursive ledger(id) as (
 select id from ledger where id is not null";
 
 /// The statement reading up to `limit` of the organization's events after position `after`,
-/// and its arguments: one branch per aggregate, each in the global order of its index, merged
+/// and its arguments: one branch per aggregate, each in the global order, merged
 /// by the outer order (`Merge Append` on PostgreSQL, `MERGE (UNION ALL)` on SQLite).
 pub(super) fn org_read_statement(
     postgres: bool,
@@ -162,9 +164,11 @@ pub(super) fn org_read_statement(
     }
     if postgres {
         // Each branch in its own order, or PostgreSQL sorts the union whole instead of
-        // merging the branches (it does not see that an index gives each one the order).
+        // merging the branches (it does not see that an index gives each one the order); and
+        // each to the page's limit, or it plans to sort a month's whole ledger rather than
+        // walk the index that has it in order.
         for branch in &mut branches {
-            *branch = format!("({branch} order by transaction_id, global_position)");
+            *branch = format!("({branch} order by transaction_id, global_position limit $3)");
         }
     }
     let union = branches.join("\nunion all\n");
