@@ -2,14 +2,17 @@
 -- monthly usage ledgers', in the global order. It was found by walking the global order and
 -- keeping this organization's events: every other organization's were read on the way, 70 to
 -- 580 ms a page in a log of a million events, and the whole log for an organization with
--- little history. This index keeps each aggregate's events in the global order, so each of
--- the organization's aggregates is read from the cursor on and the reads are merged.
+-- little history. This index keeps each ledger's events in the global order, so each of the
+-- organization's ledgers is read from the cursor on and the reads are merged.
 --
--- The index holds usage events alone (a Keyring's few events are read by the primary key and
--- sorted): key commands write no more than before. Usage events carry up to a hundred calls
--- each, so it adds one entry per event, not per call. On an existing large log this builds
--- the index on every partition while writes wait; docs/operations.md says how to build it
--- beforehand without holding writes.
+-- It holds usage events alone (a Keyring's few events are read by the primary key and sorted):
+-- key commands write no more than before. Usage events carry up to a hundred calls each, so
+-- it adds one entry per event, not per call. Its first column is the id: led by the type, which
+-- every entry shares, it left PostgreSQL nothing to start a scan at once the type's condition
+-- was dropped as implied, and one ledger's read walked the whole index.
+--
+-- On an existing large log this builds the index on every partition while writes wait;
+-- docs/operations.md says how to build it beforehand without holding writes.
 create index if not exists events_by_aggregate_in_global_order
-    on events (aggregate_type, aggregate_id, transaction_id, global_position)
+    on events (aggregate_id, transaction_id, global_position)
     where aggregate_type = 'UsageLedger';

@@ -122,67 +122,108 @@ with recursive ledger(id) as (
 select id from ledger where id is not null";
 
 /// The statement reading up to `limit` of the organization's events after position `after`,
-/// and its arguments: one branch per aggregate, each in the global order, merged
-/// by the outer order (`Merge Append` on PostgreSQL, `MERGE (UNION ALL)` on SQLite).
+/// and its arguments (`$1` the organization, `$2` the position, `$3` the limit, then the
+/// ledgers' ids): a branch for its own aggregates and one per ledger, each in the global
+/// order, merged by the outer order (`Merge Append` on PostgreSQL, `MERGE (UNION ALL)` on
+/// SQLite).
 pub(super) fn org_read_statement(
     postgres: bool,
     aggregates: &OrgAggregates<'_>,
     after: i64,
     limit: i64,
 ) -> (String, Vec<Arg>) {
-    let columns = columns(postgres, Selection::ALL);
     let mut args = vec![Arg::Text(aggregates.org.to_owned()), Arg::Int(after), Arg::Int(limit)];
-    let mut branches: Vec<String> = Vec::new();
-    let after_cursor = if postgres {
-        format!("(transaction_id, global_position) > ((select txid from after_event), $2) and {PG_SETTLED}")
+    let ledgers: Vec<(usize, Option<NaiveDate>)> = aggregates
+        .ledgers
+        .iter()
+        .map(|ledger| {
+            args.push(Arg::Text(ledger.id.clone()));
+            (args.len(), ledger.month)
+        })
+        .collect();
+    // Aggregate type names come from the code, never from a request.
+    let own_types =
+        aggregates.own_types.iter().map(|t| format!("'{t}'")).collect::<Vec<_>>().join(", ");
+    let sql = if postgres {
+        pg_org_read(&own_types, aggregates.ledger_type, &ledgers)
     } else {
-        "global_position > $2".to_owned()
+        sqlite_org_read(&own_types, aggregates.ledger_type, &ledgers)
     };
-    let main = if postgres { "events_main" } else { "events" };
-    for own_type in aggregates.own_types {
-        branches.push(format!(
-            "select {columns} from {main} where aggregate_type = '{own_type}' \
-             and aggregate_id = $1 and {after_cursor}"
+    (sql, args)
+}
+
+/// PostgreSQL's read: run without sorting where an index gives the order (the transaction says
+/// `enable_sort = off`). Planned on estimates instead, the plan that PostgreSQL keeps for a
+/// statement it has run a few times sorted a month's whole ledger for every page of a big
+/// organization (5.4 s instead of 2.6 for 200,000 events). The organization's own aggregates
+/// are read first by the primary key, their few events then sorted: otherwise the one order
+/// that needs no sort is the walk of every Keyring's events.
+fn pg_org_read(
+    own_types: &str,
+    ledger_type: &str,
+    ledgers: &[(usize, Option<NaiveDate>)],
+) -> String {
+    let columns = columns(true, Selection::ALL);
+    let after = format!(
+        "(transaction_id, global_position) > ((select txid from after_event), $2) and {PG_SETTLED}"
+    );
+    // The cursor's transaction, looked up once for every branch.
+    let mut with = vec!["after_event as materialized (select coalesce(\
+         (select transaction_id from events where global_position = $2), '0'::xid8) as txid)"
+        .to_owned()];
+    // Each branch in its own order and to the page's limit, or PostgreSQL sorts the union
+    // whole instead of merging the branches.
+    let mut branches = Vec::new();
+    if !own_types.is_empty() {
+        with.push(format!(
+            "own as materialized (select {columns} from events_main \
+             where aggregate_type in ({own_types}) and aggregate_id = $1 and {after})"
         ));
+        branches.push("(select * from own order by txid, position limit $3)".to_owned());
     }
-    for ledger in aggregates.ledgers {
-        args.push(Arg::Text(ledger.id.clone()));
+    for (placeholder, month) in ledgers {
         // The month as a constant, so PostgreSQL plans the read of its partition alone.
-        let month = ledger
-            .month
-            .map(|m| format!("log_month = '{}' and ", m.format("%Y-%m-%d")))
-            .unwrap_or_default();
+        let month = month.map(|m| format!("log_month = '{}' and ", m.format("%Y-%m-%d")));
         branches.push(format!(
-            "select {columns} from events where {month}aggregate_type = '{}' \
-             and aggregate_id = ${} and {after_cursor}",
-            aggregates.ledger_type,
-            args.len(),
+            "(select {columns} from events where {}aggregate_type = '{ledger_type}' \
+             and aggregate_id = ${placeholder} and {after} \
+             order by transaction_id, global_position limit $3)",
+            month.unwrap_or_default(),
         ));
     }
     if branches.is_empty() {
-        branches.push(format!("select {columns} from events where 1 = 0"));
+        branches.push(format!("select {columns} from events where false"));
     }
-    if postgres {
-        // Each branch in its own order, or PostgreSQL sorts the union whole instead of
-        // merging the branches (it does not see that an index gives each one the order); and
-        // each to the page's limit, or it plans to sort a month's whole ledger rather than
-        // walk the index that has it in order.
-        for branch in &mut branches {
-            *branch = format!("({branch} order by transaction_id, global_position limit $3)");
-        }
+    format!(
+        "with {}\n{}\norder by txid, position limit $3",
+        with.join(",\n"),
+        branches.join("\nunion all\n")
+    )
+}
+
+/// SQLite's read: it merges the branches of the compound, each in the order of an index or
+/// sorted when none has it (the organization's own aggregates).
+fn sqlite_org_read(
+    own_types: &str,
+    ledger_type: &str,
+    ledgers: &[(usize, Option<NaiveDate>)],
+) -> String {
+    let columns = columns(false, Selection::ALL);
+    let mut branches = Vec::new();
+    if !own_types.is_empty() {
+        branches.push(format!(
+            "select {columns} from events where aggregate_type in ({own_types}) \
+             and aggregate_id = $1 and global_position > $2"
+        ));
     }
-    let union = branches.join("\nunion all\n");
-    let order = if postgres { "txid, position" } else { "position" };
-    let sql = if postgres {
-        // The cursor's transaction, looked up once for every branch.
-        format!(
-            "with after_event as materialized (\
-                 select coalesce((select transaction_id from events where global_position = $2), \
-                                 '0'::xid8) as txid)\n\
-             {union}\norder by {order} limit $3"
-        )
-    } else {
-        format!("{union}\norder by {order} limit $3")
-    };
-    (sql, args)
+    for (placeholder, _) in ledgers {
+        branches.push(format!(
+            "select {columns} from events where aggregate_type = '{ledger_type}' \
+             and aggregate_id = ${placeholder} and global_position > $2"
+        ));
+    }
+    if branches.is_empty() {
+        branches.push(format!("select {columns} from events where false"));
+    }
+    format!("{}\norder by position limit $3", branches.join("\nunion all\n"))
 }
