@@ -1,8 +1,8 @@
 -- An organization's history (`GET /v1/orgs/{org}/events`) is its Keyring's events and its
 -- monthly usage ledgers', in the global order. It was found by walking the global order and
--- keeping this organization's events: every other organization's were read on the way, 70 to
--- 580 ms a page in a log of a million events, and the whole log for an organization with
--- little history. This index keeps each ledger's events in the global order, so each of the
+-- keeping this organization's events: every other organization's were read on the way, about
+-- half a second in a log of a million events for an organization with a few hundred events or
+-- none. This index keeps each ledger's events in the global order, so each of the
 -- organization's ledgers is read from the cursor on and the reads are merged.
 --
 -- It holds usage events alone (a Keyring's few events are read by the primary key and sorted):

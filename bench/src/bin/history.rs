@@ -17,6 +17,7 @@ use keyledger_domain::usage::{KeySource, ModelCallRecorded, UsageEvent};
 use keyledger_domain::{KeyringEvent, PlanId, ProviderId};
 use keyledger_store::Database;
 
+/// The allocator the `keyledger` binary runs with, so the figures are the binary's.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -2,8 +2,8 @@
 //! and its monthly ledgers', merged.
 //!
 //! An organization is a sliver of a busy log, so its history is not found by walking the
-//! global order: that read every other organization's events on the way (70–580 ms a page of
-//! a million-event log, and the whole log for an organization with little history). Its
+//! global order: that read every other organization's events on the way (about half a second
+//! in a log of a million events, for an organization with a few hundred or none). Its
 //! aggregates are few and known by key: the ones named by the organization's id, and a ledger
 //! a month, `org/YYYY-MM`. Each ledger is read through an index that keeps a ledger's events
 //! in the global order (`events_by_aggregate_in_global_order`, of usage events alone, so key
