@@ -76,11 +76,10 @@ async fn org_ledgers(
 ) -> Result<Vec<Ledger>, sqlx::Error> {
     let args = [Arg::Text(org.to_owned()), Arg::Text(ledger_type.to_owned())];
     if tx.is_postgres() {
-        let months: Vec<(String,)> = tx.fetch_all(PG_LEDGER_MONTHS, &args).await?;
+        let months: Vec<(NaiveDate,)> = tx.fetch_all(PG_LEDGER_MONTHS, &args).await?;
         Ok(months
             .into_iter()
-            .filter_map(|(day,)| NaiveDate::parse_from_str(&day, "%Y-%m-%d").ok())
-            .map(|month| Ledger {
+            .map(|(month,)| Ledger {
                 id: format!("{org}/{}", month.format("%Y-%m")),
                 month: Some(month),
             })
@@ -94,7 +93,7 @@ async fn org_ledgers(
 /// The first day of every month the log has a partition for, and of the months of `$1`'s
 /// ledgers (of type `$2`) in the default partition.
 const PG_LEDGER_MONTHS: &str = r"
-select to_char(month, 'YYYY-MM-DD') from (
+select month from (
     select generate_series(bounds[1]::date, bounds[2]::date - 1, interval '1 month')::date as month
     from pg_inherits
     join pg_class on pg_class.oid = pg_inherits.inhrelid
@@ -133,14 +132,12 @@ pub(super) fn org_read_statement(
     limit: i64,
 ) -> (String, Vec<Arg>) {
     let mut args = vec![Arg::Text(aggregates.org.to_owned()), Arg::Int(after), Arg::Int(limit)];
-    let ledgers: Vec<(usize, Option<NaiveDate>)> = aggregates
-        .ledgers
-        .iter()
-        .map(|ledger| {
-            args.push(Arg::Text(ledger.id.clone()));
-            (args.len(), ledger.month)
-        })
-        .collect();
+    // Each ledger's id is bound to the placeholder after those before it.
+    let mut ledgers: Vec<(usize, Option<NaiveDate>)> = Vec::new();
+    for ledger in aggregates.ledgers {
+        args.push(Arg::Text(ledger.id.clone()));
+        ledgers.push((args.len(), ledger.month));
+    }
     // Aggregate type names come from the code, never from a request.
     let own_types =
         aggregates.own_types.iter().map(|t| format!("'{t}'")).collect::<Vec<_>>().join(", ");
