@@ -102,6 +102,12 @@ impl Metrics {
     }
 }
 
+/// A counter of its own, `name`, at `value`.
+pub(crate) fn render_counter(out: &mut String, name: &str, help: &str, value: u64) {
+    header(out, name, help, "counter");
+    let _ = writeln!(out, "{name} {value}");
+}
+
 /// `keyledger_info`: which version runs on which backend, for dashboards and for alerts that
 /// apply to PostgreSQL replicas only.
 pub(crate) fn render_info(out: &mut String, backend: &str) {

@@ -131,3 +131,52 @@ async fn a_replica_that_stops_hearing_the_log_asks_it_on_every_call_until_it_hea
     drop(other);
     app.finish().await;
 }
+
+/// A replica decides its next command on an organization on the Keyring as its own last command
+/// there left it, without loading it; a change another replica committed in between is heard
+/// before that change returns, so the next command here decides on it: no conflict, no version
+/// taken twice, and a key removed elsewhere can be stored here again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_on_alternating_replicas_each_decide_on_the_other_replicas_changes() {
+    let app = TestApp::start(Backend::Postgres).await;
+    let other = app.replica().await;
+    trusting(&app).await;
+    trusting(&other).await;
+    app.set_plan("acme", "pro").await;
+    let owner = app.owner("acme");
+    let key = keys::anthropic();
+    app.provider.accept(&key);
+    let stored =
+        app.post("/v1/orgs/acme/keys", &owner, json!({"provider": "anthropic", "key": key})).await;
+    assert_eq!(stored.status, StatusCode::CREATED, "{}", stored.everything());
+    let mut version = 1;
+    for round in 0..6 {
+        let replica = if round % 2 == 0 { &other } else { &app };
+        for _ in 0..2 {
+            let key = keys::anthropic();
+            app.provider.accept(&key);
+            let rotated =
+                replica.put("/v1/orgs/acme/keys/anthropic", &owner, json!({"key": key})).await;
+            assert_eq!(rotated.status, StatusCode::OK, "round {round}: {}", rotated.everything());
+            version += 1;
+            assert_eq!(rotated.json()["version"].as_u64(), Some(version), "round {round}");
+        }
+    }
+    let removed = other.delete("/v1/orgs/acme/keys/anthropic", &owner).await;
+    assert!(removed.status.is_success(), "{}", removed.everything());
+    let key = keys::anthropic();
+    app.provider.accept(&key);
+    let again =
+        app.post("/v1/orgs/acme/keys", &owner, json!({"provider": "anthropic", "key": key})).await;
+    assert_eq!(again.status, StatusCode::CREATED, "stored again: {}", again.everything());
+
+    for replica in [&app, &other] {
+        let kept = replica.metric("keyledger_keyring_commands_on_kept_state_total").await;
+        assert!(
+            kept >= 3.0,
+            "the second rotation of each turn was decided on a kept state: {kept}"
+        );
+    }
+    drop(other);
+    app.finish().await;
+}

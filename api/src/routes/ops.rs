@@ -102,6 +102,12 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
         keyledger_store::Database::Sqlite(_) => "sqlite",
     };
     crate::metrics::render_info(&mut text, backend);
+    crate::metrics::render_counter(
+        &mut text,
+        "keyledger_keyring_commands_on_kept_state_total",
+        "Keyring commands decided on the state this replica's previous command on the organization left, not loaded from the log.",
+        state.keyrings.decided_on_kept(),
+    );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text)
 }
 

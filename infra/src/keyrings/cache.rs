@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use hashlink::LruCache;
 
+use super::contexts::CommandContexts;
 use crate::crypto::SealedKey;
 use keyledger_domain::keyring::MaterialId;
 use keyledger_domain::Keyring;
@@ -27,6 +28,8 @@ pub(super) struct CallCache {
     /// Only material a held state uses: it leaves with that state.
     sealed: HashMap<MaterialId, SealedKey>,
     generation: u64,
+    /// Keyrings as this replica's commands left them: dropped by the same notifications.
+    pub(super) commands: CommandContexts,
 }
 
 impl Default for CallCache {
@@ -38,7 +41,12 @@ impl Default for CallCache {
 impl CallCache {
     /// A cache of at most `orgs` organizations' states.
     pub(super) fn holding(orgs: usize) -> Self {
-        Self { states: LruCache::new(orgs.max(1)), sealed: HashMap::new(), generation: 0 }
+        Self {
+            states: LruCache::new(orgs.max(1)),
+            sealed: HashMap::new(),
+            generation: 0,
+            commands: CommandContexts::holding(orgs),
+        }
     }
 
     /// Organizations whose states are held.
@@ -53,6 +61,7 @@ impl CallCache {
             self.evict_least_recent();
         }
         self.states.set_capacity(orgs);
+        self.commands.bound(orgs);
     }
 
     fn evict_least_recent(&mut self) {
@@ -98,8 +107,10 @@ impl CallCache {
         self.states.insert(org.to_owned(), (state, sequence));
     }
 
-    /// Drops `org`'s state and the material it used: the log has moved on for `org`.
-    pub(super) fn invalidate(&mut self, org: &str) {
+    /// Drops `org`'s state and the material it used: the log has moved on for `org`, to
+    /// `sequence` when the notification said.
+    pub(super) fn invalidate(&mut self, org: &str, sequence: Option<usize>) {
+        self.commands.heard(org, sequence);
         self.generation += 1;
         if let Some((old, _)) = self.states.remove(org) {
             for id in material_of(&old) {
@@ -110,6 +121,7 @@ impl CallCache {
 
     /// Drops everything: this process can no longer tell what the log did.
     pub(super) fn clear(&mut self) {
+        self.commands.clear();
         self.generation += 1;
         self.states.clear();
         self.sealed.clear();
@@ -154,7 +166,7 @@ mod tests {
     fn a_load_that_began_before_an_invalidation_is_not_kept() {
         let mut cache = CallCache::default();
         let began = cache.generation();
-        cache.invalidate("acme");
+        cache.invalidate("acme", None);
         cache.put_state("acme", Arc::default(), 3, began);
         assert!(cache.state("acme").is_none(), "the state may predate the change");
 

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use cqrs_es::{Aggregate, EventStore};
 
 use super::cache::CallCache;
+use super::contexts::KeptKeyring;
 use super::error::CommandError;
 use super::watch::{outlast_leases, Watch};
 use crate::crypto::{Binding, SealedKey};
@@ -89,6 +90,27 @@ impl CallKeys {
     #[must_use]
     pub fn cached_orgs(&self) -> usize {
         self.cache().len()
+    }
+
+    /// `org`'s Keyring as a command here last left it, while the watch vouches for this
+    /// replica's caches; and the epoch to keep the next state under (see [`CommandContexts`]).
+    ///
+    /// [`CommandContexts`]: super::contexts::CommandContexts
+    pub(super) fn kept_for_command(&self, org: &OrgId) -> (Option<KeptKeyring>, u64) {
+        let trusted = self.trusts_its_cache();
+        let mut cache = self.cache();
+        let kept = if trusted { cache.commands.get(org.as_str()) } else { None };
+        (kept, cache.commands.epoch())
+    }
+
+    /// Keeps `kept`, committed by a command that began at `epoch`, for the next command.
+    pub(super) fn keep_for_commands(&self, org: &OrgId, kept: KeptKeyring, epoch: u64) {
+        self.cache().commands.keep(org.as_str(), kept, epoch);
+    }
+
+    /// Drops what commands kept of `org` (one conflicted or failed on it).
+    pub(super) fn forget_for_commands(&self, org: &OrgId) {
+        self.cache().commands.forget(org.as_str());
     }
 
     fn cache(&self) -> MutexGuard<'_, CallCache> {

@@ -4,6 +4,7 @@
 
 mod cache;
 mod calls;
+mod contexts;
 mod error;
 mod reseal;
 mod store;

@@ -1,16 +1,20 @@
-//! Running commands against organizations' Keyrings: load (snapshot + tail), prepare, check and
+//! Running commands against organizations' Keyrings: load (snapshot + tail, or the state this
+//! replica's previous command on the organization left: see `contexts`), prepare, check and
 //! seal, decide, and commit the events with the material they keep and destroy.
 //!
 //! This is cqrs-es's `CqrsFramework::execute` with what keyledger needs and it lacks: the
 //! world's work between the two pure phases of the rules, the committed events and new state
 //! back to the caller, and key material written and destroyed in the events' transaction.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use cqrs_es::persist::EventStoreAggregateContext;
 use cqrs_es::{Aggregate, EventEnvelope, EventStore};
 
 use super::calls::{CallKeys, KeyringStore};
+use super::contexts::KeptKeyring;
 use super::error::CommandError;
 use uuid::Uuid;
 
@@ -42,6 +46,8 @@ pub struct Keyrings {
     deps: Arc<ServiceDeps>,
     calls: Arc<CallKeys>,
     db: Database,
+    /// Commands decided on a Keyring kept from this replica's last command on it, unloaded.
+    decided_on_kept: AtomicU64,
 }
 
 impl Keyrings {
@@ -50,7 +56,7 @@ impl Keyrings {
     pub fn new(db: &Database, deps: Arc<ServiceDeps>) -> Self {
         let store = Arc::new(SnapshottingStore::new(EventRepository::new(db)));
         let calls = Arc::new(CallKeys::new(db, Arc::clone(&store), Arc::clone(&deps)));
-        Self { store, deps, calls, db: db.clone() }
+        Self { store, deps, calls, db: db.clone(), decided_on_kept: AtomicU64::new(0) }
     }
 
     /// The shared services.
@@ -69,6 +75,13 @@ impl Keyrings {
     #[must_use]
     pub fn calls(&self) -> &Arc<CallKeys> {
         &self.calls
+    }
+
+    /// Commands decided on the Keyring as this replica's previous command on it left it,
+    /// without loading it from the log.
+    #[must_use]
+    pub fn decided_on_kept(&self) -> u64 {
+        self.decided_on_kept.load(Ordering::Relaxed)
     }
 
     /// The current state of `org`'s Keyring (its defaults if it has no events).
@@ -158,7 +171,21 @@ impl Keyrings {
         command: KeyringCommand,
         actor: &Actor,
     ) -> Result<(Committed, Option<Vec<MaterialId>>), CommandError> {
-        let mut context = self.store.load_aggregate(org.as_str()).await?;
+        // A state kept from this replica's last command here saves the load (see `contexts`).
+        let (kept_state, epoch) = self.calls.kept_for_command(org);
+        let mut context = match kept_state {
+            Some(KeptKeyring { keyring, sequence, snapshot }) => {
+                self.decided_on_kept.fetch_add(1, Ordering::Relaxed);
+                EventStoreAggregateContext {
+                    aggregate_id: org.as_str().to_owned(),
+                    aggregate: keyring,
+                    current_sequence: sequence,
+                    current_snapshot: snapshot,
+                }
+            }
+            None => self.store.load_aggregate(org.as_str()).await?,
+        };
+        let before = (context.current_sequence, context.current_snapshot);
         let rules = OrgContext::new(org.clone(), Arc::clone(&self.deps));
         let preparation =
             context.aggregate.prepare(&command, &rules).map_err(CommandError::Rejected)?;
@@ -173,10 +200,20 @@ impl Keyrings {
             context.aggregate.apply(event.clone());
         }
         let metadata = actor.metadata(rules.now()).into_map();
-        let Commit { events, cursor } = self
-            .store
-            .commit_with_material(&self.db, events, &context, &metadata, &material)
-            .await?;
+        let written =
+            self.store.commit_with_material(&self.db, events, &context, &metadata, &material).await;
+        let Commit { events, cursor } = match written {
+            Ok(commit) => commit,
+            Err(error) => {
+                // A conflict says the state was behind the log; a failure leaves it unknown.
+                self.calls.forget_for_commands(org);
+                return Err(error.into());
+            }
+        };
+        let sequence = before.0 + events.len();
+        let snapshot = self.store.next_snapshot(before.0, sequence, before.1).or(before.1);
+        let left = KeptKeyring { keyring: context.aggregate.clone(), sequence, snapshot };
+        self.calls.keep_for_commands(org, left, epoch);
         if !material.destroyed.is_empty() {
             self.deps.material.destroyed();
         }

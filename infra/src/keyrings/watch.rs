@@ -5,8 +5,9 @@
 //! the old key. Asking the log once a call keeps it at the price of a round trip a call; this
 //! keeps it with messages instead:
 //!
-//! - Every commit of Keyring events notifies `keyring:<org>` in its own transaction, so every
-//!   listening replica hears of it, in commit order, and drops that organization's state.
+//! - Every commit of Keyring events notifies `keyring:<org>` in its own transaction (commands'
+//!   commits `keyring@<sequence>:<org>`, with the last sequence committed), so every listening
+//!   replica hears of it, in commit order, and drops that organization's state.
 //! - A replica holds a lease in `keyledger_replicas`, renewed by a beat: a notification of its
 //!   own, committed with the renewal. Hearing its own beat proves its listener hears everything
 //!   committed before; only then may it use cached states, and only until shortly before the
@@ -220,8 +221,14 @@ impl Shared {
     /// Acts on one notification of the watch channel.
     fn heard(&self, payload: &str) {
         let Some((kind, rest)) = payload.split_once(':') else { return };
+        if let Some(sequence) = kind.strip_prefix("keyring@") {
+            // `keyring@<sequence>:<org>`: a commit of commands, up to that sequence.
+            self.cache().invalidate(rest, sequence.parse().ok());
+            return;
+        }
         match kind {
-            "keyring" => self.cache().invalidate(rest),
+            // `keyring:<org>`: a commit by any other writer (the log's trigger).
+            "keyring" => self.cache().invalidate(rest, None),
             "barrier" => {
                 let (pool, ack) = (self.pool.clone(), format!("ack:{rest}:{}", self.replica));
                 tokio::spawn(async move {
