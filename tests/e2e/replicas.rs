@@ -1,6 +1,7 @@
 //! Replicas on one PostgreSQL: each uses its cached Keyrings without asking the log on every
 //! call, and still no call anywhere uses a key once its rotation or removal has returned.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
@@ -178,5 +179,44 @@ async fn commands_on_alternating_replicas_each_decide_on_the_other_replicas_chan
         );
     }
     drop(other);
+    app.finish().await;
+}
+
+/// A commit of commands announces the sequence it committed right before the notification every
+/// version of keyledger knows, in the same transaction: a replica of this version keeps the
+/// state its own command left, and one of an older version (which knows only `keyring:<org>`)
+/// still drops the organization's cached Keyring, during a rolling upgrade too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commands_commit_announces_its_sequence_before_the_notification_every_version_knows() {
+    let app = TestApp::start(Backend::Postgres).await;
+    let url = app.setting("DATABASE_URL").expect("the database");
+    let mut listener = sqlx::postgres::PgListener::connect(url).await.expect("connect");
+    listener.listen("keyledger_watch").await.expect("listen");
+    app.set_plan("acme", "pro").await;
+    app.set_plan("globex", "pro").await;
+    let key = keys::anthropic();
+    app.provider.accept(&key);
+    let owner = app.owner("acme");
+    app.post("/v1/orgs/acme/keys", &owner, json!({"provider": "anthropic", "key": key})).await;
+
+    let mut said = Vec::new();
+    while said.len() < 6 {
+        let heard = tokio::time::timeout(Duration::from_secs(5), listener.recv()).await;
+        let notification = heard.expect("notified in time").expect("heard");
+        if notification.payload().starts_with("keyring") {
+            said.push(notification.payload().to_owned());
+        }
+    }
+    let mut last = HashMap::new();
+    for pair in said.chunks(2) {
+        let (org, plain) = pair[1].split_once(':').map(|(k, o)| (o, k)).expect("kind:org");
+        assert_eq!(plain, "keyring", "the plain notification second: {said:?}");
+        let announced = pair[0].strip_prefix("keyring@").expect("announced first");
+        let (sequence, announced_org) = announced.split_once(':').expect("sequence:org");
+        assert_eq!(announced_org, org, "{said:?}");
+        let sequence: u64 = sequence.parse().expect("a sequence");
+        assert!(last.insert(org.to_owned(), sequence).is_none_or(|before| before < sequence));
+    }
+    assert_eq!(last.len(), 2, "both organizations: {said:?}");
     app.finish().await;
 }

@@ -5,9 +5,12 @@
 //! the old key. Asking the log once a call keeps it at the price of a round trip a call; this
 //! keeps it with messages instead:
 //!
-//! - Every commit of Keyring events notifies `keyring:<org>` in its own transaction (commands'
-//!   commits `keyring@<sequence>:<org>`, with the last sequence committed), so every listening
-//!   replica hears of it, in commit order, and drops that organization's state.
+//! - Every commit of Keyring events notifies `keyring:<org>` in its own transaction, so every
+//!   listening replica hears of it, in commit order, and drops that organization's state.
+//!   Commands' commits announce the last sequence committed just before, in the same
+//!   transaction (`keyring@<sequence>:<org>`, which a replica of an older version ignores): a
+//!   state a command here left at that sequence stays kept for the next command (see
+//!   `contexts`).
 //! - A replica holds a lease in `keyledger_replicas`, renewed by a beat: a notification of its
 //!   own, committed with the renewal. Hearing its own beat proves its listener hears everything
 //!   committed before; only then may it use cached states, and only until shortly before the
@@ -74,6 +77,9 @@ struct State {
     next_round: Option<watch::Sender<Option<bool>>>,
     /// Whether a task is running barriers (one at a time, while commands wait for them).
     rounds_running: bool,
+    /// The organization and sequence the last notification announced (`keyring@<n>:<org>`),
+    /// for the `keyring:<org>` that follows it in the same commit.
+    announced: Option<(String, usize)>,
 }
 
 impl Watch {
@@ -221,14 +227,19 @@ impl Shared {
     /// Acts on one notification of the watch channel.
     fn heard(&self, payload: &str) {
         let Some((kind, rest)) = payload.split_once(':') else { return };
+        let announced = self.state().announced.take();
         if let Some(sequence) = kind.strip_prefix("keyring@") {
-            // `keyring@<sequence>:<org>`: a commit of commands, up to that sequence.
-            self.cache().invalidate(rest, sequence.parse().ok());
+            // `keyring@<sequence>:<org>`, just before the `keyring:<org>` it qualifies.
+            self.state().announced = sequence.parse().ok().map(|n| (rest.to_owned(), n));
             return;
         }
         match kind {
-            // `keyring:<org>`: a commit by any other writer (the log's trigger).
-            "keyring" => self.cache().invalidate(rest, None),
+            // `keyring:<org>`: the log moved on for `org`; to the sequence announced just
+            // before when it was announced (commands' commits), else to somewhere unknown.
+            "keyring" => {
+                let sequence = announced.filter(|(org, _)| org == rest).map(|(_, n)| n);
+                self.cache().invalidate(rest, sequence);
+            }
             "barrier" => {
                 let (pool, ack) = (self.pool.clone(), format!("ack:{rest}:{}", self.replica));
                 tokio::spawn(async move {

@@ -8,9 +8,11 @@
 //! machine, and went through the partitioned parent, whose statement triggers capture the rows
 //! and loop over them in PL/pgSQL to notify. A command's events are of one aggregate, never a
 //! usage ledger, so they go straight to `events_main`; the notifications the parent's trigger
-//! would send (`keyledger_events.<type>`, and `keyledger_watch` for a Keyring) are sent here,
-//! a Keyring's with the last sequence committed (`keyring@<sequence>:<org>`): a replica keeping
-//! that organization's Keyring as its own command left it then knows whether it is current.
+//! would send (`keyledger_events.<type>`, and `keyledger_watch` for a Keyring) are sent here.
+//! A Keyring's `keyring:<org>` comes right after `keyring@<sequence>:<org>`, the last sequence
+//! committed, in that order (one transaction's notifications arrive together and in order): a
+//! replica keeping that organization's Keyring as its own command left it knows whether it is
+//! current, and a replica of an older version, which knows only the second, still drops it.
 //! Commands grouped in one statement share its commit: see [`super::group_commit`].
 
 use std::collections::HashMap;
@@ -51,10 +53,14 @@ with appended as (
     delete from key_material where material_id = any($22::uuid[])
 ), notified as (
     select pg_notify('keyledger_events.' || $1, '') as events,
-           (select count(pg_notify('keyledger_watch', 'keyring@' || last || ':' || org))
-            from (select org, max(s) as last from unnest($2::text[], $3::bigint[]) as changed(org, s)
-                  group by org) as orgs
-            where $1 = 'Keyring') as keyrings
+           (select count(pg_notify('keyledger_watch', said))
+            from (select said
+                  from (select org, max(s) as last
+                        from unnest($2::text[], $3::bigint[]) as changed(org, s) group by org) as orgs
+                  cross join lateral (values (1, 'keyring@' || last || ':' || org),
+                                             (2, 'keyring:' || org)) as says(n, said)
+                  where $1 = 'Keyring'
+                  order by org, n) as in_order) as keyrings
 )
 select aggregate_id, max(txid) as txid, max(position) as position
 from appended cross join notified
