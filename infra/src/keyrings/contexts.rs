@@ -6,9 +6,10 @@
 //! replica watch vouches for this replica's caches (see `watch`), and it is kept only as long as
 //! nothing says the log moved past it:
 //!
-//! - every commit of Keyring events notifies the organization with its last sequence, and a kept
-//!   state older than that is dropped (a notification without a sequence drops it whatever it
-//!   is); a state committed here is not kept if a later sequence was heard first;
+//! - every commit of commands announces each organization's last sequence to the watch, and a
+//!   kept state older than that is dropped (a change by any other writer, announced without a
+//!   sequence, drops it whatever it is); a state committed here is not kept if a later
+//!   sequence was heard first;
 //! - when the watch can no longer vouch for what it heard, everything is dropped, and a command
 //!   that began before that keeps nothing.
 //!
