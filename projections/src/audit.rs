@@ -186,6 +186,7 @@ pub const LOG_COLUMNS: [&str; 11] = [
 #[derive(Debug, Clone, Default)]
 pub struct AuditLog {
     pub signer: Option<Arc<dyn crate::audit_tree::CheckpointSigner>>,
+    pub frontiers: crate::audit_tree::KeptFrontiers,
 }
 
 #[async_trait]
@@ -214,6 +215,7 @@ impl Projection for AuditLog {
             let e = entry(event, fact, &prev);
             let new = appended.entry(org.clone()).or_insert_with(|| crate::audit_tree::Appended {
                 first_seq: e.seq,
+                head_before: prev.clone(),
                 hashes: Vec::new(),
             });
             new.hashes.push(e.hash.clone());
@@ -235,7 +237,7 @@ impl Projection for AuditLog {
         // One statement for the batch: commands wait for this step before they answer, and a
         // statement an entry cost 200–280 µs of it on a busy machine.
         tx.upsert_rows("audit_log", &LOG_COLUMNS, &rows, "").await?;
-        crate::audit_tree::append(tx, &appended, self.signer.as_ref()).await?;
+        crate::audit_tree::append(tx, &appended, self.signer.as_ref(), &self.frontiers).await?;
         Ok(())
     }
 }

@@ -373,3 +373,59 @@ async fn a_given_signing_key_signs_the_checkpoints(backend: Backend) {
     assert!(signed(&checkpoint, &published));
     app.finish().await;
 }
+
+on_both_backends!(a_trail_rebuilt_by_another_process_grows_from_its_rebuilt_tree);
+
+/// The audit view keeps each tree's frontier between steps. After another process rebuilt the
+/// trail over a rewritten log (same size, other hashes), what this server's projector kept is
+/// stale: the next entry must grow the tree as it now is, or its checkpoint's root would not
+/// be the root the proofs lead to.
+async fn a_trail_rebuilt_by_another_process_grows_from_its_rebuilt_tree(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    history(&app).await;
+    let auditor = app.token("acme", Role::Auditor, "carol");
+    assert_eq!(app.get("/v1/orgs/acme/audit/checkpoint", &auditor).await.json()["tree_size"], 6);
+    app.stop_projecting();
+
+    let rewrite = match backend {
+        Backend::Postgres => "update events set metadata = replace(metadata::text, '\"alice\"', '\"mallory\"')::json \
+                              where aggregate_id = 'acme' and sequence = 2",
+        Backend::Sqlite => "update events set metadata = replace(metadata, '\"alice\"', '\"mallory\"') \
+                            where aggregate_id = 'acme' and sequence = 2",
+    };
+    assert_eq!(app.execute_sql(rewrite).await, 1);
+    let elsewhere = keyledger_projections::projector::Projector::new(
+        app.state.db.clone(),
+        keyledger_projections::views::all(None, None),
+    );
+    elsewhere.rebuild(Some("audit")).await.expect("rebuild elsewhere");
+
+    let stored = app
+        .post(
+            "/v1/orgs/acme/keys",
+            &app.owner("acme"),
+            json!({"provider": "anthropic", "key": keys::anthropic()}),
+        )
+        .await;
+    assert_eq!(stored.status, StatusCode::CREATED, "{}", stored.everything());
+    app.state.projector.catch_up().await.expect("this server's projector steps");
+
+    let head = app.get("/v1/orgs/acme/audit/checkpoint", &auditor).await.json();
+    assert_eq!(head["tree_size"], 7, "{head}");
+    let root = hash(&head["root_hash"]);
+    let entries = app.get("/v1/orgs/acme/audit", &auditor).await.json()["entries"].clone();
+    assert_eq!(entries[1]["actor"], "mallory", "the rebuilt trail");
+    for entry in entries.as_array().expect("entries") {
+        let seq = entry["seq"].as_u64().expect("seq");
+        let included = app
+            .get(&format!("/v1/orgs/acme/audit/proof/inclusion?seq={seq}&tree_size=7"), &auditor)
+            .await
+            .json();
+        let leaf = auditor::leaf(&hash(&entry["hash"]));
+        assert!(
+            auditor::inclusion(seq - 1, 7, &leaf, &proof(&included), &root),
+            "entry {seq} is in the tree the checkpoint of 7 signs"
+        );
+    }
+    app.finish().await;
+}
