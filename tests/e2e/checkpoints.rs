@@ -225,13 +225,7 @@ async fn an_auditor_proves_later_history_extends_a_saved_checkpoint_and_catches_
 
     // An insider rewrites who stored the key (seq 2) in the log, then recomputes the trail,
     // its chain and its tree from the rewritten log, as the audit view does.
-    let rewrite = match backend {
-        Backend::Postgres => "update events set metadata = replace(metadata::text, '\"alice\"', '\"mallory\"')::json \
-                              where aggregate_id = 'acme' and sequence = 2",
-        Backend::Sqlite => "update events set metadata = replace(metadata, '\"alice\"', '\"mallory\"') \
-                            where aggregate_id = 'acme' and sequence = 2",
-    };
-    assert_eq!(app.execute_sql(rewrite).await, 1);
+    rewrite_who_stored_the_key(&app, backend).await;
     app.state.projector.rebuild(Some("audit")).await.expect("rebuild");
     let entry = app.get("/v1/orgs/acme/audit?after=1&limit=1", &auditor).await.json();
     assert_eq!(entry["entries"][0]["actor"], "mallory", "the trail now says so");
@@ -264,6 +258,17 @@ async fn an_auditor_proves_later_history_extends_a_saved_checkpoint_and_catches_
         .expect("checked");
     assert_eq!(finding, Finding::Rewritten { first: Some(2), between: (2, 2) });
     app.finish().await;
+}
+
+/// An insider's edit of the log: acme's key (seq 2) was stored by mallory, not alice.
+async fn rewrite_who_stored_the_key(app: &TestApp, backend: Backend) {
+    let rewrite = match backend {
+        Backend::Postgres => "update events set metadata = replace(metadata::text, '\"alice\"', '\"mallory\"')::json \
+                              where aggregate_id = 'acme' and sequence = 2",
+        Backend::Sqlite => "update events set metadata = replace(metadata, '\"alice\"', '\"mallory\"') \
+                            where aggregate_id = 'acme' and sequence = 2",
+    };
+    assert_eq!(app.execute_sql(rewrite).await, 1);
 }
 
 on_both_backends!(proofs_refuse_what_does_not_exist_and_readers_are_those_of_the_trail);
@@ -387,13 +392,7 @@ async fn a_trail_rebuilt_by_another_process_grows_from_its_rebuilt_tree(backend:
     assert_eq!(app.get("/v1/orgs/acme/audit/checkpoint", &auditor).await.json()["tree_size"], 6);
     app.stop_projecting();
 
-    let rewrite = match backend {
-        Backend::Postgres => "update events set metadata = replace(metadata::text, '\"alice\"', '\"mallory\"')::json \
-                              where aggregate_id = 'acme' and sequence = 2",
-        Backend::Sqlite => "update events set metadata = replace(metadata, '\"alice\"', '\"mallory\"') \
-                            where aggregate_id = 'acme' and sequence = 2",
-    };
-    assert_eq!(app.execute_sql(rewrite).await, 1);
+    rewrite_who_stored_the_key(&app, backend).await;
     let elsewhere = keyledger_projections::projector::Projector::new(
         app.state.db.clone(),
         keyledger_projections::views::all(None, None),
