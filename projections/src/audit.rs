@@ -234,8 +234,8 @@ impl Projection for AuditLog {
                 Arg::Int(event.cursor.position),
             ]);
         }
-        // One statement for the batch: commands wait for this step before they answer, and a
-        // statement an entry cost 200–280 µs of it on a busy machine.
+        // One statement for the batch: reads of the trail wait for this step (read-your-writes),
+        // and a statement an entry cost 200–280 µs of it on a busy machine.
         tx.upsert_rows("audit_log", &LOG_COLUMNS, &rows, "").await?;
         crate::audit_tree::append(tx, &appended, self.signer.as_ref(), &self.frontiers).await?;
         Ok(())

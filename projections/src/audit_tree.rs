@@ -213,9 +213,8 @@ pub const FRONTIERS_ON_POSTGRES: &str = "select t.org_id, t.level, t.idx, t.hash
         where org_id = w.o and level = w.l and idx = w.i limit 1) as t";
 
 /// The frontier subtrees of each organization in `orgs` before entry `first_seq` (those
-/// appending needs), read in
-/// one statement that is the same whatever the number of organizations (the wanted subtrees
-/// go as one JSON array), so it is prepared once.
+/// appending needs), read in one statement that is the same whatever the number of
+/// organizations (the wanted subtrees go as one JSON array), so it is prepared once.
 async fn frontiers(
     tx: &mut Tx,
     orgs: &[(&str, i64)],

@@ -399,14 +399,7 @@ async fn a_trail_rebuilt_by_another_process_grows_from_its_rebuilt_tree(backend:
     );
     elsewhere.rebuild(Some("audit")).await.expect("rebuild elsewhere");
 
-    let stored = app
-        .post(
-            "/v1/orgs/acme/keys",
-            &app.owner("acme"),
-            json!({"provider": "anthropic", "key": keys::anthropic()}),
-        )
-        .await;
-    assert_eq!(stored.status, StatusCode::CREATED, "{}", stored.everything());
+    keys::store_accepted(&app, &["anthropic"]).await;
     app.state.projector.catch_up().await.expect("this server's projector steps");
 
     let head = app.get("/v1/orgs/acme/audit/checkpoint", &auditor).await.json();

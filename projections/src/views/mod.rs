@@ -29,7 +29,7 @@ pub fn all(
         Arc::new(ProviderOrderView),
         Arc::new(OrgStatusView),
         Arc::new(OrgDirectory),
-        Arc::new(AuditLog { signer, frontiers: crate::audit_tree::KeptFrontiers::default() }),
+        Arc::new(AuditLog { signer, ..AuditLog::default() }),
         Arc::new(UsageCockpit { retention }),
     ]
 }
